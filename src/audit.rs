@@ -1,0 +1,157 @@
+//! The audit trail, read back from git history: each apply commit's action lines, and
+//! every other commit that touched the store as `manual`.
+
+use std::collections::BTreeSet;
+
+use git2::{DiffOptions, Repository, Sort};
+use serde::Serialize;
+
+use crate::apply::{SUBJECT_PREFIX, TRAILER_PLAN};
+use crate::error::{Error, Result};
+use crate::plan::ActionKind;
+use crate::store::{files, Settings};
+use crate::time::Time;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    pub time: String,
+    pub commit: String,
+    /// The key, or `-` for a manual change to policies or settings.
+    pub key: String,
+    /// An action of the plan, or `manual`.
+    pub action: String,
+    pub policy: String,
+    pub reason: String,
+}
+
+/// Parses one `<action> <key> [<policy>] <reason>` body line of an apply commit.
+fn parse_action_line(line: &str) -> Option<(ActionKind, &str, &str, &str)> {
+    let (action, rest) = line.split_once(' ')?;
+    let action = ActionKind::parse(action)?;
+    let (key, rest) = rest.split_once(' ')?;
+    let rest = rest.strip_prefix('[')?;
+    let (policy, reason) = rest.split_once("] ")?;
+    Some((action, key, policy, reason))
+}
+
+fn is_apply_commit(message: &str) -> bool {
+    message.starts_with(SUBJECT_PREFIX)
+        && message
+            .lines()
+            .any(|l| l.starts_with(&format!("{TRAILER_PLAN}: ")))
+}
+
+/// Store files a commit changed against its first parent (all files for a root commit).
+fn touched_paths(repo: &Repository, commit: &git2::Commit, pathspecs: &[String]) -> Result<Vec<String>> {
+    let tree = commit.tree().map_err(|e| Error::git("reading a commit's tree", e))?;
+    let parent_tree = match commit.parent(0) {
+        Ok(p) => Some(p.tree().map_err(|e| Error::git("reading a parent tree", e))?),
+        Err(_) => None,
+    };
+    let mut opts = DiffOptions::new();
+    for p in pathspecs {
+        opts.pathspec(p);
+    }
+    let diff = repo
+        .diff_tree_to_tree(parent_tree.as_ref(), Some(&tree), Some(&mut opts))
+        .map_err(|e| Error::git("diffing a commit", e))?;
+    let mut out = BTreeSet::new();
+    for d in diff.deltas() {
+        for f in [d.old_file(), d.new_file()] {
+            if let Some(p) = f.path().and_then(|p| p.to_str()) {
+                out.insert(p.to_string());
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// The trail from HEAD back, newest first; only entries for `key` when given.
+pub fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> Result<Vec<Entry>> {
+    let head = match crate::store::repo::head_commit(repo)? {
+        Some(c) => c,
+        None => return Ok(Vec::new()),
+    };
+    let keys_prefix = format!("{}/", settings.keys_dir);
+    let pathspecs: Vec<String> = match key {
+        Some(id) => vec![format!("{keys_prefix}{id}.toml")],
+        None => vec![
+            files::SETTINGS_FILE.to_string(),
+            files::OWNERS_FILE.to_string(),
+            settings.keys_dir.clone(),
+            settings.policies_dir.clone(),
+        ],
+    };
+    let git = |e| Error::git("walking the history", e);
+    let mut walk = repo.revwalk().map_err(git)?;
+    walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME).map_err(git)?;
+    walk.push(head.id()).map_err(git)?;
+
+    let mut out = Vec::new();
+    for oid in walk {
+        let oid = oid.map_err(git)?;
+        let commit = repo.find_commit(oid).map_err(git)?;
+        let message = commit.message().unwrap_or_default().to_string();
+        let time = Time::from_unix(commit.time().seconds()).to_rfc3339();
+        let id = oid.to_string();
+        if is_apply_commit(&message) {
+            for line in message.lines().skip(1) {
+                if let Some((action, k, policy, reason)) = parse_action_line(line) {
+                    if key.is_none_or(|want| want == k) {
+                        out.push(Entry {
+                            time: time.clone(),
+                            commit: id.clone(),
+                            key: k.to_string(),
+                            action: action.to_string(),
+                            policy: policy.to_string(),
+                            reason: reason.to_string(),
+                        });
+                    }
+                }
+            }
+            continue;
+        }
+        let touched = touched_paths(repo, &commit, &pathspecs)?;
+        if touched.is_empty() {
+            continue;
+        }
+        let subject = message.lines().next().unwrap_or_default().to_string();
+        let mut ids: Vec<String> = touched
+            .iter()
+            .filter_map(|p| p.strip_prefix(&keys_prefix))
+            .filter_map(|p| p.strip_suffix(".toml"))
+            .filter(|p| !p.contains('/'))
+            .map(str::to_string)
+            .collect();
+        ids.dedup();
+        if ids.len() < touched.len() && key.is_none() {
+            ids.insert(0, "-".to_string()); // policies, owners or settings changed
+        }
+        for k in ids {
+            out.push(Entry {
+                time: time.clone(),
+                commit: id.clone(),
+                key: k,
+                action: "manual".into(),
+                policy: "-".into(),
+                reason: subject.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_apply_body_lines() {
+        assert_eq!(
+            parse_action_line("rotate binance-bot [max-age] secret is 120 days old (limit 90)"),
+            Some((ActionKind::Rotate, "binance-bot", "max-age", "secret is 120 days old (limit 90)"))
+        );
+        assert_eq!(parse_action_line("Keyrot-Now: 2026-11-22T20:00:00Z"), None);
+        assert_eq!(parse_action_line("manual edit of things"), None);
+    }
+}

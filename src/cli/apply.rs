@@ -1,0 +1,87 @@
+//! `keyrot apply [PLANFILE]`: apply a saved plan, or plan the committed store and apply.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use crate::apply;
+use crate::error::Error;
+use crate::plan::Plan;
+use crate::secret::{self, SecretsDir};
+use crate::store::files::read_user_file;
+use crate::time::Time;
+use crate::workspace::Workspace;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A plan saved by `keyrot plan --out`
+    planfile: Option<PathBuf>,
+    /// Evaluation instant (RFC 3339) when planning here; default: now
+    #[arg(long, value_parser = super::parse_now, value_name = "TIME", conflicts_with = "planfile")]
+    now: Option<Time>,
+    /// Apply without asking (required when stdin is not a terminal)
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Where new secrets are written (default: a per-user state folder outside the store)
+    #[arg(long, env = "KEYROT_SECRETS_DIR", value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
+    let ws = Workspace::open(store)?;
+    let secrets_path = match &args.secrets_dir {
+        Some(p) => p.clone(),
+        None => secret::default_dir(&ws.root)?,
+    };
+    let secrets = SecretsDir::open(&secrets_path, &ws.root)?;
+
+    let (plan, loaded) = match &args.planfile {
+        Some(path) => {
+            let bytes = read_user_file(path)?;
+            let plan = Plan::from_json(&path.display().to_string(), &bytes)?;
+            let loaded = apply::verify_saved(&ws, &plan)?;
+            (plan, loaded)
+        }
+        None => {
+            let now = args.now.unwrap_or_else(Time::now);
+            let (head, loaded) = apply::load_head(&ws, now)?;
+            let plan = loaded.plan(now, Some(head), false)?;
+            if !args.yes {
+                if !std::io::stdin().is_terminal() {
+                    return Err(Error::Usage(
+                        "apply without a plan file needs --yes when stdin is not a terminal (as `terraform apply -auto-approve`)".into(),
+                    ));
+                }
+                super::out(&super::render::plan(&plan));
+                if !plan.has_changes() {
+                    super::out("\nNothing to apply.\n");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                super::out("\nApply these actions? Only 'yes' will be accepted: ");
+                let mut answer = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut answer);
+                if answer.trim() != "yes" {
+                    super::out("Apply cancelled; nothing changed.\n");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+            (plan, loaded)
+        }
+    };
+
+    let applied = apply::execute(&ws, &loaded, &plan, &secrets)?;
+    if args.json {
+        super::out(&format!(
+            "{}\n",
+            json!({"commit": applied.commit, "branch": applied.branch, "secrets": applied.secrets, "plan": plan})
+        ));
+    } else {
+        super::out(&super::render::applied(&plan, &applied, secrets.path()));
+    }
+    Ok(ExitCode::SUCCESS)
+}

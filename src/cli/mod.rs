@@ -1,0 +1,114 @@
+//! The command line: argument parsing, one module per command, and rendering. Each
+//! command calls the library and prints; errors come back here to be printed once.
+
+mod apply;
+mod check;
+mod demo;
+mod init;
+mod log;
+mod plan;
+mod render;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Error;
+use crate::time::Time;
+
+#[derive(Parser)]
+#[command(name = "keyrot", version, about = "Policy-as-code rotation engine for API keys", long_about = None)]
+struct Cli {
+    /// The store (a git repository); default: $KEYROT_STORE, else the current directory
+    #[arg(long, global = true, env = "KEYROT_STORE", value_name = "DIR")]
+    store: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a store: git init, settings, owners, keys/, the shipped policies, one commit
+    Init(init::Args),
+    /// Compile every policy, load every key and owner, validate keyrot.toml
+    Check(check::Args),
+    /// Evaluate every key against every policy and print the plan
+    Plan(plan::Args),
+    /// Apply a saved plan, or plan and apply the committed store, as one git commit
+    Apply(apply::Args),
+    /// The audit trail from git history
+    Log(log::Args),
+    /// Quick start: make an example store, then plan, apply and log it
+    Demo(demo::Args),
+}
+
+/// Parses an RFC 3339 `--now`.
+fn parse_now(s: &str) -> Result<Time, String> {
+    Time::parse_rfc3339(s)
+}
+
+impl Cli {
+    fn store_dir(&self) -> PathBuf {
+        self.store.clone().unwrap_or_else(|| PathBuf::from("."))
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
+    match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            report(&e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<ExitCode, Error> {
+    let store = cli.store_dir();
+    match &cli.command {
+        Command::Init(args) => init::run(args, cli.store.as_deref()),
+        Command::Check(args) => check::run(args, &store),
+        Command::Plan(args) => plan::run(args, &store),
+        Command::Apply(args) => apply::run(args, &store),
+        Command::Log(args) => log::run(args, &store),
+        Command::Demo(args) => demo::run(args),
+    }
+}
+
+/// Prints an error to stderr: one line per problem, then a closing line.
+fn report(e: &Error) {
+    let mut err = std::io::stderr().lock();
+    match e {
+        Error::Invalid(problems) => {
+            for p in problems {
+                let _ = writeln!(err, "{p}");
+            }
+            let n = problems.len();
+            let _ = writeln!(
+                err,
+                "error: {n} problem{} in the store; nothing was planned or applied",
+                if n == 1 { "" } else { "s" }
+            );
+        }
+        other => {
+            let _ = writeln!(err, "error: {other}");
+        }
+    }
+}
+
+/// Writes to stdout, ignoring a closed pipe (`keyrot log | head`).
+fn out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes());
+    let _ = o.flush();
+}

@@ -1,0 +1,54 @@
+//! `keyrot plan`: evaluate the work tree and print (or save) the plan.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::error::Error;
+use crate::time::Time;
+use crate::workspace::Workspace;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Evaluation instant (RFC 3339), for reproducible plans; default: now
+    #[arg(long, value_parser = super::parse_now, value_name = "TIME")]
+    now: Option<Time>,
+    /// Print the plan as JSON
+    #[arg(long)]
+    json: bool,
+    /// Save the plan to FILE, for `keyrot apply FILE`
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Exit 2 when the plan would change the store (rotate, revoke, restrict or expire)
+    #[arg(long)]
+    detailed_exitcode: bool,
+}
+
+pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
+    let ws = Workspace::open(store)?;
+    let now = args.now.unwrap_or_else(Time::now);
+    let (plan, dirty) = ws.plan_worktree(now)?;
+    if let Some(path) = &args.out {
+        std::fs::write(path, format!("{}\n", plan.to_json())).map_err(|e| Error::io(path, e))?;
+    }
+    if args.json {
+        super::out(&format!("{}\n", plan.to_json()));
+    } else {
+        let mut text = String::new();
+        if !dirty.is_empty() {
+            text.push_str(&format!(
+                "Note: the work tree differs from HEAD ({}); this plan shows uncommitted changes, and apply acts only on committed state.\n\n",
+                dirty.join(", ")
+            ));
+        }
+        text.push_str(&super::render::plan(&plan));
+        if let Some(path) = &args.out {
+            text.push_str(&format!("\nSaved plan to {}. Apply it with: keyrot apply {}\n", path.display(), path.display()));
+        }
+        super::out(&text);
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

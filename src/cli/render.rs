@@ -1,0 +1,107 @@
+//! Human-readable output: the plan table, apply results, the audit log.
+
+use std::path::Path;
+
+use tabled::builder::Builder;
+use tabled::settings::Style;
+
+use crate::apply::Applied;
+use crate::audit::Entry;
+use crate::plan::{Action, Plan};
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut b = Builder::default();
+    b.push_record(header.iter().map(|h| h.to_string()));
+    for r in rows {
+        b.push_record(r);
+    }
+    let mut t = b.build();
+    t.with(Style::sharp());
+    format!("{t}\n")
+}
+
+fn detail(a: &Action) -> String {
+    let mut d = a.reason.clone();
+    if let Some(g) = &a.grace_period {
+        d.push_str(&format!(" (grace {g})"));
+    }
+    if let Some(r) = &a.remove {
+        d.push_str(&format!(" (remove {})", r.join(", ")));
+    }
+    if let Some(fp) = &a.fingerprint {
+        d.push_str(&format!(" ({})", short_fp(fp)));
+    }
+    d
+}
+
+/// `sha256:1a2b3c4d5e6f…`: enough to tell secrets apart in a table.
+fn short_fp(fp: &str) -> String {
+    let keep = "sha256:".len() + 12;
+    if fp.len() > keep {
+        format!("{}…", &fp[..keep])
+    } else {
+        fp.to_string()
+    }
+}
+
+/// The plan table, then the summary line.
+pub fn plan(plan: &Plan) -> String {
+    let mut out = String::new();
+    if plan.actions.is_empty() {
+        out.push_str(&format!("No findings: every key complies with every policy (at {}).\n", plan.now));
+    } else {
+        let rows = plan
+            .actions
+            .iter()
+            .map(|a| {
+                let action = match a.superseded_by {
+                    Some(by) => format!("{} (superseded by {by})", a.action),
+                    None => a.action.to_string(),
+                };
+                vec![a.key.clone(), action, a.policy.clone(), detail(a)]
+            })
+            .collect();
+        out.push_str(&table(&["KEY", "ACTION", "POLICY", "REASON"], rows));
+    }
+    out.push_str(&format!("{}\n", plan.summary));
+    out
+}
+
+pub fn applied(plan: &Plan, applied: &Applied, secrets_dir: &Path) -> String {
+    let Some(commit) = &applied.commit else {
+        return format!("Nothing to apply: no rotate, revoke, restrict or expire in the plan. No commit made.\n{}\n", plan.summary);
+    };
+    let mut out = String::new();
+    for s in &applied.secrets {
+        out.push_str(&format!("new secret for {}: {} -> {}\n", s.key, s.fingerprint, s.path.display()));
+    }
+    if !applied.secrets.is_empty() {
+        out.push_str(&format!("(secrets are in {}, mode 0600; only fingerprints enter the store)\n", secrets_dir.display()));
+    }
+    out.push_str(&format!(
+        "Apply complete: {} on {}\ncommit {commit}\n",
+        applied.subject.as_deref().unwrap_or_default(),
+        applied.branch.trim_start_matches("refs/heads/")
+    ));
+    out
+}
+
+pub fn log(entries: &[Entry]) -> String {
+    if entries.is_empty() {
+        return "No history yet.\n".into();
+    }
+    let rows = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.time.clone(),
+                e.commit[..10.min(e.commit.len())].to_string(),
+                e.key.clone(),
+                e.action.clone(),
+                e.policy.clone(),
+                e.reason.clone(),
+            ]
+        })
+        .collect();
+    table(&["TIME", "COMMIT", "KEY", "ACTION", "POLICY", "REASON"], rows)
+}

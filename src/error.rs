@@ -1,0 +1,147 @@
+//! Errors: one type for the library, each variant carrying what a user needs to find
+//! and fix the cause (file, line, column, and a hint where there is one).
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// One problem in one input file, printed as `path:line:col: message`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Path relative to the store root (`keys/binance-bot.toml`).
+    pub path: String,
+    /// 1-based line and column, when the parser knows them.
+    pub pos: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.into(),
+            pos: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn at(path: impl Into<String>, pos: Option<(usize, usize)>, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.into(),
+            pos,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pos {
+            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// Converts a byte offset in `text` to a 1-based (line, column), counting columns in
+/// characters as editors do.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before[line_start..].chars().count() + 1;
+    (line, col)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store's files failed to load; every bad file is listed.
+    #[error("{}", render_problems(.0))]
+    Invalid(Vec<Problem>),
+
+    /// A policy threw, broke a sandbox bound, or returned something that is not a decision.
+    #[error("{location}policy {policy}: key {key}: {message}")]
+    Policy {
+        policy: String,
+        key: String,
+        /// `policies/x.rhai:3:12: ` or empty.
+        location: String,
+        message: String,
+    },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("git: {context}: {message}")]
+    Git { context: String, message: String },
+
+    /// The store has uncommitted changes that `apply` would not be able to trace.
+    #[error("the store has uncommitted changes: {}\n  hint: commit them (git add … && git commit) and plan again; apply acts only on committed state", .0.join(", "))]
+    Dirty(Vec<String>),
+
+    /// A saved plan no longer matches the store.
+    #[error("stale plan: {0}\n  hint: run `keyrot plan --out FILE` again")]
+    StalePlan(String),
+
+    /// A saved plan's actions are not what the policies decide.
+    #[error("plan file rejected: {0}\n  hint: plan files are re-derived before apply; run `keyrot plan --out FILE` again")]
+    ForgedPlan(String),
+
+    /// Anything else the user asked for that cannot be done, with what to do instead.
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn render_problems(problems: &[Problem]) -> String {
+    let mut out = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&p.to_string());
+    }
+    out
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn git(context: impl Into<String>, err: git2::Error) -> Error {
+        Error::Git {
+            context: context.into(),
+            message: err.message().to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        let text = "a = 1\nbé = x\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 6), (2, 1));
+        assert_eq!(line_col(text, text.find('x').unwrap()), (2, 6));
+    }
+
+    #[test]
+    fn problems_render_with_and_without_position() {
+        assert_eq!(
+            Problem::at("keys/a.toml", Some((3, 7)), "bad").to_string(),
+            "keys/a.toml:3:7: bad"
+        );
+        assert_eq!(Problem::new("keys/a.toml", "bad").to_string(), "keys/a.toml: bad");
+    }
+}

@@ -1,0 +1,221 @@
+//! `keyrot init`: a new store with the shipped policies, optionally seeded with the
+//! example keys (dates shifted so the first plan shows every kind of action).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use git2::{IndexAddOption, Repository, RepositoryInitOptions};
+use toml_edit::{DocumentMut, Item, Value};
+
+use crate::error::{Error, Result};
+use crate::store::{files, repo, Settings};
+use crate::time::Time;
+
+/// The policies keyrot ships, as `(file name, source)`.
+pub const SHIPPED_POLICIES: &[(&str, &str)] = &[
+    ("compromised.rhai", include_str!("../policies/compromised.rhai")),
+    ("departed-owner.rhai", include_str!("../policies/departed-owner.rhai")),
+    ("idle.rhai", include_str!("../policies/idle.rhai")),
+    ("key-cap.rhai", include_str!("../policies/key-cap.rhai")),
+    ("least-privilege.rhai", include_str!("../policies/least-privilege.rhai")),
+    ("max-age.rhai", include_str!("../policies/max-age.rhai")),
+];
+
+const EXAMPLE_OWNERS: &str = include_str!("../examples/store/owners.toml");
+
+const EXAMPLE_KEYS: &[(&str, &str)] = &[
+    ("binance-bot.toml", include_str!("../examples/store/keys/binance-bot.toml")),
+    ("coinbase-withdraw.toml", include_str!("../examples/store/keys/coinbase-withdraw.toml")),
+    ("fresh-bot.toml", include_str!("../examples/store/keys/fresh-bot.toml")),
+    ("legacy-admin.toml", include_str!("../examples/store/keys/legacy-admin.toml")),
+    ("old-bot.toml", include_str!("../examples/store/keys/old-bot.toml")),
+    ("payments.toml", include_str!("../examples/store/keys/payments.toml")),
+    ("stale-report.toml", include_str!("../examples/store/keys/stale-report.toml")),
+];
+
+/// The instant the example files' dates are written relative to.
+pub const EXAMPLE_ANCHOR: &str = "2026-11-22T12:00:00Z";
+
+const SETTINGS: &str = r#"# keyrot settings. Every field is optional; the values shown are the defaults.
+# Unknown fields are errors, so a typo can never silently weaken a policy.
+
+[store]
+keys = "keys"
+policies = "policies"
+
+[rotation]
+grace_period = "24h"   # how long a rotated-out secret stays valid
+min_interval = "24h"   # cooldown between rotations of one key (revoke is exempt)
+
+[secrets]
+bytes = 32             # random bytes per secret, from the OS CSPRNG
+prefix = "kr"          # secrets look like kr_<service>_<body><checksum>
+
+[commit]
+name = "keyrot"        # used only when git has no user configured
+email = "keyrot@localhost"
+
+# Each [policy.<name>] table is that policy's config().
+[policy.max-age]
+max_days = 90
+withdraw_max_days = 30
+
+[policy.idle]
+max_idle_days = 60
+
+[policy.key-cap]
+max_keys = 5
+"#;
+
+const OWNERS: &str = r#"# People who own keys. status = "active" | "departed".
+#
+# [alice]
+# status = "active"
+# team = "trading"
+# email = "alice@example.com"
+"#;
+
+const GITIGNORE: &str = "# Secrets never belong in the store; keyrot writes them elsewhere.\n*.secret\n*.pending\n";
+
+#[derive(Debug)]
+pub struct Created {
+    pub root: PathBuf,
+    pub commit: String,
+    pub keys: usize,
+}
+
+/// Whether `dir` already holds a keyrot store (a git repository with `keyrot.toml`).
+pub fn is_store(dir: &Path) -> bool {
+    dir.join(".git").exists() && dir.join(files::SETTINGS_FILE).is_file()
+}
+
+/// Creates a store in `dir` (which may exist only if empty) and commits it.
+pub fn init(dir: &Path, example: bool, now: Time) -> Result<Created> {
+    if dir.exists() {
+        let mut entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        if entries.next().is_some() {
+            let what = if is_store(dir) {
+                "is already a keyrot store"
+            } else {
+                "is not empty and is not a keyrot store"
+            };
+            return Err(Error::Usage(format!(
+                "{} {what}; keyrot init needs a new or empty folder",
+                dir.display()
+            )));
+        }
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut opts = RepositoryInitOptions::new();
+    opts.initial_head("main");
+    let git_repo = Repository::init_opts(dir, &opts).map_err(|e| Error::git("git init", e))?;
+
+    let write = |rel: &str, text: &str| -> Result<()> {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        fs::write(&path, text).map_err(|e| Error::io(&path, e))
+    };
+    write(files::SETTINGS_FILE, SETTINGS)?;
+    write(".gitignore", GITIGNORE)?;
+    for (name, text) in SHIPPED_POLICIES {
+        write(&format!("policies/{name}"), text)?;
+    }
+    let mut keys = 0;
+    if example {
+        let shift = now.since(Time::parse_rfc3339(EXAMPLE_ANCHOR).map_err(Error::Usage)?);
+        write(files::OWNERS_FILE, EXAMPLE_OWNERS)?;
+        for (name, text) in EXAMPLE_KEYS {
+            write(&format!("keys/{name}"), &shift_dates(text, shift.secs())?)?;
+            keys += 1;
+        }
+    } else {
+        write(files::OWNERS_FILE, OWNERS)?;
+        write("keys/.gitkeep", "")?;
+    }
+
+    let commit = commit_all(&git_repo, "keyrot init")?;
+    Ok(Created {
+        root: dir.to_path_buf(),
+        commit,
+        keys,
+    })
+}
+
+/// Stages everything in the work tree and commits it on the current branch.
+fn commit_all(git_repo: &Repository, message: &str) -> Result<String> {
+    let git = |e| Error::git("making the initial commit", e);
+    let mut index = git_repo.index().map_err(git)?;
+    index
+        .add_all(["*"].iter(), IndexAddOption::DEFAULT, None)
+        .map_err(git)?;
+    index.write().map_err(git)?;
+    let tree_id = index.write_tree().map_err(git)?;
+    let tree = git_repo.find_tree(tree_id).map_err(git)?;
+    let sig = repo::signature(git_repo, &Settings::default())?;
+    let oid = git_repo
+        .commit(Some("HEAD"), &sig, &sig, message, &tree, &[])
+        .map_err(git)?;
+    Ok(oid.to_string())
+}
+
+/// Moves every offset date-time in a TOML document by `secs`, keeping its formatting.
+fn shift_dates(text: &str, secs: i64) -> Result<String> {
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e| Error::Usage(format!("example file: {e}")))?;
+    shift_table(doc.as_table_mut(), secs);
+    Ok(doc.to_string())
+}
+
+fn shift_table(table: &mut toml_edit::Table, secs: i64) {
+    for (_, item) in table.iter_mut() {
+        match item {
+            Item::Value(v) => shift_value(v, secs),
+            Item::Table(t) => shift_table(t, secs),
+            Item::ArrayOfTables(a) => a.iter_mut().for_each(|t| shift_table(t, secs)),
+            Item::None => {}
+        }
+    }
+}
+
+fn shift_value(v: &mut Value, secs: i64) {
+    match v {
+        Value::Datetime(dt) => {
+            if let Ok(t) = Time::parse_rfc3339(&dt.value().to_string()) {
+                let moved = Time::from_unix(t.unix() + secs).to_rfc3339();
+                if let Ok(new) = moved.parse::<toml_edit::Datetime>() {
+                    let decor = dt.decor().clone();
+                    *v = Value::from(new);
+                    *v.decor_mut() = decor;
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| shift_value(x, secs)),
+        Value::InlineTable(t) => t.iter_mut().for_each(|(_, x)| shift_value(x, secs)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shifting_moves_dates_and_keeps_comments() {
+        let text = "# c\ncreated_at = 2026-11-22T12:00:00Z # here\n[[previous]]\nvalid_until = 2026-11-21T12:00:00Z\n";
+        let out = shift_dates(text, 3600).unwrap();
+        assert_eq!(
+            out,
+            "# c\ncreated_at = 2026-11-22T13:00:00Z # here\n[[previous]]\nvalid_until = 2026-11-21T13:00:00Z\n"
+        );
+    }
+
+    #[test]
+    fn shipped_settings_parse_cleanly() {
+        let (s, problems) = Settings::parse("keyrot.toml", SETTINGS);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(s.policy_config.len(), 3);
+    }
+}

@@ -1,0 +1,21 @@
+//! keyrot: a policy-as-code rotation engine for API keys.
+//!
+//! A store is a git repository of key metadata (`keys/*.toml`), owners, settings and
+//! Rhai policies. keyrot evaluates every key against every policy ([`policy`]), turns
+//! the decisions into a deterministic [`plan::Plan`], and applies it ([`apply`]) with
+//! new secrets from the OS CSPRNG ([`secret`]) as one git commit, so the history is the
+//! audit trail ([`audit`]). The library never prints; the `cli` module renders.
+
+pub mod apply;
+pub mod audit;
+pub mod cli;
+pub mod error;
+pub mod init;
+pub mod plan;
+pub mod policy;
+pub mod secret;
+pub mod store;
+pub mod time;
+pub mod workspace;
+
+pub use error::{Error, Problem, Result};

@@ -1,0 +1,472 @@
+//! The plan: every key evaluated against every policy, turned into an ordered list of
+//! actions by keyrot's precedence rules. Plain data; the same inputs give the same
+//! plan, byte for byte.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::policy::{Decision, KeyView, PolicySet, Verdict};
+use crate::store::{files, KeyStatus, Store};
+use crate::time::{Dur, Time};
+
+pub const FORMAT: u32 = 1;
+
+/// What happens to a key. The declaration order is the order within one key in a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    Revoke,
+    Rotate,
+    Restrict,
+    Expire,
+    Deferred,
+    Warn,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Revoke => "revoke",
+            ActionKind::Rotate => "rotate",
+            ActionKind::Restrict => "restrict",
+            ActionKind::Expire => "expire",
+            ActionKind::Deferred => "deferred",
+            ActionKind::Warn => "warn",
+        }
+    }
+
+    /// Whether this action, when not superseded, changes the store.
+    pub fn changes_store(self) -> bool {
+        matches!(
+            self,
+            ActionKind::Revoke | ActionKind::Rotate | ActionKind::Restrict | ActionKind::Expire
+        )
+    }
+
+    pub fn parse(s: &str) -> Option<ActionKind> {
+        [
+            ActionKind::Revoke,
+            ActionKind::Rotate,
+            ActionKind::Restrict,
+            ActionKind::Expire,
+            ActionKind::Deferred,
+            ActionKind::Warn,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The policy name keyrot uses for its own actions (`expire`).
+pub const KEYROT_POLICY: &str = "keyrot";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    pub key: String,
+    pub action: ActionKind,
+    pub policy: String,
+    pub reason: String,
+    /// Rotate: how long the old secret stays valid (`1d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period: Option<String>,
+    /// Restrict: the permissions removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove: Option<Vec<String>>,
+    /// Expire: the fingerprint of the secret whose grace ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<ActionKind>,
+}
+
+impl Action {
+    fn new(key: &str, action: ActionKind, policy: &str, reason: String) -> Action {
+        Action {
+            key: key.to_string(),
+            action,
+            policy: policy.to_string(),
+            reason,
+            grace_period: None,
+            remove: None,
+            fingerprint: None,
+            superseded_by: None,
+        }
+    }
+
+    /// Whether apply acts on it (not superseded, and an action that changes the store).
+    pub fn is_applied(&self) -> bool {
+        self.superseded_by.is_none() && self.action.changes_store()
+    }
+}
+
+/// Keys per action (a key two policies want rotated is one rotate).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    pub rotate: usize,
+    pub revoke: usize,
+    pub restrict: usize,
+    pub expire: usize,
+    pub deferred: usize,
+    pub warn: usize,
+}
+
+impl Summary {
+    pub fn of(actions: &[Action]) -> Summary {
+        let mut seen: BTreeSet<(ActionKind, &str)> = BTreeSet::new();
+        for a in actions.iter().filter(|a| a.superseded_by.is_none()) {
+            seen.insert((a.action, &a.key));
+        }
+        let count = |kind| seen.iter().filter(|(k, _)| *k == kind).count();
+        Summary {
+            rotate: count(ActionKind::Rotate),
+            revoke: count(ActionKind::Revoke),
+            restrict: count(ActionKind::Restrict),
+            expire: count(ActionKind::Expire),
+            deferred: count(ActionKind::Deferred),
+            warn: count(ActionKind::Warn),
+        }
+    }
+
+    /// Whether applying would change the store (for `--detailed-exitcode`).
+    pub fn has_changes(&self) -> bool {
+        self.rotate + self.revoke + self.restrict + self.expire > 0
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Plan: {} rotate, {} revoke, {} restrict, {} expire, {} deferred, {} warn.",
+            self.rotate, self.revoke, self.restrict, self.expire, self.deferred, self.warn
+        )
+    }
+}
+
+/// A plan, as printed by `plan --json` and saved by `plan --out`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub format: u32,
+    pub store_commit: Option<String>,
+    pub policies_digest: String,
+    pub keys_digest: String,
+    pub now: String,
+    pub dirty: bool,
+    pub actions: Vec<Action>,
+    pub summary: Summary,
+}
+
+impl Plan {
+    /// Plans a loaded store at `now`. `store_commit` and `dirty` describe where the
+    /// store was read from.
+    pub fn make(store: &Store, policies: &PolicySet, now: Time, store_commit: Option<String>, dirty: bool) -> Result<Plan> {
+        let actions = actions(store, policies, now)?;
+        Ok(Plan {
+            format: FORMAT,
+            store_commit,
+            policies_digest: store.policies_digest.clone(),
+            keys_digest: store.keys_digest.clone(),
+            now: now.to_rfc3339(),
+            dirty,
+            summary: Summary::of(&actions),
+            actions,
+        })
+    }
+
+    /// The instant the plan was made for.
+    pub fn now(&self) -> Result<Time> {
+        Time::parse_rfc3339(&self.now).map_err(|e| Error::ForgedPlan(format!("`now`: {e}")))
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Reads a saved plan file, refusing anything that is not exactly a keyrot plan.
+    pub fn from_json(path: &str, bytes: &[u8]) -> Result<Plan> {
+        let plan: Plan = serde_json::from_slice(bytes)
+            .map_err(|e| Error::ForgedPlan(format!("{path}: not a keyrot plan file: {e}")))?;
+        if plan.format != FORMAT {
+            return Err(Error::ForgedPlan(format!(
+                "{path}: plan format {} is not supported (this keyrot reads format {FORMAT})",
+                plan.format
+            )));
+        }
+        Ok(plan)
+    }
+
+    /// `sha256:` over the plan's canonical JSON; recorded as `Keyrot-Plan` in the commit.
+    pub fn digest(&self) -> String {
+        files::sha256_tagged(serde_json::to_string(self).unwrap_or_default().as_bytes())
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.summary.has_changes()
+    }
+}
+
+/// Evaluates every active key against every policy and applies the precedence rules.
+pub fn actions(store: &Store, policies: &PolicySet, now: Time) -> Result<Vec<Action>> {
+    let counts = store.active_keys_per_owner();
+    let names: Vec<&str> = policies.policies().iter().map(|p| p.name.as_str()).collect();
+    let mut out = Vec::new();
+    for key in &store.keys {
+        if key.status == KeyStatus::Revoked {
+            continue;
+        }
+        let owner_count = counts.get(key.owner.as_str()).copied().unwrap_or(0);
+        let view = KeyView::new(key.clone(), store.owners.get(&key.owner), owner_count, now);
+        let decisions = policies.evaluate(&view)?;
+        out.extend(resolve(
+            &view,
+            decisions.iter().map(|(i, d)| (names[*i], d)),
+            store.settings.grace_period,
+            store.settings.min_interval,
+            now,
+        ));
+    }
+    Ok(out)
+}
+
+/// Turns one key's decisions into its actions: drop no-op restricts, add `expire` for
+/// ended grace periods, defer rotations inside the cooldown, let revoke supersede, sort.
+fn resolve<'a>(
+    view: &KeyView,
+    decisions: impl Iterator<Item = (&'a str, &'a Decision)>,
+    default_grace: Dur,
+    min_interval: Dur,
+    now: Time,
+) -> Vec<Action> {
+    let key = &view.facts().key;
+    let mut actions = Vec::new();
+    for (policy, d) in decisions {
+        let mut a = Action::new(&key.id, ActionKind::Warn, policy, d.reason.clone());
+        match &d.verdict {
+            Verdict::Warn => {}
+            Verdict::Revoke => a.action = ActionKind::Revoke,
+            Verdict::Rotate { grace } => {
+                a.action = ActionKind::Rotate;
+                a.grace_period = Some(grace.unwrap_or(default_grace).compact());
+            }
+            Verdict::Restrict { remove } => {
+                let held: Vec<String> = remove
+                    .iter()
+                    .filter(|p| key.permissions.contains(p))
+                    .cloned()
+                    .collect();
+                if held.is_empty() {
+                    continue; // removes nothing: dropped, so plans settle
+                }
+                a.action = ActionKind::Restrict;
+                a.remove = Some(held);
+            }
+        }
+        actions.push(a);
+    }
+    for prev in &key.previous {
+        if prev.valid_until <= now {
+            let mut a = Action::new(&key.id, ActionKind::Expire, KEYROT_POLICY, "grace period ended".into());
+            a.fingerprint = Some(prev.fingerprint.clone());
+            actions.push(a);
+        }
+    }
+    let since_rotation = now.since(key.rotated_at);
+    let revoked = actions.iter().any(|a| a.action == ActionKind::Revoke);
+    for a in &mut actions {
+        if revoked && a.action != ActionKind::Revoke && a.action != ActionKind::Warn {
+            a.superseded_by = Some(ActionKind::Revoke);
+        } else if a.action == ActionKind::Rotate && !key.compromised && since_rotation < min_interval {
+            a.action = ActionKind::Deferred;
+            a.grace_period = None;
+            a.reason = format!(
+                "{}; rotated {} ago, cooldown {}",
+                a.reason,
+                round_to_minutes(since_rotation),
+                min_interval
+            );
+        }
+    }
+    // Stable: several actions of one kind by one policy keep their evaluation order.
+    actions.sort_by(|a, b| (a.action, &a.policy).cmp(&(b.action, &b.policy)));
+    actions
+}
+
+/// `2h` rather than `2h 0m 13s` in messages; seconds only under a minute.
+fn round_to_minutes(d: Dur) -> Dur {
+    if d.secs().abs() < 60 {
+        d
+    } else {
+        Dur::from_secs(d.secs() - d.secs() % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Key, Previous};
+    use std::sync::Arc;
+
+    fn t(s: &str) -> Time {
+        Time::parse_rfc3339(s).unwrap()
+    }
+
+    fn key(permissions: &[&str]) -> Key {
+        Key {
+            id: "k".into(),
+            path: "keys/k.toml".into(),
+            service: "binance".into(),
+            owner: "alice".into(),
+            environment: "production".into(),
+            permissions: permissions.iter().map(|s| s.to_string()).collect(),
+            ip_allowlist: vec![],
+            created_at: t("2026-01-01T00:00:00Z"),
+            rotated_at: t("2026-01-01T00:00:00Z"),
+            last_used_at: None,
+            compromised: false,
+            status: KeyStatus::Active,
+            fingerprint: None,
+            tags: vec![],
+            previous: vec![],
+            revoked_at: None,
+            revoke_reason: None,
+        }
+    }
+
+    fn d(verdict: Verdict) -> Decision {
+        Decision {
+            verdict,
+            reason: "r".into(),
+        }
+    }
+
+    fn run(key: Key, decisions: &[(&str, Decision)], now: &str) -> Vec<Action> {
+        let now = t(now);
+        let view = KeyView::new(Arc::new(key), None, 1, now);
+        resolve(
+            &view,
+            decisions.iter().map(|(p, d)| (*p, d)),
+            Dur::parse("1d").unwrap(),
+            Dur::parse("1d").unwrap(),
+            now,
+        )
+    }
+
+    fn kinds(actions: &[Action]) -> Vec<(ActionKind, &str, Option<ActionKind>)> {
+        actions
+            .iter()
+            .map(|a| (a.action, a.policy.as_str(), a.superseded_by))
+            .collect()
+    }
+
+    #[test]
+    fn revoke_supersedes_all_but_warn_and_sorts_first() {
+        let mut k = key(&["read", "withdraw"]);
+        k.previous = vec![Previous {
+            fingerprint: format!("sha256:{}", "a".repeat(64)),
+            valid_until: t("2026-02-01T00:00:00Z"),
+        }];
+        let actions = run(
+            k,
+            &[
+                ("a-warn", d(Verdict::Warn)),
+                ("b-rotate", d(Verdict::Rotate { grace: None })),
+                ("c-restrict", d(Verdict::Restrict { remove: vec!["withdraw".into()] })),
+                ("d-revoke", d(Verdict::Revoke)),
+            ],
+            "2026-06-01T00:00:00Z",
+        );
+        let rv = Some(ActionKind::Revoke);
+        assert_eq!(
+            kinds(&actions),
+            vec![
+                (ActionKind::Revoke, "d-revoke", None),
+                (ActionKind::Rotate, "b-rotate", rv),
+                (ActionKind::Restrict, "c-restrict", rv),
+                (ActionKind::Expire, KEYROT_POLICY, rv),
+                (ActionKind::Warn, "a-warn", None),
+            ]
+        );
+        let s = Summary::of(&actions);
+        assert_eq!((s.revoke, s.rotate, s.restrict, s.expire, s.warn), (1, 0, 0, 0, 1));
+    }
+
+    #[test]
+    fn rotate_and_restrict_combine_and_count_keys_once() {
+        let actions = run(
+            key(&["withdraw"]),
+            &[
+                ("a", d(Verdict::Rotate { grace: Some(Dur::parse("2h").unwrap()) })),
+                ("b", d(Verdict::Rotate { grace: None })),
+                ("c", d(Verdict::Restrict { remove: vec!["withdraw".into(), "admin".into()] })),
+            ],
+            "2026-06-01T00:00:00Z",
+        );
+        assert!(actions.iter().all(|a| a.superseded_by.is_none()));
+        assert_eq!(actions[0].grace_period.as_deref(), Some("2h"));
+        assert_eq!(actions[1].grace_period.as_deref(), Some("1d"));
+        assert_eq!(actions[2].remove, Some(vec!["withdraw".to_string()]));
+        let s = Summary::of(&actions);
+        assert_eq!((s.rotate, s.restrict), (1, 1));
+    }
+
+    #[test]
+    fn restrict_of_permissions_not_held_is_dropped() {
+        let actions = run(
+            key(&["read"]),
+            &[("c", d(Verdict::Restrict { remove: vec!["withdraw".into()] }))],
+            "2026-06-01T00:00:00Z",
+        );
+        assert!(actions.is_empty());
+    }
+
+    #[test]
+    fn rotation_inside_cooldown_is_deferred_unless_compromised() {
+        let mut k = key(&[]);
+        k.rotated_at = t("2026-06-01T10:00:00Z");
+        let actions = run(k.clone(), &[("m", d(Verdict::Rotate { grace: None }))], "2026-06-01T12:00:13Z");
+        assert_eq!(actions[0].action, ActionKind::Deferred);
+        assert_eq!(actions[0].reason, "r; rotated 2h ago, cooldown 1d");
+        k.compromised = true;
+        let actions = run(k, &[("m", d(Verdict::Rotate { grace: None }))], "2026-06-01T12:00:00Z");
+        assert_eq!(actions[0].action, ActionKind::Rotate);
+    }
+
+    #[test]
+    fn expire_only_ended_grace_periods() {
+        let mut k = key(&[]);
+        let fp = |c: &str| format!("sha256:{}", c.repeat(64));
+        k.previous = vec![
+            Previous { fingerprint: fp("a"), valid_until: t("2026-06-01T00:00:00Z") },
+            Previous { fingerprint: fp("b"), valid_until: t("2026-06-02T00:00:00Z") },
+        ];
+        let actions = run(k, &[], "2026-06-01T00:00:00Z");
+        assert_eq!(actions.len(), 1);
+        assert_eq!(actions[0].fingerprint, Some(fp("a")));
+    }
+
+    #[test]
+    fn action_kinds_order_as_the_spec_says() {
+        use ActionKind::*;
+        let mut v = vec![Warn, Deferred, Expire, Restrict, Rotate, Revoke];
+        v.sort();
+        assert_eq!(v, vec![Revoke, Rotate, Restrict, Expire, Deferred, Warn]);
+    }
+
+    #[test]
+    fn summary_line_format() {
+        let s = Summary { rotate: 2, revoke: 1, restrict: 1, expire: 1, deferred: 0, warn: 3 };
+        assert_eq!(s.to_string(), "Plan: 2 rotate, 1 revoke, 1 restrict, 1 expire, 0 deferred, 3 warn.");
+    }
+}

@@ -1,0 +1,247 @@
+//! Policies: Rhai scripts compiled once per run and evaluated per key in a sandbox.
+
+pub mod api;
+pub mod decision;
+
+use std::sync::Arc;
+
+use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, ParseError, Position, Scope, AST};
+
+pub use api::KeyView;
+pub use decision::{Decision, Verdict};
+
+use crate::error::{Error, Problem};
+use crate::store::{FileEntry, Settings};
+use crate::time::Time;
+
+/// One compiled policy.
+pub struct Policy {
+    pub name: String,
+    /// Store-relative path of its source.
+    pub path: String,
+    /// The script's `const DESCRIPTION`, if any.
+    pub description: Option<String>,
+    ast: AST,
+    /// Constants defined at the script's top level, visible to `evaluate`.
+    globals: Scope<'static>,
+}
+
+/// Every policy of a store, ready to evaluate keys.
+pub struct PolicySet {
+    engine: Engine,
+    policies: Vec<Policy>,
+}
+
+/// A policy's name is its file stem, and the `[policy.<name>]` table key.
+fn is_valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'))
+}
+
+fn rhai_pos(pos: Position) -> Option<(usize, usize)> {
+    match (pos.line(), pos.position()) {
+        (Some(l), Some(c)) => Some((l, c)),
+        (Some(l), None) => Some((l, 1)),
+        _ => None,
+    }
+}
+
+/// The innermost error of a Rhai failure (errors inside function calls are nested),
+/// as a message without Rhai's own position suffix, plus that position.
+fn describe(err: &EvalAltResult) -> (String, Option<(usize, usize)>) {
+    let inner = err.unwrap_inner();
+    let pos = rhai_pos(inner.position());
+    let msg = match inner {
+        EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+        EvalAltResult::ErrorTooManyOperations(_) => format!(
+            "stopped after {} operations (the sandbox limit): an endless loop?",
+            api::limits::OPERATIONS
+        ),
+        EvalAltResult::ErrorStackOverflow(_) => format!(
+            "call depth exceeded the sandbox limit of {}: runaway recursion?",
+            api::limits::CALL_LEVELS
+        ),
+        other => {
+            // Rhai appends " (line L, position C)"; keyrot prints the position itself.
+            let text = other.to_string();
+            match text.rfind(" (line ") {
+                Some(i) if text.ends_with(')') => text[..i].to_string(),
+                _ => text,
+            }
+        }
+    };
+    (msg, pos)
+}
+
+fn parse_problem(path: &str, err: &ParseError) -> Problem {
+    Problem::at(path, rhai_pos(err.position()), err.err_type().to_string())
+}
+
+impl PolicySet {
+    /// Compiles every policy file; checks each defines `fn evaluate(key)`, runs its top
+    /// level (constants, `DESCRIPTION`), and that every `[policy.<name>]` table in the
+    /// settings names a policy that exists. Returns all problems found.
+    pub fn compile(files: &[FileEntry], settings: &Settings, now: Time) -> (PolicySet, Vec<Problem>) {
+        let mut problems = Vec::new();
+        let mut named: Vec<(String, &FileEntry)> = Vec::new();
+        for f in files {
+            let file = f.path.rsplit('/').next().unwrap_or(&f.path);
+            let name = file.strip_suffix(".rhai").unwrap_or(file).to_string();
+            if !is_valid_name(&name) {
+                problems.push(Problem::new(
+                    &f.path,
+                    format!("`{name}` is not a valid policy name: use letters, digits, '-' and '_'"),
+                ));
+                continue;
+            }
+            named.push((name, f));
+        }
+        for (name, _) in &settings.policy_config {
+            if !named.iter().any(|(n, _)| n == name) {
+                problems.push(Problem::at(
+                    crate::store::files::SETTINGS_FILE,
+                    settings.policy_config_pos.get(name).copied(),
+                    format!(
+                        "[policy.{name}] configures a policy that does not exist (no {}/{name}.rhai)",
+                        settings.policies_dir
+                    ),
+                ));
+            }
+        }
+
+        let configs: Vec<rhai::Map> = named
+            .iter()
+            .map(|(name, _)| {
+                settings
+                    .policy_config
+                    .get(name)
+                    .map(api::config_map)
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut engine = api::engine(now, Arc::new(configs));
+
+        let mut policies = Vec::new();
+        for (idx, (name, f)) in named.into_iter().enumerate() {
+            match compile_one(&mut engine, idx, &name, f) {
+                Ok(p) => policies.push(p),
+                Err(p) => problems.push(p),
+            }
+        }
+        engine.set_default_tag(Dynamic::UNIT);
+        (PolicySet { engine, policies }, problems)
+    }
+
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    /// Evaluates one key against every policy, in policy-name order. Returns each
+    /// decision with the index of the policy that made it.
+    pub fn evaluate(&self, key: &KeyView) -> Result<Vec<(usize, Decision)>, Error> {
+        let mut out = Vec::new();
+        for (idx, policy) in self.policies.iter().enumerate() {
+            let mut scope = policy.globals.clone();
+            let options = CallFnOptions::new()
+                .eval_ast(false)
+                .rewind_scope(true)
+                .with_tag(idx as rhai::INT);
+            let result = self
+                .engine
+                .call_fn_with_options::<Dynamic>(options, &mut scope, &policy.ast, "evaluate", (key.clone(),));
+            let fail = |message: String, pos: Option<(usize, usize)>| Error::Policy {
+                policy: policy.name.clone(),
+                key: key.facts().key.id.clone(),
+                location: match pos {
+                    Some((l, c)) => format!("{}:{l}:{c}: ", policy.path),
+                    None => format!("{}: ", policy.path),
+                },
+                message,
+            };
+            let value = result.map_err(|e| {
+                let (msg, pos) = describe(&e);
+                fail(msg, pos)
+            })?;
+            for d in decisions(value).map_err(|msg| fail(msg, None))? {
+                out.push((idx, d));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Accepts `()`, one decision, or an array of decisions.
+fn decisions(value: Dynamic) -> Result<Vec<Decision>, String> {
+    if value.is_unit() {
+        return Ok(Vec::new());
+    }
+    if value.is::<Decision>() {
+        return Ok(vec![value.cast::<Decision>()]);
+    }
+    if value.is_array() {
+        let items = value.into_array().unwrap_or_default();
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let type_name = item.type_name();
+            match item.try_cast::<Decision>() {
+                Some(d) => out.push(d),
+                None => {
+                    return Err(format!(
+                        "evaluate returned an array holding {type_name} at index {i}; an array may hold only decisions"
+                    ))
+                }
+            }
+        }
+        return Ok(out);
+    }
+    Err(format!(
+        "evaluate returned {}; it must return nothing, a decision (rotate, revoke, restrict, warn) or an array of decisions",
+        value.type_name()
+    ))
+}
+
+fn compile_one(engine: &mut Engine, idx: usize, name: &str, f: &FileEntry) -> Result<Policy, Problem> {
+    let text = std::str::from_utf8(&f.bytes).map_err(|_| Problem::new(&f.path, "file is not valid UTF-8 text"))?;
+    let mut ast = engine.compile(text).map_err(|e| parse_problem(&f.path, &e))?;
+    ast.set_source(f.path.as_str());
+    if !ast
+        .iter_functions()
+        .any(|func| func.name == "evaluate" && func.params.len() == 1)
+    {
+        return Err(Problem::new(
+            &f.path,
+            "defines no `fn evaluate(key)`; every policy must have one",
+        ));
+    }
+    // Run the top level once (with this policy's config() visible) to collect its
+    // constants; `evaluate` then runs against them without re-running the top level.
+    engine.set_default_tag(Dynamic::from_int(idx as rhai::INT));
+    let mut globals = Scope::new();
+    engine.run_ast_with_scope(&mut globals, &ast).map_err(|e| {
+        let (msg, pos) = describe(&e);
+        Problem::at(&f.path, pos, format!("policy {name}: top level: {msg}"))
+    })?;
+    let description = match globals.get("DESCRIPTION") {
+        None => None,
+        Some(d) if d.is_string() => Some(d.to_string()),
+        Some(d) => {
+            return Err(Problem::new(
+                &f.path,
+                format!("DESCRIPTION must be a string, not {}", d.type_name()),
+            ))
+        }
+    };
+    Ok(Policy {
+        name: name.to_string(),
+        path: f.path.clone(),
+        description,
+        ast,
+        globals,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,327 @@
+//! Reading the store's raw files, either from the work tree (`plan`, `check`) or from a
+//! committed tree (`apply`), into one in-memory snapshot with its digests.
+//!
+//! Everything downstream parses this snapshot, so "what did keyrot read" is always one
+//! value, and the digests in a plan describe exactly the bytes that produced it.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Problem, Result};
+
+/// Largest input file keyrot reads. Key files are a few hundred bytes; anything near
+/// this is a mistake or an attack, and reading it whole would be a memory hazard.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+pub const SETTINGS_FILE: &str = "keyrot.toml";
+pub const OWNERS_FILE: &str = "owners.toml";
+
+/// One file, by its path relative to the store root (always `/`-separated).
+#[derive(Clone, Debug)]
+pub struct FileEntry {
+    pub path: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Where to read a store from.
+pub enum Source<'r> {
+    WorkTree(PathBuf),
+    Commit {
+        repo: &'r git2::Repository,
+        tree: git2::Tree<'r>,
+    },
+}
+
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+struct Listed {
+    name: Result<String, String>,
+    kind: Kind,
+}
+
+impl Source<'_> {
+    /// Reads one file. `Ok(None)` when it does not exist; `Err` is a problem with it.
+    fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            Source::WorkTree(root) => {
+                let path = root.join(rel);
+                let meta = match fs::symlink_metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(format!("cannot read: {e}")),
+                };
+                if meta.file_type().is_symlink() {
+                    return Err("is a symbolic link; keyrot reads only regular files in the store".into());
+                }
+                if !meta.is_file() {
+                    return Err("is not a regular file".into());
+                }
+                if meta.len() > MAX_FILE_BYTES {
+                    return Err(format!("is {} bytes, over the {MAX_FILE_BYTES}-byte limit", meta.len()));
+                }
+                let mut bytes = Vec::with_capacity(meta.len() as usize);
+                fs::File::open(&path)
+                    .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+                    .map_err(|e| format!("cannot read: {e}"))?;
+                if bytes.len() as u64 > MAX_FILE_BYTES {
+                    return Err(format!("is over the {MAX_FILE_BYTES}-byte limit"));
+                }
+                Ok(Some(bytes))
+            }
+            Source::Commit { repo, tree } => {
+                let entry = match tree.get_path(Path::new(rel)) {
+                    Ok(e) => e,
+                    Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+                    Err(e) => return Err(format!("cannot read from the commit: {}", e.message())),
+                };
+                match entry.filemode() {
+                    0o100644 | 0o100755 => {}
+                    0o120000 => {
+                        return Err("is a symbolic link; keyrot reads only regular files in the store".into())
+                    }
+                    _ => return Err("is not a regular file".into()),
+                }
+                let blob = repo
+                    .find_blob(entry.id())
+                    .map_err(|e| format!("cannot read from the commit: {}", e.message()))?;
+                if blob.size() as u64 > MAX_FILE_BYTES {
+                    return Err(format!("is {} bytes, over the {MAX_FILE_BYTES}-byte limit", blob.size()));
+                }
+                Ok(Some(blob.content().to_vec()))
+            }
+        }
+    }
+
+    /// Lists a folder. `Ok(None)` when it does not exist (git does not keep empty folders).
+    fn list(&self, rel: &str) -> Result<Option<Vec<Listed>>, String> {
+        match self {
+            Source::WorkTree(root) => {
+                let path = root.join(rel);
+                match fs::symlink_metadata(&path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(format!("cannot read folder: {e}")),
+                    Ok(m) if m.file_type().is_symlink() => {
+                        return Err("is a symbolic link; the folder must be inside the store".into())
+                    }
+                    Ok(m) if !m.is_dir() => return Err("is not a folder".into()),
+                    Ok(_) => {}
+                }
+                let mut out = Vec::new();
+                for entry in fs::read_dir(&path).map_err(|e| format!("cannot read folder: {e}"))? {
+                    let entry = entry.map_err(|e| format!("cannot read folder: {e}"))?;
+                    let ft = entry.file_type().map_err(|e| format!("cannot read folder: {e}"))?;
+                    let kind = if ft.is_symlink() {
+                        Kind::Symlink
+                    } else if ft.is_dir() {
+                        Kind::Dir
+                    } else if ft.is_file() {
+                        Kind::File
+                    } else {
+                        Kind::Other
+                    };
+                    let name = entry
+                        .file_name()
+                        .into_string()
+                        .map_err(|raw| raw.to_string_lossy().into_owned());
+                    out.push(Listed { name, kind });
+                }
+                Ok(Some(out))
+            }
+            Source::Commit { repo, tree } => {
+                let sub = match tree.get_path(Path::new(rel)) {
+                    Ok(e) => e,
+                    Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+                    Err(e) => return Err(format!("cannot read from the commit: {}", e.message())),
+                };
+                if sub.kind() != Some(git2::ObjectType::Tree) {
+                    return Err("is not a folder".into());
+                }
+                let sub = repo
+                    .find_tree(sub.id())
+                    .map_err(|e| format!("cannot read from the commit: {}", e.message()))?;
+                Ok(Some(
+                    sub.iter()
+                        .map(|e| Listed {
+                            name: std::str::from_utf8(e.name_bytes())
+                                .map(str::to_string)
+                                .map_err(|_| String::from_utf8_lossy(e.name_bytes()).into_owned()),
+                            kind: match e.filemode() {
+                                0o100644 | 0o100755 => Kind::File,
+                                0o040000 => Kind::Dir,
+                                0o120000 => Kind::Symlink,
+                                _ => Kind::Other,
+                            },
+                        })
+                        .collect(),
+                ))
+            }
+        }
+    }
+}
+
+/// The raw bytes of a store, as read from one source.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub settings: Option<FileEntry>,
+    pub owners: Option<FileEntry>,
+    pub keys: Vec<FileEntry>,
+    pub policies: Vec<FileEntry>,
+    /// Files that could not be read, or should not be there.
+    pub problems: Vec<Problem>,
+}
+
+impl Snapshot {
+    /// Reads `keyrot.toml` and `owners.toml`.
+    pub fn read_root(source: &Source) -> Snapshot {
+        let mut snap = Snapshot::default();
+        for name in [SETTINGS_FILE, OWNERS_FILE] {
+            match source.read(name) {
+                Ok(Some(bytes)) => {
+                    let entry = Some(FileEntry {
+                        path: name.to_string(),
+                        bytes,
+                    });
+                    if name == SETTINGS_FILE {
+                        snap.settings = entry;
+                    } else {
+                        snap.owners = entry;
+                    }
+                }
+                Ok(None) => {}
+                Err(msg) => snap.problems.push(Problem::new(name, msg)),
+            }
+        }
+        snap
+    }
+
+    /// Reads the key files (`<dir>/*.toml`) and policy files (`<dir>/*.rhai`, not the
+    /// `*_test.rhai` policy tests). Anything else in the keys folder is a problem, as a
+    /// key file with a wrong extension would otherwise be silently ignored.
+    pub fn read_folders(&mut self, source: &Source, keys_dir: &str, policies_dir: &str) {
+        self.keys = self.read_folder(source, keys_dir, |name| {
+            if name.starts_with('.') {
+                Pick::Skip
+            } else if name.ends_with(".toml") {
+                Pick::Take
+            } else {
+                Pick::Refuse("is not a key file (key files are named <id>.toml)")
+            }
+        });
+        self.policies = self.read_folder(source, policies_dir, |name| {
+            if name.ends_with("_test.rhai") || !name.ends_with(".rhai") || name.starts_with('.') {
+                Pick::Skip
+            } else {
+                Pick::Take
+            }
+        });
+    }
+
+    fn read_folder(&mut self, source: &Source, dir: &str, pick: impl Fn(&str) -> Pick) -> Vec<FileEntry> {
+        let listed = match source.list(dir) {
+            Ok(Some(listed)) => listed,
+            Ok(None) => return Vec::new(),
+            Err(msg) => {
+                self.problems.push(Problem::new(format!("{dir}/"), msg));
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for item in listed {
+            let name = match item.name {
+                Ok(name) => name,
+                Err(lossy) => {
+                    self.problems
+                        .push(Problem::new(format!("{dir}/{lossy}"), "file name is not valid UTF-8"));
+                    continue;
+                }
+            };
+            let path = format!("{dir}/{name}");
+            match pick(&name) {
+                Pick::Skip => continue,
+                Pick::Refuse(why) => {
+                    self.problems.push(Problem::new(path, why));
+                    continue;
+                }
+                Pick::Take => {}
+            }
+            match item.kind {
+                Kind::File | Kind::Symlink | Kind::Other => match source.read(&path) {
+                    Ok(Some(bytes)) => out.push(FileEntry { path, bytes }),
+                    Ok(None) => self.problems.push(Problem::new(path, "vanished while reading")),
+                    Err(msg) => self.problems.push(Problem::new(path, msg)),
+                },
+                Kind::Dir => self.problems.push(Problem::new(path, "is a folder, not a file")),
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
+
+    /// `sha256:` over the policy files, `keyrot.toml` and `owners.toml`.
+    pub fn policies_digest(&self) -> String {
+        digest(self.settings.iter().chain(self.owners.iter()).chain(self.policies.iter()))
+    }
+
+    /// `sha256:` over the key files.
+    pub fn keys_digest(&self) -> String {
+        digest(self.keys.iter())
+    }
+}
+
+enum Pick {
+    Take,
+    Skip,
+    Refuse(&'static str),
+}
+
+/// Digest over (path, length, bytes) of each file, in path order, so that moving
+/// bytes between files or renaming a file changes it.
+fn digest<'a>(files: impl Iterator<Item = &'a FileEntry>) -> String {
+    let mut files: Vec<&FileEntry> = files.collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut h = Sha256::new();
+    for f in files {
+        h.update((f.path.len() as u64).to_be_bytes());
+        h.update(f.path.as_bytes());
+        h.update((f.bytes.len() as u64).to_be_bytes());
+        h.update(&f.bytes);
+    }
+    format!("sha256:{}", hex(&h.finalize()))
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256_tagged(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+/// Reads a file from disk for a command-line argument (plan files and the like).
+pub fn read_user_file(path: &Path) -> Result<Vec<u8>> {
+    let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.len() > MAX_FILE_BYTES * 64 {
+        return Err(Error::Usage(format!(
+            "{}: file is {} bytes, too large to be a keyrot file",
+            path.display(),
+            meta.len()
+        )));
+    }
+    fs::read(path).map_err(|e| Error::io(path, e))
+}

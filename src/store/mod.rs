@@ -1,0 +1,128 @@
+//! The key store: settings, owners and keys, read from the work tree or a commit.
+
+pub mod files;
+pub mod key;
+pub mod owners;
+mod parse;
+pub mod repo;
+pub mod settings;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use files::{FileEntry, Snapshot, Source};
+pub use key::{Key, KeyStatus, Previous};
+pub use owners::{Owner, OwnerStatus};
+pub use settings::Settings;
+
+use crate::error::Problem;
+
+/// A parsed store. Trust it only when [`Store::load`] reported no problems.
+#[derive(Debug)]
+pub struct Store {
+    pub settings: Settings,
+    pub owners: BTreeMap<String, Owner>,
+    /// Sorted by id.
+    pub keys: Vec<Arc<Key>>,
+    /// The policy sources (`policies/*.rhai`), compiled by [`crate::policy`].
+    pub policy_files: Vec<FileEntry>,
+    pub policies_digest: String,
+    pub keys_digest: String,
+}
+
+impl Store {
+    /// Reads and parses a whole store. Returns every problem found, in file order,
+    /// rather than stopping at the first.
+    pub fn load(source: &Source) -> (Store, Vec<Problem>) {
+        let mut snap = Snapshot::read_root(source);
+        let mut problems = std::mem::take(&mut snap.problems);
+
+        let settings = match &snap.settings {
+            Some(f) => match parse::utf8(&f.path, &f.bytes) {
+                Ok(text) => {
+                    let (s, p) = Settings::parse(&f.path, text);
+                    problems.extend(p);
+                    s
+                }
+                Err(p) => {
+                    problems.push(p);
+                    Settings::default()
+                }
+            },
+            None => Settings::default(),
+        };
+        let owners = match &snap.owners {
+            Some(f) => match parse::utf8(&f.path, &f.bytes) {
+                Ok(text) => {
+                    let (o, p) = owners::parse(&f.path, text);
+                    problems.extend(p);
+                    o
+                }
+                Err(p) => {
+                    problems.push(p);
+                    BTreeMap::new()
+                }
+            },
+            None => BTreeMap::new(),
+        };
+
+        snap.read_folders(source, &settings.keys_dir, &settings.policies_dir);
+        problems.append(&mut snap.problems);
+
+        let mut keys = Vec::with_capacity(snap.keys.len());
+        for f in &snap.keys {
+            let text = match parse::utf8(&f.path, &f.bytes) {
+                Ok(t) => t,
+                Err(p) => {
+                    problems.push(p);
+                    continue;
+                }
+            };
+            match key::parse(&f.path, text) {
+                Ok(k) => keys.push(Arc::new(k)),
+                Err(p) => problems.extend(p),
+            }
+        }
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+
+        let policies_digest = snap.policies_digest();
+        let keys_digest = snap.keys_digest();
+        let store = Store {
+            settings,
+            owners,
+            keys,
+            policy_files: snap.policies,
+            policies_digest,
+            keys_digest,
+        };
+        (store, problems)
+    }
+
+    /// Active keys per owner, as stored (before any plan's changes).
+    pub fn active_keys_per_owner(&self) -> BTreeMap<&str, i64> {
+        let mut counts = BTreeMap::new();
+        for k in &self.keys {
+            if k.status == KeyStatus::Active {
+                *counts.entry(k.owner.as_str()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    pub fn key(&self, id: &str) -> Option<&Arc<Key>> {
+        self.keys
+            .binary_search_by(|k| k.id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.keys[i])
+    }
+
+    /// The store-relative paths whose uncommitted changes matter to keyrot.
+    pub fn tracked_paths(&self) -> Vec<String> {
+        vec![
+            files::SETTINGS_FILE.to_string(),
+            files::OWNERS_FILE.to_string(),
+            self.settings.keys_dir.clone(),
+            self.settings.policies_dir.clone(),
+        ]
+    }
+}

@@ -1,0 +1,92 @@
+//! The git side of a store: opening it, finding HEAD and its branch, and telling
+//! whether the work tree differs from HEAD where keyrot cares.
+
+use std::path::{Path, PathBuf};
+
+use git2::{Repository, Signature, StatusOptions};
+
+use super::Settings;
+use crate::error::{Error, Result};
+
+/// Opens the store at `dir`, which must be the root of a git work tree.
+pub fn open(dir: &Path) -> Result<Repository> {
+    let repo = Repository::open(dir).map_err(|e| {
+        if e.code() == git2::ErrorCode::NotFound {
+            Error::Usage(format!(
+                "{} is not a keyrot store (no git repository at its root)\n  hint: create one with `keyrot init {}`, or pass --store DIR",
+                dir.display(),
+                dir.display()
+            ))
+        } else {
+            Error::git(format!("opening {}", dir.display()), e)
+        }
+    })?;
+    if repo.workdir().is_none() {
+        return Err(Error::Usage(format!(
+            "{} is a bare git repository; a keyrot store needs a work tree",
+            dir.display()
+        )));
+    }
+    Ok(repo)
+}
+
+/// The store's work tree root.
+pub fn workdir(repo: &Repository) -> PathBuf {
+    repo.workdir().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The commit HEAD points at, or `None` in a repository without commits.
+pub fn head_commit(repo: &Repository) -> Result<Option<git2::Commit<'_>>> {
+    match repo.head() {
+        Ok(head) => head
+            .peel_to_commit()
+            .map(Some)
+            .map_err(|e| Error::git("reading HEAD", e)),
+        Err(e) if matches!(e.code(), git2::ErrorCode::UnbornBranch | git2::ErrorCode::NotFound) => Ok(None),
+        Err(e) => Err(Error::git("reading HEAD", e)),
+    }
+}
+
+/// The full name of the branch HEAD is on (`refs/heads/main`); apply commits there.
+pub fn current_branch(repo: &Repository) -> Result<String> {
+    let head = repo
+        .find_reference("HEAD")
+        .map_err(|e| Error::git("reading HEAD", e))?;
+    match head.symbolic_target() {
+        Some(target) if target.starts_with("refs/heads/") => Ok(target.to_string()),
+        _ => Err(Error::Usage(
+            "HEAD is detached; check out a branch before applying (keyrot commits to the current branch)".into(),
+        )),
+    }
+}
+
+/// Paths under `paths` (files or folders, store-relative) that differ between the
+/// work tree and HEAD: modified, staged, deleted or untracked.
+pub fn dirty_paths(repo: &Repository, paths: &[String]) -> Result<Vec<String>> {
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false)
+        .disable_pathspec_match(false);
+    for p in paths {
+        opts.pathspec(p);
+    }
+    let statuses = repo
+        .statuses(Some(&mut opts))
+        .map_err(|e| Error::git("reading the work tree status", e))?;
+    let mut out: Vec<String> = statuses
+        .iter()
+        .filter(|s| s.status() != git2::Status::CURRENT && !s.status().contains(git2::Status::IGNORED))
+        .filter_map(|s| s.path().map(str::to_string))
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Who signs keyrot's commits: git's configured user, else `[commit]` from keyrot.toml.
+pub fn signature(repo: &Repository, settings: &Settings) -> Result<Signature<'static>> {
+    repo.signature()
+        .or_else(|_| Signature::now(&settings.commit_name, &settings.commit_email))
+        .map_err(|e| Error::git("making the commit signature", e))
+}

@@ -1,0 +1,218 @@
+//! `keyrot.toml`: the store's settings. Every field is optional, every unknown field is
+//! an error (a typo must never silently weaken a policy).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::parse::{span_problem, toml_problem};
+use crate::error::Problem;
+use crate::time::Dur;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub keys_dir: String,
+    pub policies_dir: String,
+    pub grace_period: Dur,
+    pub min_interval: Dur,
+    pub secret_bytes: usize,
+    pub secret_prefix: String,
+    pub commit_name: String,
+    pub commit_email: String,
+    /// `[policy.<name>]` tables, handed to each policy as `config()`.
+    pub policy_config: BTreeMap<String, toml::Table>,
+    /// Where each `[policy.<name>]` table starts, for errors about it.
+    pub policy_config_pos: BTreeMap<String, (usize, usize)>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            keys_dir: "keys".into(),
+            policies_dir: "policies".into(),
+            grace_period: Dur::hours_n(24).unwrap_or_default(),
+            min_interval: Dur::hours_n(24).unwrap_or_default(),
+            secret_bytes: 32,
+            secret_prefix: "kr".into(),
+            commit_name: "keyrot".into(),
+            commit_email: "keyrot@localhost".into(),
+            policy_config: BTreeMap::new(),
+            policy_config_pos: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    rotation: RawRotation,
+    #[serde(default)]
+    secrets: RawSecrets,
+    #[serde(default)]
+    commit: RawCommit,
+    #[serde(default)]
+    policy: BTreeMap<String, Spanned<toml::Table>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    keys: Option<Spanned<String>>,
+    policies: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRotation {
+    grace_period: Option<Spanned<String>>,
+    min_interval: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecrets {
+    bytes: Option<Spanned<i64>>,
+    prefix: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCommit {
+    name: Option<Spanned<String>>,
+    email: Option<Spanned<String>>,
+}
+
+/// Smallest and largest secret sizes keyrot will generate: below 16 bytes (128 bits) a
+/// secret is guessable; above 1 KiB it is a configuration mistake.
+const SECRET_BYTES: std::ops::RangeInclusive<i64> = 16..=1024;
+
+impl Settings {
+    /// Parses `keyrot.toml`. On problems, returns the defaults for what could not be
+    /// read so that the rest of the store can still be checked in the same run.
+    pub fn parse(path: &str, text: &str) -> (Settings, Vec<Problem>) {
+        let mut problems = Vec::new();
+        let mut s = Settings::default();
+        let raw: Raw = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                problems.push(toml_problem(path, text, &e));
+                return (s, problems);
+            }
+        };
+        for (field, value, target) in [
+            ("store.keys", raw.store.keys, &mut s.keys_dir),
+            ("store.policies", raw.store.policies, &mut s.policies_dir),
+        ] {
+            if let Some(v) = value {
+                match check_folder(v.get_ref()) {
+                    Ok(()) => *target = v.get_ref().clone(),
+                    Err(why) => problems.push(span_problem(path, text, v.span(), format!("{field}: {why}"))),
+                }
+            }
+        }
+        if s.keys_dir == s.policies_dir {
+            problems.push(Problem::new(path, "store.keys and store.policies must be different folders"));
+        }
+        for (field, value, target) in [
+            ("rotation.grace_period", raw.rotation.grace_period, &mut s.grace_period),
+            ("rotation.min_interval", raw.rotation.min_interval, &mut s.min_interval),
+        ] {
+            if let Some(v) = value {
+                match Dur::parse(v.get_ref()) {
+                    Ok(d) => *target = d,
+                    Err(why) => problems.push(span_problem(path, text, v.span(), format!("{field}: {why}"))),
+                }
+            }
+        }
+        if let Some(b) = raw.secrets.bytes {
+            if SECRET_BYTES.contains(b.get_ref()) {
+                s.secret_bytes = *b.get_ref() as usize;
+            } else {
+                problems.push(span_problem(
+                    path,
+                    text,
+                    b.span(),
+                    format!(
+                        "secrets.bytes must be between {} and {}",
+                        SECRET_BYTES.start(),
+                        SECRET_BYTES.end()
+                    ),
+                ));
+            }
+        }
+        if let Some(p) = raw.secrets.prefix {
+            let v = p.get_ref();
+            if !v.is_empty() && v.len() <= 16 && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+                s.secret_prefix = v.clone();
+            } else {
+                problems.push(span_problem(
+                    path,
+                    text,
+                    p.span(),
+                    "secrets.prefix must be 1 to 16 lowercase letters or digits".into(),
+                ));
+            }
+        }
+        if let Some(n) = raw.commit.name {
+            s.commit_name = n.into_inner();
+        }
+        if let Some(e) = raw.commit.email {
+            s.commit_email = e.into_inner();
+        }
+        for (name, table) in raw.policy {
+            s.policy_config_pos
+                .insert(name.clone(), crate::error::line_col(text, table.span().start));
+            s.policy_config.insert(name, table.into_inner());
+        }
+        (s, problems)
+    }
+}
+
+/// A store folder is a plain relative path inside the store, never `.git`.
+fn check_folder(dir: &str) -> Result<(), String> {
+    let ok_part = |p: &str| !p.is_empty() && p != "." && p != ".." && !p.starts_with(".git") && !p.contains('\\');
+    if dir.starts_with('/') || !dir.split('/').all(ok_part) {
+        return Err(format!("`{dir}` must be a relative folder inside the store, such as \"keys\""));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let (s, problems) = Settings::parse("keyrot.toml", "");
+        assert!(problems.is_empty());
+        assert_eq!(s, Settings::default());
+        assert_eq!(s.grace_period, Dur::parse("24h").unwrap());
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_positions() {
+        let (_, problems) = Settings::parse("keyrot.toml", "[rotation]\ngrace_perod = \"1d\"\n");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].pos.map(|p| p.0), Some(2));
+        assert!(problems[0].message.contains("grace_perod"), "{}", problems[0].message);
+    }
+
+    #[test]
+    fn every_bad_value_is_reported() {
+        let text = "[store]\nkeys = \"../x\"\n[rotation]\ngrace_period = \"1x\"\nmin_interval = \"soon\"\n[secrets]\nbytes = 4\nprefix = \"KR\"\n";
+        let (_, problems) = Settings::parse("keyrot.toml", text);
+        let lines: Vec<usize> = problems.iter().filter_map(|p| p.pos.map(|p| p.0)).collect();
+        assert_eq!(lines, vec![2, 4, 5, 7, 8], "{problems:?}");
+    }
+
+    #[test]
+    fn policy_tables_become_config() {
+        let (s, problems) = Settings::parse("keyrot.toml", "[policy.max-age]\nmax_days = 60\n");
+        assert!(problems.is_empty());
+        assert_eq!(s.policy_config["max-age"]["max_days"].as_integer(), Some(60));
+    }
+}

@@ -1,0 +1,82 @@
+//! Loading a store and its policies as one unit, from the work tree or a commit, and
+//! planning it. Every command goes through here, so "what keyrot read" is one value.
+
+use std::path::{Path, PathBuf};
+
+use git2::Repository;
+
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::policy::PolicySet;
+use crate::store::{repo, Source, Store};
+use crate::time::Time;
+
+/// A store and its compiled policies, loaded without a single problem.
+pub struct Loaded {
+    pub store: Store,
+    pub policies: PolicySet,
+}
+
+impl Loaded {
+    /// Loads and compiles everything; every problem in every file is reported at once.
+    pub fn from_source(source: &Source, now: Time) -> Result<Loaded> {
+        let (store, mut problems) = Store::load(source);
+        let (policies, policy_problems) = PolicySet::compile(&store.policy_files, &store.settings, now);
+        problems.extend(policy_problems);
+        if !problems.is_empty() {
+            return Err(Error::Invalid(problems));
+        }
+        Ok(Loaded { store, policies })
+    }
+
+    pub fn plan(&self, now: Time, store_commit: Option<String>, dirty: bool) -> Result<Plan> {
+        Plan::make(&self.store, &self.policies, now, store_commit, dirty)
+    }
+}
+
+/// An opened store: its git repository and work tree.
+pub struct Workspace {
+    pub repo: Repository,
+    pub root: PathBuf,
+}
+
+impl Workspace {
+    pub fn open(dir: &Path) -> Result<Workspace> {
+        let repo = repo::open(dir)?;
+        let root = repo::workdir(&repo);
+        Ok(Workspace { repo, root })
+    }
+
+    pub fn head_id(&self) -> Result<Option<String>> {
+        Ok(repo::head_commit(&self.repo)?.map(|c| c.id().to_string()))
+    }
+
+    /// Loads the work tree as it is on disk.
+    pub fn load_worktree(&self, now: Time) -> Result<Loaded> {
+        Loaded::from_source(&Source::WorkTree(self.root.clone()), now)
+    }
+
+    /// Loads the store as committed at `commit` (a full SHA).
+    pub fn load_commit(&self, commit: &str, now: Time) -> Result<Loaded> {
+        let oid = git2::Oid::from_str(commit).map_err(|e| Error::git("reading a commit id", e))?;
+        let commit = self
+            .repo
+            .find_commit(oid)
+            .map_err(|e| Error::git(format!("finding commit {oid}"), e))?;
+        let tree = commit.tree().map_err(|e| Error::git("reading the commit's tree", e))?;
+        Loaded::from_source(&Source::Commit { repo: &self.repo, tree }, now)
+    }
+
+    /// Uncommitted changes (against HEAD) in the files keyrot reads.
+    pub fn dirty_paths(&self, store: &Store) -> Result<Vec<String>> {
+        repo::dirty_paths(&self.repo, &store.tracked_paths())
+    }
+
+    /// The plan of the work tree: what `plan` and `watch` show.
+    pub fn plan_worktree(&self, now: Time) -> Result<(Plan, Vec<String>)> {
+        let loaded = self.load_worktree(now)?;
+        let dirty = self.dirty_paths(&loaded.store)?;
+        let plan = loaded.plan(now, self.head_id()?, !dirty.is_empty())?;
+        Ok((plan, dirty))
+    }
+}
