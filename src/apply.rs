@@ -73,7 +73,9 @@ pub fn verify_saved(ws: &Workspace, plan: &Plan) -> Result<Loaded> {
         return Err(Error::StalePlan(if known {
             format!("it was made at commit {planned}, but the store is now at {head} (already applied, or changed since)")
         } else {
-            format!("it was made at commit {planned}, which is not in this store (a plan from another store?)")
+            format!(
+                "it was made at commit {planned}, which is not in this store (a plan from another store?)"
+            )
         }));
     }
     let (_, loaded) = load_head(ws, now)?;
@@ -83,12 +85,23 @@ pub fn verify_saved(ws: &Workspace, plan: &Plan) -> Result<Loaded> {
         ));
     }
     if loaded.store.keys_digest != plan.keys_digest {
-        return Err(Error::StalePlan("keys_digest does not match the key files at HEAD".into()));
+        return Err(Error::StalePlan(
+            "keys_digest does not match the key files at HEAD".into(),
+        ));
     }
     let derived = loaded.plan(now, Some(head), false)?;
     if derived != *plan {
-        let detail = match derived.actions.iter().zip(&plan.actions).position(|(a, b)| a != b) {
-            Some(i) => format!("action {} differs: the policies decide {:?}", i + 1, describe(&derived.actions[i])),
+        let detail = match derived
+            .actions
+            .iter()
+            .zip(&plan.actions)
+            .position(|(a, b)| a != b)
+        {
+            Some(i) => format!(
+                "action {} differs: the policies decide {:?}",
+                i + 1,
+                describe(&derived.actions[i])
+            ),
             None => format!(
                 "the policies decide {} actions, the file lists {}",
                 derived.actions.len(),
@@ -148,14 +161,7 @@ fn merge(actions: &[&Action]) -> Result<KeyChanges> {
 }
 
 fn toml_time(t: Time) -> Value {
-    Value::from(t.to_rfc3339().parse::<toml_edit::Datetime>().unwrap_or_else(|_| {
-        // to_rfc3339 always yields a valid TOML offset datetime
-        toml_edit::Datetime {
-            date: None,
-            time: None,
-            offset: None,
-        }
-    }))
+    Value::from(t.to_toml())
 }
 
 /// Sets a top-level value, keeping the decoration (comments, spacing) of the one it
@@ -496,13 +502,19 @@ valid_until = 2026-04-01T00:00:00Z
         let out = edit_key_file(&k, TEXT, &c, Some(&fp), now()).unwrap();
         assert!(out.starts_with("# Binance trading bot\n"));
         assert!(out.contains("owner = \"alice\"   # on-call: alice"));
-        assert!(out.contains(&format!("fingerprint = \"{fp}\" # current")), "{out}");
+        assert!(
+            out.contains(&format!("fingerprint = \"{fp}\" # current")),
+            "{out}"
+        );
         assert!(out.contains("permissions = [\"read\", \"trade\"]"), "{out}");
         assert!(!out.contains(&"2".repeat(64)), "expired entry must go: {out}");
         let back = key::parse("keys/b.toml", &out).unwrap();
         assert_eq!(back.previous.len(), 1);
         assert_eq!(back.previous[0].fingerprint, k.fingerprint.clone().unwrap());
-        assert_eq!(back.previous[0].valid_until, Time::parse_rfc3339("2026-11-23T20:00:00Z").unwrap());
+        assert_eq!(
+            back.previous[0].valid_until,
+            Time::parse_rfc3339("2026-11-23T20:00:00Z").unwrap()
+        );
         assert_eq!(back.rotated_at, now());
     }
 

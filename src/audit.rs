@@ -43,7 +43,9 @@ fn is_apply_commit(message: &str) -> bool {
 
 /// Store files a commit changed against its first parent (all files for a root commit).
 fn touched_paths(repo: &Repository, commit: &git2::Commit, pathspecs: &[String]) -> Result<Vec<String>> {
-    let tree = commit.tree().map_err(|e| Error::git("reading a commit's tree", e))?;
+    let tree = commit
+        .tree()
+        .map_err(|e| Error::git("reading a commit's tree", e))?;
     let parent_tree = match commit.parent(0) {
         Ok(p) => Some(p.tree().map_err(|e| Error::git("reading a parent tree", e))?),
         Err(_) => None,
@@ -149,7 +151,12 @@ mod tests {
     fn parses_apply_body_lines() {
         assert_eq!(
             parse_action_line("rotate binance-bot [max-age] secret is 120 days old (limit 90)"),
-            Some((ActionKind::Rotate, "binance-bot", "max-age", "secret is 120 days old (limit 90)"))
+            Some((
+                ActionKind::Rotate,
+                "binance-bot",
+                "max-age",
+                "secret is 120 days old (limit 90)"
+            ))
         );
         assert_eq!(parse_action_line("Keyrot-Now: 2026-11-22T20:00:00Z"), None);
         assert_eq!(parse_action_line("manual edit of things"), None);

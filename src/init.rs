@@ -14,23 +14,50 @@ use crate::time::Time;
 /// The policies keyrot ships, as `(file name, source)`.
 pub const SHIPPED_POLICIES: &[(&str, &str)] = &[
     ("compromised.rhai", include_str!("../policies/compromised.rhai")),
-    ("departed-owner.rhai", include_str!("../policies/departed-owner.rhai")),
+    (
+        "departed-owner.rhai",
+        include_str!("../policies/departed-owner.rhai"),
+    ),
     ("idle.rhai", include_str!("../policies/idle.rhai")),
     ("key-cap.rhai", include_str!("../policies/key-cap.rhai")),
-    ("least-privilege.rhai", include_str!("../policies/least-privilege.rhai")),
+    (
+        "least-privilege.rhai",
+        include_str!("../policies/least-privilege.rhai"),
+    ),
     ("max-age.rhai", include_str!("../policies/max-age.rhai")),
 ];
 
 const EXAMPLE_OWNERS: &str = include_str!("../examples/store/owners.toml");
 
 const EXAMPLE_KEYS: &[(&str, &str)] = &[
-    ("binance-bot.toml", include_str!("../examples/store/keys/binance-bot.toml")),
-    ("coinbase-withdraw.toml", include_str!("../examples/store/keys/coinbase-withdraw.toml")),
-    ("fresh-bot.toml", include_str!("../examples/store/keys/fresh-bot.toml")),
-    ("legacy-admin.toml", include_str!("../examples/store/keys/legacy-admin.toml")),
-    ("old-bot.toml", include_str!("../examples/store/keys/old-bot.toml")),
-    ("payments.toml", include_str!("../examples/store/keys/payments.toml")),
-    ("stale-report.toml", include_str!("../examples/store/keys/stale-report.toml")),
+    (
+        "binance-bot.toml",
+        include_str!("../examples/store/keys/binance-bot.toml"),
+    ),
+    (
+        "coinbase-withdraw.toml",
+        include_str!("../examples/store/keys/coinbase-withdraw.toml"),
+    ),
+    (
+        "fresh-bot.toml",
+        include_str!("../examples/store/keys/fresh-bot.toml"),
+    ),
+    (
+        "legacy-admin.toml",
+        include_str!("../examples/store/keys/legacy-admin.toml"),
+    ),
+    (
+        "old-bot.toml",
+        include_str!("../examples/store/keys/old-bot.toml"),
+    ),
+    (
+        "payments.toml",
+        include_str!("../examples/store/keys/payments.toml"),
+    ),
+    (
+        "stale-report.toml",
+        include_str!("../examples/store/keys/stale-report.toml"),
+    ),
 ];
 
 /// The instant the example files' dates are written relative to.
@@ -75,7 +102,8 @@ const OWNERS: &str = r#"# People who own keys. status = "active" | "departed".
 # email = "alice@example.com"
 "#;
 
-const GITIGNORE: &str = "# Secrets never belong in the store; keyrot writes them elsewhere.\n*.secret\n*.pending\n";
+const GITIGNORE: &str =
+    "# Secrets never belong in the store; keyrot writes them elsewhere.\n*.secret\n*.pending\n";
 
 #[derive(Debug)]
 pub struct Created {
@@ -184,12 +212,9 @@ fn shift_value(v: &mut Value, secs: i64) {
     match v {
         Value::Datetime(dt) => {
             if let Ok(t) = Time::parse_rfc3339(&dt.value().to_string()) {
-                let moved = Time::from_unix(t.unix() + secs).to_rfc3339();
-                if let Ok(new) = moved.parse::<toml_edit::Datetime>() {
-                    let decor = dt.decor().clone();
-                    *v = Value::from(new);
-                    *v.decor_mut() = decor;
-                }
+                let decor = dt.decor().clone();
+                *v = Value::from(Time::from_unix(t.unix() + secs).to_toml());
+                *v.decor_mut() = decor;
             }
         }
         Value::Array(a) => a.iter_mut().for_each(|x| shift_value(x, secs)),

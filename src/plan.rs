@@ -171,7 +171,13 @@ pub struct Plan {
 impl Plan {
     /// Plans a loaded store at `now`. `store_commit` and `dirty` describe where the
     /// store was read from.
-    pub fn make(store: &Store, policies: &PolicySet, now: Time, store_commit: Option<String>, dirty: bool) -> Result<Plan> {
+    pub fn make(
+        store: &Store,
+        policies: &PolicySet,
+        now: Time,
+        store_commit: Option<String>,
+        dirty: bool,
+    ) -> Result<Plan> {
         let actions = actions(store, policies, now)?;
         Ok(Plan {
             format: FORMAT,
@@ -277,7 +283,12 @@ fn resolve<'a>(
     }
     for prev in &key.previous {
         if prev.valid_until <= now {
-            let mut a = Action::new(&key.id, ActionKind::Expire, KEYROT_POLICY, "grace period ended".into());
+            let mut a = Action::new(
+                &key.id,
+                ActionKind::Expire,
+                KEYROT_POLICY,
+                "grace period ended".into(),
+            );
             a.fingerprint = Some(prev.fingerprint.clone());
             actions.push(a);
         }
@@ -382,7 +393,12 @@ mod tests {
             &[
                 ("a-warn", d(Verdict::Warn)),
                 ("b-rotate", d(Verdict::Rotate { grace: None })),
-                ("c-restrict", d(Verdict::Restrict { remove: vec!["withdraw".into()] })),
+                (
+                    "c-restrict",
+                    d(Verdict::Restrict {
+                        remove: vec!["withdraw".into()],
+                    }),
+                ),
                 ("d-revoke", d(Verdict::Revoke)),
             ],
             "2026-06-01T00:00:00Z",
@@ -399,7 +415,10 @@ mod tests {
             ]
         );
         let s = Summary::of(&actions);
-        assert_eq!((s.revoke, s.rotate, s.restrict, s.expire, s.warn), (1, 0, 0, 0, 1));
+        assert_eq!(
+            (s.revoke, s.rotate, s.restrict, s.expire, s.warn),
+            (1, 0, 0, 0, 1)
+        );
     }
 
     #[test]
@@ -407,9 +426,19 @@ mod tests {
         let actions = run(
             key(&["withdraw"]),
             &[
-                ("a", d(Verdict::Rotate { grace: Some(Dur::parse("2h").unwrap()) })),
+                (
+                    "a",
+                    d(Verdict::Rotate {
+                        grace: Some(Dur::parse("2h").unwrap()),
+                    }),
+                ),
                 ("b", d(Verdict::Rotate { grace: None })),
-                ("c", d(Verdict::Restrict { remove: vec!["withdraw".into(), "admin".into()] })),
+                (
+                    "c",
+                    d(Verdict::Restrict {
+                        remove: vec!["withdraw".into(), "admin".into()],
+                    }),
+                ),
             ],
             "2026-06-01T00:00:00Z",
         );
@@ -425,7 +454,12 @@ mod tests {
     fn restrict_of_permissions_not_held_is_dropped() {
         let actions = run(
             key(&["read"]),
-            &[("c", d(Verdict::Restrict { remove: vec!["withdraw".into()] }))],
+            &[(
+                "c",
+                d(Verdict::Restrict {
+                    remove: vec!["withdraw".into()],
+                }),
+            )],
             "2026-06-01T00:00:00Z",
         );
         assert!(actions.is_empty());
@@ -435,11 +469,19 @@ mod tests {
     fn rotation_inside_cooldown_is_deferred_unless_compromised() {
         let mut k = key(&[]);
         k.rotated_at = t("2026-06-01T10:00:00Z");
-        let actions = run(k.clone(), &[("m", d(Verdict::Rotate { grace: None }))], "2026-06-01T12:00:13Z");
+        let actions = run(
+            k.clone(),
+            &[("m", d(Verdict::Rotate { grace: None }))],
+            "2026-06-01T12:00:13Z",
+        );
         assert_eq!(actions[0].action, ActionKind::Deferred);
         assert_eq!(actions[0].reason, "r; rotated 2h ago, cooldown 1d");
         k.compromised = true;
-        let actions = run(k, &[("m", d(Verdict::Rotate { grace: None }))], "2026-06-01T12:00:00Z");
+        let actions = run(
+            k,
+            &[("m", d(Verdict::Rotate { grace: None }))],
+            "2026-06-01T12:00:00Z",
+        );
         assert_eq!(actions[0].action, ActionKind::Rotate);
     }
 
@@ -448,8 +490,14 @@ mod tests {
         let mut k = key(&[]);
         let fp = |c: &str| format!("sha256:{}", c.repeat(64));
         k.previous = vec![
-            Previous { fingerprint: fp("a"), valid_until: t("2026-06-01T00:00:00Z") },
-            Previous { fingerprint: fp("b"), valid_until: t("2026-06-02T00:00:00Z") },
+            Previous {
+                fingerprint: fp("a"),
+                valid_until: t("2026-06-01T00:00:00Z"),
+            },
+            Previous {
+                fingerprint: fp("b"),
+                valid_until: t("2026-06-02T00:00:00Z"),
+            },
         ];
         let actions = run(k, &[], "2026-06-01T00:00:00Z");
         assert_eq!(actions.len(), 1);
@@ -466,7 +514,17 @@ mod tests {
 
     #[test]
     fn summary_line_format() {
-        let s = Summary { rotate: 2, revoke: 1, restrict: 1, expire: 1, deferred: 0, warn: 3 };
-        assert_eq!(s.to_string(), "Plan: 2 rotate, 1 revoke, 1 restrict, 1 expire, 0 deferred, 3 warn.");
+        let s = Summary {
+            rotate: 2,
+            revoke: 1,
+            restrict: 1,
+            expire: 1,
+            deferred: 0,
+            warn: 3,
+        };
+        assert_eq!(
+            s.to_string(),
+            "Plan: 2 rotate, 1 revoke, 1 restrict, 1 expire, 0 deferred, 3 warn."
+        );
     }
 }

@@ -208,6 +208,33 @@ impl SecretsDir {
     }
 }
 
+/// The default secrets folder for a store: `$XDG_STATE_HOME/keyrot/secrets/<store>-<hash>`
+/// (or `~/.local/state/…`), one folder per store so that two stores with a key of the
+/// same id never overwrite each other's secret.
+pub fn default_dir(store_root: &Path) -> Result<PathBuf> {
+    let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(state) => PathBuf::from(state),
+        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(home) => PathBuf::from(home).join(".local").join("state"),
+            None => {
+                return Err(Error::Usage(
+                    "cannot find a per-user state folder ($XDG_STATE_HOME and $HOME are unset)\n  hint: pass --secrets-dir DIR".into(),
+                ))
+            }
+        },
+    };
+    let real = store_root.canonicalize().map_err(|e| Error::io(store_root, e))?;
+    let name = real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "store".into());
+    let hash = sha256_tagged(real.to_string_lossy().as_bytes());
+    Ok(base
+        .join("keyrot")
+        .join("secrets")
+        .join(format!("{name}-{}", &hash["sha256:".len().."sha256:".len() + 8])))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,31 +289,4 @@ mod tests {
             prop_assert_eq!(base62_fixed(&bytes).len(), expected);
         }
     }
-}
-
-/// The default secrets folder for a store: `$XDG_STATE_HOME/keyrot/secrets/<store>-<hash>`
-/// (or `~/.local/state/…`), one folder per store so that two stores with a key of the
-/// same id never overwrite each other's secret.
-pub fn default_dir(store_root: &Path) -> Result<PathBuf> {
-    let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        Some(state) => PathBuf::from(state),
-        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-            Some(home) => PathBuf::from(home).join(".local").join("state"),
-            None => {
-                return Err(Error::Usage(
-                    "cannot find a per-user state folder ($XDG_STATE_HOME and $HOME are unset)\n  hint: pass --secrets-dir DIR".into(),
-                ))
-            }
-        },
-    };
-    let real = store_root.canonicalize().map_err(|e| Error::io(store_root, e))?;
-    let name = real
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "store".into());
-    let hash = sha256_tagged(real.to_string_lossy().as_bytes());
-    Ok(base
-        .join("keyrot")
-        .join("secrets")
-        .join(format!("{name}-{}", &hash["sha256:".len().."sha256:".len() + 8])))
 }

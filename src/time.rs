@@ -32,9 +32,7 @@ impl Time {
     pub fn parse_rfc3339(s: &str) -> Result<Time, String> {
         DateTime::parse_from_rfc3339(s.trim())
             .map(|t| Time(t.timestamp()))
-            .map_err(|e| {
-                format!("`{s}` is not an RFC 3339 time such as 2026-11-22T20:00:00Z ({e})")
-            })
+            .map_err(|e| format!("`{s}` is not an RFC 3339 time such as 2026-11-22T20:00:00Z ({e})"))
     }
 
     /// Converts a TOML datetime. Only offset date-times name an instant; a local
@@ -53,6 +51,26 @@ impl Time {
         match DateTime::<Utc>::from_timestamp(self.0, 0) {
             Some(t) => t.to_rfc3339_opts(SecondsFormat::Secs, true),
             None => format!("@{}", self.0),
+        }
+    }
+
+    /// The TOML offset date-time for this instant (UTC, whole seconds).
+    pub fn to_toml(self) -> toml::value::Datetime {
+        use chrono::{Datelike, Timelike};
+        let t = DateTime::<Utc>::from_timestamp(self.0, 0).unwrap_or_default();
+        toml::value::Datetime {
+            date: Some(toml::value::Date {
+                year: t.year().clamp(0, 9999) as u16,
+                month: t.month() as u8,
+                day: t.day() as u8,
+            }),
+            time: Some(toml::value::Time {
+                hour: t.hour() as u8,
+                minute: t.minute() as u8,
+                second: t.second() as u8,
+                nanosecond: 0,
+            }),
+            offset: Some(toml::value::Offset::Z),
         }
     }
 
@@ -141,7 +159,10 @@ impl Dur {
                 .parse()
                 .map_err(|_| bad("the number is too large"))?;
             rest = &rest[digits..];
-            let unit = rest.chars().next().ok_or_else(|| bad("a number needs a unit: d, h, m or s"))?;
+            let unit = rest
+                .chars()
+                .next()
+                .ok_or_else(|| bad("a number needs a unit: d, h, m or s"))?;
             let (rank, secs) = match unit {
                 'd' => (0, DAY),
                 'h' => (1, HOUR),
@@ -210,7 +231,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed_durations() {
-        for bad in ["", "d", "90", "90x", "1m1h", "1h1h", "-1d", "1.5d", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "d",
+            "90",
+            "90x",
+            "1m1h",
+            "1h1h",
+            "-1d",
+            "1.5d",
+            "99999999999999999999d",
+        ] {
             assert!(Dur::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -243,6 +274,8 @@ mod tests {
         assert!(Time::from_toml(&local).is_err());
         let full: toml::value::Datetime = "2026-11-22T20:00:00Z".parse().unwrap();
         assert_eq!(Time::from_toml(&full).unwrap(), t);
+        assert_eq!(t.to_toml(), full);
+        assert_eq!(t.to_toml().to_string(), "2026-11-22T20:00:00Z");
     }
 
     proptest! {

@@ -63,8 +63,16 @@ impl Workspace {
             .repo
             .find_commit(oid)
             .map_err(|e| Error::git(format!("finding commit {oid}"), e))?;
-        let tree = commit.tree().map_err(|e| Error::git("reading the commit's tree", e))?;
-        Loaded::from_source(&Source::Commit { repo: &self.repo, tree }, now)
+        let tree = commit
+            .tree()
+            .map_err(|e| Error::git("reading the commit's tree", e))?;
+        Loaded::from_source(
+            &Source::Commit {
+                repo: &self.repo,
+                tree,
+            },
+            now,
+        )
     }
 
     /// Uncommitted changes (against HEAD) in the files keyrot reads.

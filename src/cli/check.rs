@@ -39,7 +39,11 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
                     policies.len()
                 );
                 for p in policies {
-                    text.push_str(&format!("  {:<20} {}\n", p.name, p.description.as_deref().unwrap_or("")));
+                    text.push_str(&format!(
+                        "  {:<20} {}\n",
+                        p.name,
+                        p.description.as_deref().unwrap_or("")
+                    ));
                 }
                 super::out(&text);
             }

@@ -24,7 +24,10 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<ExitCode, Error> {
     let now = Time::now();
     if init::is_store(&args.dir) {
-        super::out(&format!("== Reusing the demo store in {}\n\n", args.dir.display()));
+        super::out(&format!(
+            "== Reusing the demo store in {}\n\n",
+            args.dir.display()
+        ));
     } else {
         let created = init::init(&args.dir, true, now)?;
         super::out(&format!(

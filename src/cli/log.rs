@@ -34,7 +34,10 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     };
     let entries = audit::log(&ws.repo, &settings, args.key.as_deref())?;
     if args.json {
-        super::out(&format!("{}\n", serde_json::to_string_pretty(&entries).unwrap_or_default()));
+        super::out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&entries).unwrap_or_default()
+        ));
     } else {
         super::out(&super::render::log(&entries));
     }

@@ -42,7 +42,11 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         }
         text.push_str(&super::render::plan(&plan));
         if let Some(path) = &args.out {
-            text.push_str(&format!("\nSaved plan to {}. Apply it with: keyrot apply {}\n", path.display(), path.display()));
+            text.push_str(&format!(
+                "\nSaved plan to {}. Apply it with: keyrot apply {}\n",
+                path.display(),
+                path.display()
+            ));
         }
         super::out(&text);
     }

@@ -48,7 +48,10 @@ fn short_fp(fp: &str) -> String {
 pub fn plan(plan: &Plan) -> String {
     let mut out = String::new();
     if plan.actions.is_empty() {
-        out.push_str(&format!("No findings: every key complies with every policy (at {}).\n", plan.now));
+        out.push_str(&format!(
+            "No findings: every key complies with every policy (at {}).\n",
+            plan.now
+        ));
     } else {
         let rows = plan
             .actions
@@ -69,14 +72,25 @@ pub fn plan(plan: &Plan) -> String {
 
 pub fn applied(plan: &Plan, applied: &Applied, secrets_dir: &Path) -> String {
     let Some(commit) = &applied.commit else {
-        return format!("Nothing to apply: no rotate, revoke, restrict or expire in the plan. No commit made.\n{}\n", plan.summary);
+        return format!(
+            "Nothing to apply: no rotate, revoke, restrict or expire in the plan. No commit made.\n{}\n",
+            plan.summary
+        );
     };
     let mut out = String::new();
     for s in &applied.secrets {
-        out.push_str(&format!("new secret for {}: {} -> {}\n", s.key, s.fingerprint, s.path.display()));
+        out.push_str(&format!(
+            "new secret for {}: {} -> {}\n",
+            s.key,
+            s.fingerprint,
+            s.path.display()
+        ));
     }
     if !applied.secrets.is_empty() {
-        out.push_str(&format!("(secrets are in {}, mode 0600; only fingerprints enter the store)\n", secrets_dir.display()));
+        out.push_str(&format!(
+            "(secrets are in {}, mode 0600; only fingerprints enter the store)\n",
+            secrets_dir.display()
+        ));
     }
     out.push_str(&format!(
         "Apply complete: {} on {}\ncommit {commit}\n",

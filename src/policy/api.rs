@@ -43,7 +43,12 @@ pub struct KeyFacts {
 }
 
 impl KeyView {
-    pub fn new(key: Arc<Key>, owner: Option<&crate::store::Owner>, owner_key_count: i64, now: Time) -> KeyView {
+    pub fn new(
+        key: Arc<Key>,
+        owner: Option<&crate::store::Owner>,
+        owner_key_count: i64,
+        now: Time,
+    ) -> KeyView {
         let owner_status = match owner.map(|o| o.status) {
             Some(OwnerStatus::Active) => "active",
             Some(OwnerStatus::Departed) => "departed",
@@ -71,7 +76,9 @@ fn rt_err(msg: impl Into<String>) -> Box<EvalAltResult> {
 }
 
 fn strings(v: &[String]) -> Array {
-    v.iter().map(|s| Dynamic::from(ImmutableString::from(s.as_str()))).collect()
+    v.iter()
+        .map(|s| Dynamic::from(ImmutableString::from(s.as_str())))
+        .collect()
 }
 
 fn opt_str(v: Option<&str>) -> Dynamic {
@@ -99,7 +106,9 @@ fn ordering_error(a: &str, op: &str, b: &str) -> Box<EvalAltResult> {
 macro_rules! refuse_ordering {
     ($engine:expr, $A:ty, $an:expr, $B:ty, $bn:expr) => {
         for op in ORDERING {
-            $engine.register_fn(op, move |_: $A, _: $B| -> RResult<bool> { Err(ordering_error($an, op, $bn)) });
+            $engine.register_fn(op, move |_: $A, _: $B| -> RResult<bool> {
+                Err(ordering_error($an, op, $bn))
+            });
         }
     };
 }
@@ -153,15 +162,33 @@ fn register_time(engine: &mut Engine, now: Time) {
         .register_get("hours", |d: &mut Dur| d.hours())
         .register_get("minutes", |d: &mut Dur| d.minutes())
         .register_get("seconds", |d: &mut Dur| d.secs())
-        .register_fn("-", |a: Time, b: Time| Dur::from_secs(a.unix().saturating_sub(b.unix())))
+        .register_fn("-", |a: Time, b: Time| {
+            Dur::from_secs(a.unix().saturating_sub(b.unix()))
+        })
         .register_fn("+", |a: Time, d: Dur| a.checked_add(d).ok_or_else(overflow))
         .register_fn("+", |d: Dur, a: Time| a.checked_add(d).ok_or_else(overflow))
         .register_fn("-", |a: Time, d: Dur| a.checked_sub(d).ok_or_else(overflow))
-        .register_fn("+", |a: Dur, b: Dur| a.secs().checked_add(b.secs()).map(Dur::from_secs).ok_or_else(overflow))
-        .register_fn("-", |a: Dur, b: Dur| a.secs().checked_sub(b.secs()).map(Dur::from_secs).ok_or_else(overflow))
-        .register_fn("-", |a: Dur| a.secs().checked_neg().map(Dur::from_secs).ok_or_else(overflow))
-        .register_fn("*", |a: Dur, n: INT| a.secs().checked_mul(n).map(Dur::from_secs).ok_or_else(overflow))
-        .register_fn("*", |n: INT, a: Dur| a.secs().checked_mul(n).map(Dur::from_secs).ok_or_else(overflow))
+        .register_fn("+", |a: Dur, b: Dur| {
+            a.secs()
+                .checked_add(b.secs())
+                .map(Dur::from_secs)
+                .ok_or_else(overflow)
+        })
+        .register_fn("-", |a: Dur, b: Dur| {
+            a.secs()
+                .checked_sub(b.secs())
+                .map(Dur::from_secs)
+                .ok_or_else(overflow)
+        })
+        .register_fn("-", |a: Dur| {
+            a.secs().checked_neg().map(Dur::from_secs).ok_or_else(overflow)
+        })
+        .register_fn("*", |a: Dur, n: INT| {
+            a.secs().checked_mul(n).map(Dur::from_secs).ok_or_else(overflow)
+        })
+        .register_fn("*", |n: INT, a: Dur| {
+            a.secs().checked_mul(n).map(Dur::from_secs).ok_or_else(overflow)
+        })
         .register_fn("/", |a: Dur, n: INT| {
             a.secs()
                 .checked_div(n)
@@ -178,24 +205,38 @@ fn register_key(engine: &mut Engine) {
     engine.register_type_with_name::<KeyView>("Key");
     engine
         .register_get("id", |k: &mut KeyView| ImmutableString::from(k.0.key.id.as_str()))
-        .register_get("service", |k: &mut KeyView| ImmutableString::from(k.0.key.service.as_str()))
-        .register_get("owner", |k: &mut KeyView| ImmutableString::from(k.0.key.owner.as_str()))
-        .register_get("owner_status", |k: &mut KeyView| ImmutableString::from(k.0.owner_status))
+        .register_get("service", |k: &mut KeyView| {
+            ImmutableString::from(k.0.key.service.as_str())
+        })
+        .register_get("owner", |k: &mut KeyView| {
+            ImmutableString::from(k.0.key.owner.as_str())
+        })
+        .register_get("owner_status", |k: &mut KeyView| {
+            ImmutableString::from(k.0.owner_status)
+        })
         .register_get("owner_team", |k: &mut KeyView| opt_str(k.0.owner_team.as_deref()))
-        .register_get("environment", |k: &mut KeyView| ImmutableString::from(k.0.key.environment.as_str()))
+        .register_get("environment", |k: &mut KeyView| {
+            ImmutableString::from(k.0.key.environment.as_str())
+        })
         .register_get("permissions", |k: &mut KeyView| strings(&k.0.key.permissions))
         .register_get("ip_allowlist", |k: &mut KeyView| strings(&k.0.key.ip_allowlist))
         .register_get("tags", |k: &mut KeyView| strings(&k.0.key.tags))
         .register_get("compromised", |k: &mut KeyView| k.0.key.compromised)
-        .register_get("status", |k: &mut KeyView| ImmutableString::from(k.0.key.status.as_str()))
+        .register_get("status", |k: &mut KeyView| {
+            ImmutableString::from(k.0.key.status.as_str())
+        })
         .register_get("created_at", |k: &mut KeyView| k.0.key.created_at)
         .register_get("rotated_at", |k: &mut KeyView| k.0.key.rotated_at)
         .register_get("last_used_at", |k: &mut KeyView| opt_time(k.0.key.last_used_at))
         .register_get("age", |k: &mut KeyView| k.0.age)
         .register_get("idle", |k: &mut KeyView| k.0.idle)
         .register_get("owner_key_count", |k: &mut KeyView| k.0.owner_key_count)
-        .register_fn("has_permission", |k: &mut KeyView, p: &str| k.0.key.permissions.iter().any(|x| x == p))
-        .register_fn("has_tag", |k: &mut KeyView, t: &str| k.0.key.tags.iter().any(|x| x == t))
+        .register_fn("has_permission", |k: &mut KeyView, p: &str| {
+            k.0.key.permissions.iter().any(|x| x == p)
+        })
+        .register_fn("has_tag", |k: &mut KeyView, t: &str| {
+            k.0.key.tags.iter().any(|x| x == t)
+        })
         .register_fn("to_string", |k: &mut KeyView| k.0.key.id.clone())
         .register_fn("to_debug", |k: &mut KeyView| format!("Key({})", k.0.key.id));
 }
@@ -224,7 +265,9 @@ fn permission_list(perms: Array) -> RResult<Vec<String>> {
 fn register_decisions(engine: &mut Engine) {
     engine.register_type_with_name::<Decision>("Decision");
     engine
-        .register_fn("rotate", |reason: &str| decision(Verdict::Rotate { grace: None }, reason))
+        .register_fn("rotate", |reason: &str| {
+            decision(Verdict::Rotate { grace: None }, reason)
+        })
         .register_fn("rotate", |reason: &str, grace: Dur| {
             if grace < Dur::ZERO {
                 return Err(rt_err(format!("rotate: grace period {grace} is negative")));
@@ -250,14 +293,20 @@ fn register_decisions(engine: &mut Engine) {
         })
         .register_fn("warn", |reason: &str| decision(Verdict::Warn, reason))
         .register_get("action", |d: &mut Decision| ImmutableString::from(d.kind_name()))
-        .register_get("reason", |d: &mut Decision| ImmutableString::from(d.reason.as_str()))
-        .register_fn("to_string", |d: &mut Decision| format!("{}({})", d.kind_name(), d.reason))
-        .register_fn("to_debug", |d: &mut Decision| format!("{}({:?})", d.kind_name(), d.reason));
+        .register_get("reason", |d: &mut Decision| {
+            ImmutableString::from(d.reason.as_str())
+        })
+        .register_fn("to_string", |d: &mut Decision| {
+            format!("{}({})", d.kind_name(), d.reason)
+        })
+        .register_fn("to_debug", |d: &mut Decision| {
+            format!("{}({:?})", d.kind_name(), d.reason)
+        });
 }
 
 /// Builds the sandboxed engine for one run. `configs[i]` is the `config()` of the
 /// policy evaluated with tag `i`; `now` is the run's single evaluation instant.
-pub fn engine(now: Time, configs: Arc<Vec<rhai::Map>>) -> Engine {
+pub fn engine(now: Time, configs: std::rc::Rc<Vec<rhai::Map>>) -> Engine {
     let mut engine = Engine::new_raw();
     // The standard package has no file, network, environment or clock access: with
     // the `no_time` and `no_module` features there is no `timestamp()` and no `import`.
@@ -283,7 +332,10 @@ pub fn engine(now: Time, configs: Arc<Vec<rhai::Map>>) -> Engine {
     register_decisions(&mut engine);
     register_ordering_guards(&mut engine);
     engine.register_fn("config", move |ctx: NativeCallContext| -> Dynamic {
-        let idx = ctx.tag().and_then(|t| t.as_int().ok()).and_then(|i| usize::try_from(i).ok());
+        let idx = ctx
+            .tag()
+            .and_then(|t| t.as_int().ok())
+            .and_then(|i| usize::try_from(i).ok());
         match idx.and_then(|i| configs.get(i)) {
             Some(map) => Dynamic::from_map(map.clone()),
             None => Dynamic::from_map(rhai::Map::new()),

@@ -42,7 +42,11 @@ pub fn clean_reason(reason: &str) -> Result<String, String> {
     let mut out = String::with_capacity(reason.len());
     let mut last_space = true;
     for c in reason.chars() {
-        let c = if c.is_control() || c.is_whitespace() { ' ' } else { c };
+        let c = if c.is_control() || c.is_whitespace() {
+            ' '
+        } else {
+            c
+        };
         if c == ' ' {
             if !last_space {
                 out.push(' ');

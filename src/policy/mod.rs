@@ -3,7 +3,7 @@
 pub mod api;
 pub mod decision;
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, ParseError, Position, Scope, AST};
 
@@ -38,7 +38,8 @@ fn is_valid_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && b[0].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'))
 }
 
 fn rhai_pos(pos: Position) -> Option<(usize, usize)> {
@@ -99,7 +100,7 @@ impl PolicySet {
             }
             named.push((name, f));
         }
-        for (name, _) in &settings.policy_config {
+        for name in settings.policy_config.keys() {
             if !named.iter().any(|(n, _)| n == name) {
                 problems.push(Problem::at(
                     crate::store::files::SETTINGS_FILE,
@@ -122,7 +123,7 @@ impl PolicySet {
                     .unwrap_or_default()
             })
             .collect();
-        let mut engine = api::engine(now, Arc::new(configs));
+        let mut engine = api::engine(now, Rc::new(configs));
 
         let mut policies = Vec::new();
         for (idx, (name, f)) in named.into_iter().enumerate() {
@@ -149,9 +150,13 @@ impl PolicySet {
                 .eval_ast(false)
                 .rewind_scope(true)
                 .with_tag(idx as rhai::INT);
-            let result = self
-                .engine
-                .call_fn_with_options::<Dynamic>(options, &mut scope, &policy.ast, "evaluate", (key.clone(),));
+            let result = self.engine.call_fn_with_options::<Dynamic>(
+                options,
+                &mut scope,
+                &policy.ast,
+                "evaluate",
+                (key.clone(),),
+            );
             let fail = |message: String, pos: Option<(usize, usize)>| Error::Policy {
                 policy: policy.name.clone(),
                 key: key.facts().key.id.clone(),
@@ -204,7 +209,8 @@ fn decisions(value: Dynamic) -> Result<Vec<Decision>, String> {
 }
 
 fn compile_one(engine: &mut Engine, idx: usize, name: &str, f: &FileEntry) -> Result<Policy, Problem> {
-    let text = std::str::from_utf8(&f.bytes).map_err(|_| Problem::new(&f.path, "file is not valid UTF-8 text"))?;
+    let text =
+        std::str::from_utf8(&f.bytes).map_err(|_| Problem::new(&f.path, "file is not valid UTF-8 text"))?;
     let mut ast = engine.compile(text).map_err(|e| parse_problem(&f.path, &e))?;
     ast.set_source(f.path.as_str());
     if !ast

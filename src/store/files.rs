@@ -65,7 +65,10 @@ impl Source<'_> {
                     return Err("is not a regular file".into());
                 }
                 if meta.len() > MAX_FILE_BYTES {
-                    return Err(format!("is {} bytes, over the {MAX_FILE_BYTES}-byte limit", meta.len()));
+                    return Err(format!(
+                        "is {} bytes, over the {MAX_FILE_BYTES}-byte limit",
+                        meta.len()
+                    ));
                 }
                 let mut bytes = Vec::with_capacity(meta.len() as usize);
                 fs::File::open(&path)
@@ -93,7 +96,10 @@ impl Source<'_> {
                     .find_blob(entry.id())
                     .map_err(|e| format!("cannot read from the commit: {}", e.message()))?;
                 if blob.size() as u64 > MAX_FILE_BYTES {
-                    return Err(format!("is {} bytes, over the {MAX_FILE_BYTES}-byte limit", blob.size()));
+                    return Err(format!(
+                        "is {} bytes, over the {MAX_FILE_BYTES}-byte limit",
+                        blob.size()
+                    ));
                 }
                 Ok(Some(blob.content().to_vec()))
             }
@@ -117,7 +123,9 @@ impl Source<'_> {
                 let mut out = Vec::new();
                 for entry in fs::read_dir(&path).map_err(|e| format!("cannot read folder: {e}"))? {
                     let entry = entry.map_err(|e| format!("cannot read folder: {e}"))?;
-                    let ft = entry.file_type().map_err(|e| format!("cannot read folder: {e}"))?;
+                    let ft = entry
+                        .file_type()
+                        .map_err(|e| format!("cannot read folder: {e}"))?;
                     let kind = if ft.is_symlink() {
                         Kind::Symlink
                     } else if ft.is_dir() {
@@ -238,8 +246,10 @@ impl Snapshot {
             let name = match item.name {
                 Ok(name) => name,
                 Err(lossy) => {
-                    self.problems
-                        .push(Problem::new(format!("{dir}/{lossy}"), "file name is not valid UTF-8"));
+                    self.problems.push(Problem::new(
+                        format!("{dir}/{lossy}"),
+                        "file name is not valid UTF-8",
+                    ));
                     continue;
                 }
             };
@@ -267,7 +277,12 @@ impl Snapshot {
 
     /// `sha256:` over the policy files, `keyrot.toml` and `owners.toml`.
     pub fn policies_digest(&self) -> String {
-        digest(self.settings.iter().chain(self.owners.iter()).chain(self.policies.iter()))
+        digest(
+            self.settings
+                .iter()
+                .chain(self.owners.iter())
+                .chain(self.policies.iter()),
+        )
     }
 
     /// `sha256:` over the key files.

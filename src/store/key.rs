@@ -97,8 +97,11 @@ pub fn is_valid_id(id: &str) -> bool {
 
 /// `sha256:` followed by 64 lowercase hex digits.
 pub fn is_valid_fingerprint(fp: &str) -> bool {
-    fp.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)))
+    fp.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    })
 }
 
 /// Service names appear inside generated secrets, so they are plain lowercase words.
@@ -107,14 +110,15 @@ fn is_valid_service(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// `203.0.113.7/32` or `2001:db8::/32`: an address and a prefix length that fits it.
 pub fn check_cidr(cidr: &str) -> Result<(), String> {
-    let (addr, len) = cidr
-        .split_once('/')
-        .ok_or_else(|| format!("`{cidr}` is not a CIDR block; write it as address/prefix, e.g. 203.0.113.7/32"))?;
+    let (addr, len) = cidr.split_once('/').ok_or_else(|| {
+        format!("`{cidr}` is not a CIDR block; write it as address/prefix, e.g. 203.0.113.7/32")
+    })?;
     let addr: IpAddr = addr
         .parse()
         .map_err(|_| format!("`{cidr}`: `{addr}` is not an IP address"))?;
@@ -143,7 +147,8 @@ pub fn parse(path: &str, text: &str) -> Result<Key, Vec<Problem>> {
             return Err(problems);
         }
     };
-    let mut bad = |span: std::ops::Range<usize>, msg: String| problems.push(span_problem(path, text, span, msg));
+    let mut bad =
+        |span: std::ops::Range<usize>, msg: String| problems.push(span_problem(path, text, span, msg));
     let time = |v: &Spanned<Datetime>, field: &str, bad: &mut dyn FnMut(std::ops::Range<usize>, String)| {
         Time::from_toml(v.get_ref()).unwrap_or_else(|why| {
             bad(v.span(), format!("{field}: {why}"));
@@ -171,19 +176,23 @@ pub fn parse(path: &str, text: &str) -> Result<Key, Vec<Problem>> {
         Some(env) => env.into_inner(),
         None => "production".into(),
     };
-    let strings = |list: Vec<Spanned<String>>, what: &str, bad: &mut dyn FnMut(std::ops::Range<usize>, String)| {
-        let mut out: Vec<String> = Vec::with_capacity(list.len());
-        for item in list {
-            if item.get_ref().trim().is_empty() {
-                bad(item.span(), format!("{what} must not be empty strings"));
-            } else if out.contains(item.get_ref()) {
-                bad(item.span(), format!("{what}: `{}` is listed twice", item.get_ref()));
-            } else {
-                out.push(item.into_inner());
+    let strings =
+        |list: Vec<Spanned<String>>, what: &str, bad: &mut dyn FnMut(std::ops::Range<usize>, String)| {
+            let mut out: Vec<String> = Vec::with_capacity(list.len());
+            for item in list {
+                if item.get_ref().trim().is_empty() {
+                    bad(item.span(), format!("{what} must not be empty strings"));
+                } else if out.contains(item.get_ref()) {
+                    bad(
+                        item.span(),
+                        format!("{what}: `{}` is listed twice", item.get_ref()),
+                    );
+                } else {
+                    out.push(item.into_inner());
+                }
             }
-        }
-        out
-    };
+            out
+        };
     let permissions = strings(raw.permissions, "permissions", &mut bad);
     let tags = strings(raw.tags, "tags", &mut bad);
     for cidr in &raw.ip_allowlist {
@@ -197,7 +206,10 @@ pub fn parse(path: &str, text: &str) -> Result<Key, Vec<Problem>> {
         .rotated_at
         .as_ref()
         .map_or(created_at, |v| time(v, "rotated_at", &mut bad));
-    let last_used_at = raw.last_used_at.as_ref().map(|v| time(v, "last_used_at", &mut bad));
+    let last_used_at = raw
+        .last_used_at
+        .as_ref()
+        .map(|v| time(v, "last_used_at", &mut bad));
     let revoked_at = raw.revoked_at.as_ref().map(|v| time(v, "revoked_at", &mut bad));
     let status = match &raw.status {
         None => KeyStatus::Active,
@@ -205,14 +217,20 @@ pub fn parse(path: &str, text: &str) -> Result<Key, Vec<Problem>> {
             "active" => KeyStatus::Active,
             "revoked" => KeyStatus::Revoked,
             other => {
-                bad(s.span(), format!("status `{other}` is not \"active\" or \"revoked\""));
+                bad(
+                    s.span(),
+                    format!("status `{other}` is not \"active\" or \"revoked\""),
+                );
                 KeyStatus::Active
             }
         },
     };
     let fingerprint = raw.fingerprint.map(|fp| {
         if !is_valid_fingerprint(fp.get_ref()) {
-            bad(fp.span(), "fingerprint must be `sha256:` followed by 64 lowercase hex digits".into());
+            bad(
+                fp.span(),
+                "fingerprint must be `sha256:` followed by 64 lowercase hex digits".into(),
+            );
         }
         fp.into_inner()
     });
@@ -294,7 +312,15 @@ created_at = 2026-03-01T00:00:00Z
         for ok in ["203.0.113.7/32", "0.0.0.0/0", "2001:db8::/32", "::1/128"] {
             assert!(check_cidr(ok).is_ok(), "{ok}");
         }
-        for bad in ["203.0.113.7", "203.0.113.7/33", "300.0.0.1/8", "::1/129", "a/8", "1.2.3.4/+8", "1.2.3.4/"] {
+        for bad in [
+            "203.0.113.7",
+            "203.0.113.7/33",
+            "300.0.0.1/8",
+            "::1/129",
+            "a/8",
+            "1.2.3.4/+8",
+            "1.2.3.4/",
+        ] {
             assert!(check_cidr(bad).is_err(), "{bad}");
         }
     }

@@ -41,7 +41,12 @@ pub fn parse(path: &str, text: &str) -> (BTreeMap<String, Owner>, Vec<Problem>) 
         let span = raw.span();
         let raw = raw.into_inner();
         if name.trim().is_empty() {
-            problems.push(span_problem(path, text, span, "an owner's name must not be empty".into()));
+            problems.push(span_problem(
+                path,
+                text,
+                span,
+                "an owner's name must not be empty".into(),
+            ));
             continue;
         }
         let status = match raw.status {

@@ -20,6 +20,10 @@ pub fn utf8<'a>(path: &str, bytes: &'a [u8]) -> Result<&'a str, Problem> {
     std::str::from_utf8(bytes).map_err(|e| {
         let valid = &bytes[..e.valid_up_to()];
         let text = std::str::from_utf8(valid).unwrap_or_default();
-        Problem::at(path, Some(line_col(text, text.len())), "file is not valid UTF-8 text")
+        Problem::at(
+            path,
+            Some(line_col(text, text.len())),
+            "file is not valid UTF-8 text",
+        )
     })
 }

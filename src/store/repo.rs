@@ -42,7 +42,14 @@ pub fn head_commit(repo: &Repository) -> Result<Option<git2::Commit<'_>>> {
             .peel_to_commit()
             .map(Some)
             .map_err(|e| Error::git("reading HEAD", e)),
-        Err(e) if matches!(e.code(), git2::ErrorCode::UnbornBranch | git2::ErrorCode::NotFound) => Ok(None),
+        Err(e)
+            if matches!(
+                e.code(),
+                git2::ErrorCode::UnbornBranch | git2::ErrorCode::NotFound
+            ) =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(Error::git("reading HEAD", e)),
     }
 }
@@ -55,7 +62,8 @@ pub fn current_branch(repo: &Repository) -> Result<String> {
     match head.symbolic_target() {
         Some(target) if target.starts_with("refs/heads/") => Ok(target.to_string()),
         _ => Err(Error::Usage(
-            "HEAD is detached; check out a branch before applying (keyrot commits to the current branch)".into(),
+            "HEAD is detached; check out a branch before applying (keyrot commits to the current branch)"
+                .into(),
         )),
     }
 }

@@ -115,11 +115,22 @@ impl Settings {
             }
         }
         if s.keys_dir == s.policies_dir {
-            problems.push(Problem::new(path, "store.keys and store.policies must be different folders"));
+            problems.push(Problem::new(
+                path,
+                "store.keys and store.policies must be different folders",
+            ));
         }
         for (field, value, target) in [
-            ("rotation.grace_period", raw.rotation.grace_period, &mut s.grace_period),
-            ("rotation.min_interval", raw.rotation.min_interval, &mut s.min_interval),
+            (
+                "rotation.grace_period",
+                raw.rotation.grace_period,
+                &mut s.grace_period,
+            ),
+            (
+                "rotation.min_interval",
+                raw.rotation.min_interval,
+                &mut s.min_interval,
+            ),
         ] {
             if let Some(v) = value {
                 match Dur::parse(v.get_ref()) {
@@ -146,7 +157,10 @@ impl Settings {
         }
         if let Some(p) = raw.secrets.prefix {
             let v = p.get_ref();
-            if !v.is_empty() && v.len() <= 16 && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            if !v.is_empty()
+                && v.len() <= 16
+                && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            {
                 s.secret_prefix = v.clone();
             } else {
                 problems.push(span_problem(
@@ -174,9 +188,12 @@ impl Settings {
 
 /// A store folder is a plain relative path inside the store, never `.git`.
 fn check_folder(dir: &str) -> Result<(), String> {
-    let ok_part = |p: &str| !p.is_empty() && p != "." && p != ".." && !p.starts_with(".git") && !p.contains('\\');
+    let ok_part =
+        |p: &str| !p.is_empty() && p != "." && p != ".." && !p.starts_with(".git") && !p.contains('\\');
     if dir.starts_with('/') || !dir.split('/').all(ok_part) {
-        return Err(format!("`{dir}` must be a relative folder inside the store, such as \"keys\""));
+        return Err(format!(
+            "`{dir}` must be a relative folder inside the store, such as \"keys\""
+        ));
     }
     Ok(())
 }
@@ -198,7 +215,11 @@ mod tests {
         let (_, problems) = Settings::parse("keyrot.toml", "[rotation]\ngrace_perod = \"1d\"\n");
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].pos.map(|p| p.0), Some(2));
-        assert!(problems[0].message.contains("grace_perod"), "{}", problems[0].message);
+        assert!(
+            problems[0].message.contains("grace_perod"),
+            "{}",
+            problems[0].message
+        );
     }
 
     #[test]

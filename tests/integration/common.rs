@@ -1,0 +1,243 @@
+//! Test helpers: a hermetic store in a temp folder, the real binary, real git.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+/// The evaluation instant most tests plan at.
+pub const NOW: &str = "2026-11-22T20:00:00Z";
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn fails(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// A store in a temp folder, with its own HOME and secrets folder, and git isolated
+/// from the machine's configuration.
+pub struct Store {
+    _tmp: TempDir,
+    pub root: PathBuf,
+    pub secrets: PathBuf,
+    home: PathBuf,
+}
+
+fn isolate(cmd: &mut Command, home: &Path) {
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Test Engineer")
+        .env("GIT_AUTHOR_EMAIL", "eng@example.com")
+        .env("GIT_COMMITTER_NAME", "Test Engineer")
+        .env("GIT_COMMITTER_EMAIL", "eng@example.com")
+        .stdin(Stdio::null());
+}
+
+impl Store {
+    /// `keyrot init` with the shipped policies and no keys.
+    pub fn new() -> Store {
+        let s = Store::bare();
+        s.keyrot_in(s.root.parent().unwrap(), &["init", "store"]).ok();
+        s
+    }
+
+    /// An empty temp folder that will hold a store at `root`.
+    pub fn bare() -> Store {
+        let tmp = TempDir::new().unwrap();
+        let root = tmp.path().join("store");
+        let secrets = tmp.path().join("secrets");
+        let home = tmp.path().join("home");
+        fs::create_dir_all(&home).unwrap();
+        Store {
+            _tmp: tmp,
+            root,
+            secrets,
+            home,
+        }
+    }
+
+    /// A store with the given key files (id, body), committed.
+    pub fn with_keys(keys: &[(&str, &str)]) -> Store {
+        let s = Store::new();
+        s.write("owners.toml", OWNERS);
+        for (id, body) in keys {
+            s.write(&format!("keys/{id}.toml"), body);
+        }
+        s.commit("add keys");
+        s
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.path(rel)).unwrap()
+    }
+
+    pub fn remove(&self, rel: &str) {
+        fs::remove_file(self.path(rel)).unwrap();
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("git");
+        isolate(&mut cmd, &self.home);
+        let out = cmd.arg("-C").arg(&self.root).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn commit(&self, msg: &str) {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", msg]);
+    }
+
+    pub fn head(&self) -> String {
+        self.git(&["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    pub fn commit_count(&self) -> usize {
+        self.git(&["rev-list", "--count", "HEAD"]).trim().parse().unwrap()
+    }
+
+    /// Runs keyrot with `--store` set to this store.
+    pub fn keyrot(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyrot"));
+        isolate(&mut cmd, &self.home);
+        cmd.arg("--store").arg(&self.root).args(args);
+        Run::from(cmd.output().unwrap())
+    }
+
+    /// Runs keyrot in `dir` without `--store`.
+    pub fn keyrot_in(&self, dir: &Path, args: &[&str]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyrot"));
+        isolate(&mut cmd, &self.home);
+        cmd.current_dir(dir).args(args);
+        Run::from(cmd.output().unwrap())
+    }
+
+    pub fn plan(&self) -> serde_json::Value {
+        self.keyrot(&["plan", "--json", "--now", NOW]).ok().json()
+    }
+
+    /// `apply --yes` at NOW, secrets into the test's secrets folder.
+    pub fn apply(&self) -> Run {
+        let secrets = self.secrets.to_str().unwrap().to_string();
+        self.keyrot(&["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets])
+    }
+
+    pub fn secret_file(&self, id: &str) -> PathBuf {
+        self.secrets.join(format!("{id}.secret"))
+    }
+
+    pub fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+}
+
+pub const OWNERS: &str = r#"
+[alice]
+status = "active"
+team = "trading"
+
+[dave]
+status = "departed"
+team = "trading"
+"#;
+
+/// A key file body with the given permissions and rotation date, owned by alice, with
+/// an allowlist, used recently: compliant with the shipped policies unless `extra`
+/// says otherwise. `extra` lines are appended verbatim.
+pub fn key(permissions: &str, rotated_at: &str, extra: &str) -> String {
+    format!(
+        "service = \"binance\"\nowner = \"alice\"\npermissions = {permissions}\nip_allowlist = [\"203.0.113.7/32\"]\ncreated_at = 2026-01-01T00:00:00Z\nrotated_at = {rotated_at}\nlast_used_at = 2026-11-22T00:00:00Z\n{extra}"
+    )
+}
+
+/// A fingerprint made from one repeated hex digit.
+pub fn fp(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}
+
+/// `(key, action, policy)` of each action of a JSON plan.
+pub fn actions(plan: &serde_json::Value) -> Vec<(String, String, String)> {
+    plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["key"].as_str().unwrap().to_string(),
+                a["action"].as_str().unwrap().to_string(),
+                a["policy"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// sha256 hex of bytes, computed with the system's sha256sum (independent of keyrot).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}

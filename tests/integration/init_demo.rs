@@ -1,0 +1,97 @@
+//! `keyrot init`, `init --example` and `demo`.
+
+use std::fs;
+
+use crate::common::*;
+
+#[test]
+fn init_creates_a_clean_committed_store() {
+    let s = Store::new();
+    assert_eq!(s.commit_count(), 1);
+    assert_eq!(s.git(&["status", "--porcelain"]), "");
+    let files = s.git(&["ls-files"]);
+    for f in [
+        "keyrot.toml",
+        "owners.toml",
+        "keys/.gitkeep",
+        "policies/max-age.rhai",
+        "policies/key-cap.rhai",
+    ] {
+        assert!(files.lines().any(|l| l == f), "{f} not in {files}");
+    }
+    s.keyrot(&["check"]).ok();
+}
+
+#[test]
+fn init_refuses_a_non_empty_folder() {
+    let s = Store::bare();
+    fs::create_dir_all(&s.root).unwrap();
+    fs::write(s.root.join("notes.txt"), "mine").unwrap();
+    let run = s.keyrot_in(s.root.parent().unwrap(), &["init", "store"]).fails(1);
+    assert!(run.stderr.contains("not empty"), "{}", run.stderr);
+    assert!(!s.root.join(".git").exists());
+    let s = Store::new();
+    let run = s.keyrot_in(s.root.parent().unwrap(), &["init", "store"]).fails(1);
+    assert!(run.stderr.contains("already a keyrot store"), "{}", run.stderr);
+}
+
+#[test]
+fn init_example_plans_one_of_every_action_today() {
+    let s = Store::bare();
+    s.keyrot_in(s.root.parent().unwrap(), &["init", "--example", "store"])
+        .ok();
+    let plan = s.keyrot(&["plan", "--json"]).ok().json();
+    let summary = &plan["summary"];
+    for kind in ["rotate", "revoke", "restrict", "expire", "deferred", "warn"] {
+        assert!(summary[kind].as_u64().unwrap() >= 1, "no {kind} in {summary}");
+    }
+}
+
+#[test]
+fn demo_runs_plan_apply_and_log_and_reuses_its_store() {
+    let s = Store::bare();
+    let parent = s.root.parent().unwrap();
+    let run = s
+        .keyrot_in(
+            parent,
+            &["demo", "store", "--secrets-dir", s.secrets.to_str().unwrap()],
+        )
+        .ok();
+    for part in [
+        "== keyrot plan",
+        "== keyrot apply --yes",
+        "== keyrot log",
+        "Plan: 1 rotate, 2 revoke, 1 restrict, 1 expire, 1 deferred, 2 warn.",
+    ] {
+        assert!(run.stdout.contains(part), "missing {part}:\n{}", run.stdout);
+    }
+    assert_eq!(s.commit_count(), 2);
+    assert_eq!(s.git(&["status", "--porcelain"]), "");
+    let again = s
+        .keyrot_in(
+            parent,
+            &["demo", "store", "--secrets-dir", s.secrets.to_str().unwrap()],
+        )
+        .ok();
+    assert!(
+        again.stdout.contains("Reusing the demo store"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
+fn help_and_version_work() {
+    let s = Store::bare();
+    let help = s.keyrot_in(s.root.parent().unwrap(), &["--help"]).ok().stdout;
+    for cmd in ["init", "check", "plan", "apply", "log", "demo"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    assert!(s
+        .keyrot_in(s.root.parent().unwrap(), &["--version"])
+        .ok()
+        .stdout
+        .starts_with("keyrot "));
+    let bad = s.keyrot_in(s.root.parent().unwrap(), &["frobnicate"]).fails(1);
+    assert!(!bad.stderr.contains("panicked"));
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real `keyrot` binary against real git repositories in
+//! temporary folders. One binary, one module per area.
+
+mod apply;
+mod check;
+mod common;
+mod init_demo;
+mod log;
+mod plan;
+mod saved_plans;
+mod shipped_policies;
