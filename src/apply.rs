@@ -423,20 +423,11 @@ pub fn execute(ws: &Workspace, loaded: &Loaded, plan: &Plan, secrets: &SecretsDi
     };
 
     // 4. After the commit point: deliver secrets, then bring the work tree along.
-    let mut delivered = Vec::new();
-    for (id, fingerprint) in &pending {
-        let path = secrets.promote(id, &txid)?;
-        delivered.push(Delivered {
-            key: id.clone(),
-            fingerprint: fingerprint.clone(),
-            path,
-        });
-    }
-    for id in &revoked {
-        secrets.remove(id)?;
-    }
-    secrets.sync()?;
-    update_worktree(ws, &edited)?;
+    let delivered =
+        finish(ws, secrets, &txid, &pending, &revoked, &edited).map_err(|e| Error::AfterCommit {
+            commit: commit.to_string(),
+            source: Box::new(e),
+        })?;
 
     let subject = commit_message(plan).lines().next().map(str::to_string);
     Ok(Applied {
@@ -445,6 +436,33 @@ pub fn execute(ws: &Workspace, loaded: &Loaded, plan: &Plan, secrets: &SecretsDi
         subject,
         secrets: delivered,
     })
+}
+
+/// The steps after the commit point: promote pending secrets, remove revoked keys'
+/// secrets, and update the work tree.
+fn finish(
+    ws: &Workspace,
+    secrets: &SecretsDir,
+    txid: &str,
+    pending: &[(String, String)],
+    revoked: &[String],
+    edited: &[(String, String)],
+) -> Result<Vec<Delivered>> {
+    let mut delivered = Vec::new();
+    for (id, fingerprint) in pending {
+        let path = secrets.promote(id, txid)?;
+        delivered.push(Delivered {
+            key: id.clone(),
+            fingerprint: fingerprint.clone(),
+            path,
+        });
+    }
+    for id in revoked {
+        secrets.remove(id)?;
+    }
+    secrets.sync()?;
+    update_worktree(ws, edited)?;
+    Ok(delivered)
 }
 
 /// Writes the edited key files into the work tree (each atomically, by rename) and

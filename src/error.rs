@@ -90,6 +90,15 @@ pub enum Error {
     #[error("plan file rejected: {0}\n  hint: plan files are re-derived before apply; run `keyrot plan --out FILE` again")]
     ForgedPlan(String),
 
+    /// The apply commit landed, but a step after it (delivering secrets, updating the
+    /// work tree) failed. The store's history is correct; the local copies lag.
+    #[error("the apply landed as commit {commit}, but a step after it failed: {source}\n  hint: the commit is the source of truth; bring the work tree to it with `git checkout -- .` after checking the secrets folder")]
+    AfterCommit {
+        commit: String,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// Anything else the user asked for that cannot be done, with what to do instead.
     #[error("{0}")]
     Usage(String),
