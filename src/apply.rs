@@ -403,6 +403,7 @@ pub fn execute(ws: &Workspace, loaded: &Loaded, plan: &Plan, secrets: &SecretsDi
             .repo
             .commit(None, &sig, &sig, &message, &tree, &[&base])
             .map_err(|e| Error::git("writing the commit", e))?;
+        crate::failpoint::pause("apply-before-commit");
         // 3. The commit point: move the branch only if it still points at the base.
         ws.repo
             .reference_matching(&branch, commit, true, base_id, "keyrot apply")

@@ -10,12 +10,15 @@ pub mod apply;
 pub mod audit;
 pub mod cli;
 pub mod error;
+pub mod failpoint;
 pub mod init;
 pub mod plan;
 pub mod policy;
+pub mod runner;
 pub mod secret;
 pub mod store;
 pub mod time;
+pub mod watch;
 pub mod workspace;
 
 pub use error::{Error, Problem, Result};

@@ -2,7 +2,7 @@
 //! actions by keyrot's precedence rules. Plain data; the same inputs give the same
 //! plan, byte for byte.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -69,7 +69,7 @@ impl fmt::Display for ActionKind {
 /// The policy name keyrot uses for its own actions (`expire`).
 pub const KEYROT_POLICY: &str = "keyrot";
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Action {
     pub key: String,
@@ -221,6 +221,54 @@ impl Plan {
     pub fn has_changes(&self) -> bool {
         self.summary.has_changes()
     }
+}
+
+/// What changed between two plans, action by action.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PlanDiff {
+    /// In the newer plan only.
+    pub added: Vec<Action>,
+    /// In the older plan only.
+    pub removed: Vec<Action>,
+}
+
+impl PlanDiff {
+    /// Compares the actions of two plans as multisets (an action whose reason or grace
+    /// changed is one removal plus one addition), in plan order.
+    pub fn between(old: &Plan, new: &Plan) -> PlanDiff {
+        PlanDiff {
+            added: multiset_minus(&new.actions, &old.actions),
+            removed: multiset_minus(&old.actions, &new.actions),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+
+    /// The keys whose actions changed, in order.
+    pub fn keys(&self) -> BTreeSet<&str> {
+        self.added
+            .iter()
+            .chain(&self.removed)
+            .map(|a| a.key.as_str())
+            .collect()
+    }
+}
+
+fn multiset_minus(from: &[Action], minus: &[Action]) -> Vec<Action> {
+    let mut left: HashMap<&Action, usize> = HashMap::new();
+    for a in minus {
+        *left.entry(a).or_default() += 1;
+    }
+    let mut out = Vec::new();
+    for a in from {
+        match left.get_mut(a) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => out.push(a.clone()),
+        }
+    }
+    out
 }
 
 /// Evaluates every active key against every policy and applies the precedence rules.
@@ -510,6 +558,44 @@ mod tests {
         let mut v = vec![Warn, Deferred, Expire, Restrict, Rotate, Revoke];
         v.sort();
         assert_eq!(v, vec![Revoke, Rotate, Restrict, Expire, Deferred, Warn]);
+    }
+
+    #[test]
+    fn diff_reports_added_and_removed_actions() {
+        let mk = |key: &str, kind, reason: &str| Action::new(key, kind, "p", reason.into());
+        let old = vec![
+            mk("a", ActionKind::Rotate, "old"),
+            mk("b", ActionKind::Warn, "w"),
+            mk("b", ActionKind::Warn, "w"),
+        ];
+        let new = vec![
+            mk("a", ActionKind::Rotate, "older"),
+            mk("b", ActionKind::Warn, "w"),
+            mk("c", ActionKind::Revoke, "x"),
+        ];
+        let plan = |actions: Vec<Action>| Plan {
+            format: FORMAT,
+            store_commit: None,
+            policies_digest: String::new(),
+            keys_digest: String::new(),
+            now: String::new(),
+            dirty: false,
+            summary: Summary::of(&actions),
+            actions,
+        };
+        let d = PlanDiff::between(&plan(old), &plan(new));
+        assert_eq!(
+            d.added,
+            vec![
+                mk("a", ActionKind::Rotate, "older"),
+                mk("c", ActionKind::Revoke, "x")
+            ]
+        );
+        assert_eq!(
+            d.removed,
+            vec![mk("a", ActionKind::Rotate, "old"), mk("b", ActionKind::Warn, "w")]
+        );
+        assert_eq!(d.keys().into_iter().collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 
     #[test]

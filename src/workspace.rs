@@ -7,7 +7,7 @@ use git2::Repository;
 
 use crate::error::{Error, Result};
 use crate::plan::Plan;
-use crate::policy::PolicySet;
+use crate::policy::{AstCache, PolicySet};
 use crate::store::{repo, Source, Store};
 use crate::time::Time;
 
@@ -20,8 +20,14 @@ pub struct Loaded {
 impl Loaded {
     /// Loads and compiles everything; every problem in every file is reported at once.
     pub fn from_source(source: &Source, now: Time) -> Result<Loaded> {
+        Loaded::from_source_cached(source, now, None)
+    }
+
+    /// [`Loaded::from_source`], reusing compiled policies from `asts`.
+    pub fn from_source_cached(source: &Source, now: Time, asts: Option<&AstCache>) -> Result<Loaded> {
         let (store, mut problems) = Store::load(source);
-        let (policies, policy_problems) = PolicySet::compile(&store.policy_files, &store.settings, now);
+        let (policies, policy_problems) =
+            PolicySet::compile_cached(&store.policy_files, &store.settings, now, asts);
         problems.extend(policy_problems);
         if !problems.is_empty() {
             return Err(Error::Invalid(problems));

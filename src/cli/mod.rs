@@ -8,15 +8,19 @@ mod init;
 mod log;
 mod plan;
 mod render;
+mod run;
+mod watch;
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::mpsc::{self, Receiver, Sender};
 
 use clap::{Parser, Subcommand};
 
 use crate::error::Error;
 use crate::time::Time;
+use crate::watch::Signal;
 
 #[derive(Parser)]
 #[command(name = "keyrot", version, about = "Policy-as-code rotation engine for API keys", long_about = None)]
@@ -41,6 +45,10 @@ enum Command {
     Apply(apply::Args),
     /// The audit trail from git history
     Log(log::Args),
+    /// Print the plan, then what changes in it every time a policy, key or setting is saved
+    Watch(watch::Args),
+    /// Plan (and with --apply, apply) now and then every DURATION, or once for cron
+    Run(run::Args),
     /// Quick start: make an example store, then plan, apply and log it
     Demo(demo::Args),
 }
@@ -85,6 +93,8 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Plan(args) => plan::run(args, &store),
         Command::Apply(args) => apply::run(args, &store),
         Command::Log(args) => log::run(args, &store),
+        Command::Watch(args) => watch::run(args, &store),
+        Command::Run(args) => run::run(args, &store),
         Command::Demo(args) => demo::run(args),
     }
 }
@@ -108,6 +118,18 @@ fn report(e: &Error) {
             let _ = writeln!(err, "error: {other}");
         }
     }
+}
+
+/// A channel that receives [`Signal::Stop`] on Ctrl-C or SIGTERM, so long-running
+/// commands finish what they are doing and exit 0 instead of dying mid-step.
+fn stop_channel() -> Result<(Sender<Signal>, Receiver<Signal>), Error> {
+    let (tx, rx) = mpsc::channel();
+    let on_signal = tx.clone();
+    ctrlc::set_handler(move || {
+        let _ = on_signal.send(Signal::Stop);
+    })
+    .map_err(|e| Error::Usage(format!("cannot install the Ctrl-C/SIGTERM handler: {e}")))?;
+    Ok((tx, rx))
 }
 
 /// Writes to stdout, ignoring a closed pipe (`keyrot log | head`).

@@ -7,7 +7,7 @@ use tabled::settings::Style;
 
 use crate::apply::Applied;
 use crate::audit::Entry;
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Plan, PlanDiff};
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut b = Builder::default();
@@ -67,6 +67,38 @@ pub fn plan(plan: &Plan) -> String {
         out.push_str(&table(&["KEY", "ACTION", "POLICY", "REASON"], rows));
     }
     out.push_str(&format!("{}\n", plan.summary));
+    out
+}
+
+/// A re-plan in `watch`: which files changed, what changed in the plan, the summary.
+pub fn plan_change(plan: &Plan, diff: &PlanDiff, changed: &[String]) -> String {
+    let mut out = format!(
+        "--- {} changed
+",
+        if changed.is_empty() {
+            "the store".to_string()
+        } else {
+            changed.join(", ")
+        }
+    );
+    if diff.is_empty() {
+        out.push_str(
+            "  (no change to the plan)
+",
+        );
+    }
+    for key in diff.keys() {
+        for (sign, actions) in [("-", &diff.removed), ("+", &diff.added)] {
+            for a in actions.iter().filter(|a| a.key == key) {
+                let action = match a.superseded_by {
+                    Some(by) => format!("{} (superseded by {by})", a.action),
+                    None => a.action.to_string(),
+                };
+                out.push_str(&format!("  {sign} {key} {action} [{}] {}\n", a.policy, detail(a)));
+            }
+        }
+    }
+    out.push_str(&format!("{}\n\n", plan.summary));
     out
 }
 

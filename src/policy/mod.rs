@@ -3,6 +3,8 @@
 pub mod api;
 pub mod decision;
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, ParseError, Position, Scope, AST};
@@ -86,6 +88,17 @@ impl PolicySet {
     /// level (constants, `DESCRIPTION`), and that every `[policy.<name>]` table in the
     /// settings names a policy that exists. Returns all problems found.
     pub fn compile(files: &[FileEntry], settings: &Settings, now: Time) -> (PolicySet, Vec<Problem>) {
+        PolicySet::compile_cached(files, settings, now, None)
+    }
+
+    /// [`PolicySet::compile`], reusing the compiled script of every file whose bytes
+    /// are unchanged since it went through `cache`.
+    pub fn compile_cached(
+        files: &[FileEntry],
+        settings: &Settings,
+        now: Time,
+        cache: Option<&AstCache>,
+    ) -> (PolicySet, Vec<Problem>) {
         let mut problems = Vec::new();
         let mut named: Vec<(String, &FileEntry)> = Vec::new();
         for f in files {
@@ -127,7 +140,7 @@ impl PolicySet {
 
         let mut policies = Vec::new();
         for (idx, (name, f)) in named.into_iter().enumerate() {
-            match compile_one(&mut engine, idx, &name, f) {
+            match compile_one(&mut engine, idx, &name, f, cache) {
                 Ok(p) => policies.push(p),
                 Err(p) => problems.push(p),
             }
@@ -208,11 +221,53 @@ fn decisions(value: Dynamic) -> Result<Vec<Decision>, String> {
     ))
 }
 
-fn compile_one(engine: &mut Engine, idx: usize, name: &str, f: &FileEntry) -> Result<Policy, Problem> {
+/// Compiled scripts by path, kept with the bytes they were compiled from (`watch`).
+#[derive(Default)]
+pub struct AstCache {
+    asts: RefCell<HashMap<String, (Vec<u8>, AST)>>,
+    compiles: Cell<usize>,
+}
+
+impl AstCache {
+    /// How many scripts were compiled through this cache.
+    pub fn compiles(&self) -> usize {
+        self.compiles.get()
+    }
+
+    fn get_or_compile(&self, engine: &Engine, f: &FileEntry) -> Result<AST, Problem> {
+        if let Some((bytes, ast)) = self.asts.borrow().get(&f.path) {
+            if *bytes == f.bytes {
+                return Ok(ast.clone());
+            }
+        }
+        self.compiles.set(self.compiles.get() + 1);
+        let ast = compile_source(engine, f)?;
+        self.asts
+            .borrow_mut()
+            .insert(f.path.clone(), (f.bytes.clone(), ast.clone()));
+        Ok(ast)
+    }
+}
+
+fn compile_source(engine: &Engine, f: &FileEntry) -> Result<AST, Problem> {
     let text =
         std::str::from_utf8(&f.bytes).map_err(|_| Problem::new(&f.path, "file is not valid UTF-8 text"))?;
     let mut ast = engine.compile(text).map_err(|e| parse_problem(&f.path, &e))?;
     ast.set_source(f.path.as_str());
+    Ok(ast)
+}
+
+fn compile_one(
+    engine: &mut Engine,
+    idx: usize,
+    name: &str,
+    f: &FileEntry,
+    cache: Option<&AstCache>,
+) -> Result<Policy, Problem> {
+    let ast = match cache {
+        Some(cache) => cache.get_or_compile(engine, f)?,
+        None => compile_source(engine, f)?,
+    };
     if !ast
         .iter_functions()
         .any(|func| func.name == "evaluate" && func.params.len() == 1)

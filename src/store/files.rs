@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::cache::Cache;
 use crate::error::{Error, Problem, Result};
 
 /// Largest input file keyrot reads. Key files are a few hundred bytes; anything near
@@ -29,6 +30,12 @@ pub struct FileEntry {
 /// Where to read a store from.
 pub enum Source<'r> {
     WorkTree(PathBuf),
+    /// The work tree, through a cache that re-reads only files invalidated since the
+    /// last read (`watch`); folder listings are always fresh.
+    Cached {
+        root: PathBuf,
+        cache: &'r Cache,
+    },
     Commit {
         repo: &'r git2::Repository,
         tree: git2::Tree<'r>,
@@ -51,34 +58,8 @@ impl Source<'_> {
     /// Reads one file. `Ok(None)` when it does not exist; `Err` is a problem with it.
     fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, String> {
         match self {
-            Source::WorkTree(root) => {
-                let path = root.join(rel);
-                let meta = match fs::symlink_metadata(&path) {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(format!("cannot read: {e}")),
-                };
-                if meta.file_type().is_symlink() {
-                    return Err("is a symbolic link; keyrot reads only regular files in the store".into());
-                }
-                if !meta.is_file() {
-                    return Err("is not a regular file".into());
-                }
-                if meta.len() > MAX_FILE_BYTES {
-                    return Err(format!(
-                        "is {} bytes, over the {MAX_FILE_BYTES}-byte limit",
-                        meta.len()
-                    ));
-                }
-                let mut bytes = Vec::with_capacity(meta.len() as usize);
-                fs::File::open(&path)
-                    .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
-                    .map_err(|e| format!("cannot read: {e}"))?;
-                if bytes.len() as u64 > MAX_FILE_BYTES {
-                    return Err(format!("is over the {MAX_FILE_BYTES}-byte limit"));
-                }
-                Ok(Some(bytes))
-            }
+            Source::WorkTree(root) => read_worktree(root, rel),
+            Source::Cached { root, cache } => cache.read(rel, || read_worktree(root, rel)),
             Source::Commit { repo, tree } => {
                 let entry = match tree.get_path(Path::new(rel)) {
                     Ok(e) => e,
@@ -109,40 +90,7 @@ impl Source<'_> {
     /// Lists a folder. `Ok(None)` when it does not exist (git does not keep empty folders).
     fn list(&self, rel: &str) -> Result<Option<Vec<Listed>>, String> {
         match self {
-            Source::WorkTree(root) => {
-                let path = root.join(rel);
-                match fs::symlink_metadata(&path) {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(format!("cannot read folder: {e}")),
-                    Ok(m) if m.file_type().is_symlink() => {
-                        return Err("is a symbolic link; the folder must be inside the store".into())
-                    }
-                    Ok(m) if !m.is_dir() => return Err("is not a folder".into()),
-                    Ok(_) => {}
-                }
-                let mut out = Vec::new();
-                for entry in fs::read_dir(&path).map_err(|e| format!("cannot read folder: {e}"))? {
-                    let entry = entry.map_err(|e| format!("cannot read folder: {e}"))?;
-                    let ft = entry
-                        .file_type()
-                        .map_err(|e| format!("cannot read folder: {e}"))?;
-                    let kind = if ft.is_symlink() {
-                        Kind::Symlink
-                    } else if ft.is_dir() {
-                        Kind::Dir
-                    } else if ft.is_file() {
-                        Kind::File
-                    } else {
-                        Kind::Other
-                    };
-                    let name = entry
-                        .file_name()
-                        .into_string()
-                        .map_err(|raw| raw.to_string_lossy().into_owned());
-                    out.push(Listed { name, kind });
-                }
-                Ok(Some(out))
-            }
+            Source::WorkTree(root) | Source::Cached { root, .. } => list_worktree(root, rel),
             Source::Commit { repo, tree } => {
                 let sub = match tree.get_path(Path::new(rel)) {
                     Ok(e) => e,
@@ -173,6 +121,70 @@ impl Source<'_> {
             }
         }
     }
+}
+
+fn read_worktree(root: &Path, rel: &str) -> Result<Option<Vec<u8>>, String> {
+    let path = root.join(rel);
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read: {e}")),
+    };
+    if meta.file_type().is_symlink() {
+        return Err("is a symbolic link; keyrot reads only regular files in the store".into());
+    }
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "is {} bytes, over the {MAX_FILE_BYTES}-byte limit",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    fs::File::open(&path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("is over the {MAX_FILE_BYTES}-byte limit"));
+    }
+    Ok(Some(bytes))
+}
+
+fn list_worktree(root: &Path, rel: &str) -> Result<Option<Vec<Listed>>, String> {
+    let path = root.join(rel);
+    match fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read folder: {e}")),
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err("is a symbolic link; the folder must be inside the store".into())
+        }
+        Ok(m) if !m.is_dir() => return Err("is not a folder".into()),
+        Ok(_) => {}
+    }
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&path).map_err(|e| format!("cannot read folder: {e}"))? {
+        let entry = entry.map_err(|e| format!("cannot read folder: {e}"))?;
+        let ft = entry
+            .file_type()
+            .map_err(|e| format!("cannot read folder: {e}"))?;
+        let kind = if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            Kind::File
+        } else {
+            Kind::Other
+        };
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|raw| raw.to_string_lossy().into_owned());
+        out.push(Listed { name, kind });
+    }
+    Ok(Some(out))
 }
 
 /// The raw bytes of a store, as read from one source.
@@ -215,7 +227,7 @@ impl Snapshot {
     /// key file with a wrong extension would otherwise be silently ignored.
     pub fn read_folders(&mut self, source: &Source, keys_dir: &str, policies_dir: &str) {
         self.keys = self.read_folder(source, keys_dir, |name| {
-            if name.starts_with('.') {
+            if is_editor_artifact(name) {
                 Pick::Skip
             } else if name.ends_with(".toml") {
                 Pick::Take
@@ -224,7 +236,7 @@ impl Snapshot {
             }
         });
         self.policies = self.read_folder(source, policies_dir, |name| {
-            if name.ends_with("_test.rhai") || !name.ends_with(".rhai") || name.starts_with('.') {
+            if name.ends_with("_test.rhai") || !name.ends_with(".rhai") || is_editor_artifact(name) {
                 Pick::Skip
             } else {
                 Pick::Take
@@ -289,6 +301,17 @@ impl Snapshot {
     pub fn keys_digest(&self) -> String {
         digest(self.keys.iter())
     }
+}
+
+/// Files editors and keyrot itself leave beside the real ones: hidden files (vim's
+/// `.x.swp`, emacs' `.#x` locks, `.gitkeep`), backups (`x~`), emacs autosaves (`#x#`),
+/// vim's write test `4913`, and keyrot's own `*.keyrot-tmp`. Never part of a store.
+pub fn is_editor_artifact(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with('~')
+        || (name.starts_with('#') && name.ends_with('#'))
+        || name == "4913"
+        || name.ends_with(".keyrot-tmp")
 }
 
 enum Pick {

@@ -1,5 +1,6 @@
 //! The key store: settings, owners and keys, read from the work tree or a commit.
 
+pub mod cache;
 pub mod files;
 pub mod key;
 pub mod owners;
@@ -10,6 +11,7 @@ pub mod settings;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub use cache::Cache;
 pub use files::{FileEntry, Snapshot, Source};
 pub use key::{Key, KeyStatus, Previous};
 pub use owners::{Owner, OwnerStatus};
@@ -78,8 +80,12 @@ impl Store {
                     continue;
                 }
             };
-            match key::parse(&f.path, text) {
-                Ok(k) => keys.push(Arc::new(k)),
+            let parsed = match source {
+                Source::Cached { cache, .. } => cache.parse_key(&f.path, &f.bytes, text),
+                _ => key::parse(&f.path, text).map(Arc::new),
+            };
+            match parsed {
+                Ok(k) => keys.push(k),
                 Err(p) => problems.extend(p),
             }
         }

@@ -241,3 +241,125 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .unwrap()
         .to_string()
 }
+
+/// A long-running keyrot (`watch`, `run`) whose output lines arrive on a channel.
+pub struct Live {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<(bool, String)>,
+    /// Every line seen so far, `(from stderr, text)`.
+    pub seen: Vec<(bool, String)>,
+}
+
+/// How long a test waits for a line or an exit before failing: generous, as the
+/// machine may be loaded; tests never sleep for a fixed time instead.
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Live {
+    /// Waits for the next line (stdout, or stderr when `stderr`) matching `pred`.
+    #[track_caller]
+    pub fn wait_for(&mut self, stderr: bool, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let left = DEADLINE.checked_sub(start.elapsed()).unwrap_or_default();
+            match self.lines.recv_timeout(left) {
+                Ok((is_err, line)) => {
+                    self.seen.push((is_err, line.clone()));
+                    if is_err == stderr && pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("timed out waiting for {what}; saw:\n{:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits for the next JSON line on stdout whose `event` is `event`.
+    #[track_caller]
+    pub fn next_event(&mut self, event: &str) -> serde_json::Value {
+        let line = self.wait_for(false, event, |l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["event"] == event)
+        });
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// Waits for a plan event satisfying `pred`, skipping intermediate ones.
+    #[track_caller]
+    pub fn plan_where(&mut self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let line = self.wait_for(false, what, |l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["event"] == "plan" && pred(&v["plan"]))
+        });
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()["plan"].clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    #[track_caller]
+    pub fn wait_exit(&mut self) -> i32 {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = self.child.kill();
+                panic!("process did not exit; saw:\n{:#?}", self.seen);
+            }
+            // Polling an exit status, not waiting for an effect: a short nap is fine.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Store {
+    /// Starts keyrot with `--store` set, reading its stdout and stderr line by line.
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Live {
+        use std::io::BufRead;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyrot"));
+        isolate(&mut cmd, &self.home);
+        cmd.arg("--store").arg(&self.root).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send((false, line));
+            }
+        });
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx2.send((true, line));
+            }
+        });
+        Live {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+}

@@ -7,5 +7,7 @@ mod common;
 mod init_demo;
 mod log;
 mod plan;
+mod run;
 mod saved_plans;
 mod shipped_policies;
+mod watch;

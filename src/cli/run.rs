@@ -1,0 +1,104 @@
+//! `keyrot run`: the scheduled runner. Plans (and with `--apply`, applies) at start and
+//! then every DURATION; `--once` runs one cycle for cron and CI.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::error::Error;
+use crate::runner;
+use crate::secret::{self, SecretsDir};
+use crate::time::{Dur, Time};
+use crate::watch::Signal;
+use crate::workspace::Workspace;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Time between cycles, e.g. "1h", "30m", "1d"
+    #[arg(long, value_parser = parse_every, value_name = "DURATION", required_unless_present = "once")]
+    every: Option<Dur>,
+    /// Run one cycle and exit with the plan's detailed exit code (0, or 2 when it held changes; 1 on error)
+    #[arg(long, conflicts_with = "every")]
+    once: bool,
+    /// Apply each cycle's plan of the committed store and commit it (otherwise only report)
+    #[arg(long)]
+    apply: bool,
+    /// Where new secrets are written (default: a per-user state folder outside the store)
+    #[arg(long, env = "KEYROT_SECRETS_DIR", value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
+    /// Write one JSON object per cycle
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_every(s: &str) -> Result<Dur, String> {
+    let d = Dur::parse(s)?;
+    if d.secs() < 1 {
+        return Err("the interval must be at least 1s".into());
+    }
+    Ok(d)
+}
+
+pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
+    let ws = Workspace::open(store)?;
+    let secrets = if args.apply {
+        let path = match &args.secrets_dir {
+            Some(p) => p.clone(),
+            None => secret::default_dir(&ws.root)?,
+        };
+        Some(SecretsDir::open(&path, &ws.root)?)
+    } else {
+        None
+    };
+    let (_tx, rx) = super::stop_channel()?;
+    loop {
+        let now = Time::now();
+        let code = match runner::cycle(&ws, now, secrets.as_ref()) {
+            Ok(cycle) => {
+                let commit = cycle.applied.as_ref().and_then(|a| a.commit.clone());
+                if args.json {
+                    super::out(&format!(
+                        "{}\n",
+                        json!({"event": "cycle", "time": now.to_rfc3339(), "applied": args.apply, "commit": commit, "plan": cycle.plan})
+                    ));
+                } else {
+                    let action = match (&cycle.applied, &commit) {
+                        (None, _) => "planned".to_string(),
+                        (Some(_), Some(c)) => format!("applied, commit {c}"),
+                        (Some(_), None) => "nothing to apply".to_string(),
+                    };
+                    super::out(&format!("{now} {} {action}\n", cycle.plan.summary));
+                }
+                if cycle.plan.has_changes() {
+                    2
+                } else {
+                    0
+                }
+            }
+            Err(e) => {
+                if args.json {
+                    super::out(&format!(
+                        "{}\n",
+                        json!({"event": "error", "time": now.to_rfc3339(), "error": e.to_string()})
+                    ));
+                } else {
+                    eprintln!("{now} cycle failed:");
+                    super::report(&e);
+                }
+                1
+            }
+        };
+        let Some(every) = args.every.filter(|_| !args.once) else {
+            return Ok(ExitCode::from(code));
+        };
+        // Sleep until the next cycle, waking at once for Ctrl-C or SIGTERM. A signal
+        // that arrives during a cycle is seen here, after the cycle (and its apply) ends.
+        match rx.recv_timeout(Duration::from_secs(every.secs() as u64)) {
+            Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(ExitCode::SUCCESS),
+            Ok(Signal::Fs(_)) | Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! `keyrot watch`: print the plan, then what changes in it at every save.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use crate::error::Error;
+use crate::time::Time;
+use crate::watch::{self, Outcome, Planner};
+use crate::workspace::Workspace;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Evaluation instant (RFC 3339) for every plan; default: the time of each re-plan
+    #[arg(long, value_parser = super::parse_now, value_name = "TIME")]
+    now: Option<Time>,
+    /// Write one JSON object per line: {"event":"plan","plan":…} or {"event":"error","error":…}
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
+    let ws = Workspace::open(store)?;
+    let root = ws.root.clone();
+    let (tx, rx) = super::stop_channel()?;
+    let json = args.json;
+    if !json {
+        super::out(&format!(
+            "Watching {} (policies, keys, owners.toml, keyrot.toml). Ctrl-C to stop.\n\n",
+            root.display()
+        ));
+    }
+    watch::run(Planner::new(ws, args.now), tx, rx, |outcome| {
+        if json {
+            let line = match outcome {
+                Outcome::Plan { plan, .. } => json!({"event": "plan", "plan": plan}),
+                Outcome::Failed { error, .. } => json!({"event": "error", "error": error.to_string()}),
+            };
+            super::out(&format!("{line}\n"));
+            return;
+        }
+        match outcome {
+            Outcome::Plan { plan, diff: None, .. } => super::out(&format!("{}\n", super::render::plan(plan))),
+            Outcome::Plan {
+                plan,
+                diff: Some(diff),
+                changed,
+            } => super::out(&super::render::plan_change(plan, diff, changed)),
+            Outcome::Failed { error, changed } => {
+                super::report(error);
+                eprintln!(
+                    "({}; keeping the last good plan)\n",
+                    if changed.is_empty() {
+                        "after a change".to_string()
+                    } else {
+                        format!("after a change to {}", changed.join(", "))
+                    }
+                );
+            }
+        }
+    })?;
+    if !json {
+        super::out("Stopped watching.\n");
+    }
+    Ok(ExitCode::SUCCESS)
+}

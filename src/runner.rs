@@ -1,0 +1,37 @@
+//! One cycle of the scheduled runner (`keyrot run`): reload the store and its policies
+//! from disk, plan, and, when asked, apply the committed state.
+
+use crate::apply::{self, Applied};
+use crate::error::Result;
+use crate::plan::Plan;
+use crate::secret::SecretsDir;
+use crate::time::Time;
+use crate::workspace::Workspace;
+
+pub struct Cycle {
+    pub plan: Plan,
+    /// Set when the cycle applied (even when there was nothing to change).
+    pub applied: Option<Applied>,
+}
+
+/// Runs one cycle at `now`. Without `secrets` it only plans the work tree, as
+/// `keyrot plan` does; with it, it plans the committed state and applies it, as
+/// `keyrot apply --yes` does. Everything is re-read from disk, so edited policies take
+/// effect at the next cycle, and a store that fails to load applies nothing.
+pub fn cycle(ws: &Workspace, now: Time, secrets: Option<&SecretsDir>) -> Result<Cycle> {
+    match secrets {
+        None => {
+            let (plan, _) = ws.plan_worktree(now)?;
+            Ok(Cycle { plan, applied: None })
+        }
+        Some(secrets) => {
+            let (head, loaded) = apply::load_head(ws, now)?;
+            let plan = loaded.plan(now, Some(head), false)?;
+            let applied = apply::execute(ws, &loaded, &plan, secrets)?;
+            Ok(Cycle {
+                plan,
+                applied: Some(applied),
+            })
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Live re-planning for `keyrot watch`: watch the store's folders (not files: editors
+//! save by renaming a temp file over the original), batch events over a short window,
+//! re-read only the files named by the events, and re-plan. A bad edit is reported and
+//! the last good plan stays; the next good save recovers.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+
+use crate::error::{Error, Result};
+use crate::plan::{Plan, PlanDiff};
+use crate::policy::AstCache;
+use crate::store::files::{is_editor_artifact, OWNERS_FILE, SETTINGS_FILE};
+use crate::store::{Cache, Source};
+use crate::time::Time;
+use crate::workspace::{Loaded, Workspace};
+
+/// Events closer together than this are one batch (an editor's save is several).
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// A steady stream of events still yields a plan this often.
+pub const MAX_BATCH: Duration = Duration::from_millis(500);
+
+/// What the watcher's channel carries.
+pub enum Signal {
+    Fs(notify::Result<notify::Event>),
+    /// Ctrl-C or SIGTERM: finish and return.
+    Stop,
+}
+
+/// One re-plan's result.
+pub enum Outcome {
+    Plan {
+        plan: Plan,
+        /// Against the last good plan; `None` for the first.
+        diff: Option<PlanDiff>,
+        /// Store-relative paths whose change triggered this plan.
+        changed: Vec<String>,
+    },
+    /// The store failed to load or a policy failed; the last good plan stands.
+    Failed { error: Error, changed: Vec<String> },
+}
+
+/// Plans the work tree again and again, through caches.
+pub struct Planner {
+    ws: Workspace,
+    fixed_now: Option<Time>,
+    cache: Cache,
+    asts: AstCache,
+    last_good: Option<Plan>,
+    keys_dir: String,
+    policies_dir: String,
+}
+
+impl Planner {
+    pub fn new(ws: Workspace, fixed_now: Option<Time>) -> Planner {
+        Planner {
+            ws,
+            fixed_now,
+            cache: Cache::default(),
+            asts: AstCache::default(),
+            last_good: None,
+            keys_dir: "keys".into(),
+            policies_dir: "policies".into(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.ws.root
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    pub fn asts(&self) -> &AstCache {
+        &self.asts
+    }
+
+    /// The folders to watch: the store root (settings, owners), keys and policies.
+    pub fn folders(&self) -> [PathBuf; 3] {
+        [
+            self.ws.root.clone(),
+            self.ws.root.join(&self.keys_dir),
+            self.ws.root.join(&self.policies_dir),
+        ]
+    }
+
+    /// Whether a change at this store-relative path can change the plan.
+    pub fn is_relevant(&self, rel: &str) -> bool {
+        if rel == SETTINGS_FILE || rel == OWNERS_FILE || rel == self.keys_dir || rel == self.policies_dir {
+            return true;
+        }
+        let in_dir = |dir: &str| {
+            rel.strip_prefix(dir)
+                .and_then(|r| r.strip_prefix('/'))
+                .filter(|name| !name.contains('/') && !is_editor_artifact(name))
+        };
+        in_dir(&self.keys_dir).is_some() || in_dir(&self.policies_dir).is_some_and(|n| n.ends_with(".rhai"))
+    }
+
+    /// Forgets the cached reads of these paths (`None`: of everything).
+    pub fn invalidate(&self, paths: Option<&[String]>) {
+        match paths {
+            Some(paths) => paths.iter().for_each(|p| self.cache.invalidate(p)),
+            None => self.cache.invalidate_all(),
+        }
+    }
+
+    /// Plans the work tree now; remembers the plan if it is good.
+    pub fn replan(&mut self, changed: Vec<String>) -> Outcome {
+        let now = self.fixed_now.unwrap_or_else(Time::now);
+        let source = Source::Cached {
+            root: self.ws.root.clone(),
+            cache: &self.cache,
+        };
+        let result = Loaded::from_source_cached(&source, now, Some(&self.asts)).and_then(|loaded| {
+            self.keys_dir = loaded.store.settings.keys_dir.clone();
+            self.policies_dir = loaded.store.settings.policies_dir.clone();
+            let dirty = self.ws.dirty_paths(&loaded.store)?;
+            loaded.plan(now, self.ws.head_id()?, !dirty.is_empty())
+        });
+        match result {
+            Ok(plan) => {
+                let diff = self.last_good.as_ref().map(|old| PlanDiff::between(old, &plan));
+                self.last_good = Some(plan.clone());
+                Outcome::Plan { plan, diff, changed }
+            }
+            Err(error) => Outcome::Failed { error, changed },
+        }
+    }
+}
+
+fn watch_error(e: notify::Error, path: &Path) -> Error {
+    if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+        return Error::Usage(format!(
+            "cannot watch {}: the operating system's limit on file watches is reached\n  hint: raise it, e.g. `sudo sysctl fs.inotify.max_user_watches=524288` (persist it in /etc/sysctl.d/)",
+            path.display()
+        ));
+    }
+    Error::Usage(format!("cannot watch {}: {e}", path.display()))
+}
+
+/// Open, read and close-without-writing events: nothing changed on disk.
+fn is_read_only(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    matches!(kind, EventKind::Access(a) if !matches!(a, AccessKind::Close(AccessMode::Write)))
+}
+
+/// Keeps a watch on each existing store folder; re-adds one that was re-created.
+struct Watches {
+    watcher: RecommendedWatcher,
+    watched: BTreeSet<PathBuf>,
+}
+
+impl Watches {
+    fn sync(&mut self, folders: &[PathBuf], touched: &BTreeSet<PathBuf>) -> Result<()> {
+        for dir in folders {
+            let exists = dir.is_dir();
+            let known = self.watched.contains(dir);
+            if known && (!exists || touched.contains(dir)) {
+                let _ = self.watcher.unwatch(dir);
+                self.watched.remove(dir);
+            }
+            if exists && !self.watched.contains(dir) {
+                self.watcher
+                    .watch(dir, RecursiveMode::NonRecursive)
+                    .map_err(|e| watch_error(e, dir))?;
+                self.watched.insert(dir.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the watch loop until a [`Signal::Stop`] arrives: reports the first plan, then
+/// one [`Outcome`] per batch of relevant changes. `tx` is the sending side of `rx`,
+/// handed to the file watcher.
+pub fn run(
+    mut planner: Planner,
+    tx: Sender<Signal>,
+    rx: Receiver<Signal>,
+    mut report: impl FnMut(&Outcome),
+) -> Result<()> {
+    let watcher = notify::recommended_watcher(move |ev| {
+        let _ = tx.send(Signal::Fs(ev));
+    })
+    .map_err(|e| watch_error(e, planner.root()))?;
+    let mut watches = Watches {
+        watcher,
+        watched: BTreeSet::new(),
+    };
+    // Watch first, then plan, so that no save between the two is missed.
+    watches.sync(&planner.folders(), &BTreeSet::new())?;
+    report(&planner.replan(Vec::new()));
+
+    let root = planner.root().to_path_buf();
+    loop {
+        let mut batch = match rx.recv() {
+            Ok(Signal::Stop) | Err(_) => return Ok(()),
+            Ok(Signal::Fs(ev)) => vec![ev],
+        };
+        let started = Instant::now();
+        loop {
+            match rx.recv_timeout(DEBOUNCE) {
+                Ok(Signal::Stop) => return Ok(()),
+                Ok(Signal::Fs(ev)) => batch.push(ev),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            if started.elapsed() > MAX_BATCH {
+                break;
+            }
+        }
+
+        let mut changed = BTreeSet::new();
+        let mut touched = BTreeSet::new();
+        let mut everything = false;
+        for ev in batch {
+            match ev {
+                // Reading a file is not changing it: keyrot's own reads (and git's)
+                // raise open/access events, which must not trigger a re-plan.
+                Ok(ev) if is_read_only(&ev.kind) => {}
+                Ok(ev) if ev.need_rescan() || ev.paths.is_empty() => everything = true,
+                Ok(ev) => {
+                    for path in ev.paths {
+                        let Ok(rel) = path.strip_prefix(&root) else {
+                            continue;
+                        };
+                        let Some(rel) = rel.to_str() else { continue };
+                        if rel == ".git" || rel.starts_with(".git/") {
+                            continue;
+                        }
+                        if planner.is_relevant(rel) {
+                            changed.insert(rel.to_string());
+                            touched.insert(path.clone());
+                        }
+                    }
+                }
+                Err(e) => {
+                    report(&Outcome::Failed {
+                        error: watch_error(e, &root),
+                        changed: Vec::new(),
+                    });
+                    everything = true;
+                }
+            }
+        }
+        if changed.is_empty() && !everything {
+            continue;
+        }
+        let changed: Vec<String> = changed.into_iter().collect();
+        // A changed folder or settings file can change what every path means.
+        let wide = everything
+            || changed
+                .iter()
+                .any(|c| c == SETTINGS_FILE || (!c.contains('/') && c != OWNERS_FILE));
+        planner.invalidate(if wide { None } else { Some(&changed) });
+        let outcome = planner.replan(changed);
+        report(&outcome);
+        watches.sync(&planner.folders(), &touched)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn store() -> (tempfile::TempDir, Planner) {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let root = tmp.path().join("s");
+        crate::init::init(&root, false, Time::now()).unwrap();
+        let ws = Workspace::open(&root).unwrap();
+        (
+            tmp,
+            Planner::new(ws, Some(Time::parse_rfc3339("2026-11-22T20:00:00Z").unwrap())),
+        )
+    }
+
+    fn write_key(p: &Planner, id: &str, rotated: &str) {
+        fs::write(
+            p.root().join(format!("keys/{id}.toml")),
+            format!("service = \"x\"\nowner = \"a\"\npermissions = []\nip_allowlist = [\"10.0.0.1/32\"]\ncreated_at = {rotated}\nlast_used_at = 2026-11-22T00:00:00Z\n"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn relevance_follows_the_store_layout() {
+        let (_tmp, p) = store();
+        for yes in [
+            "keyrot.toml",
+            "owners.toml",
+            "keys/a.toml",
+            "keys/notes.txt",
+            "policies/x.rhai",
+            "keys",
+        ] {
+            assert!(p.is_relevant(yes), "{yes}");
+        }
+        for no in [
+            "README.md",
+            "keys/.a.toml.swp",
+            "keys/a.toml~",
+            "keys/#a.toml#",
+            "keys/4913",
+            "keys/a.toml.keyrot-tmp",
+            "policies/notes.md",
+            "keys/sub/a.toml",
+        ] {
+            assert!(!p.is_relevant(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_replan_rereads_and_reparses_only_invalidated_files() {
+        let (_tmp, mut p) = store();
+        for i in 0..20 {
+            write_key(&p, &format!("k{i:02}"), "2026-11-01T00:00:00Z");
+        }
+        assert!(matches!(p.replan(vec![]), Outcome::Plan { .. }));
+        let first = p.cache().stats();
+        let compiles = p.asts().compiles();
+        assert_eq!(first.key_parses, 20);
+        assert_eq!(compiles, 6);
+
+        write_key(&p, "k07", "2026-01-01T00:00:00Z");
+        p.invalidate(Some(&["keys/k07.toml".to_string()]));
+        let Outcome::Plan { diff, .. } = p.replan(vec!["keys/k07.toml".into()]) else {
+            panic!("plan failed")
+        };
+        let stats = p.cache().stats();
+        assert_eq!(stats.reads - first.reads, 1, "one file re-read");
+        assert_eq!(stats.key_parses - first.key_parses, 1, "one file re-parsed");
+        assert_eq!(p.asts().compiles(), compiles, "no policy recompiled");
+        let diff = diff.unwrap();
+        assert_eq!(diff.added.len(), 1);
+        assert_eq!(diff.added[0].key, "k07");
+
+        fs::write(p.root().join("policies/max-age.rhai"), "fn evaluate(key) { }").unwrap();
+        p.invalidate(Some(&["policies/max-age.rhai".to_string()]));
+        assert!(matches!(p.replan(vec![]), Outcome::Plan { .. }));
+        assert_eq!(
+            p.asts().compiles(),
+            compiles + 1,
+            "only the edited policy recompiled"
+        );
+    }
+
+    #[test]
+    fn a_bad_edit_fails_and_the_next_good_one_diffs_against_the_last_good_plan() {
+        let (_tmp, mut p) = store();
+        write_key(&p, "a", "2026-11-01T00:00:00Z");
+        assert!(matches!(p.replan(vec![]), Outcome::Plan { .. }));
+        fs::write(p.root().join("policies/bad.rhai"), "fn evaluate(key) {").unwrap();
+        p.invalidate(None);
+        assert!(matches!(p.replan(vec![]), Outcome::Failed { .. }));
+        fs::write(
+            p.root().join("policies/bad.rhai"),
+            "fn evaluate(key) { warn(\"hi\") }",
+        )
+        .unwrap();
+        p.invalidate(None);
+        let Outcome::Plan { diff, .. } = p.replan(vec![]) else {
+            panic!()
+        };
+        assert_eq!(diff.unwrap().added.len(), 1);
+    }
+}
