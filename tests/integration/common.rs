@@ -158,6 +158,17 @@ impl Store {
         Run::from(cmd.output().unwrap())
     }
 
+    /// Runs a bash command line in the store, as cron or systemd would.
+    pub fn shell(&self, line: &str, env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new("bash");
+        isolate(&mut cmd, &self.home);
+        cmd.current_dir(&self.root).arg("-c").arg(line);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().unwrap())
+    }
+
     /// Runs keyrot in `dir` without `--store`.
     pub fn keyrot_in(&self, dir: &Path, args: &[&str]) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyrot"));

@@ -110,3 +110,44 @@ fn every_needs_a_valid_duration() {
     assert!(run.stderr.contains("not a duration"), "{}", run.stderr);
     assert!(s.keyrot(&["run"]).fails(1).stderr.contains("--every"));
 }
+
+#[test]
+fn the_example_crontab_line_applies_and_pushes() {
+    let crontab =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schedule/crontab")).unwrap();
+    let nightly = crontab
+        .lines()
+        .find(|l| l.starts_with("15 2 * * *"))
+        .expect("the nightly line")
+        .trim_start_matches("15 2 * * *")
+        .trim();
+
+    // A store with a remote it pulls from and pushes to, as on a real server.
+    let s = Store::with_keys(&[("old", &key("[\"read\"]", "2025-01-01T00:00:00Z", ""))]);
+    let remote = s.root.parent().unwrap().join("remote.git");
+    let ok = std::process::Command::new("git")
+        .args(["init", "-q", "--bare"])
+        .arg(&remote)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    s.git(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    s.git(&["push", "-q", "-u", "origin", "main"]);
+
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_keyrot"))
+        .parent()
+        .unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let run = s.shell(
+        nightly,
+        &[
+            ("PATH", &path),
+            ("KEYROT_STORE", s.root.to_str().unwrap()),
+            ("KEYROT_SECRETS_DIR", s.secrets.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let pushed = s.git(&["log", "-1", "--format=%s", "origin/main"]);
+    assert!(pushed.starts_with("keyrot apply: 1 rotate"), "{pushed}");
+}
