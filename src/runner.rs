@@ -25,9 +25,10 @@ pub fn cycle(ws: &Workspace, now: Time, secrets: Option<&SecretsDir>) -> Result<
             Ok(Cycle { plan, applied: None })
         }
         Some(secrets) => {
+            let guard = apply::begin(ws)?;
             let (head, loaded) = apply::load_head(ws, now)?;
             let plan = loaded.plan(now, Some(head), false)?;
-            let applied = apply::execute(ws, &loaded, &plan, secrets)?;
+            let applied = apply::execute(ws, &guard, &loaded, &plan, secrets)?;
             Ok(Cycle {
                 plan,
                 applied: Some(applied),

@@ -149,6 +149,13 @@ impl SecretsDir {
         Ok(SecretsDir { path: real })
     }
 
+    /// The folder at `path` if it exists (for recovery, which must not create one).
+    pub fn existing(path: &Path) -> Option<SecretsDir> {
+        path.is_dir().then(|| SecretsDir {
+            path: path.to_path_buf(),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -185,6 +192,38 @@ impl SecretsDir {
         let to = self.final_path(id);
         fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
         Ok(to)
+    }
+
+    /// [`SecretsDir::promote`], or nothing if an earlier run already promoted it.
+    pub fn promote_if_pending(&self, id: &str, txid: &str) -> Result<PathBuf> {
+        if self.pending_path(id, txid).exists() {
+            return self.promote(id, txid);
+        }
+        let done = self.final_path(id);
+        if done.exists() {
+            return Ok(done);
+        }
+        Err(Error::Usage(format!(
+            "the new secret for key {id} is missing from {} (neither {id}.secret.{txid}.pending nor {id}.secret exists)",
+            self.path.display()
+        )))
+    }
+
+    /// Pending secret files that no apply in progress owns: left by an apply that died
+    /// before its commit. Never live; safe to delete.
+    pub fn orphans(&self, except_txid: &str) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = fs::read_dir(&self.path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                name.ends_with(".pending") && !name.ends_with(&format!(".{except_txid}.pending"))
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     pub fn discard(&self, id: &str, txid: &str) {

@@ -27,6 +27,9 @@ pub struct Args {
     /// Where new secrets are written (default: a per-user state folder outside the store)
     #[arg(long, env = "KEYROT_SECRETS_DIR", value_name = "DIR")]
     secrets_dir: Option<PathBuf>,
+    /// Remove the store's apply lock held under ID (left by a process that is gone), then exit
+    #[arg(long, value_name = "ID", conflicts_with_all = ["planfile", "yes"])]
+    force_unlock: Option<String>,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -34,11 +37,20 @@ pub struct Args {
 
 pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
+    if let Some(id) = &args.force_unlock {
+        let h = apply::lock::force_unlock(ws.repo.path(), id)?;
+        super::out(&format!(
+            "Removed the lock of pid {} on {} (id {}, since {}).\n",
+            h.pid, h.host, h.id, h.started
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
     let secrets_path = match &args.secrets_dir {
         Some(p) => p.clone(),
         None => secret::default_dir(&ws.root)?,
     };
     let secrets = SecretsDir::open(&secrets_path, &ws.root)?;
+    let guard = apply::begin(&ws)?;
 
     let (plan, loaded) = match &args.planfile {
         Some(path) => {
@@ -74,11 +86,13 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         }
     };
 
-    let applied = apply::execute(&ws, &loaded, &plan, &secrets)?;
+    let applied = apply::execute(&ws, &guard, &loaded, &plan, &secrets)?;
+    drop(guard);
+    super::notes(&applied.notes);
     if args.json {
         super::out(&format!(
             "{}\n",
-            json!({"commit": applied.commit, "branch": applied.branch, "secrets": applied.secrets, "plan": plan})
+            json!({"commit": applied.commit, "branch": applied.branch, "secrets": applied.secrets, "notes": applied.notes, "plan": plan})
         ));
     } else {
         super::out(&super::render::applied(&plan, &applied, secrets.path()));

@@ -39,6 +39,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Error> {
     let ws = Workspace::open(&args.dir)?;
 
     super::out(&format!("== keyrot plan --now {now}\n"));
+    let guard = apply::begin(&ws)?;
     let (head, loaded) = apply::load_head(&ws, now)?;
     let plan = loaded.plan(now, Some(head), false)?;
     super::out(&super::render::plan(&plan));
@@ -49,7 +50,9 @@ pub fn run(args: &Args) -> Result<ExitCode, Error> {
     };
     let secrets = SecretsDir::open(&secrets_path, &ws.root)?;
     super::out("\n== keyrot apply --yes\n");
-    let applied = apply::execute(&ws, &loaded, &plan, &secrets)?;
+    let applied = apply::execute(&ws, &guard, &loaded, &plan, &secrets)?;
+    drop(guard);
+    super::notes(&applied.notes);
     super::out(&super::render::applied(&plan, &applied, secrets.path()));
 
     super::out("\n== keyrot log\n");

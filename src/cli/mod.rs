@@ -132,6 +132,13 @@ fn stop_channel() -> Result<(Sender<Signal>, Receiver<Signal>), Error> {
     Ok((tx, rx))
 }
 
+/// Prints what the user should know but that is not an error, one `note:` line each.
+fn notes(notes: &[String]) {
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+}
+
 /// Writes to stdout, ignoring a closed pipe (`keyrot log | head`).
 fn out(text: &str) {
     let mut o = std::io::stdout().lock();

@@ -1,0 +1,203 @@
+//! Editing a key file for its applied actions, in place: a format-preserving TOML
+//! editor keeps every comment, order and byte of what does not change, so the
+//! commit's diff shows exactly the fields that changed.
+
+use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, Value};
+
+use crate::error::{Error, Result};
+use crate::plan::{Action, ActionKind};
+use crate::store::Key;
+use crate::time::{Dur, Time};
+
+/// The changes one key gets, merged from all its applied actions.
+#[derive(Default)]
+pub(super) struct KeyChanges {
+    pub revoke: Vec<String>,
+    /// The shortest grace period asked for, when any policy asked for a rotation.
+    pub rotate_grace: Option<Dur>,
+    pub remove: Vec<String>,
+    pub expire: Vec<String>,
+}
+
+pub(super) fn merge(actions: &[&Action]) -> Result<KeyChanges> {
+    let mut c = KeyChanges::default();
+    for a in actions {
+        match a.action {
+            ActionKind::Revoke => c.revoke.push(a.reason.clone()),
+            ActionKind::Rotate => {
+                let grace = a
+                    .grace_period
+                    .as_deref()
+                    .map(Dur::parse)
+                    .transpose()
+                    .map_err(|e| Error::ForgedPlan(format!("grace_period of {}: {e}", a.key)))?
+                    .unwrap_or_default();
+                c.rotate_grace = Some(c.rotate_grace.map_or(grace, |g| g.min(grace)));
+            }
+            ActionKind::Restrict => {
+                for p in a.remove.iter().flatten() {
+                    if !c.remove.contains(p) {
+                        c.remove.push(p.clone());
+                    }
+                }
+            }
+            ActionKind::Expire => c.expire.extend(a.fingerprint.clone()),
+            ActionKind::Deferred | ActionKind::Warn => {}
+        }
+    }
+    Ok(c)
+}
+
+fn toml_time(t: Time) -> Value {
+    Value::from(t.to_toml())
+}
+
+/// Sets a top-level value, keeping the decoration (comments, spacing) of the one it
+/// replaces so the diff shows only the value.
+fn set(table: &mut Table, key: &str, v: impl Into<Value>) {
+    let mut v = v.into();
+    match table.get_mut(key).and_then(Item::as_value_mut) {
+        Some(old) => {
+            *v.decor_mut() = old.decor().clone();
+            *old = v;
+        }
+        None => {
+            table.insert(key, Item::Value(v));
+        }
+    }
+}
+
+/// Edits one key file's text for its changes. Everything not changed keeps its bytes.
+pub(super) fn edit_key_file(
+    key: &Key,
+    text: &str,
+    c: &KeyChanges,
+    new_fp: Option<&str>,
+    now: Time,
+) -> Result<String> {
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e| Error::Usage(format!("{}: cannot edit: {e}", key.path)))?;
+    let root = doc.as_table_mut();
+    if !c.revoke.is_empty() {
+        set(root, "status", "revoked");
+        set(root, "revoked_at", toml_time(now));
+        set(root, "revoke_reason", c.revoke.join("; "));
+        root.remove("previous");
+        return Ok(doc.to_string());
+    }
+    if !c.expire.is_empty() {
+        if let Some(prev) = root.get_mut("previous").and_then(Item::as_array_of_tables_mut) {
+            prev.retain(|t| {
+                let fp = t.get("fingerprint").and_then(Item::as_str).unwrap_or_default();
+                !c.expire.iter().any(|e| e == fp)
+            });
+            if prev.is_empty() {
+                root.remove("previous");
+            }
+        }
+    }
+    if !c.remove.is_empty() {
+        if let Some(perms) = root.get_mut("permissions").and_then(Item::as_array_mut) {
+            perms.retain(|v| !v.as_str().is_some_and(|p| c.remove.iter().any(|r| r == p)));
+        }
+    }
+    if let (Some(grace), Some(new_fp)) = (c.rotate_grace, new_fp) {
+        if let Some(old) = key.fingerprint.as_deref() {
+            if grace > Dur::ZERO {
+                let until = now.checked_add(grace).unwrap_or(now);
+                let mut entry = Table::new();
+                entry.insert("fingerprint", Item::Value(old.into()));
+                entry.insert("valid_until", Item::Value(toml_time(until)));
+                if !root.contains_key("previous") {
+                    root.insert("previous", Item::ArrayOfTables(ArrayOfTables::new()));
+                }
+                if let Some(prev) = root.get_mut("previous").and_then(Item::as_array_of_tables_mut) {
+                    prev.push(entry);
+                }
+            }
+        }
+        set(root, "fingerprint", new_fp);
+        set(root, "rotated_at", toml_time(now));
+    }
+    Ok(doc.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::key;
+
+    const TEXT: &str = r#"# Binance trading bot
+service = "binance"
+owner = "alice"   # on-call: alice
+permissions = ["read", "trade", "withdraw"]
+created_at = 2026-03-01T00:00:00Z
+fingerprint = "sha256:1111111111111111111111111111111111111111111111111111111111111111" # current
+
+[[previous]]
+fingerprint = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+valid_until = 2026-04-01T00:00:00Z
+"#;
+
+    fn now() -> Time {
+        Time::parse_rfc3339("2026-11-22T20:00:00Z").unwrap()
+    }
+
+    #[test]
+    fn rotate_keeps_comments_and_moves_the_old_secret_to_previous() {
+        let k = key::parse("keys/b.toml", TEXT).unwrap();
+        let c = KeyChanges {
+            rotate_grace: Some(Dur::parse("1d").unwrap()),
+            expire: vec![k.previous[0].fingerprint.clone()],
+            remove: vec!["withdraw".into()],
+            ..KeyChanges::default()
+        };
+        let fp = format!("sha256:{}", "3".repeat(64));
+        let out = edit_key_file(&k, TEXT, &c, Some(&fp), now()).unwrap();
+        assert!(out.starts_with("# Binance trading bot\n"));
+        assert!(out.contains("owner = \"alice\"   # on-call: alice"));
+        assert!(
+            out.contains(&format!("fingerprint = \"{fp}\" # current")),
+            "{out}"
+        );
+        assert!(out.contains("permissions = [\"read\", \"trade\"]"), "{out}");
+        assert!(!out.contains(&"2".repeat(64)), "expired entry must go: {out}");
+        let back = key::parse("keys/b.toml", &out).unwrap();
+        assert_eq!(back.previous.len(), 1);
+        assert_eq!(back.previous[0].fingerprint, k.fingerprint.clone().unwrap());
+        assert_eq!(
+            back.previous[0].valid_until,
+            Time::parse_rfc3339("2026-11-23T20:00:00Z").unwrap()
+        );
+        assert_eq!(back.rotated_at, now());
+    }
+
+    #[test]
+    fn revoke_drops_every_previous_secret() {
+        let k = key::parse("keys/b.toml", TEXT).unwrap();
+        let c = KeyChanges {
+            revoke: vec!["leaked".into()],
+            ..KeyChanges::default()
+        };
+        let out = edit_key_file(&k, TEXT, &c, None, now()).unwrap();
+        let back = key::parse("keys/b.toml", &out).unwrap();
+        assert_eq!(back.status, crate::store::KeyStatus::Revoked);
+        assert!(back.previous.is_empty());
+        assert_eq!(back.revoke_reason.as_deref(), Some("leaked"));
+        assert_eq!(back.revoked_at, Some(now()));
+    }
+
+    #[test]
+    fn zero_grace_keeps_no_previous_entry() {
+        let text = "service = \"x\"\nowner = \"a\"\npermissions = []\ncreated_at = 2026-03-01T00:00:00Z\nfingerprint = \"sha256:1111111111111111111111111111111111111111111111111111111111111111\"\n";
+        let k = key::parse("keys/b.toml", text).unwrap();
+        let c = KeyChanges {
+            rotate_grace: Some(Dur::ZERO),
+            ..KeyChanges::default()
+        };
+        let fp = format!("sha256:{}", "3".repeat(64));
+        let out = edit_key_file(&k, text, &c, Some(&fp), now()).unwrap();
+        assert!(key::parse("keys/b.toml", &out).unwrap().previous.is_empty());
+    }
+}

@@ -1,0 +1,218 @@
+//! The apply journal: what an apply is about to make true, written (and synced) before
+//! the branch moves, deleted when everything after the move is done. Finding one means
+//! an apply was interrupted; [`recover`] finishes it (the branch moved) or rolls it back
+//! (it did not), so a crash never leaves a committed fingerprint without its secret
+//! file, nor a store that looks dirty forever.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use git2::Oid;
+use serde::{Deserialize, Serialize};
+
+use super::lock::keyrot_dir;
+use super::Delivered;
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::secret::SecretsDir;
+use crate::workspace::Workspace;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    pub txid: String,
+    /// `refs/heads/…`
+    pub branch: String,
+    /// The commit the apply started from, and the one it makes.
+    pub base: String,
+    pub commit: String,
+    pub secrets_dir: PathBuf,
+    /// Keys with a pending secret `<id>.secret.<txid>.pending`, with its fingerprint.
+    pub pending: Vec<(String, String)>,
+    /// Keys revoked by this apply, whose secret files are removed.
+    pub revoked: Vec<String>,
+    /// Store-relative key files the commit changes.
+    pub edited: Vec<String>,
+}
+
+fn path(git_dir: &Path) -> PathBuf {
+    keyrot_dir(git_dir).join("journal")
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+impl Journal {
+    /// Writes the journal durably: a temp file, synced, renamed into place, folder synced.
+    pub fn write(&self, git_dir: &Path) -> Result<()> {
+        let dir = keyrot_dir(git_dir);
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let tmp = dir.join("journal.tmp");
+        let body = serde_json::to_vec_pretty(self).unwrap_or_default();
+        File::create(&tmp)
+            .and_then(|mut f| f.write_all(&body).and_then(|()| f.sync_all()))
+            .map_err(|e| Error::io(&tmp, e))?;
+        fs::rename(&tmp, path(git_dir)).map_err(|e| Error::io(&tmp, e))?;
+        sync_dir(&dir)
+    }
+
+    pub fn read(git_dir: &Path) -> Result<Option<Journal>> {
+        let p = path(git_dir);
+        match fs::read(&p) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::Usage(format!(
+                    "{}: unreadable apply journal ({e})\n  hint: inspect it; if no apply is running and the store is as it should be, delete it",
+                    p.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(p, e)),
+        }
+    }
+
+    pub fn remove(git_dir: &Path) -> Result<()> {
+        let p = path(git_dir);
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(p, e)),
+            _ => sync_dir(&keyrot_dir(git_dir)),
+        }
+    }
+}
+
+/// What [`recover`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// The interrupted apply had landed; its secrets and work tree are now in place.
+    Finished { commit: String },
+    /// It had not landed; its pending secrets are deleted.
+    RolledBack { base: String },
+}
+
+fn oid(s: &str) -> Result<Oid> {
+    Oid::from_str(s).map_err(|e| Error::git("reading the apply journal", e))
+}
+
+/// Finishes or rolls back an interrupted apply, if the journal names one. The caller
+/// holds the store's lock.
+pub fn recover(ws: &Workspace) -> Result<Option<Recovery>> {
+    let git_dir = ws.repo.path().to_path_buf();
+    let Some(j) = Journal::read(&git_dir)? else {
+        return Ok(None);
+    };
+    let tip = ws
+        .repo
+        .refname_to_id(&j.branch)
+        .map_err(|e| Error::git(format!("reading {}", j.branch), e))?;
+    let secrets = SecretsDir::existing(&j.secrets_dir);
+    if tip == oid(&j.commit)? {
+        complete(ws, &j)?;
+        Ok(Some(Recovery::Finished { commit: j.commit }))
+    } else if tip == oid(&j.base)? {
+        if let Some(secrets) = secrets {
+            for (id, _) in &j.pending {
+                secrets.discard(id, &j.txid);
+            }
+        }
+        Journal::remove(&git_dir)?;
+        Ok(Some(Recovery::RolledBack { base: j.base }))
+    } else {
+        Err(Error::Usage(format!(
+            "an interrupted apply (journal {}) expected {} at {} or {}, but it is at {tip}\n  hint: someone moved the branch since; check that the key files and the secrets in {} agree, then delete {}",
+            path(&git_dir).display(),
+            j.branch,
+            j.base,
+            j.commit,
+            j.secrets_dir.display(),
+            path(&git_dir).display()
+        )))
+    }
+}
+
+/// Everything after the commit point, each step idempotent so that recovery can redo
+/// it: deliver the pending secrets, remove revoked keys' secrets, bring the work tree
+/// and index to the commit, and delete the journal.
+pub fn complete(ws: &Workspace, j: &Journal) -> Result<Vec<Delivered>> {
+    let git_dir = ws.repo.path().to_path_buf();
+    let mut delivered = Vec::new();
+    if !j.pending.is_empty() || !j.revoked.is_empty() {
+        let secrets = SecretsDir::existing(&j.secrets_dir).ok_or_else(|| {
+            Error::Usage(format!(
+                "the secrets folder {} of the interrupted apply is gone",
+                j.secrets_dir.display()
+            ))
+        })?;
+        for (id, fingerprint) in &j.pending {
+            let path = secrets.promote_if_pending(id, &j.txid)?;
+            delivered.push(Delivered {
+                key: id.clone(),
+                fingerprint: fingerprint.clone(),
+                path,
+            });
+        }
+        failpoint::pause("apply-after-promote");
+        for id in &j.revoked {
+            secrets.remove(id)?;
+        }
+        secrets.sync()?;
+    }
+    update_worktree(ws, j)?;
+    failpoint::pause("apply-after-worktree");
+    Journal::remove(&git_dir)?;
+    Ok(delivered)
+}
+
+/// Writes the commit's version of each edited key file into the work tree (atomically,
+/// by rename) and its index entry, so `git status` is clean. A file that differs from
+/// both the base and the new commit was edited by someone since: it is left alone and
+/// reported rather than overwritten.
+fn update_worktree(ws: &Workspace, j: &Journal) -> Result<()> {
+    let repo = &ws.repo;
+    let tree_of = |id: &str| -> Result<git2::Tree<'_>> {
+        repo.find_commit(oid(id)?)
+            .and_then(|c| c.tree())
+            .map_err(|e| Error::git("reading a commit's tree", e))
+    };
+    let new_tree = tree_of(&j.commit)?;
+    let base_tree = tree_of(&j.base)?;
+    let blob = |tree: &git2::Tree, rel: &str| -> Option<Vec<u8>> {
+        let entry = tree.get_path(Path::new(rel)).ok()?;
+        Some(repo.find_blob(entry.id()).ok()?.content().to_vec())
+    };
+    let mut index = repo.index().map_err(|e| Error::git("reading the index", e))?;
+    let mut conflicts = Vec::new();
+    for rel in &j.edited {
+        let Some(new) = blob(&new_tree, rel) else { continue };
+        let path = ws.root.join(rel);
+        let current = fs::read(&path).ok();
+        if current.as_deref() != Some(&new[..]) {
+            if current.is_some() && current != blob(&base_tree, rel) {
+                conflicts.push(rel.clone());
+                continue;
+            }
+            let tmp = path.with_extension("toml.keyrot-tmp");
+            File::create(&tmp)
+                .and_then(|mut f| f.write_all(&new).and_then(|()| f.sync_all()))
+                .and_then(|()| fs::rename(&tmp, &path))
+                .map_err(|e| Error::io(&path, e))?;
+        }
+        index
+            .add_path(Path::new(rel))
+            .map_err(|e| Error::git(format!("updating the index for {rel}"), e))?;
+    }
+    index.write().map_err(|e| Error::git("writing the index", e))?;
+    if !conflicts.is_empty() {
+        return Err(Error::Usage(format!(
+            "the work tree's {files} changed since the apply began; keyrot left {them} as {they} {are} (commit {commit} has the applied version)\n  hint: keep your edit with `git stash`, or drop it with `git checkout -- {files}`; then run `keyrot apply` again to finish",
+            files = conflicts.join(" "),
+            them = if conflicts.len() == 1 { "it" } else { "them" },
+            they = if conflicts.len() == 1 { "it" } else { "they" },
+            are = if conflicts.len() == 1 { "is" } else { "are" },
+            commit = j.commit
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The store's apply lock: `.git/keyrot/lock`, created exclusively, naming its holder.
+//!
+//! The compare-and-swap on the branch already guarantees that two applies cannot both
+//! land; the lock makes the loser fail early and clearly ("locked by pid N") instead of
+//! after generating secrets, and serialises crash recovery. A lock whose process has
+//! died on this host is stale and taken over; any other can be removed by id with
+//! `keyrot apply --force-unlock ID`, as with Terraform.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::time::Time;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub id: String,
+    pub pid: u32,
+    pub host: String,
+    pub started: String,
+}
+
+/// A held lock, released on drop.
+#[derive(Debug)]
+pub struct Lock {
+    path: PathBuf,
+    holder: Holder,
+    /// Set when this lock replaced a stale one.
+    pub took_over: Option<Holder>,
+}
+
+pub fn keyrot_dir(git_dir: &Path) -> PathBuf {
+    git_dir.join("keyrot")
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether the holder's process is gone: only decidable for a holder on this host.
+fn is_stale(h: &Holder) -> bool {
+    h.host == hostname() && h.pid != 0 && !Path::new(&format!("/proc/{}", h.pid)).exists()
+}
+
+fn read_holder(path: &Path) -> Option<Holder> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
+impl Lock {
+    pub fn acquire(git_dir: &Path, id: &str) -> Result<Lock> {
+        let dir = keyrot_dir(git_dir);
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join("lock");
+        let holder = Holder {
+            id: id.to_string(),
+            pid: std::process::id(),
+            host: hostname(),
+            started: Time::now().to_rfc3339(),
+        };
+        let mut took_over = None;
+        for _ in 0..2 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    let body = serde_json::to_vec(&holder).unwrap_or_default();
+                    f.write_all(&body)
+                        .and_then(|()| f.sync_all())
+                        .map_err(|e| Error::io(&path, e))?;
+                    return Ok(Lock {
+                        path,
+                        holder,
+                        took_over,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let Some(other) = read_holder(&path) else {
+                        return Err(Error::Usage(format!(
+                            "the store is locked ({} exists but cannot be read)\n  hint: if no keyrot is running, remove it",
+                            path.display()
+                        )));
+                    };
+                    if !is_stale(&other) {
+                        return Err(Error::Usage(format!(
+                            "the store is locked by pid {} on {} since {} (id {})\n  hint: wait for it to finish; if that process is gone, run `keyrot apply --force-unlock {}`",
+                            other.pid, other.host, other.started, other.id, other.id
+                        )));
+                    }
+                    let _ = fs::remove_file(&path);
+                    took_over = Some(other);
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(Error::Usage(format!(
+            "could not take the lock {}",
+            path.display()
+        )))
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Only remove the lock if it is still ours (a --force-unlock may have replaced it).
+        if read_holder(&self.path).is_some_and(|h| h == self.holder) {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Removes the lock if its id is `id`.
+pub fn force_unlock(git_dir: &Path, id: &str) -> Result<Holder> {
+    let path = keyrot_dir(git_dir).join("lock");
+    match read_holder(&path) {
+        Some(h) if h.id == id => {
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            Ok(h)
+        }
+        Some(h) => Err(Error::Usage(format!(
+            "the lock's id is {}, not {id}; nothing was removed",
+            h.id
+        ))),
+        None => Err(Error::Usage("the store is not locked".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_is_refused_and_released_on_drop() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let a = Lock::acquire(tmp.path(), "a").unwrap();
+        let e = Lock::acquire(tmp.path(), "b").unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("locked by pid {}", std::process::id())),
+            "{e}"
+        );
+        assert!(e.contains("--force-unlock a"), "{e}");
+        drop(a);
+        Lock::acquire(tmp.path(), "b").unwrap();
+    }
+
+    #[test]
+    fn a_dead_holders_lock_is_taken_over() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let dir = keyrot_dir(tmp.path());
+        fs::create_dir_all(&dir).unwrap();
+        let dead = Holder {
+            id: "old".into(),
+            pid: u32::MAX - 1,
+            host: hostname(),
+            started: "2026-01-01T00:00:00Z".into(),
+        };
+        fs::write(dir.join("lock"), serde_json::to_vec(&dead).unwrap()).unwrap();
+        let lock = Lock::acquire(tmp.path(), "new").unwrap();
+        assert_eq!(lock.took_over, Some(dead));
+    }
+
+    #[test]
+    fn force_unlock_needs_the_right_id() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let lock = Lock::acquire(tmp.path(), "abc").unwrap();
+        assert!(force_unlock(tmp.path(), "xyz").is_err());
+        assert_eq!(force_unlock(tmp.path(), "abc").unwrap().id, "abc");
+        drop(lock);
+        assert!(force_unlock(tmp.path(), "abc").is_err());
+    }
+}

@@ -1,0 +1,339 @@
+//! Applying a plan, as one transaction around git's one atomic step, the
+//! compare-and-swap of the branch ref:
+//!
+//! 1. [`begin`]: take the store's lock and finish or roll back an interrupted apply.
+//! 2. Check the plan is still what the policies decide at the committed state.
+//! 3. Write new secrets as pending files (synced), edit the key files, and build the
+//!    commit from only the changed blobs and trees. Nothing is visible yet.
+//! 4. Write the journal (synced), then move the branch: the commit point.
+//! 5. Promote the secrets, update the work tree and index, delete the journal.
+//!
+//! A crash before 4's ref move leaves only invisible objects and pending files, which
+//! the next apply rolls back; a crash after it is finished by the next apply.
+
+mod commit;
+mod edit;
+pub mod journal;
+pub mod lock;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use git2::Oid;
+use rand::rngs::OsRng;
+use rand::TryRngCore;
+
+pub use commit::{commit_message, SUBJECT_PREFIX, TRAILER_NOW, TRAILER_PLAN, TRAILER_POLICIES};
+use journal::{Journal, Recovery};
+use lock::Lock;
+
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::plan::{Action, Plan};
+use crate::secret::{Secret, SecretsDir};
+use crate::store::{files, repo};
+use crate::time::Time;
+use crate::workspace::{Loaded, Workspace};
+
+/// A new secret that an apply delivered.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Delivered {
+    pub key: String,
+    pub fingerprint: String,
+    pub path: PathBuf,
+}
+
+/// What an apply did.
+#[derive(Debug, serde::Serialize)]
+pub struct Applied {
+    /// The new commit, or `None` when the plan changed nothing.
+    pub commit: Option<String>,
+    pub branch: String,
+    pub subject: Option<String>,
+    pub secrets: Vec<Delivered>,
+    /// Things the user should know: a recovered apply, a taken-over lock, orphans.
+    pub notes: Vec<String>,
+}
+
+/// Proof that this process holds the store's apply lock and that no interrupted apply
+/// is pending. Hold it from before reading the committed store until the apply ends.
+pub struct Guard {
+    _lock: Lock,
+    txid: String,
+    notes: Vec<String>,
+}
+
+impl Guard {
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+}
+
+/// Takes the store's lock and recovers from an interrupted apply, if any.
+pub fn begin(ws: &Workspace) -> Result<Guard> {
+    let txid = txid()?;
+    let lock = Lock::acquire(ws.repo.path(), &txid)?;
+    let mut notes = Vec::new();
+    if let Some(old) = &lock.took_over {
+        notes.push(format!(
+            "took over a stale lock of pid {} (id {}, since {}): that process is gone",
+            old.pid, old.id, old.started
+        ));
+    }
+    match journal::recover(ws)? {
+        Some(Recovery::Finished { commit }) => notes.push(format!(
+            "finished an interrupted apply: commit {commit} had landed; its secrets and work tree are now in place"
+        )),
+        Some(Recovery::RolledBack { base }) => notes.push(format!(
+            "rolled back an interrupted apply that never landed (the store stayed at {base}); its pending secrets were deleted"
+        )),
+        None => {}
+    }
+    Ok(Guard {
+        _lock: lock,
+        txid,
+        notes,
+    })
+}
+
+/// Loads the committed store at HEAD for applying, refusing while the work tree has
+/// uncommitted changes to the files keyrot reads.
+pub fn load_head(ws: &Workspace, now: Time) -> Result<(String, Loaded)> {
+    let head = ws
+        .head_id()?
+        .ok_or_else(|| Error::Usage("the store has no commits yet; commit its files first".into()))?;
+    let loaded = ws.load_commit(&head, now)?;
+    let dirty = ws.dirty_paths(&loaded.store)?;
+    if !dirty.is_empty() {
+        return Err(Error::Dirty(dirty));
+    }
+    Ok((head, loaded))
+}
+
+/// Checks a saved plan against the store: made on a clean tree, for this very commit
+/// and these very files, and identical to what the policies decide there at its `now`.
+/// Returns the loaded committed store to apply it to.
+pub fn verify_saved(ws: &Workspace, plan: &Plan) -> Result<Loaded> {
+    if plan.dirty {
+        return Err(Error::ForgedPlan(
+            "it was made on a work tree with uncommitted changes; commit them and plan again".into(),
+        ));
+    }
+    let now = plan.now()?;
+    let head = ws
+        .head_id()?
+        .ok_or_else(|| Error::Usage("the store has no commits yet".into()))?;
+    let planned = plan.store_commit.as_deref().unwrap_or("(none)");
+    if planned != head {
+        let known = git2::Oid::from_str(planned)
+            .ok()
+            .is_some_and(|oid| ws.repo.find_commit(oid).is_ok());
+        return Err(Error::StalePlan(if known {
+            format!("it was made at commit {planned}, but the store is now at {head} (already applied, or changed since)")
+        } else {
+            format!(
+                "it was made at commit {planned}, which is not in this store (a plan from another store?)"
+            )
+        }));
+    }
+    let (_, loaded) = load_head(ws, now)?;
+    if loaded.store.policies_digest != plan.policies_digest {
+        return Err(Error::StalePlan(
+            "policies_digest does not match the policies, keyrot.toml and owners.toml at HEAD".into(),
+        ));
+    }
+    if loaded.store.keys_digest != plan.keys_digest {
+        return Err(Error::StalePlan(
+            "keys_digest does not match the key files at HEAD".into(),
+        ));
+    }
+    let derived = loaded.plan(now, Some(head), false)?;
+    if derived != *plan {
+        let detail = match derived
+            .actions
+            .iter()
+            .zip(&plan.actions)
+            .position(|(a, b)| a != b)
+        {
+            Some(i) => format!(
+                "action {} differs: the policies decide {:?}",
+                i + 1,
+                describe(&derived.actions[i])
+            ),
+            None => format!(
+                "the policies decide {} actions, the file lists {}",
+                derived.actions.len(),
+                plan.actions.len()
+            ),
+        };
+        return Err(Error::ForgedPlan(format!(
+            "its actions are not what the policies decide at {} for {} (edited or forged?): {detail}",
+            plan.store_commit.as_deref().unwrap_or("?"),
+            plan.now
+        )));
+    }
+    Ok(loaded)
+}
+
+fn describe(a: &Action) -> String {
+    format!("{} {} [{}]", a.action, a.key, a.policy)
+}
+
+/// A random id for this apply: names its lock and its pending files.
+fn txid() -> Result<String> {
+    let mut b = [0u8; 8];
+    OsRng
+        .try_fill_bytes(&mut b)
+        .map_err(|e| Error::Usage(format!("the operating system's random generator failed: {e}")))?;
+    Ok(files::hex(&b))
+}
+
+/// Applies `plan` to the committed store `loaded` (which must be the plan's commit).
+pub fn execute(
+    ws: &Workspace,
+    guard: &Guard,
+    loaded: &Loaded,
+    plan: &Plan,
+    secrets: &SecretsDir,
+) -> Result<Applied> {
+    let branch = repo::current_branch(&ws.repo)?;
+    let now = plan.now()?;
+    let mut notes = guard.notes.clone();
+    let orphans = secrets.orphans(&guard.txid);
+    if !orphans.is_empty() {
+        let names: Vec<String> = orphans.iter().map(|p| p.display().to_string()).collect();
+        notes.push(format!(
+            "{} pending secret file(s) left by an apply that never committed; they are not live and can be deleted: {}",
+            names.len(),
+            names.join(", ")
+        ));
+    }
+    let mut by_key: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
+    for a in plan.actions.iter().filter(|a| a.is_applied()) {
+        by_key.entry(a.key.as_str()).or_default().push(a);
+    }
+    if by_key.is_empty() {
+        return Ok(Applied {
+            commit: None,
+            branch,
+            subject: None,
+            secrets: Vec::new(),
+            notes,
+        });
+    }
+    let base_id = plan
+        .store_commit
+        .as_deref()
+        .and_then(|s| Oid::from_str(s).ok())
+        .ok_or_else(|| Error::ForgedPlan("the plan names no store commit".into()))?;
+    let base = ws
+        .repo
+        .find_commit(base_id)
+        .map_err(|e| Error::git("reading the base commit", e))?;
+    let base_tree = base.tree().map_err(|e| Error::git("reading the base tree", e))?;
+    let txid = guard.txid.as_str();
+    let store = &loaded.store;
+    let mut j = Journal {
+        txid: txid.to_string(),
+        branch: branch.clone(),
+        base: base_id.to_string(),
+        commit: String::new(),
+        secrets_dir: secrets.path().to_path_buf(),
+        pending: Vec::new(),
+        revoked: Vec::new(),
+        edited: Vec::new(),
+    };
+
+    // Steps before the commit point; on any failure, delete what they wrote.
+    let mut edited_text: Vec<(String, String)> = Vec::new();
+    let prepared = (|| -> Result<Oid> {
+        for (id, actions) in &by_key {
+            let key = store
+                .key(id)
+                .ok_or_else(|| Error::ForgedPlan(format!("key `{id}` is not in the store")))?;
+            let changes = edit::merge(actions)?;
+            let entry = base_tree
+                .get_path(Path::new(&key.path))
+                .map_err(|e| Error::git(format!("reading {}", key.path), e))?;
+            let blob = ws
+                .repo
+                .find_blob(entry.id())
+                .map_err(|e| Error::git(format!("reading {}", key.path), e))?;
+            let text = std::str::from_utf8(blob.content())
+                .map_err(|_| Error::Usage(format!("{}: not UTF-8", key.path)))?;
+            let mut new_fp = None;
+            if !changes.revoke.is_empty() {
+                j.revoked.push(id.to_string());
+            } else if changes.rotate_grace.is_some() {
+                let s = &store.settings;
+                let secret = Secret::generate(&s.secret_prefix, &key.service, s.secret_bytes)?;
+                secrets.write_pending(id, txid, &secret)?;
+                j.pending.push((id.to_string(), secret.fingerprint()));
+                new_fp = Some(secret.fingerprint());
+            }
+            edited_text.push((
+                key.path.clone(),
+                edit::edit_key_file(key, text, &changes, new_fp.as_deref(), now)?,
+            ));
+        }
+        secrets.sync()?;
+        failpoint::pause("apply-after-secrets");
+
+        let mut changes = Vec::with_capacity(edited_text.len());
+        for (path, text) in &edited_text {
+            let oid = ws
+                .repo
+                .blob(text.as_bytes())
+                .map_err(|e| Error::git("writing a key file blob", e))?;
+            changes.push((path.split('/').collect::<Vec<_>>(), oid));
+        }
+        let tree_id = commit::write_tree(&ws.repo, Some(&base_tree), &changes)?;
+        let tree = ws
+            .repo
+            .find_tree(tree_id)
+            .map_err(|e| Error::git("reading the new tree", e))?;
+        let sig = repo::signature(&ws.repo, &store.settings)?;
+        let new = ws
+            .repo
+            .commit(None, &sig, &sig, &commit_message(plan), &tree, &[&base])
+            .map_err(|e| Error::git("writing the commit", e))?;
+        failpoint::pause("apply-after-objects");
+        j.commit = new.to_string();
+        j.edited = edited_text.iter().map(|(p, _)| p.clone()).collect();
+        j.write(ws.repo.path())?;
+        failpoint::pause("apply-before-commit");
+        // The commit point: move the branch only if it still points at the base.
+        ws.repo
+            .reference_matching(&branch, new, true, base_id, "keyrot apply")
+            .map_err(|e| {
+                Error::Usage(format!(
+                    "{branch} moved while applying (another apply or commit won the race): {}; nothing was applied\n  hint: run `keyrot plan` again",
+                    e.message()
+                ))
+            })?;
+        Ok(new)
+    })();
+    let commit = match prepared {
+        Ok(c) => c,
+        Err(e) => {
+            for (id, _) in &j.pending {
+                secrets.discard(id, txid);
+            }
+            let _ = Journal::remove(ws.repo.path());
+            return Err(e);
+        }
+    };
+    failpoint::pause("apply-after-commit");
+
+    let delivered = journal::complete(ws, &j).map_err(|e| Error::AfterCommit {
+        commit: commit.to_string(),
+        source: Box::new(e),
+    })?;
+    Ok(Applied {
+        commit: Some(commit.to_string()),
+        branch,
+        subject: commit_message(plan).lines().next().map(str::to_string),
+        secrets: delivered,
+        notes,
+    })
+}
