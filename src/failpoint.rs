@@ -1,6 +1,7 @@
-//! Test-only pauses at named points, so integration tests can signal or kill the
-//! process at an exact step. Compiled to nothing in release builds; in debug builds
-//! active only when `KEYROT_TEST_PAUSE=<point>:<milliseconds>` names the point.
+//! Test-only pauses and failures at named points, so integration tests can signal or kill the
+//! process at an exact step, or make that step fail. Compiled to nothing in release
+//! builds; in debug builds active only when `KEYROT_TEST_PAUSE=<point>:<milliseconds>`
+//! or `KEYROT_TEST_FAIL=<point>` names the point.
 
 /// Pauses here if the test environment asks for it, announcing it on stderr first.
 pub fn pause(point: &str) {
@@ -21,4 +22,17 @@ pub fn pause(point: &str) {
     }
     #[cfg(not(debug_assertions))]
     let _ = point;
+}
+
+/// Fails here if the test environment asks for it (`KEYROT_TEST_FAIL=<point>`), as if
+/// the step's I/O had failed. Never fails in release builds.
+pub fn fail(point: &str) -> crate::error::Result<()> {
+    #[cfg(debug_assertions)]
+    if std::env::var("KEYROT_TEST_FAIL").is_ok_and(|p| p == point) {
+        return Err(crate::error::Error::Usage(format!(
+            "failpoint {point}: injected failure"
+        )));
+    }
+    let _ = point;
+    Ok(())
 }

@@ -29,7 +29,16 @@ impl Secret {
             .map_err(|e| Error::Usage(format!("the operating system's random generator failed: {e}")))?;
         let body = base62_fixed(&raw);
         wipe(&mut raw);
-        let mut s = format!("{prefix}_{service}_{body}");
+        // One allocation of the final size, so no copy of the secret is left behind in
+        // memory freed by a reallocation; the intermediate body is wiped.
+        let mut s = String::with_capacity(prefix.len() + service.len() + body.len() + 2 + CHECKSUM_CHARS);
+        s.push_str(prefix);
+        s.push('_');
+        s.push_str(service);
+        s.push('_');
+        s.push_str(&body);
+        let mut body = body.into_bytes();
+        wipe(&mut body);
         let check = crc32(s.as_bytes());
         s.push_str(&base62_u32(check));
         Ok(Secret(s))

@@ -63,44 +63,57 @@ impl Lock {
             host: hostname(),
             started: Time::now().to_rfc3339(),
         };
-        let mut took_over = None;
-        for _ in 0..2 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    let body = serde_json::to_vec(&holder).unwrap_or_default();
-                    f.write_all(&body)
-                        .and_then(|()| f.sync_all())
-                        .map_err(|e| Error::io(&path, e))?;
-                    return Ok(Lock {
-                        path,
-                        holder,
-                        took_over,
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let Some(other) = read_holder(&path) else {
-                        return Err(Error::Usage(format!(
-                            "the store is locked ({} exists but cannot be read)\n  hint: if no keyrot is running, remove it",
-                            path.display()
-                        )));
-                    };
-                    if !is_stale(&other) {
-                        return Err(Error::Usage(format!(
-                            "the store is locked by pid {} on {} since {} (id {})\n  hint: wait for it to finish; if that process is gone, run `keyrot apply --force-unlock {}`",
-                            other.pid, other.host, other.started, other.id, other.id
-                        )));
-                    }
-                    let _ = fs::remove_file(&path);
-                    took_over = Some(other);
-                }
-                Err(e) => return Err(Error::io(&path, e)),
-            }
-        }
-        Err(Error::Usage(format!(
-            "could not take the lock {}",
-            path.display()
-        )))
+        // Write the holder to a private file first, then hard-link it into place: the
+        // link either fails (held) or makes the lock appear whole, never half-written.
+        let tmp = dir.join(format!("lock.{id}.tmp"));
+        let body = serde_json::to_vec(&holder).unwrap_or_default();
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&body).and_then(|()| f.sync_all()))
+            .map_err(|e| Error::io(&tmp, e))?;
+        let taken = take(&path, &tmp);
+        let _ = fs::remove_file(&tmp);
+        let took_over = taken?;
+        Ok(Lock {
+            path,
+            holder,
+            took_over,
+        })
     }
+}
+
+/// Links `tmp` into place as the lock, taking over a stale lock once. Returns the
+/// stale holder replaced, if any.
+fn take(path: &Path, tmp: &Path) -> Result<Option<Holder>> {
+    let mut took_over = None;
+    for _ in 0..2 {
+        match fs::hard_link(tmp, path) {
+            Ok(()) => return Ok(took_over),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let Some(other) = read_holder(path) else {
+                    return Err(Error::Usage(format!(
+                        "the store is locked ({} exists but cannot be read)\n  hint: if no keyrot is running, remove it",
+                        path.display()
+                    )));
+                };
+                if !is_stale(&other) {
+                    return Err(Error::Usage(format!(
+                        "the store is locked by pid {} on {} since {} (id {})\n  hint: wait for it to finish; if that process is gone, run `keyrot apply --force-unlock {}`",
+                        other.pid, other.host, other.started, other.id, other.id
+                    )));
+                }
+                let _ = fs::remove_file(path);
+                took_over = Some(other);
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    Err(Error::Usage(format!(
+        "could not take the lock {}",
+        path.display()
+    )))
 }
 
 impl Drop for Lock {

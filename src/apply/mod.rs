@@ -60,6 +60,8 @@ pub struct Applied {
 pub struct Guard {
     _lock: Lock,
     txid: String,
+    /// The id of a dead apply whose lock this one took over.
+    stale_txid: Option<String>,
     notes: Vec<String>,
 }
 
@@ -90,6 +92,7 @@ pub fn begin(ws: &Workspace) -> Result<Guard> {
         None => {}
     }
     Ok(Guard {
+        stale_txid: lock.took_over.as_ref().map(|h| h.id.clone()),
         _lock: lock,
         txid,
         notes,
@@ -199,7 +202,24 @@ pub fn execute(
     let branch = repo::current_branch(&ws.repo)?;
     let now = plan.now()?;
     let mut notes = guard.notes.clone();
-    let orphans = secrets.orphans(&guard.txid);
+    let mut orphans = secrets.orphans(&guard.txid);
+    // Pending files of the dead apply whose stale lock we took over are surely dead.
+    if let Some(dead) = &guard.stale_txid {
+        let suffix = format!(".{dead}.pending");
+        let (theirs, others): (Vec<_>, Vec<_>) = orphans
+            .into_iter()
+            .partition(|p| p.to_string_lossy().ends_with(&suffix));
+        for p in &theirs {
+            let _ = std::fs::remove_file(p);
+        }
+        if !theirs.is_empty() {
+            notes.push(format!(
+                "deleted {} pending secret file(s) of that dead apply; they were never live",
+                theirs.len()
+            ));
+        }
+        orphans = others;
+    }
     if !orphans.is_empty() {
         let names: Vec<String> = orphans.iter().map(|p| p.display().to_string()).collect();
         notes.push(format!(
@@ -293,6 +313,7 @@ pub fn execute(
             .find_tree(tree_id)
             .map_err(|e| Error::git("reading the new tree", e))?;
         let sig = repo::signature(&ws.repo, &store.settings)?;
+        failpoint::fail("apply-write-commit")?;
         let new = ws
             .repo
             .commit(None, &sig, &sig, &commit_message(plan), &tree, &[&base])
@@ -303,6 +324,7 @@ pub fn execute(
         j.write(ws.repo.path())?;
         failpoint::pause("apply-before-commit");
         // The commit point: move the branch only if it still points at the base.
+        failpoint::fail("apply-move-branch")?;
         ws.repo
             .reference_matching(&branch, new, true, base_id, "keyrot apply")
             .map_err(|e| {

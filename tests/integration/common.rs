@@ -313,6 +313,17 @@ impl Live {
         assert!(ok, "kill -{sig} failed");
     }
 
+    /// Waits for the process to exit and for all its output; returns its exit code.
+    #[track_caller]
+    pub fn finish(&mut self) -> i32 {
+        let code = self.wait_exit();
+        // The reader threads end when the pipes close, which disconnects the channel.
+        while let Ok(line) = self.lines.recv_timeout(DEADLINE) {
+            self.seen.push(line);
+        }
+        code
+    }
+
     /// Waits for the process to exit; returns its exit code.
     #[track_caller]
     pub fn wait_exit(&mut self) -> i32 {

@@ -4,6 +4,7 @@
 mod apply;
 mod check;
 mod common;
+mod crash_safety;
 mod init_demo;
 mod log;
 mod plan;
