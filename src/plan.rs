@@ -598,6 +598,28 @@ mod tests {
         assert_eq!(d.keys().into_iter().collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 
+    proptest::proptest! {
+        /// The plan-file reader refuses garbage with an error, never a panic.
+        #[test]
+        fn reading_arbitrary_plan_files_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let _ = Plan::from_json("fuzz.json", &bytes);
+        }
+
+        /// Nor does a valid plan with one field's JSON replaced by an arbitrary value.
+        #[test]
+        fn reading_plans_with_mangled_fields_never_panics(field in 0usize..8, value in "(?s).{0,40}") {
+            let mut v = serde_json::json!({"format": 1, "store_commit": "abc", "policies_digest": "sha256:x",
+                "keys_digest": "sha256:y", "now": "2026-11-22T20:00:00Z", "dirty": false,
+                "actions": [{"key": "k", "action": "rotate", "policy": "p", "reason": "r", "grace_period": "1d"}],
+                "summary": {"rotate": 1, "revoke": 0, "restrict": 0, "expire": 0, "deferred": 0, "warn": 0}});
+            let names = ["format", "store_commit", "policies_digest", "keys_digest", "now", "dirty", "actions", "summary"];
+            v[names[field]] = serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value));
+            if let Ok(plan) = Plan::from_json("fuzz.json", v.to_string().as_bytes()) {
+                let _ = plan.now();
+            }
+        }
+    }
+
     #[test]
     fn summary_line_format() {
         let s = Summary {

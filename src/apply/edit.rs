@@ -188,6 +188,51 @@ valid_until = 2026-04-01T00:00:00Z
         assert_eq!(back.revoked_at, Some(now()));
     }
 
+    proptest::proptest! {
+        /// Whatever the permissions, previous entries and changes, an edited key file
+        /// parses back with exactly the intended changes and nothing else.
+        #[test]
+        fn edits_round_trip(
+            perms in proptest::collection::btree_set("[a-z]{1,8}", 0..6),
+            remove_mask in proptest::prelude::any::<u8>(),
+            previous in proptest::collection::vec((0u8..16, 0i64..1000), 0..4),
+            expire_mask in proptest::prelude::any::<u8>(),
+            grace_h in proptest::option::of(0i64..100),
+        ) {
+            let perms: Vec<String> = perms.into_iter().collect();
+            let fp = |n: u8| format!("sha256:{}", format!("{n:x}").repeat(64));
+            let mut text = format!(
+                "# a comment that must survive\nservice = \"x\"\nowner = \"a\"\npermissions = {perms:?}\ncreated_at = 2026-01-01T00:00:00Z\nfingerprint = \"{}\"\n",
+                fp(0xa)
+            );
+            for (n, hours) in &previous {
+                text.push_str(&format!("\n[[previous]]\nfingerprint = \"{}\"\nvalid_until = {}\n", fp(*n), Time::from_unix(1_790_000_000 + hours * 3600)));
+            }
+            let k = key::parse("keys/p.toml", &text).unwrap();
+            let remove: Vec<String> = perms.iter().enumerate().filter(|(i, _)| remove_mask & (1 << i) != 0).map(|(_, p)| p.clone()).collect();
+            let expire: Vec<String> = previous.iter().enumerate().filter(|(i, _)| expire_mask & (1 << i) != 0).map(|(_, (n, _))| fp(*n)).collect();
+            let c = KeyChanges { rotate_grace: grace_h.map(|h| Dur::hours_n(h).unwrap()), remove: remove.clone(), expire: expire.clone(), ..KeyChanges::default() };
+            let new_fp = fp(0xb);
+            let out = edit_key_file(&k, &text, &c, Some(&new_fp), now()).unwrap();
+            proptest::prop_assert!(out.starts_with("# a comment that must survive\n"));
+            let back = key::parse("keys/p.toml", &out).unwrap();
+            let kept: Vec<String> = perms.iter().filter(|p| !remove.contains(p)).cloned().collect();
+            proptest::prop_assert_eq!(&back.permissions, &kept);
+            let mut want: Vec<String> = k.previous.iter().map(|p| p.fingerprint.clone()).filter(|f| !expire.contains(f)).collect();
+            match grace_h {
+                Some(h) => {
+                    proptest::prop_assert_eq!(back.fingerprint.as_deref(), Some(new_fp.as_str()));
+                    proptest::prop_assert_eq!(back.rotated_at, now());
+                    if h > 0 { want.push(fp(0xa)); }
+                }
+                None => proptest::prop_assert_eq!(back.fingerprint, Some(fp(0xa))),
+            }
+            let got: Vec<String> = back.previous.iter().map(|p| p.fingerprint.clone()).collect();
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert_eq!(back.service, k.service);
+        }
+    }
+
     #[test]
     fn zero_grace_keeps_no_previous_entry() {
         let text = "service = \"x\"\nowner = \"a\"\npermissions = []\ncreated_at = 2026-03-01T00:00:00Z\nfingerprint = \"sha256:1111111111111111111111111111111111111111111111111111111111111111\"\n";

@@ -303,11 +303,15 @@ impl Snapshot {
     }
 }
 
-/// Files editors and keyrot itself leave beside the real ones: hidden files (vim's
-/// `.x.swp`, emacs' `.#x` locks, `.gitkeep`), backups (`x~`), emacs autosaves (`#x#`),
-/// vim's write test `4913`, and keyrot's own `*.keyrot-tmp`. Never part of a store.
+/// Files editors and keyrot itself leave beside the real ones: hidden files that are
+/// not key or policy files (vim's `.x.toml.swp`, `.gitkeep`), emacs locks (`.#x.toml`)
+/// and autosaves (`#x#`), backups (`x~`), vim's write test `4913`, and keyrot's own
+/// `*.keyrot-tmp`. A hidden `.x.toml` is not an artifact: it is a key file with a bad id,
+/// and reported as such rather than silently skipped.
 pub fn is_editor_artifact(name: &str) -> bool {
-    name.starts_with('.')
+    let hidden = name.starts_with('.')
+        && (name.starts_with(".#") || !(name.ends_with(".toml") || name.ends_with(".rhai")));
+    hidden
         || name.ends_with('~')
         || (name.starts_with('#') && name.ends_with('#'))
         || name == "4913"

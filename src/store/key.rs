@@ -341,6 +341,31 @@ created_at = 2026-03-01T00:00:00Z
         assert!(problems[0].message.contains("not a valid key id"));
     }
 
+    proptest::proptest! {
+        /// The key-file parser never panics, whatever the bytes: it returns a key or
+        /// problems that name the file.
+        #[test]
+        fn parsing_arbitrary_text_never_panics(text in "(?s).{0,300}") {
+            if let Err(problems) = parse("keys/fuzz.toml", &text) {
+                proptest::prop_assert!(problems.iter().all(|p| p.path == "keys/fuzz.toml"));
+            }
+        }
+
+        /// Mutating a valid key file (one byte replaced, or the file cut short) gives a
+        /// key or problems with positions inside the file, never a panic.
+        #[test]
+        fn mutated_key_files_never_panic(at in 0usize..200, byte in proptest::prelude::any::<u8>(), cut in proptest::prelude::any::<bool>()) {
+            let mut bytes = GOOD.as_bytes().to_vec();
+            let at = at % bytes.len();
+            if cut { bytes.truncate(at) } else { bytes[at] = byte }
+            let text = String::from_utf8_lossy(&bytes);
+            if let Err(problems) = parse("keys/fuzz.toml", &text) {
+                let lines = text.lines().count().max(1);
+                proptest::prop_assert!(problems.iter().all(|p| p.pos.is_none_or(|(l, _)| l <= lines + 1)));
+            }
+        }
+    }
+
     #[test]
     fn missing_required_fields_are_errors() {
         let problems = parse("keys/k.toml", "service = \"x\"\n").unwrap_err();

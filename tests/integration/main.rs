@@ -5,6 +5,7 @@ mod apply;
 mod check;
 mod common;
 mod crash_safety;
+mod hostile;
 mod init_demo;
 mod log;
 mod plan;

@@ -1,0 +1,214 @@
+//! Guarantees 4 and 5 of "What keyrot guarantees": hostile policies are stopped within
+//! their bounds and reported with policy and key; hostile files get one clear error
+//! each, all in one run; nothing is applied and nothing panics.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+
+use crate::common::*;
+
+fn store_with_policy(name: &str, source: &str) -> Store {
+    let s = Store::with_keys(&[("k", &key("[\"read\"]", "2025-01-01T00:00:00Z", ""))]);
+    s.write(&format!("policies/{name}.rhai"), source);
+    s.commit("hostile policy");
+    s
+}
+
+#[track_caller]
+fn assert_nothing_applied(s: &Store) {
+    let before = s.commit_count();
+    let run = s.apply().fails(1);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert_eq!(s.commit_count(), before);
+    let secrets: Vec<_> = fs::read_dir(&s.secrets)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(secrets.is_empty(), "{secrets:?}");
+}
+
+#[test]
+fn runaway_and_misbehaving_policies_fail_the_run_with_policy_and_key() {
+    let cases = [
+        ("spin", "fn evaluate(key) { loop { } }", "operations"),
+        (
+            "strings",
+            "fn evaluate(key) { let s = \"ab\"; loop { s += s; } }",
+            "string",
+        ),
+        ("recursion", "fn f(n) { f(n + 1) }\nfn evaluate(key) { f(0) }", ""),
+        (
+            "array",
+            "fn evaluate(key) { let a = []; loop { a.push(1); } }",
+            "array",
+        ),
+        (
+            "map",
+            "fn evaluate(key) { let m = #{}; let i = 0; loop { m[`k${i}`] = i; i += 1; } }",
+            "map",
+        ),
+        ("throws", "fn evaluate(key) { throw \"refusing\"; }", "refusing"),
+        ("returns-int", "fn evaluate(key) { 42 }", "evaluate returned i64"),
+        (
+            "returns-string",
+            "fn evaluate(key) { \"rotate\" }",
+            "evaluate returned string",
+        ),
+        (
+            "returns-junk-array",
+            "fn evaluate(key) { [warn(\"x\"), 1] }",
+            "index 1",
+        ),
+        (
+            "negative-grace",
+            "fn evaluate(key) { rotate(\"x\", days(-1)) }",
+            "negative",
+        ),
+        (
+            "missing-value",
+            "fn evaluate(key) { if key.idle.days > config().idle_days { warn(\"x\") } }",
+            "missing value",
+        ),
+    ];
+    for (name, source, expected) in cases {
+        let s = store_with_policy(name, source);
+        let run = s.keyrot(&["plan", "--now", NOW]).fails(1);
+        assert!(
+            run.stderr.contains(&format!("policy {name}: key k:")),
+            "{name}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(&format!("policies/{name}.rhai")),
+            "{name}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.to_lowercase().contains(expected),
+            "{name}: expected `{expected}` in {}",
+            run.stderr
+        );
+        assert!(run.stdout.is_empty());
+        assert_nothing_applied(&s);
+    }
+}
+
+#[test]
+fn forbidden_capabilities_are_compile_errors_naming_the_file() {
+    let cases = [
+        (
+            "import-relative",
+            "import \"../../outside\" as o;\nfn evaluate(key) { }",
+        ),
+        (
+            "import-absolute",
+            "import \"/etc/passwd\" as o;\nfn evaluate(key) { }",
+        ),
+        ("eval", "fn evaluate(key) { eval(\"warn(1)\") }"),
+        (
+            "deep",
+            &format!("fn evaluate(key) {{ {}1{} }}", "(".repeat(500), ")".repeat(500)),
+        ),
+    ];
+    for (name, source) in cases {
+        let s = store_with_policy(name, source);
+        let run = s.keyrot(&["check"]).fails(1);
+        assert!(
+            run.stderr.contains(&format!("policies/{name}.rhai:")),
+            "{name}: {}",
+            run.stderr
+        );
+        assert_nothing_applied(&s);
+    }
+    // The clock is not there at all.
+    let s = store_with_policy("clock", "fn evaluate(key) { if timestamp() > 0 { warn(\"x\") } }");
+    let run = s.keyrot(&["plan", "--now", NOW]).fails(1);
+    assert!(run.stderr.contains("timestamp"), "{}", run.stderr);
+}
+
+#[test]
+fn hostile_key_files_are_each_reported_once_in_one_run() {
+    let s = Store::new();
+    let good = key("[\"read\"]", "2025-01-01T00:00:00Z", "");
+    s.write("keys/good.toml", &good);
+    s.write("keys/truncated.toml", &good[..good.len() / 2]);
+    fs::write(s.path("keys/binary.toml"), [0u8, 159, 146, 150, 0, 1, 2]).unwrap();
+    s.write("keys/huge.toml", &format!("{good}# {}\n", "x".repeat(1_100_000)));
+    s.write(
+        "keys/nested.toml",
+        &format!("tags = {}{}\n", "[".repeat(5000), "]".repeat(5000)),
+    );
+    s.write("keys/unknown.toml", &format!("{good}secret = \"oops\"\n"));
+    for bad_id in ["UPPER", ".", "", "a b", "-dash"] {
+        s.write(&format!("keys/{bad_id}.toml"), &good);
+    }
+    let raw_name = std::ffi::OsStr::from_bytes(b"caf\xe9.toml");
+    fs::write(s.path("keys").join(raw_name), &good).unwrap();
+    let outside = s.root.parent().unwrap().join("elsewhere.toml");
+    fs::write(&outside, &good).unwrap();
+    std::os::unix::fs::symlink(&outside, s.path("keys/link.toml")).unwrap();
+    std::os::unix::fs::symlink(&outside, s.path("policies/link.rhai")).unwrap();
+    fs::create_dir_all(s.path("keys/sub.toml")).unwrap();
+
+    let run = s.keyrot(&["check"]).fails(1);
+    let err = &run.stderr;
+    for file in [
+        "keys/truncated.toml:",
+        "keys/binary.toml:",
+        "keys/huge.toml:",
+        "keys/nested.toml:",
+        "keys/unknown.toml:",
+        "keys/UPPER.toml:",
+        "keys/..toml:",
+        "keys/.toml:",
+        "keys/a b.toml:",
+        "keys/-dash.toml:",
+        "keys/caf\u{fffd}.toml: file name is not valid UTF-8",
+        "keys/link.toml: is a symbolic link",
+        "policies/link.rhai: is a symbolic link",
+        "keys/sub.toml: is a folder",
+    ] {
+        assert_eq!(
+            err.matches(file).count(),
+            1,
+            "`{file}` should be reported once in:\n{err}"
+        );
+    }
+    assert!(!err.contains("keys/good.toml"), "{err}");
+    assert!(err.contains("error: 14 problems"), "{err}");
+    assert!(!err.contains("panicked"));
+    s.commit("hostile files");
+    assert_nothing_applied(&s);
+}
+
+#[test]
+fn a_keys_folder_that_is_a_symlink_out_of_the_store_is_refused() {
+    let s = Store::new();
+    let outside = s.root.parent().unwrap().join("elsewhere");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(
+        outside.join("k.toml"),
+        key("[\"read\"]", "2025-01-01T00:00:00Z", ""),
+    )
+    .unwrap();
+    fs::remove_file(s.path("keys/.gitkeep")).unwrap();
+    fs::remove_dir(s.path("keys")).unwrap();
+    std::os::unix::fs::symlink(&outside, s.path("keys")).unwrap();
+    let run = s.keyrot(&["check"]).fails(1);
+    assert!(run.stderr.contains("keys/: is a symbolic link"), "{}", run.stderr);
+}
+
+#[test]
+fn hostile_settings_and_owners_are_reported_not_applied() {
+    let s = Store::with_keys(&[("k", &key("[\"read\"]", "2025-01-01T00:00:00Z", ""))]);
+    s.write(
+        "keyrot.toml",
+        "[store]\nkeys = \"../../etc\"\n[secrets]\nbytes = 1\n[surprise]\nx = 1\n",
+    );
+    s.write("owners.toml", "[alice]\nstatus = \"retired\"\n");
+    let run = s.keyrot(&["check"]).fails(1);
+    assert!(run.stderr.contains("keyrot.toml:"), "{}", run.stderr);
+    assert!(run.stderr.contains("surprise"), "{}", run.stderr);
+    assert!(run.stderr.contains("owners.toml:2:10:"), "{}", run.stderr);
+    s.commit("hostile settings");
+    assert_nothing_applied(&s);
+}
