@@ -159,13 +159,42 @@ fn no_secret_reaches_git_objects_output_or_the_plan() {
     ] {
         assert!(!text.contains(body), "secret found in {what}");
     }
-    // The work tree holds no secret either.
+    // Nor does any other command's output or error.
+    let mut more = vec![
+        s.keyrot(&["check"]),
+        s.keyrot(&["check", "--json"]),
+        s.keyrot(&["plan", "--json", "--now", NOW]),
+        s.keyrot(&["run", "--once", "--json"]),
+        s.keyrot(&["log", "old"]),
+        s.keyrot(&[
+            "apply",
+            "--yes",
+            "--now",
+            NOW,
+            "--secrets-dir",
+            s.secrets.to_str().unwrap(),
+        ]),
+    ];
+    s.write("policies/broken.rhai", "fn evaluate(key) { throw key.id }");
+    more.push(s.keyrot(&["plan", "--now", NOW]));
+    s.remove("policies/broken.rhai");
+    for run in &more {
+        assert!(
+            !run.stdout.contains(body) && !run.stderr.contains(body),
+            "secret in command output"
+        );
+    }
+    // Nor any file of the store: the work tree, the index, reflogs, keyrot's own files.
     let grep = Command::new("grep")
-        .args(["-r", body])
+        .args(["-r", "-a", "-l", body])
         .arg(&s.root)
         .output()
         .unwrap();
-    assert!(grep.stdout.is_empty(), "secret in the work tree");
+    assert!(
+        grep.stdout.is_empty(),
+        "secret in {}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
 }
 
 #[test]
