@@ -27,6 +27,12 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
     let now = args.now.unwrap_or_else(Time::now);
     let (plan, dirty) = ws.plan_worktree(now)?;
+    if let Ok(Some(j)) = crate::apply::journal::Journal::read(ws.repo.path()) {
+        super::notes(&[format!(
+            "an apply was interrupted (commit {}); the next `keyrot apply` finishes or rolls it back, and brings the work tree along",
+            j.commit
+        )]);
+    }
     if let Some(path) = &args.out {
         std::fs::write(path, format!("{}\n", plan.to_json())).map_err(|e| Error::io(path, e))?;
     }
