@@ -94,7 +94,11 @@ fn sigkill_at_every_step_leaves_old_or_new_and_the_next_apply_converges() {
         if point == "apply-after-commit" {
             // The work tree lags behind the commit until then, and plan says why.
             let plan = s.keyrot(&["plan", "--now", NOW]).ok();
-            assert!(plan.stderr.contains("an apply was interrupted"), "{}", plan.stderr);
+            assert!(
+                plan.stderr.contains("an apply was interrupted"),
+                "{}",
+                plan.stderr
+            );
         }
         // The next apply recovers (or rolls back) and converges.
         let next = s.apply().ok();
