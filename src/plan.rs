@@ -272,24 +272,54 @@ fn multiset_minus(from: &[Action], minus: &[Action]) -> Vec<Action> {
 }
 
 /// Evaluates every active key against every policy and applies the precedence rules.
+/// Keys are split into contiguous chunks evaluated in parallel (one per core), and the
+/// chunks' actions joined in key order, so the result does not depend on scheduling.
 pub fn actions(store: &Store, policies: &PolicySet, now: Time) -> Result<Vec<Action>> {
     let counts = store.active_keys_per_owner();
     let names: Vec<&str> = policies.policies().iter().map(|p| p.name.as_str()).collect();
-    let mut out = Vec::new();
-    for key in &store.keys {
-        if key.status == KeyStatus::Revoked {
-            continue;
+    let plan_chunk = |keys: &[std::sync::Arc<crate::store::Key>]| -> Result<Vec<Action>> {
+        let mut out = Vec::new();
+        for key in keys {
+            if key.status == KeyStatus::Revoked {
+                continue;
+            }
+            let owner_count = counts.get(key.owner.as_str()).copied().unwrap_or(0);
+            let view = KeyView::new(key.clone(), store.owners.get(&key.owner), owner_count, now);
+            let decisions = policies.evaluate(&view)?;
+            out.extend(resolve(
+                &view,
+                decisions.iter().map(|(i, d)| (names[*i], d)),
+                store.settings.grace_period,
+                store.settings.min_interval,
+                now,
+            ));
         }
-        let owner_count = counts.get(key.owner.as_str()).copied().unwrap_or(0);
-        let view = KeyView::new(key.clone(), store.owners.get(&key.owner), owner_count, now);
-        let decisions = policies.evaluate(&view)?;
-        out.extend(resolve(
-            &view,
-            decisions.iter().map(|(i, d)| (names[*i], d)),
-            store.settings.grace_period,
-            store.settings.min_interval,
-            now,
-        ));
+        Ok(out)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Below a few thousand keys, starting threads costs more than it saves.
+    if threads < 2 || store.keys.len() < 2048 {
+        return plan_chunk(&store.keys);
+    }
+    let chunk = store.keys.len().div_ceil(threads);
+    let results: Vec<Result<Vec<Action>>> = std::thread::scope(|s| {
+        let workers: Vec<_> = store
+            .keys
+            .chunks(chunk)
+            .map(|c| s.spawn(move || plan_chunk(c)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(Error::Usage("a planning thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut out = Vec::new();
+    for r in results {
+        // The first failing chunk in key order reports, so the error is deterministic too.
+        out.extend(r?);
     }
     Ok(out)
 }

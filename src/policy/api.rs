@@ -306,7 +306,7 @@ fn register_decisions(engine: &mut Engine) {
 
 /// Builds the sandboxed engine for one run. `configs[i]` is the `config()` of the
 /// policy evaluated with tag `i`; `now` is the run's single evaluation instant.
-pub fn engine(now: Time, configs: std::rc::Rc<Vec<rhai::Map>>) -> Engine {
+pub fn engine(now: Time, configs: Arc<Vec<rhai::Map>>) -> Engine {
     let mut engine = Engine::new_raw();
     // The standard package has no file, network, environment or clock access: with
     // the `no_time` and `no_module` features there is no `timestamp()` and no `import`.

@@ -5,7 +5,6 @@ pub mod decision;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
 
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, ParseError, Position, Scope, AST};
 
@@ -136,7 +135,7 @@ impl PolicySet {
                     .unwrap_or_default()
             })
             .collect();
-        let mut engine = api::engine(now, Rc::new(configs));
+        let mut engine = api::engine(now, std::sync::Arc::new(configs));
 
         let mut policies = Vec::new();
         for (idx, (name, f)) in named.into_iter().enumerate() {

@@ -71,20 +71,21 @@ impl Store {
         snap.read_folders(source, &settings.keys_dir, &settings.policies_dir);
         problems.append(&mut snap.problems);
 
-        let mut keys = Vec::with_capacity(snap.keys.len());
-        for f in &snap.keys {
-            let text = match parse::utf8(&f.path, &f.bytes) {
-                Ok(t) => t,
-                Err(p) => {
-                    problems.push(p);
-                    continue;
-                }
-            };
-            let parsed = match source {
-                Source::Cached { cache, .. } => cache.parse_key(&f.path, &f.bytes, text),
-                _ => key::parse(&f.path, text).map(Arc::new),
-            };
-            match parsed {
+        let parsed: Vec<Result<Arc<Key>, Vec<Problem>>> = match source {
+            // The cache is single-threaded; watch re-parses only changed files anyway.
+            Source::Cached { cache, .. } => snap
+                .keys
+                .iter()
+                .map(|f| {
+                    let text = parse::utf8(&f.path, &f.bytes).map_err(|p| vec![p])?;
+                    cache.parse_key(&f.path, &f.bytes, text)
+                })
+                .collect(),
+            _ => parallel_map(&snap.keys, parse_key_file),
+        };
+        let mut keys = Vec::with_capacity(parsed.len());
+        for p in parsed {
+            match p {
                 Ok(k) => keys.push(k),
                 Err(p) => problems.extend(p),
             }
@@ -131,4 +132,29 @@ impl Store {
             self.settings.policies_dir.clone(),
         ]
     }
+}
+
+fn parse_key_file(f: &FileEntry) -> Result<Arc<Key>, Vec<Problem>> {
+    let text = parse::utf8(&f.path, &f.bytes).map_err(|p| vec![p])?;
+    key::parse(&f.path, text).map(Arc::new)
+}
+
+/// `items.iter().map(f)`, on one thread per core for large inputs, in input order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || items.len() < 2048 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let workers: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
 }
