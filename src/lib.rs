@@ -12,6 +12,7 @@ pub mod cli;
 pub mod error;
 pub mod failpoint;
 pub mod init;
+pub mod parallel;
 pub mod plan;
 pub mod policy;
 pub mod runner;

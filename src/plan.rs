@@ -196,8 +196,14 @@ impl Plan {
         Time::parse_rfc3339(&self.now).map_err(|e| Error::ForgedPlan(format!("`now`: {e}")))
     }
 
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+    /// Writes the plan as pretty JSON and a newline, streaming: a 100k-key plan is tens
+    /// of megabytes, which need not be held in memory as one string.
+    pub fn write_json(&self, out: impl std::io::Write) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+        serde_json::to_writer_pretty(&mut out, self)?;
+        out.write_all(b"\n")?;
+        out.flush()
     }
 
     /// Reads a saved plan file, refusing anything that is not exactly a keyrot plan.
@@ -296,30 +302,10 @@ pub fn actions(store: &Store, policies: &PolicySet, now: Time) -> Result<Vec<Act
         }
         Ok(out)
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Below a few thousand keys, starting threads costs more than it saves.
-    if threads < 2 || store.keys.len() < 2048 {
-        return plan_chunk(&store.keys);
-    }
-    let chunk = store.keys.len().div_ceil(threads);
-    let results: Vec<Result<Vec<Action>>> = std::thread::scope(|s| {
-        let workers: Vec<_> = store
-            .keys
-            .chunks(chunk)
-            .map(|c| s.spawn(move || plan_chunk(c)))
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(Error::Usage("a planning thread panicked".into())))
-            })
-            .collect()
-    });
     let mut out = Vec::new();
-    for r in results {
+    for chunk in crate::parallel::map_chunks(&store.keys, plan_chunk) {
         // The first failing chunk in key order reports, so the error is deterministic too.
-        out.extend(r?);
+        out.extend(chunk?);
     }
     Ok(out)
 }

@@ -34,10 +34,13 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         )]);
     }
     if let Some(path) = &args.out {
-        std::fs::write(path, format!("{}\n", plan.to_json())).map_err(|e| Error::io(path, e))?;
+        std::fs::File::create(path)
+            .and_then(|f| plan.write_json(f))
+            .map_err(|e| Error::io(path, e))?;
     }
     if args.json {
-        super::out(&format!("{}\n", plan.to_json()));
+        // A closed pipe (`keyrot plan --json | head`) is not an error.
+        let _ = plan.write_json(std::io::stdout().lock());
     } else {
         let mut text = String::new();
         if !dirty.is_empty() {

@@ -253,7 +253,7 @@ impl Snapshot {
                 return Vec::new();
             }
         };
-        let mut out = Vec::new();
+        let mut wanted = Vec::new();
         for item in listed {
             let name = match item.name {
                 Ok(name) => name,
@@ -275,15 +275,25 @@ impl Snapshot {
                 Pick::Take => {}
             }
             match item.kind {
-                Kind::File | Kind::Symlink | Kind::Other => match source.read(&path) {
-                    Ok(Some(bytes)) => out.push(FileEntry { path, bytes }),
-                    Ok(None) => self.problems.push(Problem::new(path, "vanished while reading")),
-                    Err(msg) => self.problems.push(Problem::new(path, msg)),
-                },
+                Kind::File | Kind::Symlink | Kind::Other => wanted.push(path),
                 Kind::Dir => self.problems.push(Problem::new(path, "is a folder, not a file")),
             }
         }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
+        wanted.sort();
+        // Reading is most of loading a large store: read work-tree files in parallel.
+        // (The cache and git's repository handle are single-threaded.)
+        let read: Vec<Result<Option<Vec<u8>>, String>> = match source {
+            Source::WorkTree(root) => crate::parallel::map(&wanted, |path| read_worktree(root, path)),
+            _ => wanted.iter().map(|path| source.read(path)).collect(),
+        };
+        let mut out = Vec::with_capacity(wanted.len());
+        for (path, result) in wanted.into_iter().zip(read) {
+            match result {
+                Ok(Some(bytes)) => out.push(FileEntry { path, bytes }),
+                Ok(None) => self.problems.push(Problem::new(path, "vanished while reading")),
+                Err(msg) => self.problems.push(Problem::new(path, msg)),
+            }
+        }
         out
     }
 

@@ -81,7 +81,7 @@ impl Store {
                     cache.parse_key(&f.path, &f.bytes, text)
                 })
                 .collect(),
-            _ => parallel_map(&snap.keys, parse_key_file),
+            _ => crate::parallel::map(&snap.keys, parse_key_file),
         };
         let mut keys = Vec::with_capacity(parsed.len());
         for p in parsed {
@@ -137,24 +137,4 @@ impl Store {
 fn parse_key_file(f: &FileEntry) -> Result<Arc<Key>, Vec<Problem>> {
     let text = parse::utf8(&f.path, &f.bytes).map_err(|p| vec![p])?;
     key::parse(&f.path, text).map(Arc::new)
-}
-
-/// `items.iter().map(f)`, on one thread per core for large inputs, in input order.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || items.len() < 2048 {
-        return items.iter().map(f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|s| {
-        let workers: Vec<_> = items
-            .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
-    })
 }

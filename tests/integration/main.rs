@@ -2,6 +2,7 @@
 //! temporary folders. One binary, one module per area.
 
 mod apply;
+mod bench_tools;
 mod check;
 mod common;
 mod crash_safety;

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# keyrot's benchmark: whole-command timings, each against a baseline measured in the
+# same run (the machine is shared and noisy: the ratios are what matter).
+#
+#   examples/bench.sh                 # 10k and 100k keys, 5 runs each (several minutes)
+#   SIZES="1000" RUNS=3 examples/bench.sh
+#   QUICK=1 examples/bench.sh         # tiny sizes, one run: what CI does so it cannot rot
+#
+# Prints a Markdown table; BENCHMARKS.md holds the last full run and its reading.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=${QUICK:-}
+SIZES=${SIZES:-$([ -n "$QUICK" ] && echo 200 || echo "10000 100000")}
+RUNS=${RUNS:-$([ -n "$QUICK" ] && echo 1 || echo 5)}
+APPLY_KEYS=${APPLY_KEYS:-$([ -n "$QUICK" ] && echo 50 || echo 10000)}
+LOG_COMMITS=${LOG_COMMITS:-$([ -n "$QUICK" ] && echo 5 || echo 1000)}
+WORK=${BENCH_DIR:-${TMPDIR:-/tmp}/keyrot-bench}
+NOW=2026-11-22T00:00:00Z
+
+# KEYROT_BIN and EXAMPLES_BIN point at other builds (the test suite uses its debug
+# build); by default everything is built in release mode here.
+if [ -z "${KEYROT_BIN:-}" ]; then
+  cargo build --release --quiet --bin keyrot --examples
+  KEYROT_BIN=$PWD/target/release/keyrot
+  EXAMPLES_BIN=$PWD/target/release/examples
+fi
+EX=${EXAMPLES_BIN:?set EXAMPLES_BIN to the folder of the example binaries}
+KEYROT=$KEYROT_BIN
+export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1
+export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.com GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.com
+mkdir -p "$WORK"
+
+# median_ms CMD...: runs CMD $RUNS times (output discarded), prints the median in ms.
+median_ms() {
+  local times=()
+  for _ in $(seq "$RUNS"); do
+    local s e
+    s=$(date +%s%N)
+    "$@" >/dev/null 2>&1
+    e=$(date +%s%N)
+    times+=($(( (e - s) / 1000000 )))
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }'; }
+
+row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
+
+store() { # store N [--stale]: a generated store, made once and reused
+  local dir="$WORK/store-$1${2:-}"
+  if [ ! -d "$dir/.git" ]; then
+    rm -rf "$dir"
+    "$EX/gen_store" --keys "$1" ${2:-} "$dir" >/dev/null
+  fi
+  echo "$dir"
+}
+
+echo "keyrot benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, runs=$RUNS, $($KEYROT --version)"
+echo
+row "what" "keyrot (ms, median)" "baseline (ms, median)" "ratio" "baseline is"
+row "---" "---" "---" "---" "---"
+
+for n in $SIZES; do
+  dir=$(store "$n")
+  floor=$(median_ms "$EX/parse_floor" "$dir")
+  plan=$(median_ms "$KEYROT" --store "$dir" plan --json --now "$NOW")
+  row "plan --json, $n keys" "$plan" "$floor" "$(ratio "$plan" "$floor")" "list+read+parse the key files (parse_floor, 2 threads)"
+  if [ -x /usr/bin/time ]; then
+    kb=$( { /usr/bin/time -f '%M' "$KEYROT" --store "$dir" plan --json --now "$NOW" >/dev/null; } 2>&1 | tail -1)
+    row "peak memory, plan of $n keys" "$((kb / 1024)) MB" "-" "$(ratio "$((kb / 1024))" 200)" "the 200 MB target"
+  fi
+done
+
+# apply of APPLY_KEYS rotations vs git add -A && git commit of the same changes
+dir=$(store "$APPLY_KEYS" --stale)
+apply_times=(); git_times=()
+for _ in $(seq "$RUNS"); do
+  a="$WORK/apply-a"; b="$WORK/apply-b"
+  rm -rf "$a" "$b" "$WORK/secrets"; cp -r "$dir" "$a"; cp -r "$dir" "$b"
+  s=$(date +%s%N)
+  "$KEYROT" --store "$a" apply --yes --now "$NOW" --secrets-dir "$WORK/secrets" >/dev/null
+  e=$(date +%s%N); apply_times+=($(( (e - s) / 1000000 )))
+  cp "$a"/keys/*.toml "$b/keys/"
+  s=$(date +%s%N)
+  git -C "$b" add -A && git -C "$b" commit -q -m "same changes"
+  e=$(date +%s%N); git_times+=($(( (e - s) / 1000000 )))
+done
+med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ap=$(med "${apply_times[@]}"); gi=$(med "${git_times[@]}")
+row "apply, $APPLY_KEYS rotations, commit included" "$ap" "$gi" "$(ratio "$ap" "$gi")" "git add -A && git commit of the same file changes"
+
+# log KEY over LOG_COMMITS apply commits
+logdir="$WORK/log-$LOG_COMMITS"
+if [ ! -d "$logdir/.git" ]; then
+  rm -rf "$logdir"
+  "$EX/gen_store" --keys 20 "$logdir" >/dev/null
+  echo 'fn evaluate(key) { rotate("bench") }' > "$logdir/policies/always.rhai"
+  sed -i 's/^min_interval = .*/min_interval = "0s"/' "$logdir/keyrot.toml"
+  git -C "$logdir" add -A && git -C "$logdir" commit -q -m "always rotate"
+  t=1795305600
+  for i in $(seq "$LOG_COMMITS"); do
+    "$KEYROT" --store "$logdir" apply --yes --now "$(date -u -d "@$((t + i * 60))" +%Y-%m-%dT%H:%M:%SZ)" --secrets-dir "$WORK/log-secrets" >/dev/null
+  done
+fi
+logkey=$(ls "$logdir/keys" | head -1); logkey=${logkey%.toml}
+kl=$(median_ms "$KEYROT" --store "$logdir" log "$logkey")
+gl=$(median_ms git -C "$logdir" log --format=%H -- "keys/$logkey.toml")
+row "log KEY, $LOG_COMMITS apply commits" "$kl" "$gl" "$(ratio "$kl" "$gl")" "git log --format=%H -- keys/KEY.toml"
+
+# start-up
+empty="$WORK/empty"; [ -d "$empty/.git" ] || "$KEYROT" init "$empty" >/dev/null
+v=$(RUNS=$((RUNS * 4)) median_ms "$KEYROT" --version)
+c=$(RUNS=$((RUNS * 4)) median_ms "$KEYROT" --store "$empty" check)
+g=$(RUNS=$((RUNS * 4)) median_ms git --version)
+row "keyrot --version" "$v" "$g" "$(ratio "$v" "$g")" "git --version"
+row "check, empty store" "$c" "$g" "$(ratio "$c" "$g")" "git --version"
+
+# watch: save to printed plan, on the largest store
+largest=$(store "${SIZES##* }")
+echo
+KEYROT_BIN=$KEYROT "$EX/watch_latency" "$largest" "$RUNS" | sed 's/^/    /'

@@ -1,0 +1,79 @@
+//! The benchmark's tools, run small in CI so they cannot rot: the store generator and
+//! `examples/bench.sh` (with the test build's binaries and tiny sizes).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::common::*;
+
+/// `target/<profile>/examples`, where a plain `cargo test` builds the examples (a
+/// filtered `cargo test --test integration` may not: run `cargo build --examples`).
+fn examples_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("examples")
+}
+
+fn gen_store(dir: &std::path::Path, keys: &str) {
+    let out = Command::new(examples_dir().join("gen_store"))
+        .args(["--keys", keys])
+        .arg(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("run gen_store (built by cargo test)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_generator_makes_a_valid_realistic_deterministic_store() {
+    let s = Store::bare();
+    gen_store(&s.root, "400");
+    s.keyrot(&["check"]).ok();
+    assert_eq!(s.git(&["status", "--porcelain"]), "");
+    let plan = s
+        .keyrot(&["plan", "--json", "--now", "2026-11-22T00:00:00Z"])
+        .ok()
+        .json();
+    for kind in ["rotate", "revoke", "restrict", "expire", "warn"] {
+        assert!(
+            plan["summary"][kind].as_u64().unwrap() > 0,
+            "no {kind}: {}",
+            plan["summary"]
+        );
+    }
+    let other = Store::bare();
+    gen_store(&other.root, "400");
+    assert_eq!(
+        s.git(&["rev-parse", "HEAD^{tree}"]),
+        other.git(&["rev-parse", "HEAD^{tree}"]),
+        "same arguments, same store"
+    );
+}
+
+#[test]
+fn the_bench_script_runs_end_to_end() {
+    let s = Store::bare();
+    let work = s.root.parent().unwrap().join("bench");
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/bench.sh"))
+        .env("QUICK", "1")
+        .env("BENCH_DIR", &work)
+        .env("KEYROT_BIN", env!("CARGO_BIN_EXE_keyrot"))
+        .env("EXAMPLES_BIN", examples_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "| plan --json, 200 keys |",
+        "| apply, 50 rotations",
+        "| log KEY, 5 apply commits |",
+        "| check, empty store |",
+        "watch key edit -> plan:",
+    ] {
+        assert!(stdout.contains(row), "missing `{row}` in\n{stdout}");
+    }
+}
