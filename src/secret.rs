@@ -2,7 +2,7 @@
 //! `<prefix>_<service>_<base62 body><6-char base62 CRC32 checksum>`, fingerprinted
 //! with SHA-256, and written to the secrets folder with owner-only permissions.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -178,7 +178,7 @@ impl SecretsDir {
     }
 
     /// Writes the secret and a newline to a pending file, created 0600 (never readable
-    /// by others, not even briefly) and synced to disk.
+    /// by others, not even briefly). Durable after [`SecretsDir::sync`].
     pub fn write_pending(&self, id: &str, txid: &str, secret: &Secret) -> Result<()> {
         let path = self.pending_path(id, txid);
         let mut f = OpenOptions::new()
@@ -190,7 +190,7 @@ impl SecretsDir {
         let mut line = Vec::with_capacity(secret.expose().len() + 1);
         line.extend_from_slice(secret.expose().as_bytes());
         line.push(b'\n');
-        let written = f.write_all(&line).and_then(|()| f.sync_all());
+        let written = f.write_all(&line);
         wipe(&mut line);
         written.map_err(|e| Error::io(&path, e))
     }
@@ -248,11 +248,10 @@ impl SecretsDir {
         }
     }
 
-    /// Makes the folder's entries (renames, new files) durable.
+    /// Makes everything written to the folder durable: file contents and entries
+    /// (new files, renames).
     pub fn sync(&self) -> Result<()> {
-        File::open(&self.path)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(&self.path, e))
+        crate::durable::sync_filesystem(&self.path)
     }
 }
 

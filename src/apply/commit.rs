@@ -81,3 +81,48 @@ pub(super) fn write_tree(
     }
     builder.write().map_err(git)
 }
+
+/// Writes the apply's objects (the changed blobs, the trees on their paths, the commit)
+/// as one pack file rather than one loose file per object: an apply of thousands of
+/// keys otherwise creates thousands of files in `.git/objects`. Objects go to an
+/// in-memory backend first, then into the pack; no ref points at them yet.
+pub(super) fn write_objects(
+    repo: &Repository,
+    base: Oid,
+    edited: &[(String, String)],
+    sig: &git2::Signature,
+    message: &str,
+) -> Result<Oid> {
+    let git = |what: &'static str| move |e| Error::git(what, e);
+    // A private handle: the in-memory backend is attached to its object database only,
+    // and goes away with it, so no later write of this process can land in memory.
+    let repo = Repository::open(repo.path()).map_err(git("opening the repository"))?;
+    let odb = repo.odb().map_err(git("opening the object database"))?;
+    let mempack = odb
+        .add_new_mempack_backend(1000)
+        .map_err(git("opening an in-memory object store"))?;
+    let base = repo.find_commit(base).map_err(git("reading the base commit"))?;
+    let base_tree = base.tree().map_err(git("reading the base tree"))?;
+    let mut changes = Vec::with_capacity(edited.len());
+    for (path, text) in edited {
+        let oid = repo
+            .blob(text.as_bytes())
+            .map_err(git("writing a key file blob"))?;
+        changes.push((path.split('/').collect::<Vec<_>>(), oid));
+    }
+    let tree_id = write_tree(&repo, Some(&base_tree), &changes)?;
+    let tree = repo.find_tree(tree_id).map_err(git("reading the new tree"))?;
+    crate::failpoint::fail("apply-write-commit")?;
+    let commit = repo
+        .commit(None, sig, sig, message, &tree, &[&base])
+        .map_err(git("writing the commit"))?;
+    let mut pack = git2::Buf::new();
+    mempack
+        .dump(&repo, &mut pack)
+        .map_err(git("packing the objects"))?;
+    let mut writer = odb.packwriter().map_err(git("writing the pack"))?;
+    std::io::Write::write_all(&mut writer, &pack)
+        .map_err(|e| Error::io(repo.path().join("objects/pack"), e))?;
+    writer.commit().map_err(git("writing the pack"))?;
+    Ok(commit)
+}

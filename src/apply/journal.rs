@@ -109,7 +109,7 @@ pub fn recover(ws: &Workspace) -> Result<Option<Recovery>> {
         .map_err(|e| Error::git(format!("reading {}", j.branch), e))?;
     let secrets = SecretsDir::existing(&j.secrets_dir);
     if tip == oid(&j.commit)? {
-        complete(ws, &j)?;
+        complete(ws, &j, &[])?;
         Ok(Some(Recovery::Finished { commit: j.commit }))
     } else if tip == oid(&j.base)? {
         if let Some(secrets) = secrets {
@@ -134,8 +134,9 @@ pub fn recover(ws: &Workspace) -> Result<Option<Recovery>> {
 
 /// Everything after the commit point, each step idempotent so that recovery can redo
 /// it: deliver the pending secrets, remove revoked keys' secrets, bring the work tree
-/// and index to the commit, and delete the journal.
-pub fn complete(ws: &Workspace, j: &Journal) -> Result<Vec<Delivered>> {
+/// and index to the commit, and delete the journal. `written` holds the new key files'
+/// contents when the caller has them (a live apply); recovery reads them from the commit.
+pub fn complete(ws: &Workspace, j: &Journal, written: &[(String, String)]) -> Result<Vec<Delivered>> {
     let git_dir = ws.repo.path().to_path_buf();
     let mut delivered = Vec::new();
     if !j.pending.is_empty() || !j.revoked.is_empty() {
@@ -159,7 +160,7 @@ pub fn complete(ws: &Workspace, j: &Journal) -> Result<Vec<Delivered>> {
         }
         secrets.sync()?;
     }
-    update_worktree(ws, j)?;
+    update_worktree(ws, j, written)?;
     failpoint::pause("apply-after-worktree");
     Journal::remove(&git_dir)?;
     Ok(delivered)
@@ -169,7 +170,7 @@ pub fn complete(ws: &Workspace, j: &Journal) -> Result<Vec<Delivered>> {
 /// by rename) and its index entry, so `git status` is clean. A file that differs from
 /// both the base and the new commit was edited by someone since: it is left alone and
 /// reported rather than overwritten.
-fn update_worktree(ws: &Workspace, j: &Journal) -> Result<()> {
+fn update_worktree(ws: &Workspace, j: &Journal, written: &[(String, String)]) -> Result<()> {
     let repo = &ws.repo;
     let tree_of = |id: &str| -> Result<git2::Tree<'_>> {
         repo.find_commit(oid(id)?)
@@ -178,32 +179,48 @@ fn update_worktree(ws: &Workspace, j: &Journal) -> Result<()> {
     };
     let new_tree = tree_of(&j.commit)?;
     let base_tree = tree_of(&j.base)?;
-    let blob = |tree: &git2::Tree, rel: &str| -> Option<Vec<u8>> {
-        let entry = tree.get_path(Path::new(rel)).ok()?;
-        Some(repo.find_blob(entry.id()).ok()?.content().to_vec())
+    let edited: Vec<&str> = j.edited.iter().map(String::as_str).collect();
+    let new_ids = crate::store::repo::blob_ids(repo, &new_tree, &edited)?;
+    let base_ids = crate::store::repo::blob_ids(repo, &base_tree, &edited)?;
+    let blob = |ids: &std::collections::HashMap<String, Oid>, rel: &str| -> Option<Vec<u8>> {
+        Some(repo.find_blob(*ids.get(rel)?).ok()?.content().to_vec())
     };
+    let written: std::collections::HashMap<&str, &str> =
+        written.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
     let mut index = repo.index().map_err(|e| Error::git("reading the index", e))?;
     let mut conflicts = Vec::new();
     for rel in &j.edited {
-        let Some(new) = blob(&new_tree, rel) else { continue };
+        let new = match written.get(rel.as_str()) {
+            Some(text) => text.as_bytes().to_vec(),
+            None => match blob(&new_ids, rel) {
+                Some(b) => b,
+                None => continue,
+            },
+        };
         let path = ws.root.join(rel);
         let current = fs::read(&path).ok();
         if current.as_deref() != Some(&new[..]) {
-            if current.is_some() && current != blob(&base_tree, rel) {
+            if current.is_some() && current != blob(&base_ids, rel) {
                 conflicts.push(rel.clone());
                 continue;
             }
             let tmp = path.with_extension("toml.keyrot-tmp");
             File::create(&tmp)
-                .and_then(|mut f| f.write_all(&new).and_then(|()| f.sync_all()))
+                .and_then(|mut f| f.write_all(&new))
                 .and_then(|()| fs::rename(&tmp, &path))
                 .map_err(|e| Error::io(&path, e))?;
         }
+        // The index entry is built from the file's metadata and the blob id already
+        // known from the commit: `add_path` would re-read, re-hash and look up
+        // attributes for every file, dozens of system calls each.
+        let meta = fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
         index
-            .add_path(Path::new(rel))
+            .add(&index_entry(rel, &meta, new_ids[rel.as_str()]))
             .map_err(|e| Error::git(format!("updating the index for {rel}"), e))?;
     }
     index.write().map_err(|e| Error::git("writing the index", e))?;
+    // Durable before the journal goes: after a power cut the work tree is whole.
+    crate::durable::sync_filesystem(&ws.root)?;
     if !conflicts.is_empty() {
         return Err(Error::Usage(format!(
             "the work tree's {files} changed since the apply began; keyrot left {them} as {they} {are} (commit {commit} has the applied version)\n  hint: keep your edit with `git stash`, or drop it with `git checkout -- {files}`; then run `keyrot apply` again to finish",
@@ -215,4 +232,28 @@ fn update_worktree(ws: &Workspace, j: &Journal) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn index_entry(rel: &str, meta: &fs::Metadata, id: Oid) -> git2::IndexEntry {
+    use std::os::unix::fs::MetadataExt;
+    // The index stores 32-bit fields; git truncates the same way.
+    let time = |secs: i64, nanos: i64| git2::IndexTime::new(secs as i32, nanos as u32);
+    git2::IndexEntry {
+        ctime: time(meta.ctime(), meta.ctime_nsec()),
+        mtime: time(meta.mtime(), meta.mtime_nsec()),
+        dev: meta.dev() as u32,
+        ino: meta.ino() as u32,
+        mode: if meta.mode() & 0o111 != 0 {
+            0o100755
+        } else {
+            0o100644
+        },
+        uid: meta.uid(),
+        gid: meta.gid(),
+        file_size: meta.len() as u32,
+        id,
+        flags: rel.len().min(0xfff) as u16,
+        flags_extended: 0,
+        path: rel.as_bytes().to_vec(),
+    }
 }

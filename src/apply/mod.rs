@@ -17,7 +17,7 @@ pub mod journal;
 pub mod lock;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use git2::Oid;
 use rand::rngs::OsRng;
@@ -265,6 +265,12 @@ pub fn execute(
     };
 
     // Steps before the commit point; on any failure, delete what they wrote.
+    let paths: Vec<&str> = by_key
+        .keys()
+        .filter_map(|id| store.key(id))
+        .map(|k| k.path.as_str())
+        .collect();
+    let base_blobs = repo::blob_ids(&ws.repo, &base_tree, &paths)?;
     let mut edited_text: Vec<(String, String)> = Vec::new();
     let prepared = (|| -> Result<Oid> {
         for (id, actions) in &by_key {
@@ -272,12 +278,12 @@ pub fn execute(
                 .key(id)
                 .ok_or_else(|| Error::ForgedPlan(format!("key `{id}` is not in the store")))?;
             let changes = edit::merge(actions)?;
-            let entry = base_tree
-                .get_path(Path::new(&key.path))
-                .map_err(|e| Error::git(format!("reading {}", key.path), e))?;
+            let blob_id = base_blobs
+                .get(&key.path)
+                .ok_or_else(|| Error::ForgedPlan(format!("{} is not in the base commit", key.path)))?;
             let blob = ws
                 .repo
-                .find_blob(entry.id())
+                .find_blob(*blob_id)
                 .map_err(|e| Error::git(format!("reading {}", key.path), e))?;
             let text = std::str::from_utf8(blob.content())
                 .map_err(|_| Error::Usage(format!("{}: not UTF-8", key.path)))?;
@@ -299,25 +305,15 @@ pub fn execute(
         secrets.sync()?;
         failpoint::pause("apply-after-secrets");
 
-        let mut changes = Vec::with_capacity(edited_text.len());
-        for (path, text) in &edited_text {
-            let oid = ws
-                .repo
-                .blob(text.as_bytes())
-                .map_err(|e| Error::git("writing a key file blob", e))?;
-            changes.push((path.split('/').collect::<Vec<_>>(), oid));
-        }
-        let tree_id = commit::write_tree(&ws.repo, Some(&base_tree), &changes)?;
-        let tree = ws
-            .repo
-            .find_tree(tree_id)
-            .map_err(|e| Error::git("reading the new tree", e))?;
-        let sig = repo::signature(&ws.repo, &store.settings)?;
-        failpoint::fail("apply-write-commit")?;
-        let new = ws
-            .repo
-            .commit(None, &sig, &sig, &commit_message(plan), &tree, &[&base])
-            .map_err(|e| Error::git("writing the commit", e))?;
+        let new = commit::write_objects(
+            &ws.repo,
+            base_id,
+            &edited_text,
+            &repo::signature(&ws.repo, &store.settings)?,
+            &commit_message(plan),
+        )?;
+        // The objects must be on disk before any ref can point at them.
+        crate::durable::sync_filesystem(ws.repo.path())?;
         failpoint::pause("apply-after-objects");
         j.commit = new.to_string();
         j.edited = edited_text.iter().map(|(p, _)| p.clone()).collect();
@@ -333,6 +329,9 @@ pub fn execute(
                     e.message()
                 ))
             })?;
+        // Durable before secrets are promoted, so a power cut cannot undo the ref move
+        // after the secret files changed.
+        crate::durable::sync_filesystem(ws.repo.path())?;
         Ok(new)
     })();
     let commit = match prepared {
@@ -347,7 +346,7 @@ pub fn execute(
     };
     failpoint::pause("apply-after-commit");
 
-    let delivered = journal::complete(ws, &j).map_err(|e| Error::AfterCommit {
+    let delivered = journal::complete(ws, &j, &edited_text).map_err(|e| Error::AfterCommit {
         commit: commit.to_string(),
         source: Box::new(e),
     })?;

@@ -68,9 +68,7 @@ impl Source<'_> {
                 };
                 match entry.filemode() {
                     0o100644 | 0o100755 => {}
-                    0o120000 => {
-                        return Err("is a symbolic link; keyrot reads only regular files in the store".into())
-                    }
+                    0o120000 => return Err(SYMLINK.into()),
                     _ => return Err("is not a regular file".into()),
                 }
                 let blob = repo
@@ -131,7 +129,7 @@ fn read_worktree(root: &Path, rel: &str) -> Result<Option<Vec<u8>>, String> {
         Err(e) => return Err(format!("cannot read: {e}")),
     };
     if meta.file_type().is_symlink() {
-        return Err("is a symbolic link; keyrot reads only regular files in the store".into());
+        return Err(SYMLINK.into());
     }
     if !meta.is_file() {
         return Err("is not a regular file".into());
@@ -185,6 +183,37 @@ fn list_worktree(root: &Path, rel: &str) -> Result<Option<Vec<Listed>>, String> 
         out.push(Listed { name, kind });
     }
     Ok(Some(out))
+}
+
+const SYMLINK: &str = "is a symbolic link; keyrot reads only regular files in the store";
+
+/// Reads many files of one commit, looking each folder's tree up once.
+fn read_commit_files(
+    repo: &git2::Repository,
+    tree: &git2::Tree,
+    paths: &[String],
+) -> Vec<Result<Option<Vec<u8>>, String>> {
+    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let ids = match super::repo::blob_ids(repo, tree, &refs) {
+        Ok(ids) => ids,
+        Err(e) => return paths.iter().map(|_| Err(e.to_string())).collect(),
+    };
+    paths
+        .iter()
+        .map(|p| {
+            let Some(id) = ids.get(p) else { return Ok(None) };
+            let blob = repo
+                .find_blob(*id)
+                .map_err(|e| format!("cannot read from the commit: {}", e.message()))?;
+            if blob.size() as u64 > MAX_FILE_BYTES {
+                return Err(format!(
+                    "is {} bytes, over the {MAX_FILE_BYTES}-byte limit",
+                    blob.size()
+                ));
+            }
+            Ok(Some(blob.content().to_vec()))
+        })
+        .collect()
 }
 
 /// The raw bytes of a store, as read from one source.
@@ -275,7 +304,9 @@ impl Snapshot {
                 Pick::Take => {}
             }
             match item.kind {
-                Kind::File | Kind::Symlink | Kind::Other => wanted.push(path),
+                Kind::File => wanted.push(path),
+                Kind::Symlink => self.problems.push(Problem::new(path, SYMLINK)),
+                Kind::Other => self.problems.push(Problem::new(path, "is not a regular file")),
                 Kind::Dir => self.problems.push(Problem::new(path, "is a folder, not a file")),
             }
         }
@@ -284,7 +315,8 @@ impl Snapshot {
         // (The cache and git's repository handle are single-threaded.)
         let read: Vec<Result<Option<Vec<u8>>, String>> = match source {
             Source::WorkTree(root) => crate::parallel::map(&wanted, |path| read_worktree(root, path)),
-            _ => wanted.iter().map(|path| source.read(path)).collect(),
+            Source::Commit { repo, tree } => read_commit_files(repo, tree, &wanted),
+            Source::Cached { .. } => wanted.iter().map(|path| source.read(path)).collect(),
         };
         let mut out = Vec::with_capacity(wanted.len());
         for (path, result) in wanted.into_iter().zip(read) {

@@ -1,6 +1,7 @@
 //! The git side of a store: opening it, finding HEAD and its branch, and telling
 //! whether the work tree differs from HEAD where keyrot cares.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use git2::{Repository, Signature, StatusOptions};
@@ -97,4 +98,36 @@ pub fn signature(repo: &Repository, settings: &Settings) -> Result<Signature<'st
     repo.signature()
         .or_else(|_| Signature::now(&settings.commit_name, &settings.commit_email))
         .map_err(|e| Error::git("making the commit signature", e))
+}
+
+/// The blob ids of `paths` (store-relative files) in `tree`, loading each folder's tree
+/// once. Looking files up one by one from the root re-reads and re-parses a folder's
+/// tree per file (libgit2 does not cache large trees), which is quadratic in the
+/// number of keys.
+pub fn blob_ids(repo: &Repository, tree: &git2::Tree, paths: &[&str]) -> Result<HashMap<String, git2::Oid>> {
+    let mut folders: HashMap<&str, Option<git2::Tree>> = HashMap::new();
+    let mut out = HashMap::with_capacity(paths.len());
+    for path in paths {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        if !folders.contains_key(dir) {
+            let sub = if dir.is_empty() {
+                Some(tree.clone())
+            } else {
+                match tree.get_path(Path::new(dir)) {
+                    Ok(e) => Some(
+                        repo.find_tree(e.id())
+                            .map_err(|e| Error::git(format!("reading {dir}"), e))?,
+                    ),
+                    Err(_) => None,
+                }
+            };
+            folders.insert(dir, sub);
+        }
+        if let Some(Some(sub)) = folders.get(dir) {
+            if let Some(entry) = sub.get_name(name) {
+                out.insert(path.to_string(), entry.id());
+            }
+        }
+    }
+    Ok(out)
 }
