@@ -16,6 +16,7 @@ pub mod init;
 pub mod parallel;
 pub mod plan;
 pub mod policy;
+pub mod progress;
 pub mod runner;
 pub mod secret;
 pub mod store;

@@ -177,8 +177,9 @@ impl Plan {
         now: Time,
         store_commit: Option<String>,
         dirty: bool,
+        progress: crate::progress::Progress,
     ) -> Result<Plan> {
-        let actions = actions(store, policies, now)?;
+        let actions = actions(store, policies, now, progress)?;
         Ok(Plan {
             format: FORMAT,
             store_commit,
@@ -280,12 +281,21 @@ fn multiset_minus(from: &[Action], minus: &[Action]) -> Vec<Action> {
 /// Evaluates every active key against every policy and applies the precedence rules.
 /// Keys are split into contiguous chunks evaluated in parallel (one per core), and the
 /// chunks' actions joined in key order, so the result does not depend on scheduling.
-pub fn actions(store: &Store, policies: &PolicySet, now: Time) -> Result<Vec<Action>> {
+pub fn actions(
+    store: &Store,
+    policies: &PolicySet,
+    now: Time,
+    progress: crate::progress::Progress,
+) -> Result<Vec<Action>> {
     let counts = store.active_keys_per_owner();
     let names: Vec<&str> = policies.policies().iter().map(|p| p.name.as_str()).collect();
+    let total = store.keys.len() as u64;
     let plan_chunk = |keys: &[std::sync::Arc<crate::store::Key>]| -> Result<Vec<Action>> {
         let mut out = Vec::new();
-        for key in keys {
+        for (i, key) in keys.iter().enumerate() {
+            if i % 256 == 255 {
+                crate::progress::tick(progress, 256, total);
+            }
             if key.status == KeyStatus::Revoked {
                 continue;
             }
@@ -300,6 +310,7 @@ pub fn actions(store: &Store, policies: &PolicySet, now: Time) -> Result<Vec<Act
                 now,
             ));
         }
+        crate::progress::tick(progress, keys.len() as u64 % 256, total);
         Ok(out)
     };
     let mut out = Vec::new();

@@ -21,13 +21,13 @@ pub struct Cycle {
 pub fn cycle(ws: &Workspace, now: Time, secrets: Option<&SecretsDir>) -> Result<Cycle> {
     match secrets {
         None => {
-            let (plan, _) = ws.plan_worktree(now)?;
+            let (plan, _) = ws.plan_worktree(now, None)?;
             Ok(Cycle { plan, applied: None })
         }
         Some(secrets) => {
             let guard = apply::begin(ws)?;
             let (head, loaded) = apply::load_head(ws, now)?;
-            let plan = loaded.plan(now, Some(head), false)?;
+            let plan = loaded.plan(now, Some(head), false, None)?;
             let applied = apply::execute(ws, &guard, &loaded, &plan, secrets)?;
             Ok(Cycle {
                 plan,

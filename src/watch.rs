@@ -120,7 +120,7 @@ impl Planner {
             self.keys_dir = loaded.store.settings.keys_dir.clone();
             self.policies_dir = loaded.store.settings.policies_dir.clone();
             let dirty = self.ws.dirty_paths(&loaded.store)?;
-            loaded.plan(now, self.ws.head_id()?, !dirty.is_empty())
+            loaded.plan(now, self.ws.head_id()?, !dirty.is_empty(), None)
         });
         match result {
             Ok(plan) => {

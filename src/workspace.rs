@@ -8,6 +8,7 @@ use git2::Repository;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::policy::{AstCache, PolicySet};
+use crate::progress::Progress;
 use crate::store::{repo, Source, Store};
 use crate::time::Time;
 
@@ -35,8 +36,14 @@ impl Loaded {
         Ok(Loaded { store, policies })
     }
 
-    pub fn plan(&self, now: Time, store_commit: Option<String>, dirty: bool) -> Result<Plan> {
-        Plan::make(&self.store, &self.policies, now, store_commit, dirty)
+    pub fn plan(
+        &self,
+        now: Time,
+        store_commit: Option<String>,
+        dirty: bool,
+        progress: Progress,
+    ) -> Result<Plan> {
+        Plan::make(&self.store, &self.policies, now, store_commit, dirty, progress)
     }
 }
 
@@ -87,10 +94,10 @@ impl Workspace {
     }
 
     /// The plan of the work tree: what `plan` and `watch` show.
-    pub fn plan_worktree(&self, now: Time) -> Result<(Plan, Vec<String>)> {
+    pub fn plan_worktree(&self, now: Time, progress: Progress) -> Result<(Plan, Vec<String>)> {
         let loaded = self.load_worktree(now)?;
         let dirty = self.dirty_paths(&loaded.store)?;
-        let plan = loaded.plan(now, self.head_id()?, !dirty.is_empty())?;
+        let plan = loaded.plan(now, self.head_id()?, !dirty.is_empty(), progress)?;
         Ok((plan, dirty))
     }
 }

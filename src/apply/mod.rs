@@ -150,7 +150,7 @@ pub fn verify_saved(ws: &Workspace, plan: &Plan) -> Result<Loaded> {
             "keys_digest does not match the key files at HEAD".into(),
         ));
     }
-    let derived = loaded.plan(now, Some(head), false)?;
+    let derived = loaded.plan(now, Some(head), false, None)?;
     if derived != *plan {
         let detail = match derived
             .actions

@@ -62,7 +62,13 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         None => {
             let now = args.now.unwrap_or_else(Time::now);
             let (head, loaded) = apply::load_head(&ws, now)?;
-            let plan = loaded.plan(now, Some(head), false)?;
+            let bar = super::progress_bar(loaded.store.keys.len(), "planning", args.json);
+            let tick = |n, total| {
+                bar.set_length(total);
+                bar.inc(n)
+            };
+            let plan = loaded.plan(now, Some(head), false, Some(&tick))?;
+            bar.finish_and_clear();
             if !args.yes {
                 if !std::io::stdin().is_terminal() {
                     return Err(Error::Usage(

@@ -41,7 +41,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Error> {
     super::out(&format!("== keyrot plan --now {now}\n"));
     let guard = apply::begin(&ws)?;
     let (head, loaded) = apply::load_head(&ws, now)?;
-    let plan = loaded.plan(now, Some(head), false)?;
+    let plan = loaded.plan(now, Some(head), false, None)?;
     super::out(&super::render::plan(&plan));
 
     let secrets_path = match &args.secrets_dir {

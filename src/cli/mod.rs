@@ -132,6 +132,22 @@ fn stop_channel() -> Result<(Sender<Signal>, Receiver<Signal>), Error> {
     Ok((tx, rx))
 }
 
+/// A progress bar on stderr for a long run, or a hidden one: only on a terminal, never
+/// with `--json`. `len` 0 means "unknown yet" (set on the first tick's total).
+fn progress_bar(len: usize, what: &'static str, json: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar =
+        indicatif::ProgressBar::with_draw_target(Some(len as u64), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} keys") {
+        bar.set_style(style);
+    }
+    bar.set_message(what);
+    bar
+}
+
 /// Prints what the user should know but that is not an error, one `note:` line each.
 fn notes(notes: &[String]) {
     for n in notes {

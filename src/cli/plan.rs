@@ -26,7 +26,13 @@ pub struct Args {
 pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
     let now = args.now.unwrap_or_else(Time::now);
-    let (plan, dirty) = ws.plan_worktree(now)?;
+    let bar = super::progress_bar(0, "planning", args.json);
+    let tick = |n, total| {
+        bar.set_length(total);
+        bar.inc(n)
+    };
+    let (plan, dirty) = ws.plan_worktree(now, Some(&tick))?;
+    bar.finish_and_clear();
     if let Ok(Some(j)) = crate::apply::journal::Journal::read(ws.repo.path()) {
         super::notes(&[format!(
             "an apply was interrupted (commit {}); the next `keyrot apply` finishes or rolls it back, and brings the work tree along",

@@ -77,3 +77,12 @@ fn the_bench_script_runs_end_to_end() {
         assert!(stdout.contains(row), "missing `{row}` in\n{stdout}");
     }
 }
+
+#[test]
+fn long_runs_draw_no_progress_bar_off_a_terminal() {
+    let s = Store::bare();
+    gen_store(&s.root, "3000");
+    let plan = s.keyrot(&["plan", "--now", "2026-11-22T00:00:00Z"]).ok();
+    assert!(plan.stderr.is_empty(), "{}", plan.stderr);
+    assert!(plan.stdout.contains("Plan: "));
+}
