@@ -28,6 +28,8 @@ fi
 EX=${EXAMPLES_BIN:?set EXAMPLES_BIN to the folder of the example binaries}
 KEYROT=$KEYROT_BIN
 export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1
+# No background `git gc --auto` racing the clean-up between runs (nor skewing timings).
+export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=gc.auto GIT_CONFIG_VALUE_0=0
 export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.com GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.com
 mkdir -p "$WORK"
 
