@@ -45,6 +45,11 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         ));
         return Ok(ExitCode::SUCCESS);
     }
+    if args.planfile.is_none() && !args.yes && !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "apply without a plan file needs --yes when stdin is not a terminal (as `terraform apply -auto-approve`)".into(),
+        ));
+    }
     let secrets_path = match &args.secrets_dir {
         Some(p) => p.clone(),
         None => secret::default_dir(&ws.root)?,
@@ -70,11 +75,6 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
             let plan = loaded.plan(now, Some(head), false, Some(&tick))?;
             bar.finish_and_clear();
             if !args.yes {
-                if !std::io::stdin().is_terminal() {
-                    return Err(Error::Usage(
-                        "apply without a plan file needs --yes when stdin is not a terminal (as `terraform apply -auto-approve`)".into(),
-                    ));
-                }
                 super::out(&super::render::plan(&plan));
                 if !plan.has_changes() {
                     super::out("\nNothing to apply.\n");
