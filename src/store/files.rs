@@ -71,16 +71,7 @@ impl Source<'_> {
                     0o120000 => return Err(SYMLINK.into()),
                     _ => return Err("is not a regular file".into()),
                 }
-                let blob = repo
-                    .find_blob(entry.id())
-                    .map_err(|e| format!("cannot read from the commit: {}", e.message()))?;
-                if blob.size() as u64 > MAX_FILE_BYTES {
-                    return Err(format!(
-                        "is {} bytes, over the {MAX_FILE_BYTES}-byte limit",
-                        blob.size()
-                    ));
-                }
-                Ok(Some(blob.content().to_vec()))
+                read_blob(repo, entry.id())
             }
         }
     }
@@ -187,6 +178,20 @@ fn list_worktree(root: &Path, rel: &str) -> Result<Option<Vec<Listed>>, String> 
 
 const SYMLINK: &str = "is a symbolic link; keyrot reads only regular files in the store";
 
+/// Reads one committed file's bytes, within the size limit.
+fn read_blob(repo: &git2::Repository, id: git2::Oid) -> Result<Option<Vec<u8>>, String> {
+    let blob = repo
+        .find_blob(id)
+        .map_err(|e| format!("cannot read from the commit: {}", e.message()))?;
+    if blob.size() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "is {} bytes, over the {MAX_FILE_BYTES}-byte limit",
+            blob.size()
+        ));
+    }
+    Ok(Some(blob.content().to_vec()))
+}
+
 /// Reads many files of one commit, looking each folder's tree up once.
 fn read_commit_files(
     repo: &git2::Repository,
@@ -200,18 +205,9 @@ fn read_commit_files(
     };
     paths
         .iter()
-        .map(|p| {
-            let Some(id) = ids.get(p) else { return Ok(None) };
-            let blob = repo
-                .find_blob(*id)
-                .map_err(|e| format!("cannot read from the commit: {}", e.message()))?;
-            if blob.size() as u64 > MAX_FILE_BYTES {
-                return Err(format!(
-                    "is {} bytes, over the {MAX_FILE_BYTES}-byte limit",
-                    blob.size()
-                ));
-            }
-            Ok(Some(blob.content().to_vec()))
+        .map(|p| match ids.get(p) {
+            Some(id) => read_blob(repo, *id),
+            None => Ok(None),
         })
         .collect()
 }

@@ -277,18 +277,7 @@ fn nothing_to_do_makes_no_commit() {
     let run = s.apply().ok();
     assert!(run.stdout.contains("No commit made"), "{}", run.stdout);
     assert_eq!(s.commit_count(), 2);
-    let json = s
-        .keyrot(&[
-            "apply",
-            "--yes",
-            "--json",
-            "--now",
-            NOW,
-            "--secrets-dir",
-            s.secrets.to_str().unwrap(),
-        ])
-        .ok()
-        .json();
+    let json = s.apply_with(&["--json"]).ok().json();
     assert_eq!(json["commit"], serde_json::Value::Null);
 }
 
@@ -297,14 +286,7 @@ fn a_secrets_folder_inside_the_store_is_refused() {
     let s = every_action_store();
     let inside = s.root.join("secrets");
     let run = s
-        .keyrot(&[
-            "apply",
-            "--yes",
-            "--now",
-            NOW,
-            "--secrets-dir",
-            inside.to_str().unwrap(),
-        ])
+        .apply_with(&["--secrets-dir", inside.to_str().unwrap()])
         .fails(1);
     assert!(run.stderr.contains("inside the store"), "{}", run.stderr);
     assert_eq!(s.commit_count(), 2);
@@ -313,18 +295,7 @@ fn a_secrets_folder_inside_the_store_is_refused() {
 #[test]
 fn apply_json_reports_commit_and_fingerprints() {
     let s = every_action_store();
-    let json = s
-        .keyrot(&[
-            "apply",
-            "--yes",
-            "--json",
-            "--now",
-            NOW,
-            "--secrets-dir",
-            s.secrets.to_str().unwrap(),
-        ])
-        .ok()
-        .json();
+    let json = s.apply_with(&["--json"]).ok().json();
     assert_eq!(json["commit"], s.head());
     let secrets = json["secrets"].as_array().unwrap();
     assert_eq!(secrets.len(), 1);

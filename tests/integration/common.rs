@@ -183,8 +183,15 @@ impl Store {
 
     /// `apply --yes` at NOW, secrets into the test's secrets folder.
     pub fn apply(&self) -> Run {
+        self.apply_with(&[])
+    }
+
+    /// [`Store::apply`] with more arguments.
+    pub fn apply_with(&self, extra: &[&str]) -> Run {
         let secrets = self.secrets.to_str().unwrap().to_string();
-        self.keyrot(&["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets])
+        let mut args = vec!["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets];
+        args.extend_from_slice(extra);
+        self.keyrot(&args)
     }
 
     pub fn secret_file(&self, id: &str) -> PathBuf {
