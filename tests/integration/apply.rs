@@ -285,8 +285,9 @@ fn nothing_to_do_makes_no_commit() {
 fn a_secrets_folder_inside_the_store_is_refused() {
     let s = every_action_store();
     let inside = s.root.join("secrets");
+    let inside = inside.to_str().unwrap();
     let run = s
-        .apply_with(&["--secrets-dir", inside.to_str().unwrap()])
+        .keyrot(&["apply", "--yes", "--now", NOW, "--secrets-dir", inside])
         .fails(1);
     assert!(run.stderr.contains("inside the store"), "{}", run.stderr);
     assert_eq!(s.commit_count(), 2);
