@@ -292,6 +292,7 @@ pub fn actions(
     let total = store.keys.len() as u64;
     let plan_chunk = |keys: &[std::sync::Arc<crate::store::Key>]| -> Result<Vec<Action>> {
         let mut out = Vec::new();
+        let mut evaluator = policies.evaluator();
         for (i, key) in keys.iter().enumerate() {
             if i % 256 == 255 {
                 crate::progress::tick(progress, 256, total);
@@ -301,7 +302,7 @@ pub fn actions(
             }
             let owner_count = counts.get(key.owner.as_str()).copied().unwrap_or(0);
             let view = KeyView::new(key.clone(), store.owners.get(&key.owner), owner_count, now);
-            let decisions = policies.evaluate(&view)?;
+            let decisions = evaluator.evaluate(&view)?;
             out.extend(resolve(
                 &view,
                 decisions.iter().map(|(i, d)| (names[*i], d)),

@@ -153,18 +153,41 @@ impl PolicySet {
     }
 
     /// Evaluates one key against every policy, in policy-name order. Returns each
-    /// decision with the index of the policy that made it.
+    /// decision with the index of the policy that made it. For many keys, use one
+    /// [`Evaluator`] per thread instead.
     pub fn evaluate(&self, key: &KeyView) -> Result<Vec<(usize, Decision)>, Error> {
+        self.evaluator().evaluate(key)
+    }
+
+    /// An evaluator with its own copy of each policy's top-level constants, reused
+    /// from key to key (Rhai rewinds the scope after each call, and `evaluate` cannot
+    /// change constants).
+    pub fn evaluator(&self) -> Evaluator<'_> {
+        Evaluator {
+            set: self,
+            scopes: self.policies.iter().map(|p| p.globals.clone()).collect(),
+        }
+    }
+}
+
+/// Evaluates keys against a [`PolicySet`]; not shared between threads.
+pub struct Evaluator<'a> {
+    set: &'a PolicySet,
+    scopes: Vec<Scope<'static>>,
+}
+
+impl Evaluator<'_> {
+    /// See [`PolicySet::evaluate`].
+    pub fn evaluate(&mut self, key: &KeyView) -> Result<Vec<(usize, Decision)>, Error> {
         let mut out = Vec::new();
-        for (idx, policy) in self.policies.iter().enumerate() {
-            let mut scope = policy.globals.clone();
+        for ((idx, policy), scope) in self.set.policies.iter().enumerate().zip(&mut self.scopes) {
             let options = CallFnOptions::new()
                 .eval_ast(false)
                 .rewind_scope(true)
                 .with_tag(idx as rhai::INT);
-            let result = self.engine.call_fn_with_options::<Dynamic>(
+            let result = self.set.engine.call_fn_with_options::<Dynamic>(
                 options,
-                &mut scope,
+                scope,
                 &policy.ast,
                 "evaluate",
                 (key.clone(),),
