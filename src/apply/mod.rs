@@ -65,12 +65,6 @@ pub struct Guard {
     notes: Vec<String>,
 }
 
-impl Guard {
-    pub fn notes(&self) -> &[String] {
-        &self.notes
-    }
-}
-
 /// Takes the store's lock and recovers from an interrupted apply, if any.
 pub fn begin(ws: &Workspace) -> Result<Guard> {
     let txid = txid()?;
