@@ -40,11 +40,10 @@ fn views() -> Vec<KeyView> {
         .collect()
 }
 
-/// One key through the six shipped policies (divide by 6 for one evaluation).
-#[divan::bench]
-fn evaluate_six_shipped_policies(b: divan::Bencher) {
-    let (set, problems) = PolicySet::compile(&shipped(), &Settings::default(), now());
-    assert!(problems.is_empty());
+/// Evaluates keys in turn against `policies`, as one planning thread does.
+fn bench_evaluation(b: divan::Bencher, policies: &[FileEntry]) {
+    let (set, problems) = PolicySet::compile(policies, &Settings::default(), now());
+    assert!(problems.is_empty(), "{problems:?}");
     let views = views();
     let mut evaluator = set.evaluator();
     let mut i = 0;
@@ -52,6 +51,12 @@ fn evaluate_six_shipped_policies(b: divan::Bencher) {
         i = (i + 1) % views.len();
         evaluator.evaluate(&views[i]).unwrap()
     });
+}
+
+/// One key through the six shipped policies (divide by 6 for one evaluation).
+#[divan::bench]
+fn evaluate_six_shipped_policies(b: divan::Bencher) {
+    bench_evaluation(b, &shipped());
 }
 
 /// One key through a user's policy that is not one of the shipped six.
@@ -69,15 +74,7 @@ fn evaluate(key) {
 }"#
         .to_vec(),
     };
-    let (set, problems) = PolicySet::compile(&[user], &Settings::default(), now());
-    assert!(problems.is_empty());
-    let views = views();
-    let mut evaluator = set.evaluator();
-    let mut i = 0;
-    b.bench_local(|| {
-        i = (i + 1) % views.len();
-        evaluator.evaluate(&views[i]).unwrap()
-    });
+    bench_evaluation(b, &[user]);
 }
 
 /// Parsing and validating one key file.
