@@ -12,17 +12,11 @@ use crate::plan::{ActionKind, Plan};
 /// then the trailers that tie it to its plan.
 pub fn commit_message(plan: &Plan) -> String {
     let s = &plan.summary;
-    let counts: Vec<String> = [
-        (s.rotate, "rotate"),
-        (s.revoke, "revoke"),
-        (s.restrict, "restrict"),
-        (s.expire, "expire"),
-    ]
-    .iter()
-    .filter(|(n, _)| *n > 0)
-    .map(|(n, what)| format!("{n} {what}"))
-    .collect();
-    let mut msg = format!("{SUBJECT_PREFIX} {}\n\n", counts.join(", "));
+    // Always all four counts, zeros included: one fixed shape for tools that read it.
+    let mut msg = format!(
+        "{SUBJECT_PREFIX} {} rotate, {} revoke, {} restrict, {} expire\n\n",
+        s.rotate, s.revoke, s.restrict, s.expire
+    );
     for a in &plan.actions {
         if a.superseded_by.is_some() || !(a.action.changes_store() || a.action == ActionKind::Warn) {
             continue;

@@ -73,8 +73,7 @@ pub fn plan(plan: &Plan) -> String {
 /// A re-plan in `watch`: which files changed, what changed in the plan, the summary.
 pub fn plan_change(plan: &Plan, diff: &PlanDiff, changed: &[String]) -> String {
     let mut out = format!(
-        "--- {} changed
-",
+        "--- {} changed\n",
         if changed.is_empty() {
             "the store".to_string()
         } else {
@@ -82,10 +81,10 @@ pub fn plan_change(plan: &Plan, diff: &PlanDiff, changed: &[String]) -> String {
         }
     );
     if diff.is_empty() {
-        out.push_str(
-            "  (no change to the plan)
-",
-        );
+        out.push_str("  (no change to the plan)\n");
+    }
+    if plan.dirty {
+        out.push_str("  (the work tree differs from HEAD: apply acts only on committed state)\n");
     }
     for key in diff.keys() {
         for (sign, actions) in [("-", &diff.removed), ("+", &diff.added)] {

@@ -43,9 +43,11 @@ fn once_with_apply_commits_and_never_applies_a_broken_policy_set() {
         "{}",
         run.stdout
     );
-    assert!(s
-        .git(&["log", "-1", "--format=%s"])
-        .starts_with("keyrot apply: 1 rotate"));
+    // Every count, zeros included, in one fixed shape.
+    assert_eq!(
+        s.git(&["log", "-1", "--format=%s"]).trim(),
+        "keyrot apply: 1 rotate, 0 revoke, 0 restrict, 0 expire"
+    );
     assert!(s.secret_file("old").exists());
     let run = s
         .keyrot(&["run", "--once", "--apply", "--secrets-dir", &secrets])
