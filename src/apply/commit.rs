@@ -76,10 +76,17 @@ pub(super) fn write_tree(
     builder.write().map_err(git)
 }
 
-/// Writes the apply's objects (the changed blobs, the trees on their paths, the commit)
-/// as one pack file rather than one loose file per object: an apply of thousands of
-/// keys otherwise creates thousands of files in `.git/objects`. Objects go to an
-/// in-memory backend first, then into the pack; no ref points at them yet.
+/// Applies touching at least this many key files write their objects as one pack.
+/// Smaller ones write loose objects, as git does, so that everyday applies do not pile
+/// up one small pack each (every object lookup searches every pack; git's own
+/// `gc --auto` folds loose objects into packs).
+const PACK_FROM_FILES: usize = 64;
+
+/// Writes the apply's objects (the changed blobs, the trees on their paths, the commit).
+/// A large apply writes them as one pack file rather than one loose file per object:
+/// thousands of keys would otherwise create thousands of files in `.git/objects`. Its
+/// objects go to an in-memory backend first, then into the pack. No ref points at
+/// them yet either way.
 pub(super) fn write_objects(
     repo: &Repository,
     base: Oid,
@@ -92,9 +99,14 @@ pub(super) fn write_objects(
     // and goes away with it, so no later write of this process can land in memory.
     let repo = Repository::open(repo.path()).map_err(git("opening the repository"))?;
     let odb = repo.odb().map_err(git("opening the object database"))?;
-    let mempack = odb
-        .add_new_mempack_backend(1000)
-        .map_err(git("opening an in-memory object store"))?;
+    let mempack = if edited.len() >= PACK_FROM_FILES {
+        Some(
+            odb.add_new_mempack_backend(1000)
+                .map_err(git("opening an in-memory object store"))?,
+        )
+    } else {
+        None
+    };
     let base = repo.find_commit(base).map_err(git("reading the base commit"))?;
     let base_tree = base.tree().map_err(git("reading the base tree"))?;
     let mut changes = Vec::with_capacity(edited.len());
@@ -110,13 +122,15 @@ pub(super) fn write_objects(
     let commit = repo
         .commit(None, sig, sig, message, &tree, &[&base])
         .map_err(git("writing the commit"))?;
-    let mut pack = git2::Buf::new();
-    mempack
-        .dump(&repo, &mut pack)
-        .map_err(git("packing the objects"))?;
-    let mut writer = odb.packwriter().map_err(git("writing the pack"))?;
-    std::io::Write::write_all(&mut writer, &pack)
-        .map_err(|e| Error::io(repo.path().join("objects/pack"), e))?;
-    writer.commit().map_err(git("writing the pack"))?;
+    if let Some(mempack) = mempack {
+        let mut pack = git2::Buf::new();
+        mempack
+            .dump(&repo, &mut pack)
+            .map_err(git("packing the objects"))?;
+        let mut writer = odb.packwriter().map_err(git("writing the pack"))?;
+        std::io::Write::write_all(&mut writer, &pack)
+            .map_err(|e| Error::io(repo.path().join("objects/pack"), e))?;
+        writer.commit().map_err(git("writing the pack"))?;
+    }
     Ok(commit)
 }

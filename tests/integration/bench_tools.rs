@@ -86,3 +86,51 @@ fn long_runs_draw_no_progress_bar_off_a_terminal() {
     assert!(plan.stderr.is_empty(), "{}", plan.stderr);
     assert!(plan.stdout.contains("Plan: "));
 }
+
+#[test]
+fn a_large_apply_writes_one_pack_and_leaves_a_consistent_store() {
+    let s = Store::bare();
+    let out = Command::new(examples_dir().join("gen_store"))
+        .args(["--keys", "150", "--stale"])
+        .arg(&s.root)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let packs = |s: &Store| {
+        std::fs::read_dir(s.root.join(".git/objects/pack")).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+                .count()
+        })
+    };
+    let before = packs(&s);
+    let run = s
+        .keyrot(&[
+            "apply",
+            "--yes",
+            "--now",
+            "2026-11-22T00:00:00Z",
+            "--secrets-dir",
+            s.secrets.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(run.stdout.contains("Apply complete"), "{}", run.stdout);
+    assert_eq!(packs(&s), before + 1, "the apply's objects are one pack");
+    let fsck = Command::new("git")
+        .arg("-C")
+        .arg(&s.root)
+        .args(["fsck", "--strict"])
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
+    assert_eq!(s.git(&["status", "--porcelain"]), "");
+    // Every delivered secret matches the fingerprint its key file records.
+    for entry in std::fs::read_dir(&s.secrets).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let id = name.strip_suffix(".secret").expect("only final secret files");
+        let secret = std::fs::read_to_string(entry.path()).unwrap();
+        let key = s.read(&format!("keys/{id}.toml"));
+        assert!(key.contains(&sha256_hex(secret.trim_end().as_bytes())), "{id}");
+    }
+}
