@@ -203,17 +203,24 @@ impl SecretsDir {
         Ok(to)
     }
 
-    /// [`SecretsDir::promote`], or nothing if an earlier run already promoted it.
-    pub fn promote_if_pending(&self, id: &str, txid: &str) -> Result<PathBuf> {
+    /// [`SecretsDir::promote`], or nothing if an earlier run already promoted it: then
+    /// `<id>.secret` must hold the secret whose fingerprint the commit recorded.
+    pub fn promote_if_pending(&self, id: &str, txid: &str, fingerprint: &str) -> Result<PathBuf> {
         if self.pending_path(id, txid).exists() {
             return self.promote(id, txid);
         }
         let done = self.final_path(id);
-        if done.exists() {
+        let mut content = fs::read(&done).unwrap_or_default();
+        if content.last() == Some(&b'\n') {
+            content.pop();
+        }
+        let matches = !content.is_empty() && sha256_tagged(&content) == fingerprint;
+        wipe(&mut content);
+        if matches {
             return Ok(done);
         }
         Err(Error::Usage(format!(
-            "the new secret for key {id} is missing from {} (neither {id}.secret.{txid}.pending nor {id}.secret exists)",
+            "the new secret for key {id} is missing from {}: neither {id}.secret.{txid}.pending nor a {id}.secret with fingerprint {fingerprint} exists\n  hint: the commit records that fingerprint; rotate the key again (keyrot apply) to issue a new secret",
             self.path.display()
         )))
     }
@@ -327,6 +334,31 @@ mod tests {
         assert_eq!(base62_fixed(&[62]), "10");
         assert_eq!(base62_fixed(&[255]), "47");
         assert_eq!(base62_u32(u32::MAX), "4gfFC3");
+    }
+
+    #[test]
+    fn recovery_accepts_only_the_secret_the_commit_recorded() {
+        let store = tempfile::TempDir::new().unwrap();
+        let dir = tempfile::TempDir::new().unwrap();
+        let secrets = SecretsDir::open(&dir.path().join("s"), store.path()).unwrap();
+        let new = Secret::generate("kr", "x", 32).unwrap();
+        secrets.write_pending("k", "tx1", &new).unwrap();
+        // Pending: promoted.
+        assert!(secrets.promote_if_pending("k", "tx1", &new.fingerprint()).is_ok());
+        // Already promoted: accepted, because the file holds that secret.
+        assert!(secrets.promote_if_pending("k", "tx1", &new.fingerprint()).is_ok());
+        // A file holding another secret is not taken for the committed one.
+        let other = Secret::generate("kr", "x", 32).unwrap();
+        let e = secrets
+            .promote_if_pending("k", "tx1", &other.fingerprint())
+            .unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+        assert_eq!(
+            SecretsDir::open(&store.path().join("in"), store.path())
+                .err()
+                .map(|e| e.to_string().contains("inside the store")),
+            Some(true)
+        );
     }
 
     proptest! {

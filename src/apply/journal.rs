@@ -147,7 +147,7 @@ pub fn complete(ws: &Workspace, j: &Journal, written: &[(String, String)]) -> Re
             ))
         })?;
         for (id, fingerprint) in &j.pending {
-            let path = secrets.promote_if_pending(id, &j.txid)?;
+            let path = secrets.promote_if_pending(id, &j.txid, fingerprint)?;
             delivered.push(Delivered {
                 key: id.clone(),
                 fingerprint: fingerprint.clone(),
