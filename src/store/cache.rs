@@ -1,10 +1,11 @@
 //! A cache of what was read and parsed from the work tree, for `watch`: after a batch
 //! of file events only the invalidated files are re-read, and only key files whose
-//! bytes changed are re-parsed.
+//! bytes changed are re-parsed. Shared by the loading threads (locks are held only for
+//! map lookups and inserts, never while reading or parsing).
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::key::{self, Key};
 use crate::error::Problem;
@@ -15,9 +16,10 @@ type ParsedKey = (Vec<u8>, Arc<Key>);
 
 #[derive(Default)]
 pub struct Cache {
-    files: RefCell<HashMap<String, ReadResult>>,
-    keys: RefCell<HashMap<String, ParsedKey>>,
-    stats: Cell<CacheStats>,
+    files: Mutex<HashMap<String, ReadResult>>,
+    keys: Mutex<HashMap<String, ParsedKey>>,
+    reads: AtomicUsize,
+    key_parses: AtomicUsize,
 }
 
 /// Work done through the cache, for tests and benchmarks.
@@ -29,47 +31,50 @@ pub struct CacheStats {
     pub key_parses: usize,
 }
 
+/// A poisoned lock only means another loading thread panicked; the map is still a
+/// valid cache (at worst missing an entry), so keep using it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Cache {
     /// Forgets one store-relative path, so the next load reads it from disk.
     pub fn invalidate(&self, rel: &str) {
-        self.files.borrow_mut().remove(rel);
+        lock(&self.files).remove(rel);
     }
 
     /// Forgets every file (a settings change, or an event that names no path).
     pub fn invalidate_all(&self) {
-        self.files.borrow_mut().clear();
+        lock(&self.files).clear();
     }
 
     pub fn stats(&self) -> CacheStats {
-        self.stats.get()
+        CacheStats {
+            reads: self.reads.load(Ordering::Relaxed),
+            key_parses: self.key_parses.load(Ordering::Relaxed),
+        }
     }
 
     pub(super) fn read(&self, rel: &str, read: impl FnOnce() -> ReadResult) -> ReadResult {
-        if let Some(hit) = self.files.borrow().get(rel) {
+        if let Some(hit) = lock(&self.files).get(rel) {
             return hit.clone();
         }
         let fresh = read();
-        let mut stats = self.stats.get();
-        stats.reads += 1;
-        self.stats.set(stats);
-        self.files.borrow_mut().insert(rel.to_string(), fresh.clone());
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        lock(&self.files).insert(rel.to_string(), fresh.clone());
         fresh
     }
 
     /// Parses a key file, reusing the last parse of the same path and bytes.
     pub(super) fn parse_key(&self, path: &str, bytes: &[u8], text: &str) -> Result<Arc<Key>, Vec<Problem>> {
-        if let Some((old, parsed)) = self.keys.borrow().get(path) {
+        if let Some((old, parsed)) = lock(&self.keys).get(path) {
             if old == bytes {
                 return Ok(parsed.clone());
             }
         }
-        let mut stats = self.stats.get();
-        stats.key_parses += 1;
-        self.stats.set(stats);
+        self.key_parses.fetch_add(1, Ordering::Relaxed);
         let parsed = Arc::new(key::parse(path, text)?);
-        self.keys
-            .borrow_mut()
-            .insert(path.to_string(), (bytes.to_vec(), parsed.clone()));
+        lock(&self.keys).insert(path.to_string(), (bytes.to_vec(), parsed.clone()));
         Ok(parsed)
     }
 }

@@ -308,11 +308,13 @@ impl Snapshot {
         }
         wanted.sort();
         // Reading is most of loading a large store: read work-tree files in parallel.
-        // (The cache and git's repository handle are single-threaded.)
+        // (git's repository handle is single-threaded.)
         let read: Vec<Result<Option<Vec<u8>>, String>> = match source {
             Source::WorkTree(root) => crate::parallel::map(&wanted, |path| read_worktree(root, path)),
+            Source::Cached { root, cache } => {
+                crate::parallel::map(&wanted, |path| cache.read(path, || read_worktree(root, path)))
+            }
             Source::Commit { repo, tree } => read_commit_files(repo, tree, &wanted),
-            Source::Cached { .. } => wanted.iter().map(|path| source.read(path)).collect(),
         };
         let mut out = Vec::with_capacity(wanted.len());
         for (path, result) in wanted.into_iter().zip(read) {

@@ -72,15 +72,10 @@ impl Store {
         problems.append(&mut snap.problems);
 
         let parsed: Vec<Result<Arc<Key>, Vec<Problem>>> = match source {
-            // The cache is single-threaded; watch re-parses only changed files anyway.
-            Source::Cached { cache, .. } => snap
-                .keys
-                .iter()
-                .map(|f| {
-                    let text = parse::utf8(&f.path, &f.bytes).map_err(|p| vec![p])?;
-                    cache.parse_key(&f.path, &f.bytes, text)
-                })
-                .collect(),
+            Source::Cached { cache, .. } => crate::parallel::map(&snap.keys, |f| {
+                let text = parse::utf8(&f.path, &f.bytes).map_err(|p| vec![p])?;
+                cache.parse_key(&f.path, &f.bytes, text)
+            }),
             _ => crate::parallel::map(&snap.keys, parse_key_file),
         };
         let mut keys = Vec::with_capacity(parsed.len());
