@@ -101,6 +101,34 @@ impl Planner {
         in_dir(&self.keys_dir).is_some() || in_dir(&self.policies_dir).is_some_and(|n| n.ends_with(".rhai"))
     }
 
+    /// After the watches are in place: the files that changed since the first load
+    /// (by `stat`, which raises no event) and the new ones in the store's folders.
+    pub fn changed_since_load(&self) -> Vec<String> {
+        let mut changed = self.cache.revalidate(&self.ws.root);
+        for dir in [&self.keys_dir, &self.policies_dir] {
+            let Ok(entries) = std::fs::read_dir(self.ws.root.join(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let rel = format!("{dir}/{name}");
+                // Only what a load reads: key files and policies (not policy tests).
+                let read_by_load =
+                    name.ends_with(".toml") || (name.ends_with(".rhai") && !name.ends_with("_test.rhai"));
+                if read_by_load
+                    && self.is_relevant(&rel)
+                    && !self.cache.contains(&rel)
+                    && !changed.contains(&rel)
+                {
+                    changed.push(rel);
+                }
+            }
+        }
+        changed
+    }
+
     /// Forgets the cached reads of these paths (`None`: of everything).
     pub fn invalidate(&self, paths: Option<&[String]>) {
         match paths {
@@ -192,9 +220,16 @@ pub fn run(
         watcher,
         watched: BTreeSet::new(),
     };
-    // Watch first, then plan, so that no save between the two is missed.
-    watches.sync(&planner.folders(), &BTreeSet::new())?;
+    // Plan first, then watch: reading every file once the watches exist would raise
+    // an `open` event per file (100,000 of them at 100k keys). A save in between is
+    // caught by comparing what was read with a `stat` of it after the watches start.
     report(&planner.replan(Vec::new()));
+    watches.sync(&planner.folders(), &BTreeSet::new())?;
+    let missed = planner.changed_since_load();
+    if !missed.is_empty() {
+        planner.invalidate(Some(&missed));
+        report(&planner.replan(missed));
+    }
 
     let root = planner.root().to_path_buf();
     loop {
@@ -347,6 +382,27 @@ mod tests {
             p.asts().compiles(),
             compiles + 1,
             "only the edited policy recompiled"
+        );
+    }
+
+    #[test]
+    fn saves_between_the_first_load_and_the_watches_are_found_by_stat() {
+        let (_tmp, mut p) = store();
+        write_key(&p, "a", "2026-11-01T00:00:00Z");
+        write_key(&p, "b", "2026-11-01T00:00:00Z");
+        assert!(matches!(p.replan(vec![]), Outcome::Plan { .. }));
+        assert!(p.changed_since_load().is_empty(), "nothing changed yet");
+        // An edit (different size), a deletion, a new key and a new policy.
+        fs::write(p.root().join("keys/a.toml"), "# edited\n").unwrap();
+        fs::remove_file(p.root().join("keys/b.toml")).unwrap();
+        write_key(&p, "c", "2026-11-01T00:00:00Z");
+        fs::write(p.root().join("policies/new.rhai"), "fn evaluate(key) { }").unwrap();
+        fs::write(p.root().join("policies/new_test.rhai"), "fn test_x() { }").unwrap();
+        let mut got = p.changed_since_load();
+        got.sort();
+        assert_eq!(
+            got,
+            ["keys/a.toml", "keys/b.toml", "keys/c.toml", "policies/new.rhai"]
         );
     }
 

@@ -4,6 +4,7 @@
 //! map lookups and inserts, never while reading or parsing).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -11,12 +12,15 @@ use super::key::{self, Key};
 use crate::error::Problem;
 
 type ReadResult = Result<Option<Vec<u8>>, String>;
+/// What a file looked like when it was read: size, modification time, inode. A
+/// `stat` raises no file-watch event, unlike the `open` a re-read needs.
+type Stamp = Option<(u64, i64, i64, u64)>;
 /// A parsed key with the bytes it was parsed from.
 type ParsedKey = (Vec<u8>, Arc<Key>);
 
 #[derive(Default)]
 pub struct Cache {
-    files: Mutex<HashMap<String, ReadResult>>,
+    files: Mutex<HashMap<String, (ReadResult, Stamp)>>,
     keys: Mutex<HashMap<String, ParsedKey>>,
     reads: AtomicUsize,
     key_parses: AtomicUsize,
@@ -29,6 +33,12 @@ pub struct CacheStats {
     pub reads: usize,
     /// Key files parsed.
     pub key_parses: usize,
+}
+
+fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    Some((m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
 }
 
 /// A poisoned lock only means another loading thread panicked; the map is still a
@@ -55,14 +65,39 @@ impl Cache {
         }
     }
 
-    pub(super) fn read(&self, rel: &str, read: impl FnOnce() -> ReadResult) -> ReadResult {
-        if let Some(hit) = lock(&self.files).get(rel) {
+    /// Reads `rel` under `root` through the cache. The stamp is taken before the
+    /// read, so a write racing the read shows up as a changed stamp later.
+    pub(super) fn read(&self, root: &Path, rel: &str, read: impl FnOnce() -> ReadResult) -> ReadResult {
+        if let Some((hit, _)) = lock(&self.files).get(rel) {
             return hit.clone();
         }
+        let stamp = stamp(&root.join(rel));
         let fresh = read();
         self.reads.fetch_add(1, Ordering::Relaxed);
-        lock(&self.files).insert(rel.to_string(), fresh.clone());
+        lock(&self.files).insert(rel.to_string(), (fresh.clone(), stamp));
         fresh
+    }
+
+    /// Whether `rel` was read through the cache and not invalidated since.
+    pub fn contains(&self, rel: &str) -> bool {
+        lock(&self.files).contains_key(rel)
+    }
+
+    /// Forgets, and returns, every cached file whose size, modification time or inode
+    /// changed since it was read (or that appeared or vanished): what a save between
+    /// a load and the start of watching changed.
+    pub fn revalidate(&self, root: &Path) -> Vec<String> {
+        let mut files = lock(&self.files);
+        let mut changed: Vec<String> = files
+            .iter()
+            .filter(|(rel, (_, then))| stamp(&root.join(rel)) != *then)
+            .map(|(rel, _)| rel.clone())
+            .collect();
+        for rel in &changed {
+            files.remove(rel);
+        }
+        changed.sort();
+        changed
     }
 
     /// Parses a key file, reusing the last parse of the same path and bytes.

@@ -59,7 +59,7 @@ impl Source<'_> {
     fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, String> {
         match self {
             Source::WorkTree(root) => read_worktree(root, rel),
-            Source::Cached { root, cache } => cache.read(rel, || read_worktree(root, rel)),
+            Source::Cached { root, cache } => cache.read(root, rel, || read_worktree(root, rel)),
             Source::Commit { repo, tree } => {
                 let entry = match tree.get_path(Path::new(rel)) {
                     Ok(e) => e,
@@ -311,9 +311,9 @@ impl Snapshot {
         // (git's repository handle is single-threaded.)
         let read: Vec<Result<Option<Vec<u8>>, String>> = match source {
             Source::WorkTree(root) => crate::parallel::map(&wanted, |path| read_worktree(root, path)),
-            Source::Cached { root, cache } => {
-                crate::parallel::map(&wanted, |path| cache.read(path, || read_worktree(root, path)))
-            }
+            Source::Cached { root, cache } => crate::parallel::map(&wanted, |path| {
+                cache.read(root, path, || read_worktree(root, path))
+            }),
             Source::Commit { repo, tree } => read_commit_files(repo, tree, &wanted),
         };
         let mut out = Vec::with_capacity(wanted.len());
