@@ -324,6 +324,17 @@ mod tests {
     }
 
     #[test]
+    fn the_watch_limit_error_says_how_to_raise_it() {
+        let e = watch_error(
+            notify::Error::new(notify::ErrorKind::MaxFilesWatch),
+            Path::new("/s/keys"),
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("limit on file watches"), "{msg}");
+        assert!(msg.contains("fs.inotify.max_user_watches"), "{msg}");
+    }
+
+    #[test]
     fn relevance_follows_the_store_layout() {
         let (_tmp, p) = store();
         for yes in [
