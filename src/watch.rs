@@ -98,7 +98,7 @@ impl Planner {
                 .and_then(|r| r.strip_prefix('/'))
                 .filter(|name| !name.contains('/') && !is_editor_artifact(name))
         };
-        in_dir(&self.keys_dir).is_some() || in_dir(&self.policies_dir).is_some_and(|n| n.ends_with(".rhai"))
+        in_dir(&self.keys_dir).is_some() || in_dir(&self.policies_dir).is_some_and(|n| n.contains(".rhai"))
     }
 
     /// After the watches are in place: the files that changed since the first load

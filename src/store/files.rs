@@ -261,10 +261,18 @@ impl Snapshot {
             }
         });
         self.policies = self.read_folder(source, policies_dir, |name| {
-            if name.ends_with("_test.rhai") || !name.ends_with(".rhai") || is_editor_artifact(name) {
+            if is_editor_artifact(name) || name.ends_with("_test.rhai") {
                 Pick::Skip
-            } else {
+            } else if name.ends_with(".rhai") {
                 Pick::Take
+            } else if name.contains(".rhai") {
+                // `deny.rhai.bak`, `deny.rhai.off`: a rule someone may believe is in
+                // force. Other files (a README) are fine beside the policies.
+                Pick::Refuse(
+                    "looks like a policy but is not named *.rhai, so it is not in force; rename or remove it",
+                )
+            } else {
+                Pick::Skip
             }
         });
     }

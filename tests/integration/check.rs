@@ -41,6 +41,8 @@ fn every_bad_file_is_reported_in_one_run() {
     );
     s.write("keys/broken.toml", "service = \"x\"\nowner = \n");
     s.write("keys/notes.txt", "hello");
+    s.write("policies/README.md", "notes beside the policies are fine");
+    s.write("policies/deny.rhai.off", "fn evaluate(key) { revoke(\"x\") }");
     s.write("policies/syntax.rhai", "fn evaluate(key) {\n  let = 1;\n}\n");
     s.write(
         "keyrot.toml",
@@ -55,23 +57,25 @@ fn every_bad_file_is_reported_in_one_run() {
         "keys/broken.toml:2:",
         "keys/cidr.toml:4:",
         "keys/notes.txt: is not a key file",
+        "policies/deny.rhai.off: looks like a policy but is not named *.rhai",
         "keys/unknown-field.toml:8:1:",
         "policies/syntax.rhai:2:",
     ] {
         assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
     }
     assert!(err.contains("colour"), "{err}");
-    assert!(err.contains("error: 8 problems"), "{err}");
+    assert!(err.contains("error: 9 problems"), "{err}");
+    assert!(!err.contains("README"), "{err}");
     assert!(!err.contains("keys/good.toml"), "{err}");
 
     // plan refuses the same store with the same report, and prints no plan.
     let plan = s.keyrot(&["plan", "--now", NOW]).fails(1);
     assert!(plan.stdout.is_empty());
-    assert!(plan.stderr.contains("error: 8 problems"));
+    assert!(plan.stderr.contains("error: 9 problems"));
 
     let json = s.keyrot(&["check", "--json"]).fails(1).json();
     assert_eq!(json["ok"], false);
-    assert_eq!(json["problems"].as_array().unwrap().len(), 8);
+    assert_eq!(json["problems"].as_array().unwrap().len(), 9);
 }
 
 #[test]
