@@ -252,15 +252,6 @@ impl PlanDiff {
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty()
     }
-
-    /// The keys whose actions changed, in order.
-    pub fn keys(&self) -> BTreeSet<&str> {
-        self.added
-            .iter()
-            .chain(&self.removed)
-            .map(|a| a.key.as_str())
-            .collect()
-    }
 }
 
 fn multiset_minus(from: &[Action], minus: &[Action]) -> Vec<Action> {
@@ -623,7 +614,6 @@ mod tests {
             d.removed,
             vec![mk("a", ActionKind::Rotate, "old"), mk("b", ActionKind::Warn, "w")]
         );
-        assert_eq!(d.keys().into_iter().collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 
     proptest::proptest! {

@@ -105,6 +105,7 @@ impl Planner {
     /// (by `stat`, which raises no event) and the new ones in the store's folders.
     pub fn changed_since_load(&self) -> Vec<String> {
         let mut changed = self.cache.revalidate(&self.ws.root);
+        let known: std::collections::HashSet<String> = changed.iter().cloned().collect();
         for dir in [&self.keys_dir, &self.policies_dir] {
             let Ok(entries) = std::fs::read_dir(self.ws.root.join(dir)) else {
                 continue;
@@ -120,7 +121,7 @@ impl Planner {
                 if read_by_load
                     && self.is_relevant(&rel)
                     && !self.cache.contains(&rel)
-                    && !changed.contains(&rel)
+                    && !known.contains(&rel)
                 {
                     changed.push(rel);
                 }

@@ -1,5 +1,6 @@
 //! Human-readable output: the plan table, apply results, the audit log.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use tabled::builder::Builder;
@@ -34,6 +35,14 @@ fn detail(a: &Action) -> String {
     d
 }
 
+/// `rotate`, or `rotate (superseded by revoke)`.
+fn action_label(a: &Action) -> String {
+    match a.superseded_by {
+        Some(by) => format!("{} (superseded by {by})", a.action),
+        None => a.action.to_string(),
+    }
+}
+
 /// `sha256:1a2b3c4d5e6f…`: enough to tell secrets apart in a table.
 fn short_fp(fp: &str) -> String {
     let keep = "sha256:".len() + 12;
@@ -56,13 +65,7 @@ pub fn plan(plan: &Plan) -> String {
         let rows = plan
             .actions
             .iter()
-            .map(|a| {
-                let action = match a.superseded_by {
-                    Some(by) => format!("{} (superseded by {by})", a.action),
-                    None => a.action.to_string(),
-                };
-                vec![a.key.clone(), action, a.policy.clone(), detail(a)]
-            })
+            .map(|a| vec![a.key.clone(), action_label(a), a.policy.clone(), detail(a)])
             .collect();
         out.push_str(&table(&["KEY", "ACTION", "POLICY", "REASON"], rows));
     }
@@ -86,15 +89,22 @@ pub fn plan_change(plan: &Plan, diff: &PlanDiff, changed: &[String]) -> String {
     if plan.dirty {
         out.push_str("  (the work tree differs from HEAD: apply acts only on committed state)\n");
     }
-    for key in diff.keys() {
-        for (sign, actions) in [("-", &diff.removed), ("+", &diff.added)] {
-            for a in actions.iter().filter(|a| a.key == key) {
-                let action = match a.superseded_by {
-                    Some(by) => format!("{} (superseded by {by})", a.action),
-                    None => a.action.to_string(),
-                };
-                out.push_str(&format!("  {sign} {key} {action} [{}] {}\n", a.policy, detail(a)));
-            }
+    // Grouped by key, removals first: one pass, as a policy edit can change an action
+    // of every one of 100,000 keys.
+    let mut by_key: BTreeMap<&str, Vec<(&str, &Action)>> = BTreeMap::new();
+    for (sign, actions) in [("-", &diff.removed), ("+", &diff.added)] {
+        for a in actions {
+            by_key.entry(a.key.as_str()).or_default().push((sign, a));
+        }
+    }
+    for (key, lines) in by_key {
+        for (sign, a) in lines {
+            out.push_str(&format!(
+                "  {sign} {key} {} [{}] {}\n",
+                action_label(a),
+                a.policy,
+                detail(a)
+            ));
         }
     }
     out.push_str(&format!("{}\n\n", plan.summary));
