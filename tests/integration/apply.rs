@@ -60,13 +60,7 @@ fn apply_makes_one_commit_with_subject_body_and_trailers() {
         ]
     );
     assert_eq!(s.git(&["status", "--porcelain"]), "");
-    let fsck = Command::new("git")
-        .arg("-C")
-        .arg(&s.root)
-        .args(["fsck", "--strict"])
-        .output()
-        .unwrap();
-    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
+    s.assert_fsck_clean();
 }
 
 #[test]

@@ -13,9 +13,9 @@ fn examples_dir() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().join("examples")
 }
 
-fn gen_store(dir: &std::path::Path, keys: &str) {
+fn gen_store(dir: &std::path::Path, args: &[&str]) {
     let out = Command::new(examples_dir().join("gen_store"))
-        .args(["--keys", keys])
+        .args(args)
         .arg(dir)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .output()
@@ -26,7 +26,7 @@ fn gen_store(dir: &std::path::Path, keys: &str) {
 #[test]
 fn the_generator_makes_a_valid_realistic_deterministic_store() {
     let s = Store::bare();
-    gen_store(&s.root, "400");
+    gen_store(&s.root, &["--keys", "400"]);
     s.keyrot(&["check"]).ok();
     assert_eq!(s.git(&["status", "--porcelain"]), "");
     let plan = s
@@ -41,7 +41,7 @@ fn the_generator_makes_a_valid_realistic_deterministic_store() {
         );
     }
     let other = Store::bare();
-    gen_store(&other.root, "400");
+    gen_store(&other.root, &["--keys", "400"]);
     assert_eq!(
         s.git(&["rev-parse", "HEAD^{tree}"]),
         other.git(&["rev-parse", "HEAD^{tree}"]),
@@ -81,7 +81,7 @@ fn the_bench_script_runs_end_to_end() {
 #[test]
 fn long_runs_draw_no_progress_bar_off_a_terminal() {
     let s = Store::bare();
-    gen_store(&s.root, "3000");
+    gen_store(&s.root, &["--keys", "3000"]);
     let plan = s.keyrot(&["plan", "--now", "2026-11-22T00:00:00Z"]).ok();
     assert!(plan.stderr.is_empty(), "{}", plan.stderr);
     assert!(plan.stdout.contains("Plan: "));
@@ -90,13 +90,7 @@ fn long_runs_draw_no_progress_bar_off_a_terminal() {
 #[test]
 fn a_large_apply_writes_one_pack_and_leaves_a_consistent_store() {
     let s = Store::bare();
-    let out = Command::new(examples_dir().join("gen_store"))
-        .args(["--keys", "150", "--stale"])
-        .arg(&s.root)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    gen_store(&s.root, &["--keys", "150", "--stale"]);
     let packs = |s: &Store| {
         std::fs::read_dir(s.root.join(".git/objects/pack")).map_or(0, |d| {
             d.flatten()
@@ -117,13 +111,7 @@ fn a_large_apply_writes_one_pack_and_leaves_a_consistent_store() {
         .ok();
     assert!(run.stdout.contains("Apply complete"), "{}", run.stdout);
     assert_eq!(packs(&s), before + 1, "the apply's objects are one pack");
-    let fsck = Command::new("git")
-        .arg("-C")
-        .arg(&s.root)
-        .args(["fsck", "--strict"])
-        .output()
-        .unwrap();
-    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
+    s.assert_fsck_clean();
     assert_eq!(s.git(&["status", "--porcelain"]), "");
     // Every delivered secret matches the fingerprint its key file records.
     for entry in std::fs::read_dir(&s.secrets).unwrap().flatten() {

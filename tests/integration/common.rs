@@ -142,6 +142,22 @@ impl Store {
         self.git(&["commit", "-q", "-m", msg]);
     }
 
+    /// Asserts `git fsck --strict` finds nothing wrong with the repository.
+    #[track_caller]
+    pub fn assert_fsck_clean(&self) {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&self.root)
+            .args(["fsck", "--strict"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git fsck: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn head(&self) -> String {
         self.git(&["rev-parse", "HEAD"]).trim().to_string()
     }

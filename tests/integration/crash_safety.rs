@@ -20,20 +20,6 @@ const POINTS: [&str; 6] = [
     "apply-after-worktree",
 ];
 
-fn fsck(s: &Store) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(&s.root)
-        .args(["fsck", "--strict"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git fsck: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The state every finished apply of `every_action_store` must leave.
 #[track_caller]
 fn assert_applied_once(s: &Store, base: &str) {
@@ -50,7 +36,7 @@ fn assert_applied_once(s: &Store, base: &str) {
         "",
         "work tree and index match HEAD"
     );
-    fsck(s);
+    s.assert_fsck_clean();
     let journal = s.root.join(".git/keyrot/journal");
     assert!(!journal.exists(), "journal left behind");
     assert!(!s.root.join(".git/keyrot/lock").exists(), "lock left behind");
@@ -79,7 +65,7 @@ fn sigkill_at_every_step_leaves_old_or_new_and_the_next_apply_converges() {
         assert_ne!(live.wait_exit(), 0);
 
         // Right after the crash: old or new commit, nothing in between.
-        fsck(&s);
+        s.assert_fsck_clean();
         let head = s.head();
         let landed = head != base;
         if landed {
