@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use git2::{DiffOptions, Repository, Sort};
 use serde::Serialize;
 
-use crate::apply::{SUBJECT_PREFIX, TRAILER_PLAN};
+use crate::apply::{EXCEPTED, SUBJECT_PREFIX, TRAILER_PLAN};
 use crate::error::{Error, Result};
 use crate::plan::ActionKind;
 use crate::store::{files, Settings};
@@ -24,10 +24,13 @@ pub struct Entry {
     pub reason: String,
 }
 
-/// Parses one `<action> <key> [<policy>] <reason>` body line of an apply commit.
-fn parse_action_line(line: &str) -> Option<(ActionKind, &str, &str, &str)> {
+/// Parses one `<action> <key> [<policy>] <reason>` body line of an apply commit
+/// (`<action>` is `excepted` for a decision an exception held back).
+fn parse_action_line(line: &str) -> Option<(&str, &str, &str, &str)> {
     let (action, rest) = line.split_once(' ')?;
-    let action = ActionKind::parse(action)?;
+    if ActionKind::parse(action).is_none() && action != EXCEPTED {
+        return None;
+    }
     let (key, rest) = rest.split_once(' ')?;
     let rest = rest.strip_prefix('[')?;
     let (policy, reason) = rest.split_once("] ")?;
@@ -77,12 +80,11 @@ pub fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> Result<
     let keys_prefix = format!("{}/", settings.keys_dir);
     let pathspecs: Vec<String> = match key {
         Some(id) => vec![format!("{keys_prefix}{id}.toml")],
-        None => vec![
-            files::SETTINGS_FILE.to_string(),
-            files::OWNERS_FILE.to_string(),
-            settings.keys_dir.clone(),
-            settings.policies_dir.clone(),
-        ],
+        None => files::ROOT_FILES
+            .iter()
+            .map(|f| f.to_string())
+            .chain([settings.keys_dir.clone(), settings.policies_dir.clone()])
+            .collect(),
     };
     let git = |e| Error::git("walking the history", e);
     let mut walk = repo.revwalk().map_err(git)?;
@@ -152,7 +154,7 @@ mod tests {
         assert_eq!(
             parse_action_line("rotate binance-bot [max-age] secret is 120 days old (limit 90)"),
             Some((
-                ActionKind::Rotate,
+                "rotate",
                 "binance-bot",
                 "max-age",
                 "secret is 120 days old (limit 90)"
@@ -160,5 +162,16 @@ mod tests {
         );
         assert_eq!(parse_action_line("Keyrot-Now: 2026-11-22T20:00:00Z"), None);
         assert_eq!(parse_action_line("manual edit of things"), None);
+        assert_eq!(
+            parse_action_line(
+                "excepted a [p] rotate not applied: old (accepted until 2026-12-31 by carol: x)"
+            ),
+            Some((
+                "excepted",
+                "a",
+                "p",
+                "rotate not applied: old (accepted until 2026-12-31 by carol: x)"
+            ))
+        );
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::policy::{Decision, KeyView, PolicySet, Verdict};
-use crate::store::{files, KeyStatus, Store};
+use crate::store::{files, Exception, KeyStatus, Store};
 use crate::time::{Dur, Time};
 
 pub const FORMAT: u32 = 1;
@@ -87,6 +87,29 @@ pub struct Action {
     pub fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<ActionKind>,
+    /// An accepted risk in `exceptions.toml` holds this decision back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excepted: Option<Excepted>,
+}
+
+/// The exception that holds an action back, as the plan shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Excepted {
+    pub reason: String,
+    pub approved_by: String,
+    /// As written in `exceptions.toml` (`2026-12-31`).
+    pub expires: String,
+}
+
+impl From<&Exception> for Excepted {
+    fn from(e: &Exception) -> Excepted {
+        Excepted {
+            reason: e.reason.clone(),
+            approved_by: e.approved_by.clone(),
+            expires: e.expires_text.clone(),
+        }
+    }
 }
 
 impl Action {
@@ -100,12 +123,19 @@ impl Action {
             remove: None,
             fingerprint: None,
             superseded_by: None,
+            excepted: None,
         }
     }
 
-    /// Whether apply acts on it (not superseded, and an action that changes the store).
+    /// Whether apply acts on it: an action that changes the store, neither superseded
+    /// nor excepted.
     pub fn is_applied(&self) -> bool {
-        self.superseded_by.is_none() && self.action.changes_store()
+        self.superseded_by.is_none() && self.excepted.is_none() && self.action.changes_store()
+    }
+
+    /// Whether it counts in the summary under its own action.
+    fn counts(&self) -> bool {
+        self.superseded_by.is_none() && self.excepted.is_none()
     }
 }
 
@@ -119,13 +149,25 @@ pub struct Summary {
     pub expire: usize,
     pub deferred: usize,
     pub warn: usize,
+    /// Keys with a decision held back by an exception (omitted when none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub excepted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Summary {
     pub fn of(actions: &[Action]) -> Summary {
         let mut seen: BTreeSet<(ActionKind, &str)> = BTreeSet::new();
-        for a in actions.iter().filter(|a| a.superseded_by.is_none()) {
-            seen.insert((a.action, &a.key));
+        let mut excepted: BTreeSet<&str> = BTreeSet::new();
+        for a in actions {
+            if a.counts() {
+                seen.insert((a.action, &a.key));
+            } else if a.superseded_by.is_none() {
+                excepted.insert(&a.key);
+            }
         }
         let count = |kind| seen.iter().filter(|(k, _)| *k == kind).count();
         Summary {
@@ -135,6 +177,7 @@ impl Summary {
             expire: count(ActionKind::Expire),
             deferred: count(ActionKind::Deferred),
             warn: count(ActionKind::Warn),
+            excepted: excepted.len(),
         }
     }
 
@@ -148,9 +191,13 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "Plan: {} rotate, {} revoke, {} restrict, {} expire, {} deferred, {} warn.",
+            "Plan: {} rotate, {} revoke, {} restrict, {} expire, {} deferred, {} warn",
             self.rotate, self.revoke, self.restrict, self.expire, self.deferred, self.warn
-        )
+        )?;
+        if self.excepted > 0 {
+            write!(f, ", {} excepted", self.excepted)?;
+        }
+        f.write_str(".")
     }
 }
 
@@ -280,6 +327,7 @@ pub fn actions(
 ) -> Result<Vec<Action>> {
     let counts = store.active_keys_per_owner();
     let names: Vec<&str> = policies.policies().iter().map(|p| p.name.as_str()).collect();
+    let rules = Rules::new(store, now);
     let total = store.keys.len() as u64;
     let plan_chunk = |keys: &[std::sync::Arc<crate::store::Key>]| -> Result<Vec<Action>> {
         let mut out = Vec::new();
@@ -294,13 +342,7 @@ pub fn actions(
             let owner_count = counts.get(key.owner.as_str()).copied().unwrap_or(0);
             let view = KeyView::new(key.clone(), store.owners.get(&key.owner), owner_count, now);
             let decisions = evaluator.evaluate(&view)?;
-            out.extend(resolve(
-                &view,
-                decisions.iter().map(|(i, d)| (names[*i], d)),
-                store.settings.grace_period,
-                store.settings.min_interval,
-                now,
-            ));
+            out.extend(rules.resolve(&view, decisions.iter().map(|(i, d)| (names[*i], d))));
         }
         crate::progress::tick(progress, keys.len() as u64 % 256, total);
         Ok(out)
@@ -313,72 +355,134 @@ pub fn actions(
     Ok(out)
 }
 
-/// Turns one key's decisions into its actions: drop no-op restricts, add `expire` for
-/// ended grace periods, defer rotations inside the cooldown, let revoke supersede, sort.
-fn resolve<'a>(
-    view: &KeyView,
-    decisions: impl Iterator<Item = (&'a str, &'a Decision)>,
-    default_grace: Dur,
-    min_interval: Dur,
-    now: Time,
-) -> Vec<Action> {
-    let key = &view.facts().key;
-    let mut actions = Vec::new();
-    for (policy, d) in decisions {
-        let mut a = Action::new(&key.id, ActionKind::Warn, policy, d.reason.clone());
-        match &d.verdict {
-            Verdict::Warn => {}
-            Verdict::Revoke => a.action = ActionKind::Revoke,
-            Verdict::Rotate { grace } => {
-                a.action = ActionKind::Rotate;
-                a.grace_period = Some(grace.unwrap_or(default_grace).compact());
-            }
-            Verdict::Restrict { remove } => {
-                let held: Vec<String> = remove
-                    .iter()
-                    .filter(|p| key.permissions.contains(p))
-                    .cloned()
-                    .collect();
-                if held.is_empty() {
-                    continue; // removes nothing: dropped, so plans settle
-                }
-                a.action = ActionKind::Restrict;
-                a.remove = Some(held);
-            }
+/// What turns a key's decisions into its actions besides the decisions themselves:
+/// the store's grace period and cooldown, its exceptions, and the instant.
+pub struct Rules<'a> {
+    pub default_grace: Dur,
+    pub min_interval: Dur,
+    pub now: Time,
+    exceptions: HashMap<&'a str, Vec<&'a Exception>>,
+}
+
+impl<'a> Rules<'a> {
+    pub fn new(store: &'a Store, now: Time) -> Rules<'a> {
+        let mut exceptions: HashMap<&str, Vec<&Exception>> = HashMap::new();
+        for e in &store.exceptions {
+            exceptions.entry(e.key.as_str()).or_default().push(e);
         }
-        actions.push(a);
+        Rules {
+            default_grace: store.settings.grace_period,
+            min_interval: store.settings.min_interval,
+            now,
+            exceptions,
+        }
     }
-    for prev in &key.previous {
-        if prev.valid_until <= now {
-            let mut a = Action::new(
-                &key.id,
-                ActionKind::Expire,
-                KEYROT_POLICY,
-                "grace period ended".into(),
-            );
-            a.fingerprint = Some(prev.fingerprint.clone());
+
+    /// The exceptions naming this key.
+    pub fn exceptions_for(&self, key: &str) -> &[&'a Exception] {
+        self.exceptions.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// Turns one key's decisions into its actions: drop no-op restricts, hold back
+    /// excepted decisions, add `expire` for ended grace periods, defer rotations inside
+    /// the cooldown, let revoke supersede, sort.
+    pub fn resolve<'d>(
+        &self,
+        view: &KeyView,
+        decisions: impl Iterator<Item = (&'d str, &'d Decision)>,
+    ) -> Vec<Action> {
+        let now = self.now;
+        let key = &view.facts().key;
+        let exceptions = self.exceptions_for(&key.id);
+        let mut actions = Vec::new();
+        for (policy, d) in decisions {
+            let mut a = Action::new(&key.id, ActionKind::Warn, policy, d.reason.clone());
+            match &d.verdict {
+                Verdict::Warn => {}
+                Verdict::Revoke => a.action = ActionKind::Revoke,
+                Verdict::Rotate { grace } => {
+                    a.action = ActionKind::Rotate;
+                    a.grace_period = Some(grace.unwrap_or(self.default_grace).compact());
+                }
+                Verdict::Restrict { remove } => {
+                    let held: Vec<String> = remove
+                        .iter()
+                        .filter(|p| key.permissions.contains(p))
+                        .cloned()
+                        .collect();
+                    if held.is_empty() {
+                        continue; // removes nothing: dropped, so plans settle
+                    }
+                    a.action = ActionKind::Restrict;
+                    a.remove = Some(held);
+                }
+            }
+            let exception = exceptions.iter().find(|e| e.policy == policy && e.is_active(now));
+            // A compromised key's secret is in someone else's hands: no accepted risk
+            // covers keeping it alive.
+            if let Some(e) = exception.filter(|_| !(a.action == ActionKind::Revoke && key.compromised)) {
+                a.excepted = Some(Excepted::from(*e));
+            }
             actions.push(a);
         }
-    }
-    let since_rotation = now.since(key.rotated_at);
-    let revoked = actions.iter().any(|a| a.action == ActionKind::Revoke);
-    for a in &mut actions {
-        if revoked && a.action != ActionKind::Revoke && a.action != ActionKind::Warn {
-            a.superseded_by = Some(ActionKind::Revoke);
-        } else if a.action == ActionKind::Rotate && !key.compromised && since_rotation < min_interval {
-            a.action = ActionKind::Deferred;
-            a.grace_period = None;
-            a.reason = format!(
-                "{}; rotated {} ago, cooldown {}",
-                a.reason,
-                round_to_minutes(since_rotation),
-                min_interval
-            );
+        for e in exceptions {
+            let note = if !e.is_active(now) {
+                format!(
+                    "exception for policy {} expired {} and no longer counts ({}; approved by {})",
+                    e.policy, e.expires_text, e.reason, e.approved_by
+                )
+            } else if key.compromised
+                && actions
+                    .iter()
+                    .any(|a| a.policy == e.policy && a.action == ActionKind::Revoke)
+            {
+                format!(
+                    "exception for policy {} ignored: the revoke of a compromised key cannot be excepted",
+                    e.policy
+                )
+            } else {
+                continue;
+            };
+            actions.push(Action::new(&key.id, ActionKind::Warn, KEYROT_POLICY, note));
         }
+        for prev in &key.previous {
+            if prev.valid_until <= now {
+                let mut a = Action::new(
+                    &key.id,
+                    ActionKind::Expire,
+                    KEYROT_POLICY,
+                    "grace period ended".into(),
+                );
+                a.fingerprint = Some(prev.fingerprint.clone());
+                actions.push(a);
+            }
+        }
+        let since_rotation = now.since(key.rotated_at);
+        let revoked = actions
+            .iter()
+            .any(|a| a.action == ActionKind::Revoke && a.excepted.is_none());
+        for a in &mut actions {
+            if revoked && a.action != ActionKind::Revoke && a.action != ActionKind::Warn {
+                a.superseded_by = Some(ActionKind::Revoke);
+            } else if a.action == ActionKind::Rotate
+                && a.excepted.is_none()
+                && !key.compromised
+                && since_rotation < self.min_interval
+            {
+                a.action = ActionKind::Deferred;
+                a.grace_period = None;
+                a.reason = format!(
+                    "{}; rotated {} ago, cooldown {}",
+                    a.reason,
+                    round_to_minutes(since_rotation),
+                    self.min_interval
+                );
+            }
+        }
+        // Stable: several actions of one kind by one policy keep their evaluation order.
+        actions.sort_by(|a, b| (a.action, &a.policy).cmp(&(b.action, &b.policy)));
+        actions
     }
-    // Stable: several actions of one kind by one policy keep their evaluation order.
-    actions.sort_by(|a, b| (a.action, &a.policy).cmp(&(b.action, &b.policy)));
-    actions
 }
 
 /// `2h` rather than `2h 0m 13s` in messages; seconds only under a minute.
@@ -430,15 +534,126 @@ mod tests {
     }
 
     fn run(key: Key, decisions: &[(&str, Decision)], now: &str) -> Vec<Action> {
+        run_excepted(key, decisions, &[], now)
+    }
+
+    fn run_excepted(
+        key: Key,
+        decisions: &[(&str, Decision)],
+        exceptions: &[Exception],
+        now: &str,
+    ) -> Vec<Action> {
         let now = t(now);
         let view = KeyView::new(Arc::new(key), None, 1, now);
-        resolve(
-            &view,
-            decisions.iter().map(|(p, d)| (*p, d)),
-            Dur::parse("1d").unwrap(),
-            Dur::parse("1d").unwrap(),
+        let rules = Rules {
+            default_grace: Dur::parse("1d").unwrap(),
+            min_interval: Dur::parse("1d").unwrap(),
             now,
-        )
+            exceptions: HashMap::from([("k", exceptions.iter().collect())]),
+        };
+        rules.resolve(&view, decisions.iter().map(|(p, d)| (*p, d)))
+    }
+
+    fn exception(policy: &str, expires: &str) -> Exception {
+        Exception {
+            key: "k".into(),
+            policy: policy.into(),
+            reason: "SEC-123".into(),
+            approved_by: "carol".into(),
+            expires: t(expires),
+            expires_text: expires.into(),
+            pos: (1, 1),
+            expires_pos: (6, 11),
+        }
+    }
+
+    #[test]
+    fn an_excepted_decision_stays_listed_but_is_not_applied_or_counted() {
+        let actions = run_excepted(
+            key(&["withdraw"]),
+            &[
+                ("a", d(Verdict::Rotate { grace: None })),
+                (
+                    "b",
+                    d(Verdict::Restrict {
+                        remove: vec!["withdraw".into()],
+                    }),
+                ),
+            ],
+            &[exception("b", "2026-07-01T00:00:00Z")],
+            "2026-06-01T00:00:00Z",
+        );
+        assert_eq!(actions.len(), 2);
+        assert!(actions[0].excepted.is_none() && actions[0].is_applied());
+        let held = actions[1].excepted.as_ref().expect("restrict is excepted");
+        assert_eq!(
+            (held.approved_by.as_str(), held.expires.as_str()),
+            ("carol", "2026-07-01T00:00:00Z")
+        );
+        assert!(!actions[1].is_applied());
+        let s = Summary::of(&actions);
+        assert_eq!((s.rotate, s.restrict, s.excepted), (1, 0, 1));
+        assert!(s.to_string().ends_with(", 0 warn, 1 excepted."), "{s}");
+    }
+
+    #[test]
+    fn an_excepted_revoke_supersedes_nothing() {
+        let actions = run_excepted(
+            key(&[]),
+            &[
+                ("a", d(Verdict::Revoke)),
+                ("b", d(Verdict::Rotate { grace: None })),
+            ],
+            &[exception("a", "2026-07-01T00:00:00Z")],
+            "2026-06-01T00:00:00Z",
+        );
+        assert_eq!(
+            kinds(&actions),
+            vec![(ActionKind::Revoke, "a", None), (ActionKind::Rotate, "b", None)]
+        );
+        assert!(actions[0].excepted.is_some() && actions[1].is_applied());
+    }
+
+    #[test]
+    fn an_expired_exception_stops_counting_and_the_plan_says_so() {
+        let actions = run_excepted(
+            key(&[]),
+            &[("a", d(Verdict::Rotate { grace: None }))],
+            &[exception("a", "2026-06-01T00:00:00Z")],
+            "2026-06-01T00:00:00Z",
+        );
+        assert_eq!(
+            kinds(&actions),
+            vec![
+                (ActionKind::Rotate, "a", None),
+                (ActionKind::Warn, KEYROT_POLICY, None)
+            ]
+        );
+        assert!(actions[0].is_applied());
+        assert!(
+            actions[1].reason.contains("expired 2026-06-01T00:00:00Z"),
+            "{}",
+            actions[1].reason
+        );
+    }
+
+    #[test]
+    fn a_compromised_keys_revoke_is_never_excepted() {
+        let mut k = key(&[]);
+        k.compromised = true;
+        let actions = run_excepted(
+            k,
+            &[("a", d(Verdict::Revoke))],
+            &[exception("a", "2026-07-01T00:00:00Z")],
+            "2026-06-01T00:00:00Z",
+        );
+        assert!(actions[0].is_applied());
+        assert_eq!(actions[1].policy, KEYROT_POLICY);
+        assert!(
+            actions[1].reason.contains("cannot be excepted"),
+            "{}",
+            actions[1].reason
+        );
     }
 
     fn kinds(actions: &[Action]) -> Vec<(ActionKind, &str, Option<ActionKind>)> {
@@ -647,6 +862,7 @@ mod tests {
             expire: 1,
             deferred: 0,
             warn: 3,
+            excepted: 0,
         };
         assert_eq!(
             s.to_string(),

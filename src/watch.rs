@@ -13,7 +13,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use crate::error::{Error, Result};
 use crate::plan::{Plan, PlanDiff};
 use crate::policy::AstCache;
-use crate::store::files::{is_editor_artifact, OWNERS_FILE, SETTINGS_FILE};
+use crate::store::files::{is_editor_artifact, ROOT_FILES, SETTINGS_FILE};
 use crate::store::{Cache, Source};
 use crate::time::Time;
 use crate::workspace::{Loaded, Workspace};
@@ -90,7 +90,7 @@ impl Planner {
 
     /// Whether a change at this store-relative path can change the plan.
     pub fn is_relevant(&self, rel: &str) -> bool {
-        if rel == SETTINGS_FILE || rel == OWNERS_FILE || rel == self.keys_dir || rel == self.policies_dir {
+        if ROOT_FILES.contains(&rel) || rel == self.keys_dir || rel == self.policies_dir {
             return true;
         }
         let in_dir = |dir: &str| {
@@ -98,7 +98,9 @@ impl Planner {
                 .and_then(|r| r.strip_prefix('/'))
                 .filter(|name| !name.contains('/') && !is_editor_artifact(name))
         };
-        in_dir(&self.keys_dir).is_some() || in_dir(&self.policies_dir).is_some_and(|n| n.contains(".rhai"))
+        in_dir(&self.keys_dir).is_some()
+            || in_dir(&self.policies_dir)
+                .is_some_and(|n| n.contains(".rhai") && !n.ends_with(crate::policy::testing::TEST_SUFFIX))
     }
 
     /// After the watches are in place: the files that changed since the first load
@@ -292,7 +294,7 @@ pub fn run(
         let wide = everything
             || changed
                 .iter()
-                .any(|c| c == SETTINGS_FILE || (!c.contains('/') && c != OWNERS_FILE));
+                .any(|c| c == SETTINGS_FILE || (!c.contains('/') && !ROOT_FILES.contains(&c.as_str())));
         planner.invalidate(if wide { None } else { Some(&changed) });
         let outcome = planner.replan(changed);
         report(&outcome);

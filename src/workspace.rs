@@ -27,6 +27,12 @@ impl Loaded {
     /// [`Loaded::from_source`], reusing compiled policies from `asts`.
     pub fn from_source_cached(source: &Source, now: Time, asts: Option<&AstCache>) -> Result<Loaded> {
         let (store, mut problems) = Store::load(source);
+        problems.extend(crate::store::exceptions::beyond_horizon(
+            crate::store::files::EXCEPTIONS_FILE,
+            &store.exceptions,
+            now,
+            store.settings.exceptions_max_days,
+        ));
         let (policies, policy_problems) =
             PolicySet::compile_cached(&store.policy_files, &store.settings, now, asts);
         problems.extend(policy_problems);

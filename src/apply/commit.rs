@@ -28,7 +28,14 @@ pub fn commit_message(plan: &Plan) -> String {
         if let Some(remove) = &a.remove {
             reason = format!("{reason} (remove {})", remove.join(", "));
         }
-        msg.push_str(&format!("{} {} [{}] {}\n", a.action, a.key, a.policy, reason));
+        match &a.excepted {
+            // Held back, but on the record: who accepted which risk, until when.
+            Some(e) => msg.push_str(&format!(
+                "{EXCEPTED} {} [{}] {} not applied: {reason} (accepted until {} by {}: {})\n",
+                a.key, a.policy, a.action, e.expires, e.approved_by, e.reason
+            )),
+            None => msg.push_str(&format!("{} {} [{}] {}\n", a.action, a.key, a.policy, reason)),
+        }
     }
     msg.push_str(&format!(
         "\n{TRAILER_PLAN}: {}\n{TRAILER_POLICIES}: {}\n{TRAILER_NOW}: {}\n",
@@ -40,6 +47,8 @@ pub fn commit_message(plan: &Plan) -> String {
 }
 
 pub const SUBJECT_PREFIX: &str = "keyrot apply:";
+/// The first word of a commit body line for an excepted decision.
+pub const EXCEPTED: &str = "excepted";
 pub const TRAILER_PLAN: &str = "Keyrot-Plan";
 pub const TRAILER_POLICIES: &str = "Keyrot-Policies";
 pub const TRAILER_NOW: &str = "Keyrot-Now";

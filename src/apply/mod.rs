@@ -23,7 +23,7 @@ use git2::Oid;
 use rand::rngs::OsRng;
 use rand::TryRngCore;
 
-pub use commit::{commit_message, SUBJECT_PREFIX, TRAILER_NOW, TRAILER_PLAN, TRAILER_POLICIES};
+pub use commit::{commit_message, EXCEPTED, SUBJECT_PREFIX, TRAILER_NOW, TRAILER_PLAN, TRAILER_POLICIES};
 use journal::{Journal, Recovery};
 use lock::Lock;
 

@@ -9,6 +9,7 @@ mod log;
 mod plan;
 mod render;
 mod run;
+mod test;
 mod watch;
 
 use std::io::Write;
@@ -49,6 +50,8 @@ enum Command {
     Watch(watch::Args),
     /// Plan (and with --apply, apply) now and then every DURATION, or once for cron
     Run(run::Args),
+    /// Run the policy tests (policies/*_test.rhai), with line coverage
+    Test(test::Args),
     /// Quick start: make an example store, then plan, apply and log it
     Demo(demo::Args),
 }
@@ -109,6 +112,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Log(args) => log::run(args, &store),
         Command::Watch(args) => watch::run(args, &store),
         Command::Run(args) => run::run(args, &store),
+        Command::Test(args) => test::run(args, &store),
         Command::Demo(args) => demo::run(args),
     }
 }

@@ -32,14 +32,21 @@ fn detail(a: &Action) -> String {
     if let Some(fp) = &a.fingerprint {
         d.push_str(&format!(" ({})", short_fp(fp)));
     }
+    if let Some(e) = &a.excepted {
+        d.push_str(&format!(
+            " [accepted risk: {}; approved by {}]",
+            e.reason, e.approved_by
+        ));
+    }
     d
 }
 
-/// `rotate`, or `rotate (superseded by revoke)`.
+/// `rotate`, `rotate (superseded by revoke)` or `rotate (excepted until 2026-12-31)`.
 fn action_label(a: &Action) -> String {
-    match a.superseded_by {
-        Some(by) => format!("{} (superseded by {by})", a.action),
-        None => a.action.to_string(),
+    match (a.superseded_by, &a.excepted) {
+        (Some(by), _) => format!("{} (superseded by {by})", a.action),
+        (None, Some(e)) => format!("{} (excepted until {})", a.action, e.expires),
+        (None, None) => a.action.to_string(),
     }
 }
 

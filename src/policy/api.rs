@@ -54,11 +54,29 @@ impl KeyView {
             Some(OwnerStatus::Departed) => "departed",
             None => "unknown",
         };
+        KeyView::from_parts(
+            key,
+            owner_status,
+            owner.and_then(|o| o.team.clone()),
+            owner_key_count,
+            now,
+        )
+    }
+
+    /// A view from its stored part and the facts about its owner; `age` and `idle` are
+    /// derived at `now`.
+    pub fn from_parts(
+        key: Arc<Key>,
+        owner_status: &'static str,
+        owner_team: Option<String>,
+        owner_key_count: i64,
+        now: Time,
+    ) -> KeyView {
         let age = now.since(key.rotated_at);
         let idle = now.since(key.last_used_at.unwrap_or(key.created_at));
         KeyView(Arc::new(KeyFacts {
             owner_status,
-            owner_team: owner.and_then(|o| o.team.clone()),
+            owner_team,
             owner_key_count,
             age,
             idle,
@@ -66,12 +84,24 @@ impl KeyView {
         }))
     }
 
+    /// The same key seen at another instant.
+    pub fn at(&self, now: Time) -> KeyView {
+        let f = &self.0;
+        KeyView::from_parts(
+            f.key.clone(),
+            f.owner_status,
+            f.owner_team.clone(),
+            f.owner_key_count,
+            now,
+        )
+    }
+
     pub fn facts(&self) -> &KeyFacts {
         &self.0
     }
 }
 
-fn rt_err(msg: impl Into<String>) -> Box<EvalAltResult> {
+pub(crate) fn rt_err(msg: impl Into<String>) -> Box<EvalAltResult> {
     msg.into().into()
 }
 
@@ -145,14 +175,23 @@ fn overflow() -> Box<EvalAltResult> {
     rt_err("time arithmetic overflowed")
 }
 
-fn register_time(engine: &mut Engine, now: Time) {
+fn register_time(engine: &mut Engine, clock: &Clock) {
     engine.register_type_with_name::<Time>("Time");
     engine.register_type_with_name::<Dur>("Duration");
     register_comparisons!(engine, Time);
     register_comparisons!(engine, Dur);
 
+    match clock {
+        Clock::Fixed(now) => {
+            let now = *now;
+            engine.register_fn("now", move || now);
+        }
+        Clock::Settable(cell) => {
+            let cell = cell.clone();
+            engine.register_fn("now", move || cell.get());
+        }
+    }
     engine
-        .register_fn("now", move || now)
         .register_fn("time", |s: &str| Time::parse_rfc3339(s).map_err(rt_err))
         .register_fn("duration", |s: &str| Dur::parse(s).map_err(rt_err))
         .register_fn("days", |n: INT| Dur::days_n(n).ok_or_else(overflow))
@@ -304,9 +343,42 @@ fn register_decisions(engine: &mut Engine) {
         });
 }
 
+/// Where `now()` comes from: the run's single instant, or (in `keyrot test`) an
+/// instant each test sets with `at(…)`.
+#[derive(Clone)]
+pub enum Clock {
+    Fixed(Time),
+    Settable(Instant),
+}
+
+/// A shared, settable instant.
+#[derive(Clone, Default)]
+pub struct Instant(Arc<std::sync::atomic::AtomicI64>);
+
+impl Instant {
+    pub fn new(t: Time) -> Instant {
+        let i = Instant::default();
+        i.set(t);
+        i
+    }
+
+    pub fn get(&self) -> Time {
+        Time::from_unix(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub fn set(&self, t: Time) {
+        self.0.store(t.unix(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Builds the sandboxed engine for one run. `configs[i]` is the `config()` of the
 /// policy evaluated with tag `i`; `now` is the run's single evaluation instant.
 pub fn engine(now: Time, configs: Arc<Vec<rhai::Map>>) -> Engine {
+    engine_with(&Clock::Fixed(now), configs)
+}
+
+/// [`engine`] with any clock.
+pub fn engine_with(clock: &Clock, configs: Arc<Vec<rhai::Map>>) -> Engine {
     let mut engine = Engine::new_raw();
     // The standard package has no file, network, environment or clock access: with
     // the `no_time` and `no_module` features there is no `timestamp()` and no `import`.
@@ -327,21 +399,45 @@ pub fn engine(now: Time, configs: Arc<Vec<rhai::Map>>) -> Engine {
         .set_max_variables(limits::VARIABLES)
         .set_max_functions(limits::FUNCTIONS);
 
-    register_time(&mut engine, now);
+    register_time(&mut engine, clock);
     register_key(&mut engine);
     register_decisions(&mut engine);
     register_ordering_guards(&mut engine);
     engine.register_fn("config", move |ctx: NativeCallContext| -> Dynamic {
-        let idx = ctx
-            .tag()
-            .and_then(|t| t.as_int().ok())
-            .and_then(|i| usize::try_from(i).ok());
-        match idx.and_then(|i| configs.get(i)) {
-            Some(map) => Dynamic::from_map(map.clone()),
-            None => Dynamic::from_map(rhai::Map::new()),
-        }
+        Dynamic::from_map(config_of(&ctx, &configs))
     });
     engine
+}
+
+/// The `config()` of the policy being evaluated: its index is the call's tag.
+fn config_of(ctx: &NativeCallContext, configs: &[rhai::Map]) -> rhai::Map {
+    let idx = ctx
+        .tag()
+        .and_then(|t| t.as_int().ok())
+        .and_then(|i| usize::try_from(i).ok());
+    idx.and_then(|i| configs.get(i)).cloned().unwrap_or_default()
+}
+
+/// A `config()` a test sets with `with_config(#{…})`, in place of `keyrot.toml`'s.
+#[derive(Clone, Default)]
+pub struct ConfigOverride(Arc<std::sync::Mutex<Option<rhai::Map>>>);
+
+impl ConfigOverride {
+    pub fn set(&self, map: Option<rhai::Map>) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = map;
+    }
+
+    /// Makes `engine`'s `config()` answer the override when one is set.
+    pub fn attach(&self, engine: &mut Engine, configs: Arc<Vec<rhai::Map>>) {
+        let over = self.0.clone();
+        engine.register_fn("config", move |ctx: NativeCallContext| -> Dynamic {
+            let set = over
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            Dynamic::from_map(set.unwrap_or_else(|| config_of(&ctx, &configs)))
+        });
+    }
 }
 
 /// Converts a `[policy.<name>]` TOML table into the map `config()` returns.

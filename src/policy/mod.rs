@@ -1,7 +1,9 @@
 //! Policies: Rhai scripts compiled once per run and evaluated per key in a sandbox.
 
 pub mod api;
+pub mod coverage;
 pub mod decision;
+pub mod testing;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -22,7 +24,7 @@ pub struct Policy {
     pub path: String,
     /// The script's `const DESCRIPTION`, if any.
     pub description: Option<String>,
-    ast: AST,
+    pub ast: AST,
     /// Constants defined at the script's top level, visible to `evaluate`.
     globals: Scope<'static>,
 }
@@ -34,7 +36,7 @@ pub struct PolicySet {
 }
 
 /// A policy's name is its file stem, and the `[policy.<name>]` table key.
-fn is_valid_name(name: &str) -> bool {
+pub fn is_valid_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b.len() <= 64
@@ -98,6 +100,32 @@ impl PolicySet {
         now: Time,
         cache: Option<&AstCache>,
     ) -> (PolicySet, Vec<Problem>) {
+        PolicySet::compile_with(files, settings, cache, |configs| api::engine(now, configs))
+    }
+
+    /// [`PolicySet::compile`] for `keyrot test`: `now()` reads `instant`, and every
+    /// line the policies run is recorded in `coverage`.
+    pub fn compile_for_tests(
+        files: &[FileEntry],
+        settings: &Settings,
+        instant: &api::Instant,
+        config: &api::ConfigOverride,
+        coverage: &coverage::Coverage,
+    ) -> (PolicySet, Vec<Problem>) {
+        PolicySet::compile_with(files, settings, None, |configs| {
+            let mut engine = api::engine_with(&api::Clock::Settable(instant.clone()), configs.clone());
+            config.attach(&mut engine, configs);
+            coverage.attach(&mut engine);
+            engine
+        })
+    }
+
+    fn compile_with(
+        files: &[FileEntry],
+        settings: &Settings,
+        cache: Option<&AstCache>,
+        make_engine: impl FnOnce(std::sync::Arc<Vec<rhai::Map>>) -> Engine,
+    ) -> (PolicySet, Vec<Problem>) {
         let mut problems = Vec::new();
         let mut named: Vec<(String, &FileEntry)> = Vec::new();
         for f in files {
@@ -135,7 +163,7 @@ impl PolicySet {
                     .unwrap_or_default()
             })
             .collect();
-        let mut engine = api::engine(now, std::sync::Arc::new(configs));
+        let mut engine = make_engine(std::sync::Arc::new(configs));
 
         let mut policies = Vec::new();
         for (idx, (name, f)) in named.into_iter().enumerate() {
@@ -150,6 +178,18 @@ impl PolicySet {
 
     pub fn policies(&self) -> &[Policy] {
         &self.policies
+    }
+
+    /// The index of the policy with this name.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.policies.iter().position(|p| p.name == name)
+    }
+
+    /// Evaluates one key against one policy (`keyrot test`, `keyrot explain`).
+    pub fn evaluate_one(&self, idx: usize, key: &KeyView) -> Result<Vec<Decision>, Error> {
+        let policy = &self.policies[idx];
+        let mut scope = policy.globals.clone();
+        call_evaluate(&self.engine, idx, policy, &mut scope, key)
     }
 
     /// Evaluates one key against every policy, in policy-name order. Returns each
@@ -181,36 +221,42 @@ impl Evaluator<'_> {
     pub fn evaluate(&mut self, key: &KeyView) -> Result<Vec<(usize, Decision)>, Error> {
         let mut out = Vec::new();
         for ((idx, policy), scope) in self.set.policies.iter().enumerate().zip(&mut self.scopes) {
-            let options = CallFnOptions::new()
-                .eval_ast(false)
-                .rewind_scope(true)
-                .with_tag(idx as rhai::INT);
-            let result = self.set.engine.call_fn_with_options::<Dynamic>(
-                options,
-                scope,
-                &policy.ast,
-                "evaluate",
-                (key.clone(),),
-            );
-            let fail = |message: String, pos: Option<(usize, usize)>| Error::Policy {
-                policy: policy.name.clone(),
-                key: key.facts().key.id.clone(),
-                location: match pos {
-                    Some((l, c)) => format!("{}:{l}:{c}: ", policy.path),
-                    None => format!("{}: ", policy.path),
-                },
-                message,
-            };
-            let value = result.map_err(|e| {
-                let (msg, pos) = describe(&e);
-                fail(msg, pos)
-            })?;
-            for d in decisions(value).map_err(|msg| fail(msg, None))? {
+            for d in call_evaluate(&self.set.engine, idx, policy, scope, key)? {
                 out.push((idx, d));
             }
         }
         Ok(out)
     }
+}
+
+/// Runs one policy's `evaluate(key)` in the sandbox.
+fn call_evaluate(
+    engine: &Engine,
+    idx: usize,
+    policy: &Policy,
+    scope: &mut Scope<'static>,
+    key: &KeyView,
+) -> Result<Vec<Decision>, Error> {
+    let options = CallFnOptions::new()
+        .eval_ast(false)
+        .rewind_scope(true)
+        .with_tag(idx as rhai::INT);
+    let result =
+        engine.call_fn_with_options::<Dynamic>(options, scope, &policy.ast, "evaluate", (key.clone(),));
+    let fail = |message: String, pos: Option<(usize, usize)>| Error::Policy {
+        policy: policy.name.clone(),
+        key: key.facts().key.id.clone(),
+        location: match pos {
+            Some((l, c)) => format!("{}:{l}:{c}: ", policy.path),
+            None => format!("{}: ", policy.path),
+        },
+        message,
+    };
+    let value = result.map_err(|e| {
+        let (msg, pos) = describe(&e);
+        fail(msg, pos)
+    })?;
+    decisions(value).map_err(|msg| fail(msg, None))
 }
 
 /// Accepts `()`, one decision, or an array of decisions.

@@ -19,6 +19,10 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 pub const SETTINGS_FILE: &str = "keyrot.toml";
 pub const OWNERS_FILE: &str = "owners.toml";
+pub const EXCEPTIONS_FILE: &str = "exceptions.toml";
+
+/// The files at the store root that keyrot reads.
+pub const ROOT_FILES: [&str; 3] = [SETTINGS_FILE, OWNERS_FILE, EXCEPTIONS_FILE];
 
 /// One file, by its path relative to the store root (always `/`-separated).
 #[derive(Clone, Debug)]
@@ -217,27 +221,30 @@ fn read_commit_files(
 pub struct Snapshot {
     pub settings: Option<FileEntry>,
     pub owners: Option<FileEntry>,
+    pub exceptions: Option<FileEntry>,
     pub keys: Vec<FileEntry>,
     pub policies: Vec<FileEntry>,
+    /// The policy tests (`<dir>/<policy>_test.rhai`), never loaded as policies.
+    pub policy_tests: Vec<FileEntry>,
     /// Files that could not be read, or should not be there.
     pub problems: Vec<Problem>,
 }
 
 impl Snapshot {
-    /// Reads `keyrot.toml` and `owners.toml`.
+    /// Reads `keyrot.toml`, `owners.toml` and `exceptions.toml`.
     pub fn read_root(source: &Source) -> Snapshot {
         let mut snap = Snapshot::default();
-        for name in [SETTINGS_FILE, OWNERS_FILE] {
+        for name in ROOT_FILES {
             match source.read(name) {
                 Ok(Some(bytes)) => {
                     let entry = Some(FileEntry {
                         path: name.to_string(),
                         bytes,
                     });
-                    if name == SETTINGS_FILE {
-                        snap.settings = entry;
-                    } else {
-                        snap.owners = entry;
+                    match name {
+                        SETTINGS_FILE => snap.settings = entry,
+                        OWNERS_FILE => snap.owners = entry,
+                        _ => snap.exceptions = entry,
                     }
                 }
                 Ok(None) => {}
@@ -247,9 +254,9 @@ impl Snapshot {
         snap
     }
 
-    /// Reads the key files (`<dir>/*.toml`) and policy files (`<dir>/*.rhai`, not the
-    /// `*_test.rhai` policy tests). Anything else in the keys folder is a problem, as a
-    /// key file with a wrong extension would otherwise be silently ignored.
+    /// Reads the key files (`<dir>/*.toml`), policy files (`<dir>/*.rhai`) and, apart,
+    /// the policy tests (`*_test.rhai`). Anything else in the keys folder is a problem,
+    /// as a key file with a wrong extension would otherwise be silently ignored.
     pub fn read_folders(&mut self, source: &Source, keys_dir: &str, policies_dir: &str) {
         self.keys = self.read_folder(source, keys_dir, |name| {
             if is_editor_artifact(name) {
@@ -260,8 +267,8 @@ impl Snapshot {
                 Pick::Refuse("is not a key file (key files are named <id>.toml)")
             }
         });
-        self.policies = self.read_folder(source, policies_dir, |name| {
-            if is_editor_artifact(name) || name.ends_with("_test.rhai") {
+        let policies = self.read_folder(source, policies_dir, |name| {
+            if is_editor_artifact(name) {
                 Pick::Skip
             } else if name.ends_with(".rhai") {
                 Pick::Take
@@ -275,6 +282,9 @@ impl Snapshot {
                 Pick::Skip
             }
         });
+        (self.policy_tests, self.policies) = policies
+            .into_iter()
+            .partition(|f| f.path.ends_with(crate::policy::testing::TEST_SUFFIX));
     }
 
     fn read_folder(&mut self, source: &Source, dir: &str, pick: impl Fn(&str) -> Pick) -> Vec<FileEntry> {
@@ -335,12 +345,14 @@ impl Snapshot {
         out
     }
 
-    /// `sha256:` over the policy files, `keyrot.toml` and `owners.toml`.
+    /// `sha256:` over the policy files, `keyrot.toml`, `owners.toml` and
+    /// `exceptions.toml`: everything that decides what happens to a key but the key.
     pub fn policies_digest(&self) -> String {
         digest(
             self.settings
                 .iter()
                 .chain(self.owners.iter())
+                .chain(self.exceptions.iter())
                 .chain(self.policies.iter()),
         )
     }

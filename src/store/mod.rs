@@ -1,6 +1,7 @@
 //! The key store: settings, owners and keys, read from the work tree or a commit.
 
 pub mod cache;
+pub mod exceptions;
 pub mod files;
 pub mod key;
 pub mod owners;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use cache::Cache;
+pub use exceptions::Exception;
 pub use files::{FileEntry, Snapshot, Source};
 pub use key::{Key, KeyStatus, Previous};
 pub use owners::{Owner, OwnerStatus};
@@ -24,10 +26,14 @@ use crate::error::Problem;
 pub struct Store {
     pub settings: Settings,
     pub owners: BTreeMap<String, Owner>,
+    /// `exceptions.toml`, in file order.
+    pub exceptions: Vec<Exception>,
     /// Sorted by id.
     pub keys: Vec<Arc<Key>>,
     /// The policy sources (`policies/*.rhai`), compiled by [`crate::policy`].
     pub policy_files: Vec<FileEntry>,
+    /// The policy tests (`policies/*_test.rhai`), run by [`crate::policy::testing`].
+    pub policy_tests: Vec<FileEntry>,
     pub policies_digest: String,
     pub keys_digest: String,
 }
@@ -68,6 +74,21 @@ impl Store {
             None => BTreeMap::new(),
         };
 
+        let exceptions = match &snap.exceptions {
+            Some(f) => match parse::utf8(&f.path, &f.bytes) {
+                Ok(text) => {
+                    let (e, p) = exceptions::parse(&f.path, text);
+                    problems.extend(p);
+                    e
+                }
+                Err(p) => {
+                    problems.push(p);
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+
         snap.read_folders(source, &settings.keys_dir, &settings.policies_dir);
         problems.append(&mut snap.problems);
 
@@ -86,14 +107,17 @@ impl Store {
             }
         }
         keys.sort_by(|a, b| a.id.cmp(&b.id));
+        problems.extend(undeclared_permissions(&settings, &keys, &snap.keys));
 
         let policies_digest = snap.policies_digest();
         let keys_digest = snap.keys_digest();
         let store = Store {
             settings,
             owners,
+            exceptions,
             keys,
             policy_files: snap.policies,
+            policy_tests: snap.policy_tests,
             policies_digest,
             keys_digest,
         };
@@ -120,13 +144,48 @@ impl Store {
 
     /// The store-relative paths whose uncommitted changes matter to keyrot.
     pub fn tracked_paths(&self) -> Vec<String> {
-        vec![
-            files::SETTINGS_FILE.to_string(),
-            files::OWNERS_FILE.to_string(),
-            self.settings.keys_dir.clone(),
-            self.settings.policies_dir.clone(),
-        ]
+        files::ROOT_FILES
+            .iter()
+            .map(|f| f.to_string())
+            .chain([self.settings.keys_dir.clone(), self.settings.policies_dir.clone()])
+            .collect()
     }
+}
+
+/// Permissions a key holds that its service does not declare (`[service.<name>]
+/// permissions` in `keyrot.toml`): a misspelt `withdraw` would slip past every policy
+/// that looks for it.
+fn undeclared_permissions(settings: &Settings, keys: &[Arc<Key>], files: &[FileEntry]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for key in keys {
+        let Some(declared) = settings
+            .services
+            .get(&key.service)
+            .and_then(|s| s.permissions.as_ref())
+        else {
+            continue;
+        };
+        for p in key.permissions.iter().filter(|p| !declared.contains(p)) {
+            let text = files
+                .iter()
+                .find(|f| f.path == key.path)
+                .and_then(|f| std::str::from_utf8(&f.bytes).ok())
+                .unwrap_or_default();
+            let pos = text
+                .find(&format!("\"{p}\""))
+                .map(|at| crate::error::line_col(text, at));
+            problems.push(Problem::at(
+                &key.path,
+                pos,
+                format!(
+                    "permission `{p}` is not one of service {}'s permissions ({}), as declared in keyrot.toml",
+                    key.service,
+                    declared.join(", ")
+                ),
+            ));
+        }
+    }
+    problems
 }
 
 fn parse_key_file(f: &FileEntry) -> Result<Arc<Key>, Vec<Problem>> {

@@ -24,6 +24,17 @@ pub struct Settings {
     pub policy_config: BTreeMap<String, toml::Table>,
     /// Where each `[policy.<name>]` table starts, for errors about it.
     pub policy_config_pos: BTreeMap<String, (usize, usize)>,
+    /// `[exceptions].max_days`: how far ahead an exception may expire.
+    pub exceptions_max_days: i64,
+    /// `[service.<name>]` tables.
+    pub services: BTreeMap<String, Service>,
+}
+
+/// What `keyrot.toml` declares about one service.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Service {
+    /// When declared, the only permissions a key of this service may hold.
+    pub permissions: Option<Vec<String>>,
 }
 
 impl Default for Settings {
@@ -39,6 +50,8 @@ impl Default for Settings {
             commit_email: "keyrot@localhost".into(),
             policy_config: BTreeMap::new(),
             policy_config_pos: BTreeMap::new(),
+            exceptions_max_days: super::exceptions::DEFAULT_MAX_DAYS,
+            services: BTreeMap::new(),
         }
     }
 }
@@ -56,6 +69,22 @@ struct Raw {
     commit: RawCommit,
     #[serde(default)]
     policy: BTreeMap<String, Spanned<toml::Table>>,
+    #[serde(default)]
+    exceptions: RawExceptions,
+    #[serde(default)]
+    service: BTreeMap<String, RawService>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawExceptions {
+    max_days: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    permissions: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -89,6 +118,9 @@ struct RawCommit {
 /// Smallest and largest secret sizes keyrot will generate: below 16 bytes (128 bits) a
 /// secret is guessable; above 1 KiB it is a configuration mistake.
 const SECRET_BYTES: std::ops::RangeInclusive<i64> = 16..=1024;
+
+/// An accepted risk is looked at again at least once a year.
+const EXCEPTION_DAYS: std::ops::RangeInclusive<i64> = 1..=365;
 
 impl Settings {
     /// Parses `keyrot.toml`. On problems, returns the defaults for what could not be
@@ -176,6 +208,30 @@ impl Settings {
         }
         if let Some(e) = raw.commit.email {
             s.commit_email = e.into_inner();
+        }
+        if let Some(d) = raw.exceptions.max_days {
+            if EXCEPTION_DAYS.contains(d.get_ref()) {
+                s.exceptions_max_days = *d.get_ref();
+            } else {
+                problems.push(span_problem(
+                    path,
+                    text,
+                    d.span(),
+                    format!(
+                        "exceptions.max_days must be between {} and {}",
+                        EXCEPTION_DAYS.start(),
+                        EXCEPTION_DAYS.end()
+                    ),
+                ));
+            }
+        }
+        for (name, raw) in raw.service {
+            s.services.insert(
+                name,
+                Service {
+                    permissions: raw.permissions,
+                },
+            );
         }
         for (name, table) in raw.policy {
             s.policy_config_pos
