@@ -11,20 +11,35 @@ use crate::error::{Error, Result};
 use crate::store::{files, repo, Settings};
 use crate::time::Time;
 
-/// The policies keyrot ships, as `(file name, source)`.
+/// The policies keyrot ships and their tests, as `(file name, source)`.
 pub const SHIPPED_POLICIES: &[(&str, &str)] = &[
     ("compromised.rhai", include_str!("../policies/compromised.rhai")),
+    (
+        "compromised_test.rhai",
+        include_str!("../policies/compromised_test.rhai"),
+    ),
     (
         "departed-owner.rhai",
         include_str!("../policies/departed-owner.rhai"),
     ),
+    (
+        "departed-owner_test.rhai",
+        include_str!("../policies/departed-owner_test.rhai"),
+    ),
     ("idle.rhai", include_str!("../policies/idle.rhai")),
+    ("idle_test.rhai", include_str!("../policies/idle_test.rhai")),
     ("key-cap.rhai", include_str!("../policies/key-cap.rhai")),
+    ("key-cap_test.rhai", include_str!("../policies/key-cap_test.rhai")),
     (
         "least-privilege.rhai",
         include_str!("../policies/least-privilege.rhai"),
     ),
+    (
+        "least-privilege_test.rhai",
+        include_str!("../policies/least-privilege_test.rhai"),
+    ),
     ("max-age.rhai", include_str!("../policies/max-age.rhai")),
+    ("max-age_test.rhai", include_str!("../policies/max-age_test.rhai")),
 ];
 
 const EXAMPLE_OWNERS: &str = include_str!("../examples/store/owners.toml");
@@ -87,11 +102,18 @@ email = "keyrot@localhost"
 max_days = 90
 withdraw_max_days = 30
 
+[policy.departed-owner]
+personal_tag = "personal"
+
 [policy.idle]
 max_idle_days = 60
 
 [policy.key-cap]
 max_keys = 5
+
+[policy.least-privilege]
+restrict = ["withdraw"]   # removed from keys without an IP allowlist
+warn = ["admin"]          # reported on keys without an IP allowlist
 "#;
 
 const OWNERS: &str = r#"# People who own keys. status = "active" | "departed".
@@ -241,6 +263,6 @@ mod tests {
     fn shipped_settings_parse_cleanly() {
         let (s, problems) = Settings::parse("keyrot.toml", SETTINGS);
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(s.policy_config.len(), 3);
+        assert_eq!(s.policy_config.len(), 5);
     }
 }

@@ -35,6 +35,16 @@ use crate::store::{files, repo};
 use crate::time::Time;
 use crate::workspace::{Loaded, Workspace};
 
+/// What apply stands in for the new fingerprint in a preview: the secret does not
+/// exist until apply generates it.
+pub const NEW_FINGERPRINT: &str = "sha256:<new secret's fingerprint>";
+
+/// The key file as one key's applied actions would leave it (`keyrot explain`).
+pub fn preview(key: &crate::store::Key, text: &str, actions: &[&Action], now: Time) -> Result<String> {
+    let changes = edit::merge(actions)?;
+    edit::edit_key_file(key, text, &changes, Some(NEW_FINGERPRINT), now)
+}
+
 /// A new secret that an apply delivered.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Delivered {

@@ -4,6 +4,7 @@
 mod apply;
 mod check;
 mod demo;
+mod explain;
 mod init;
 mod log;
 mod plan;
@@ -44,6 +45,8 @@ enum Command {
     Plan(plan::Args),
     /// Apply a saved plan, or plan and apply the committed store, as one git commit
     Apply(apply::Args),
+    /// Why one key gets what the plan gives it: its facts, each policy, the rules
+    Explain(explain::Args),
     /// The audit trail from git history
     Log(log::Args),
     /// Print the plan, then what changes in it every time a policy, key or setting is saved
@@ -109,6 +112,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Check(args) => check::run(args, &store),
         Command::Plan(args) => plan::run(args, &store),
         Command::Apply(args) => apply::run(args, &store),
+        Command::Explain(args) => explain::run(args, &store),
         Command::Log(args) => log::run(args, &store),
         Command::Watch(args) => watch::run(args, &store),
         Command::Run(args) => run::run(args, &store),

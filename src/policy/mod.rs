@@ -1,6 +1,7 @@
 //! Policies: Rhai scripts compiled once per run and evaluated per key in a sandbox.
 
 pub mod api;
+pub mod config_use;
 pub mod coverage;
 pub mod decision;
 pub mod testing;

@@ -120,3 +120,132 @@ fn not_a_store_says_how_to_make_one() {
     assert!(run.stderr.contains("is not a keyrot store"), "{}", run.stderr);
     assert!(run.stderr.contains("keyrot init"), "{}", run.stderr);
 }
+
+#[test]
+fn check_finds_what_loads_but_is_still_wrong() {
+    let s = Store::new();
+    // A misspelt setting (an error: it has no effect), a setting no longer given (a
+    // warning: the policy's default applies), a test file for no policy, a policy
+    // without tests.
+    let settings = s
+        .read("keyrot.toml")
+        .replace("max_idle_days = 60", "max_idel_days = 30");
+    s.write("keyrot.toml", &settings);
+    s.write("policies/ghost_test.rhai", "fn test_nothing() {}\n");
+    s.remove("policies/key-cap_test.rhai");
+    let run = s.keyrot(&["check"]).fails(1);
+    let err = &run.stderr;
+    for expected in [
+        "keyrot.toml:28:1: [policy.idle] sets `max_idel_days`, which policy idle never reads",
+        "policies/ghost_test.rhai: tests policy ghost, which does not exist (no policies/ghost.rhai)",
+        "policies/idle.rhai:11:31: warning: reads config().max_idle_days, which keyrot.toml does not set",
+        "policies/key-cap.rhai: warning: policy key-cap has no tests",
+        "error: 2 problems in the store",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+    let json = s.keyrot(&["check", "--json"]).fails(1).json();
+    let severities: Vec<&str> = json["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["severity"].as_str().unwrap())
+        .collect();
+    assert_eq!(severities, ["error", "error", "warning", "warning"]);
+
+    // Warnings alone do not fail the check.
+    s.write("keyrot.toml", &settings.replace("max_idel_days = 30\n", ""));
+    s.remove("policies/ghost_test.rhai");
+    let run = s.keyrot(&["check"]).ok();
+    assert!(run.stdout.starts_with("ok: "), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("warning: policy key-cap has no tests"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_policy_reading_config_dynamically_is_not_accused_of_unread_settings() {
+    let s = Store::new();
+    s.write(
+        "policies/tiers.rhai",
+        "fn evaluate(key) {\n    let name = key.environment;\n    if key.age > days(config()[name] ?? 90) { rotate(\"old\") }\n}\n",
+    );
+    s.write(
+        "policies/tiers_test.rhai",
+        "fn test_x() { assert_none(evaluate(key())); }\n",
+    );
+    s.write(
+        "keyrot.toml",
+        &(s.read("keyrot.toml") + "\n[policy.tiers]\nproduction = 30\nstaging = 120\n"),
+    );
+    let run = s.keyrot(&["check"]).ok();
+    assert!(!run.stderr.contains("tiers"), "{}", run.stderr);
+}
+
+#[test]
+fn declared_service_permissions_catch_misspelt_ones() {
+    let s = Store::new();
+    s.write(
+        "keyrot.toml",
+        &(s.read("keyrot.toml") + "\n[service.binance]\npermissions = [\"read\", \"trade\", \"withdraw\"]\n"),
+    );
+    s.write(
+        "keys/ok.toml",
+        &key("[\"read\", \"withdraw\"]", "2026-11-01T00:00:00Z", ""),
+    );
+    s.write(
+        "keys/typo.toml",
+        &key("[\"read\", \"withdarw\"]", "2026-11-01T00:00:00Z", ""),
+    );
+    let run = s.keyrot(&["check"]).fails(1);
+    assert!(
+        run.stderr.contains("keys/typo.toml:3:24: permission `withdarw` is not one of service binance's permissions (read, trade, withdraw)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("keys/ok.toml"), "{}", run.stderr);
+    // Keys of services without a declaration may hold anything.
+    s.write(
+        "keys/typo.toml",
+        &key("[\"withdarw\"]", "2026-11-01T00:00:00Z", "").replace("binance", "kraken"),
+    );
+    s.keyrot(&["check"]).ok();
+}
+
+#[test]
+fn exceptions_that_match_nothing_are_warnings() {
+    let s = Store::with_keys(&[("old", &key("[\"read\"]", "2026-07-01T00:00:00Z", ""))]);
+    let entry = |key: &str, policy: &str, expires: &str| {
+        format!("[[exception]]\nkey = \"{key}\"\npolicy = \"{policy}\"\nreason = \"r\"\napproved_by = \"carol\"\nexpires = {expires}\n")
+    };
+    s.write(
+        "exceptions.toml",
+        &[
+            entry("old", "max-age", "2026-12-31"),
+            entry("old", "idle", "2026-12-31"),
+            entry("gone", "max-age", "2026-12-31"),
+            entry("old", "compromised", "2026-11-01"),
+        ]
+        .join("\n"),
+    );
+    let run = s.keyrot(&["check", "--now", NOW]).ok();
+    let err = &run.stderr;
+    for expected in [
+        "exceptions.toml:8:1: warning: exception for key old and policy idle matches nothing: the policy makes no decision on the key at 2026-11-22T20:00:00Z",
+        "exceptions.toml:15:1: warning: exception names key gone, which does not exist",
+        "exceptions.toml:22:1: warning: exception for key old and policy compromised expired 2026-11-01; remove it",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+    assert!(!err.contains("exceptions.toml:1:1"), "{err}");
+    s.write("exceptions.toml", &entry("old", "ip-allowlist", "2026-12-31"));
+    let run = s.keyrot(&["check", "--now", NOW]).fails(1);
+    assert!(
+        run.stderr
+            .contains("exceptions.toml:1:1: exception names policy ip-allowlist, which does not exist"),
+        "{}",
+        run.stderr
+    );
+}
