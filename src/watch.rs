@@ -345,6 +345,7 @@ mod tests {
             "owners.toml",
             "keys/a.toml",
             "keys/notes.txt",
+            "exceptions.toml",
             "policies/x.rhai",
             "keys",
         ] {
@@ -358,6 +359,7 @@ mod tests {
             "keys/4913",
             "keys/a.toml.keyrot-tmp",
             "policies/notes.md",
+            "policies/x_test.rhai",
             "keys/sub/a.toml",
         ] {
             assert!(!p.is_relevant(no), "{no}");

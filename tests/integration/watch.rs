@@ -159,3 +159,26 @@ fn text_output_shows_what_changed_in_the_plan() {
     assert_eq!(live.wait_exit(), 0);
     live.wait_for(false, "the goodbye", |l| l == "Stopped watching.");
 }
+
+#[test]
+fn watch_follows_exceptions() {
+    let s = Store::with_keys(&[("old", &key("[\"read\"]", "2026-07-01T00:00:00Z", ""))]);
+    let mut live = s.spawn(&["watch", "--json", "--now", NOW], &[]);
+    let first = live.next_event("plan");
+    assert_eq!(first["plan"]["summary"]["rotate"], 1);
+    let exception = "[[exception]]\nkey = \"old\"\npolicy = \"max-age\"\nreason = \"retired Friday\"\napproved_by = \"carol\"\nexpires = 2026-12-01\n";
+    s.write("exceptions.toml", exception);
+    live.plan_where("the new exception", |p| {
+        p["summary"]["excepted"] == 1 && p["summary"]["rotate"] == 0
+    });
+    s.write("exceptions.toml", &exception.replace("2026-12-01", "2027-12-01"));
+    let err = live.next_event("error");
+    assert!(
+        err["error"].as_str().unwrap().contains("more than 90 days ahead"),
+        "{err}"
+    );
+    s.remove("exceptions.toml");
+    live.plan_where("the exception removed", |p| p["summary"]["rotate"] == 1);
+    live.signal("INT");
+    assert_eq!(live.finish(), 0);
+}
