@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use git2::{DiffOptions, Repository, Sort};
 use serde::Serialize;
 
-use crate::apply::{EXCEPTED, SUBJECT_PREFIX, TRAILER_PLAN};
+use crate::apply::{EXCEPTED, FAILED, SUBJECT_PREFIX, TRAILER_PLAN};
 use crate::error::{Error, Result};
 use crate::plan::ActionKind;
 use crate::store::{files, Settings};
@@ -28,7 +28,7 @@ pub struct Entry {
 /// (`<action>` is `excepted` for a decision an exception held back).
 fn parse_action_line(line: &str) -> Option<(&str, &str, &str, &str)> {
     let (action, rest) = line.split_once(' ')?;
-    if ActionKind::parse(action).is_none() && action != EXCEPTED {
+    if ActionKind::parse(action).is_none() && action != EXCEPTED && action != FAILED {
         return None;
     }
     let (key, rest) = rest.split_once(' ')?;

@@ -19,6 +19,7 @@ pub mod parallel;
 pub mod plan;
 pub mod policy;
 pub mod progress;
+pub mod provider;
 pub mod runner;
 pub mod secret;
 pub mod store;

@@ -44,6 +44,20 @@ impl Secret {
         Ok(Secret(s))
     }
 
+    /// A secret a service generated (a provider's `create`). Refuses what cannot be
+    /// written as one line of a secret file.
+    pub fn from_service(s: String) -> std::result::Result<Secret, String> {
+        let secret = Secret(s);
+        let text = secret.expose();
+        if text.is_empty() || text.len() > 4096 {
+            return Err("a secret must be 1 to 4096 bytes".into());
+        }
+        if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err("a secret must not contain spaces, newlines or control characters".into());
+        }
+        Ok(secret)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -67,8 +81,22 @@ impl Drop for Secret {
     }
 }
 
+fn read_secret_file(path: &Path) -> Option<Secret> {
+    let mut bytes = fs::read(path).ok()?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    match String::from_utf8(bytes) {
+        Ok(s) => Some(Secret(s)),
+        Err(e) => {
+            wipe(&mut e.into_bytes());
+            None
+        }
+    }
+}
+
 /// Overwrites memory in a way the optimiser may not remove.
-fn wipe(bytes: &mut [u8]) {
+pub(crate) fn wipe(bytes: &mut [u8]) {
     for b in bytes.iter_mut() {
         // SAFETY: `b` is a valid, aligned, exclusive reference to one byte.
         unsafe { std::ptr::write_volatile(b, 0) };
@@ -240,6 +268,16 @@ impl SecretsDir {
             .collect();
         out.sort();
         out
+    }
+
+    /// The secret in a pending file, if it is there.
+    pub fn read_pending(&self, id: &str, txid: &str) -> Option<Secret> {
+        read_secret_file(&self.pending_path(id, txid))
+    }
+
+    /// The secret in `<id>.secret`, if it is there.
+    pub fn read_final(&self, id: &str) -> Option<Secret> {
+        read_secret_file(&self.final_path(id))
     }
 
     pub fn discard(&self, id: &str, txid: &str) {

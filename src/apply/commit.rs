@@ -5,19 +5,28 @@ use std::collections::BTreeMap;
 
 use git2::{Oid, Repository, Tree};
 
+use super::Failure;
 use crate::error::{Error, Result};
-use crate::plan::{ActionKind, Plan};
+use crate::plan::{ActionKind, Plan, Summary};
 
 /// The apply commit's message: subject, one line per applied action (and warning),
-/// then the trailers that tie it to its plan.
-pub fn commit_message(plan: &Plan) -> String {
-    let s = &plan.summary;
+/// then the trailers that tie it to its plan. Keys in `failed` were not applied: they
+/// are left out of the counts and listed with `failed` lines and `Keyrot-Failed`.
+pub fn commit_message(plan: &Plan, failed: &[Failure]) -> String {
+    let is_failed = |key: &str| failed.iter().any(|f| f.key == key && f.actions != ["finish"]);
+    let done: Vec<_> = plan
+        .actions
+        .iter()
+        .filter(|a| !is_failed(&a.key))
+        .cloned()
+        .collect();
+    let s = &Summary::of(&done);
     // Always all four counts, zeros included: one fixed shape for tools that read it.
     let mut msg = format!(
         "{SUBJECT_PREFIX} {} rotate, {} revoke, {} restrict, {} expire\n\n",
         s.rotate, s.revoke, s.restrict, s.expire
     );
-    for a in &plan.actions {
+    for a in &done {
         if a.superseded_by.is_some() || !(a.action.changes_store() || a.action == ActionKind::Warn) {
             continue;
         }
@@ -37,16 +46,31 @@ pub fn commit_message(plan: &Plan) -> String {
             None => msg.push_str(&format!("{} {} [{}] {}\n", a.action, a.key, a.policy, reason)),
         }
     }
+    for f in failed.iter().filter(|f| is_failed(&f.key)) {
+        msg.push_str(&format!(
+            "{FAILED} {} [{}] {} not applied: {}\n",
+            f.key,
+            f.policies.join(","),
+            f.actions.join(", "),
+            f.error
+        ));
+    }
     msg.push_str(&format!(
         "\n{TRAILER_PLAN}: {}\n{TRAILER_POLICIES}: {}\n{TRAILER_NOW}: {}\n",
         plan.digest(),
         plan.policies_digest,
         plan.now
     ));
+    for f in failed.iter().filter(|f| is_failed(&f.key)) {
+        msg.push_str(&format!("{TRAILER_FAILED}: {}\n", f.key));
+    }
     msg
 }
 
 pub const SUBJECT_PREFIX: &str = "keyrot apply:";
+/// The first word of a commit body line for a key a provider step failed.
+pub const FAILED: &str = "failed";
+pub const TRAILER_FAILED: &str = "Keyrot-Failed";
 /// The first word of a commit body line for an excepted decision.
 pub const EXCEPTED: &str = "excepted";
 pub const TRAILER_PLAN: &str = "Keyrot-Plan";

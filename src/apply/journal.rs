@@ -40,24 +40,42 @@ fn path(git_dir: &Path) -> PathBuf {
     keyrot_dir(git_dir).join("journal")
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+/// Writes `<git dir>/keyrot/<name>` durably: a temp file, synced, renamed into place,
+/// folder synced. A crash leaves the old file or the new one, never a torn one.
+pub(super) fn write_durable(git_dir: &Path, name: &str, body: &[u8]) -> Result<()> {
+    let dir = keyrot_dir(git_dir);
+    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    File::create(&tmp)
+        .and_then(|mut f| f.write_all(body).and_then(|()| f.sync_all()))
+        .map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, dir.join(name)).map_err(|e| Error::io(&tmp, e))?;
+    sync_dir(&dir)
+}
+
+/// Removes `<git dir>/keyrot/<name>` durably, if it exists.
+pub(super) fn remove_durable(git_dir: &Path, name: &str) -> Result<()> {
+    let p = keyrot_dir(git_dir).join(name);
+    match fs::remove_file(&p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(p, e)),
+        _ => sync_dir(&keyrot_dir(git_dir)),
+    }
+}
+
+pub(super) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
 }
 
 impl Journal {
-    /// Writes the journal durably: a temp file, synced, renamed into place, folder synced.
+    /// Writes the journal durably.
     pub fn write(&self, git_dir: &Path) -> Result<()> {
-        let dir = keyrot_dir(git_dir);
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let tmp = dir.join("journal.tmp");
-        let body = serde_json::to_vec_pretty(self).unwrap_or_default();
-        File::create(&tmp)
-            .and_then(|mut f| f.write_all(&body).and_then(|()| f.sync_all()))
-            .map_err(|e| Error::io(&tmp, e))?;
-        fs::rename(&tmp, path(git_dir)).map_err(|e| Error::io(&tmp, e))?;
-        sync_dir(&dir)
+        write_durable(
+            git_dir,
+            "journal",
+            &serde_json::to_vec_pretty(self).unwrap_or_default(),
+        )
     }
 
     pub fn read(git_dir: &Path) -> Result<Option<Journal>> {

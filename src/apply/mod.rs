@@ -15,6 +15,7 @@ mod commit;
 mod edit;
 pub mod journal;
 pub mod lock;
+pub mod service;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,7 +24,10 @@ use git2::Oid;
 use rand::rngs::OsRng;
 use rand::TryRngCore;
 
-pub use commit::{commit_message, EXCEPTED, SUBJECT_PREFIX, TRAILER_NOW, TRAILER_PLAN, TRAILER_POLICIES};
+pub use commit::{
+    commit_message, EXCEPTED, FAILED, SUBJECT_PREFIX, TRAILER_FAILED, TRAILER_NOW, TRAILER_PLAN,
+    TRAILER_POLICIES,
+};
 use journal::{Journal, Recovery};
 use lock::Lock;
 
@@ -63,6 +67,19 @@ pub struct Applied {
     pub secrets: Vec<Delivered>,
     /// Things the user should know: a recovered apply, a taken-over lock, orphans.
     pub notes: Vec<String>,
+    /// Keys whose actions failed at their service; their key files are unchanged.
+    pub failed: Vec<Failure>,
+}
+
+/// A key whose actions a provider step failed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Failure {
+    pub key: String,
+    /// The actions that were not applied (`rotate`, `restrict`…), or `finish` when the
+    /// commit landed but the service did not confirm it.
+    pub actions: Vec<String>,
+    pub policies: Vec<String>,
+    pub error: String,
 }
 
 /// Proof that this process holds the store's apply lock and that no interrupted apply
@@ -86,6 +103,7 @@ pub fn begin(ws: &Workspace) -> Result<Guard> {
             old.pid, old.id, old.started
         ));
     }
+    notes.extend(service::recover(ws)?);
     match journal::recover(ws)? {
         Some(Recovery::Finished { commit }) => notes.push(format!(
             "finished an interrupted apply: commit {commit} had landed; its secrets and work tree are now in place"
@@ -243,6 +261,7 @@ pub fn execute(
             subject: None,
             secrets: Vec::new(),
             notes,
+            failed: Vec::new(),
         });
     }
     let base_id = plan
@@ -276,7 +295,9 @@ pub fn execute(
         .collect();
     let base_blobs = repo::blob_ids(&ws.repo, &base_tree, &paths)?;
     let mut edited_text: Vec<(String, String)> = Vec::new();
-    let prepared = (|| -> Result<Oid> {
+    let mut failed: Vec<Failure> = Vec::new();
+    let mut svc = service::Services::new(ws, &store.settings, secrets, txid, &base_id.to_string());
+    let prepared = (|| -> Result<Option<Oid>> {
         for (id, actions) in &by_key {
             let key = store
                 .key(id)
@@ -291,20 +312,41 @@ pub fn execute(
                 .map_err(|e| Error::git(format!("reading {}", key.path), e))?;
             let text = std::str::from_utf8(blob.content())
                 .map_err(|_| Error::Usage(format!("{}: not UTF-8", key.path)))?;
+            let s = &store.settings;
+            let make = || Secret::generate(&s.secret_prefix, &key.service, s.secret_bytes);
             let mut new_fp = None;
+            if svc.has_provider(&key.service) {
+                // At the service first; a failed step leaves this key's file unchanged
+                // and the other keys go on.
+                match at_service(&mut svc, key, &changes, make)? {
+                    Ok(fp) => new_fp = fp,
+                    Err(e) => {
+                        failed.push(Failure {
+                            key: id.to_string(),
+                            actions: actions.iter().map(|a| a.action.to_string()).collect(),
+                            policies: actions.iter().map(|a| a.policy.clone()).collect(),
+                            error: e.0,
+                        });
+                        continue;
+                    }
+                }
+            } else if changes.revoke.is_empty() && changes.rotate_grace.is_some() {
+                let secret = make()?;
+                secrets.write_pending(id, txid, &secret)?;
+                new_fp = Some(secret.fingerprint());
+            }
             if !changes.revoke.is_empty() {
                 j.revoked.push(id.to_string());
-            } else if changes.rotate_grace.is_some() {
-                let s = &store.settings;
-                let secret = Secret::generate(&s.secret_prefix, &key.service, s.secret_bytes)?;
-                secrets.write_pending(id, txid, &secret)?;
-                j.pending.push((id.to_string(), secret.fingerprint()));
-                new_fp = Some(secret.fingerprint());
+            } else if let Some(fp) = &new_fp {
+                j.pending.push((id.to_string(), fp.clone()));
             }
             edited_text.push((
                 key.path.clone(),
                 edit::edit_key_file(key, text, &changes, new_fp.as_deref(), now)?,
             ));
+        }
+        if edited_text.is_empty() {
+            return Ok(None);
         }
         secrets.sync()?;
         failpoint::pause("apply-after-secrets");
@@ -314,7 +356,7 @@ pub fn execute(
             base_id,
             &edited_text,
             &repo::signature(&ws.repo, &store.settings)?,
-            &commit_message(plan),
+            &commit_message(plan, &failed),
         )?;
         // The objects must be on disk before any ref can point at them.
         crate::durable::sync_filesystem(ws.repo.path())?;
@@ -336,19 +378,46 @@ pub fn execute(
         // Durable before secrets are promoted, so a power cut cannot undo the ref move
         // after the secret files changed.
         crate::durable::sync_filesystem(ws.repo.path())?;
-        Ok(new)
+        Ok(Some(new))
     })();
     let commit = match prepared {
-        Ok(c) => c,
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            // Every key failed at its service: nothing to commit.
+            svc.rollback_all()?;
+            return Ok(Applied {
+                commit: None,
+                branch,
+                subject: None,
+                secrets: Vec::new(),
+                notes,
+                failed,
+            });
+        }
         Err(e) => {
+            // Take back what services hold before the pending secrets go.
+            let undone = svc.rollback_all();
             for (id, _) in &j.pending {
                 secrets.discard(id, txid);
             }
             let _ = Journal::remove(ws.repo.path());
+            undone?;
             return Err(e);
         }
     };
     failpoint::pause("apply-after-commit");
+    // The store knows the new secrets now: the services may make them current.
+    for (key, e) in svc.finish_all().map_err(|e| Error::AfterCommit {
+        commit: commit.to_string(),
+        source: Box::new(e),
+    })? {
+        failed.push(Failure {
+            key,
+            actions: vec!["finish".into()],
+            policies: Vec::new(),
+            error: format!("{e} (the commit landed; the next keyrot apply finishes it)"),
+        });
+    }
 
     let delivered = journal::complete(ws, &j, &edited_text).map_err(|e| Error::AfterCommit {
         commit: commit.to_string(),
@@ -357,8 +426,38 @@ pub fn execute(
     Ok(Applied {
         commit: Some(commit.to_string()),
         branch,
-        subject: commit_message(plan).lines().next().map(str::to_string),
+        subject: commit_message(plan, &failed).lines().next().map(str::to_string),
         secrets: delivered,
         notes,
+        failed,
     })
+}
+
+/// One key's actions at its service, before the commit: revoke; or expire, restrict
+/// and rotate. The outer error stops the apply (a journal could not be written); the
+/// inner one fails this key alone. Returns the new fingerprint of a rotation.
+fn at_service(
+    svc: &mut service::Services,
+    key: &crate::store::Key,
+    changes: &edit::KeyChanges,
+    make: impl FnOnce() -> Result<Secret>,
+) -> Result<Result<Option<String>, crate::provider::StepError>> {
+    use crate::provider::Step;
+    if !changes.revoke.is_empty() {
+        return Ok(svc.take_away(key, Step::Revoke, None, None).map(|()| None));
+    }
+    for fp in &changes.expire {
+        if let Err(e) = svc.take_away(key, Step::Expire, Some(fp), None) {
+            return Ok(Err(e));
+        }
+    }
+    if !changes.remove.is_empty() {
+        if let Err(e) = svc.take_away(key, Step::Restrict, None, Some(&changes.remove)) {
+            return Ok(Err(e));
+        }
+    }
+    if changes.rotate_grace.is_none() {
+        return Ok(Ok(None));
+    }
+    Ok(svc.rotate(key, make)?.map(Some))
 }

@@ -98,10 +98,23 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     if args.json {
         super::out(&format!(
             "{}\n",
-            json!({"commit": applied.commit, "branch": applied.branch, "secrets": applied.secrets, "notes": applied.notes, "plan": plan})
+            json!({"commit": applied.commit, "branch": applied.branch, "secrets": applied.secrets,
+                   "notes": applied.notes, "failed": applied.failed, "plan": plan})
         ));
     } else {
         super::out(&super::render::applied(&plan, &applied, secrets.path()));
     }
-    Ok(ExitCode::SUCCESS)
+    for f in &applied.failed {
+        eprintln!(
+            "error: key {}: {} not applied: {}",
+            f.key,
+            f.actions.join(", "),
+            f.error
+        );
+    }
+    Ok(if applied.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -120,6 +120,10 @@ pub fn plan_change(plan: &Plan, diff: &PlanDiff, changed: &[String]) -> String {
 
 pub fn applied(plan: &Plan, applied: &Applied, secrets_dir: &Path) -> String {
     let Some(commit) = &applied.commit else {
+        if !applied.failed.is_empty() {
+            return "Nothing applied: every change failed at its service (see the errors). No commit made.\n"
+                .into();
+        }
         return format!(
             "Nothing to apply: no rotate, revoke, restrict or expire in the plan. No commit made.\n{}\n",
             plan.summary

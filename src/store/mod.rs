@@ -144,10 +144,16 @@ impl Store {
 
     /// The store-relative paths whose uncommitted changes matter to keyrot.
     pub fn tracked_paths(&self) -> Vec<String> {
+        // Exec providers too: apply runs them, so they must be what was committed.
+        let providers = self.settings.services.values().filter_map(|s| match &s.provider {
+            Some(settings::Provider::Exec { program }) => Some(program.clone()),
+            _ => None,
+        });
         files::ROOT_FILES
             .iter()
             .map(|f| f.to_string())
             .chain([self.settings.keys_dir.clone(), self.settings.policies_dir.clone()])
+            .chain(providers)
             .collect()
     }
 }

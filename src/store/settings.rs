@@ -28,13 +28,64 @@ pub struct Settings {
     pub exceptions_max_days: i64,
     /// `[service.<name>]` tables.
     pub services: BTreeMap<String, Service>,
+    /// `[delivery]`: where new secrets go.
+    pub sink: Sink,
 }
 
 /// What `keyrot.toml` declares about one service.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Service {
     /// When declared, the only permissions a key of this service may hold.
     pub permissions: Option<Vec<String>>,
+    /// Who rotates this service's keys at the service; `None`: keyrot alone.
+    pub provider: Option<Provider>,
+    /// How long one provider step may take.
+    pub timeout: Dur,
+}
+
+/// Default for `[service.<name>] timeout`.
+pub const DEFAULT_PROVIDER_TIMEOUT_SECS: i64 = 30;
+
+impl Default for Service {
+    fn default() -> Service {
+        Service {
+            permissions: None,
+            provider: None,
+            timeout: Dur::from_secs(DEFAULT_PROVIDER_TIMEOUT_SECS),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Provider {
+    /// `exec:<path>`: an executable in the store, relative to its root.
+    Exec { program: String },
+    /// The built-in PostgreSQL provider.
+    Postgres {
+        /// The environment variable holding the admin connection string.
+        dsn_env: String,
+        /// The role whose password is the key's secret; `{id}` and `{service}` expand.
+        role: String,
+    },
+}
+
+/// Where new secrets go.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Sink {
+    /// The secrets folder (`--secrets-dir`).
+    #[default]
+    Dir,
+    /// A KV version 2 mount of HashiCorp Vault or OpenBao.
+    Vault(VaultSettings),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VaultSettings {
+    pub address: String,
+    pub token_env: String,
+    pub mount: String,
+    /// Where a key's secret lives under the mount; `{id}` and `{service}` expand.
+    pub path: String,
 }
 
 impl Default for Settings {
@@ -52,6 +103,7 @@ impl Default for Settings {
             policy_config_pos: BTreeMap::new(),
             exceptions_max_days: super::exceptions::DEFAULT_MAX_DAYS,
             services: BTreeMap::new(),
+            sink: Sink::Dir,
         }
     }
 }
@@ -73,6 +125,31 @@ struct Raw {
     exceptions: RawExceptions,
     #[serde(default)]
     service: BTreeMap<String, RawService>,
+    #[serde(default)]
+    delivery: RawDelivery,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    sink: Option<Spanned<String>>,
+    vault: Option<Spanned<RawVault>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVault {
+    address: Spanned<String>,
+    token_env: Option<String>,
+    mount: Option<String>,
+    path: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPostgres {
+    dsn_env: Spanned<String>,
+    role: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -85,6 +162,9 @@ struct RawExceptions {
 #[serde(deny_unknown_fields)]
 struct RawService {
     permissions: Option<Vec<String>>,
+    provider: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    postgres: Option<Spanned<RawPostgres>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -226,12 +306,76 @@ impl Settings {
             }
         }
         for (name, raw) in raw.service {
-            s.services.insert(
-                name,
-                Service {
-                    permissions: raw.permissions,
+            let mut service = Service {
+                permissions: raw.permissions,
+                ..Service::default()
+            };
+            if let Some(t) = raw.timeout {
+                match Dur::parse(t.get_ref()) {
+                    Ok(d) if d > Dur::ZERO => service.timeout = d,
+                    Ok(_) => problems.push(span_problem(
+                        path,
+                        text,
+                        t.span(),
+                        format!("service.{name}.timeout must be more than 0s"),
+                    )),
+                    Err(why) => problems.push(span_problem(
+                        path,
+                        text,
+                        t.span(),
+                        format!("service.{name}.timeout: {why}"),
+                    )),
+                }
+            }
+            match (raw.provider, raw.postgres) {
+                (None, None) => {}
+                (None, Some(pg)) => problems.push(span_problem(
+                    path,
+                    text,
+                    pg.span(),
+                    format!("[service.{name}.postgres] needs provider = \"postgres\" in [service.{name}]"),
+                )),
+                (Some(p), pg) => match provider(&name, p.get_ref(), pg.map(Spanned::into_inner)) {
+                    Ok(provider) => service.provider = Some(provider),
+                    Err(why) => problems.push(span_problem(path, text, p.span(), why)),
                 },
-            );
+            }
+            s.services.insert(name, service);
+        }
+        if let Some(sink) = raw.delivery.sink {
+            match (sink.get_ref().as_str(), raw.delivery.vault) {
+                ("dir", None) => {}
+                ("vault", Some(v)) => match vault(v.get_ref()) {
+                    Ok(v) => s.sink = Sink::Vault(v),
+                    Err(why) => problems.push(span_problem(path, text, v.span(), why)),
+                },
+                ("vault", None) => problems.push(span_problem(
+                    path,
+                    text,
+                    sink.span(),
+                    "sink = \"vault\" needs a [delivery.vault] table (address, token_env, mount, path)"
+                        .into(),
+                )),
+                ("dir", Some(v)) => problems.push(span_problem(
+                    path,
+                    text,
+                    v.span(),
+                    "[delivery.vault] is set but sink is \"dir\"; set sink = \"vault\" or remove it".into(),
+                )),
+                (other, _) => problems.push(span_problem(
+                    path,
+                    text,
+                    sink.span(),
+                    format!("delivery.sink must be \"dir\" or \"vault\", not {other:?}"),
+                )),
+            }
+        } else if let Some(v) = raw.delivery.vault {
+            problems.push(span_problem(
+                path,
+                text,
+                v.span(),
+                "[delivery.vault] is set but [delivery] sink is not \"vault\"".into(),
+            ));
         }
         for (name, table) in raw.policy {
             s.policy_config_pos
@@ -240,6 +384,78 @@ impl Settings {
         }
         (s, problems)
     }
+}
+
+/// `[service.<name>] provider = …` with its `[service.<name>.postgres]` table.
+fn provider(name: &str, spec: &str, pg: Option<RawPostgres>) -> Result<Provider, String> {
+    if let Some(program) = spec.strip_prefix("exec:") {
+        if pg.is_some() {
+            return Err(format!(
+                "[service.{name}.postgres] is only for provider = \"postgres\""
+            ));
+        }
+        check_folder(program).map_err(|_| {
+            format!("exec provider `{program}` must be a relative path to an executable inside the store, such as \"providers/binance\"")
+        })?;
+        return Ok(Provider::Exec {
+            program: program.to_string(),
+        });
+    }
+    if spec == "postgres" {
+        let pg = pg.ok_or_else(|| {
+            format!("provider = \"postgres\" needs a [service.{name}.postgres] table with dsn_env")
+        })?;
+        let dsn_env = pg.dsn_env.into_inner();
+        if !is_env_name(&dsn_env) {
+            return Err(format!("dsn_env `{dsn_env}` is not an environment variable name"));
+        }
+        return Ok(Provider::Postgres {
+            dsn_env,
+            role: pg.role.map_or_else(|| "{id}".to_string(), Spanned::into_inner),
+        });
+    }
+    Err(format!(
+        "provider must be \"postgres\" or \"exec:<path in the store>\", not {spec:?}"
+    ))
+}
+
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn vault(v: &RawVault) -> Result<VaultSettings, String> {
+    let address = v.address.get_ref().trim_end_matches('/').to_string();
+    if !(address.starts_with("http://") || address.starts_with("https://")) {
+        return Err(format!(
+            "delivery.vault.address must start with http:// or https://, not {address:?}"
+        ));
+    }
+    let token_env = v.token_env.clone().unwrap_or_else(|| "VAULT_TOKEN".into());
+    if !is_env_name(&token_env) {
+        return Err(format!(
+            "delivery.vault.token_env `{token_env}` is not an environment variable name"
+        ));
+    }
+    let mount = v.mount.clone().unwrap_or_else(|| "secret".into());
+    let path = v.path.clone().unwrap_or_else(|| "keyrot/{service}/{id}".into());
+    for (field, value) in [("mount", &mount), ("path", &path)] {
+        if value.is_empty()
+            || value.starts_with('/')
+            || value.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+        {
+            return Err(format!(
+                "delivery.vault.{field} must be a relative path such as \"secret\", not {value:?}"
+            ));
+        }
+    }
+    Ok(VaultSettings {
+        address,
+        token_env,
+        mount,
+        path,
+    })
 }
 
 /// A store folder is a plain relative path inside the store, never `.git`.

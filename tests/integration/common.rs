@@ -174,6 +174,17 @@ impl Store {
         Run::from(cmd.output().unwrap())
     }
 
+    /// [`Store::keyrot`] with extra environment variables.
+    pub fn keyrot_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyrot"));
+        isolate(&mut cmd, &self.home);
+        cmd.arg("--store").arg(&self.root).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().unwrap())
+    }
+
     /// Runs a bash command line in the store, as cron or systemd would.
     pub fn shell(&self, line: &str, env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new("bash");

@@ -1,0 +1,418 @@
+//! Rotations that reach the service: the provider steps around apply's commit, and the
+//! journal of intents that makes them crash-safe.
+//!
+//! Before a rotation touches a service, its intent (key, step, new fingerprint) is
+//! written durably to `.git/keyrot/services`, and the new secret to a pending file. The
+//! service then holds a secret the store does not know yet; the commit makes the store
+//! know it. So after a crash the next apply reads the intents and, key by key:
+//! - the commit landed (the key file at the branch tip has the new fingerprint): it
+//!   runs `finish`;
+//! - it did not, and `set` may have reached the service: it runs `revoke` of the
+//!   pending secret, so no secret lives at the service that the store does not know.
+//!
+//! `revoke`, `restrict` and `expire` need no intent: they only take away, and a plan
+//! made after a crash asks for them again (providers must accept a repeat).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::journal::{remove_durable, write_durable};
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::provider::{self, KeyInfo, Provider, Request, Step, StepError};
+use crate::secret::{Secret, SecretsDir};
+use crate::store::{Key, Settings};
+use crate::workspace::Workspace;
+
+const FILE: &str = "services";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// About to ask the service to create a secret (nothing to undo yet).
+    Create,
+    /// About to `set` the secret, or done: the service may honour it.
+    Set,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intent {
+    pub key: String,
+    /// The key file, to see whether the commit landed.
+    pub path: String,
+    pub stage: Stage,
+    /// The new secret's, once known.
+    pub fingerprint: Option<String>,
+    /// What the provider is told about the key.
+    pub info: KeyInfo,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Journal {
+    txid: String,
+    /// The commit apply started from: its `keyrot.toml` names the providers.
+    base: String,
+    secrets_dir: PathBuf,
+    intents: Vec<Intent>,
+}
+
+/// One apply's provider calls.
+pub struct Services<'a> {
+    git_dir: PathBuf,
+    root: PathBuf,
+    settings: &'a Settings,
+    secrets: &'a SecretsDir,
+    journal: Journal,
+    providers: BTreeMap<String, Option<Box<dyn Provider>>>,
+    /// The new secrets of rotations that reached their service, for `finish`.
+    rotated: BTreeMap<String, Secret>,
+}
+
+/// Environment variables no provider may see.
+pub fn hidden_env(settings: &Settings) -> Vec<&str> {
+    match &settings.sink {
+        crate::store::settings::Sink::Vault(v) => vec![v.token_env.as_str()],
+        crate::store::settings::Sink::Dir => Vec::new(),
+    }
+}
+
+impl<'a> Services<'a> {
+    pub fn new(
+        ws: &Workspace,
+        settings: &'a Settings,
+        secrets: &'a SecretsDir,
+        txid: &str,
+        base: &str,
+    ) -> Services<'a> {
+        Services {
+            git_dir: ws.repo.path().to_path_buf(),
+            root: ws.root.clone(),
+            settings,
+            secrets,
+            journal: Journal {
+                txid: txid.to_string(),
+                base: base.to_string(),
+                secrets_dir: secrets.path().to_path_buf(),
+                intents: Vec::new(),
+            },
+            providers: BTreeMap::new(),
+            rotated: BTreeMap::new(),
+        }
+    }
+
+    /// Whether keys of this service are rotated at the service.
+    pub fn has_provider(&mut self, service: &str) -> bool {
+        self.provider(service).is_some()
+    }
+
+    fn provider(&mut self, service: &str) -> Option<&dyn Provider> {
+        let (root, settings) = (&self.root, self.settings);
+        self.providers
+            .entry(service.to_string())
+            .or_insert_with(|| {
+                provider::for_service(root, settings.services.get(service), &hidden_env(settings))
+            })
+            .as_deref()
+    }
+
+    fn save(&self) -> Result<()> {
+        if self.journal.intents.is_empty() {
+            remove_durable(&self.git_dir, FILE)
+        } else {
+            write_durable(
+                &self.git_dir,
+                FILE,
+                &serde_json::to_vec_pretty(&self.journal).unwrap_or_default(),
+            )
+        }
+    }
+
+    /// A step that only takes away (`revoke`, `restrict`, `expire`).
+    pub fn take_away(
+        &mut self,
+        key: &Key,
+        step: Step,
+        fingerprint: Option<&str>,
+        remove: Option<&[String]>,
+    ) -> Result<(), StepError> {
+        let info = KeyInfo::from(key);
+        let Some(p) = self.provider(&key.service) else {
+            return Ok(());
+        };
+        p.call(&Request {
+            step,
+            key: &info,
+            secret: None,
+            fingerprint,
+            remove,
+        })
+        .map(drop)
+    }
+
+    /// `create`, `set` and `test` of a rotation, with the intent journaled and the new
+    /// secret written as a pending file before the service can hold it. On failure the
+    /// service's copy is revoked and nothing of the rotation is left. Returns the new
+    /// secret's fingerprint.
+    pub fn rotate(
+        &mut self,
+        key: &Key,
+        make: impl FnOnce() -> Result<Secret>,
+    ) -> Result<Result<String, StepError>> {
+        let info = KeyInfo::from(key);
+        let txid = self.journal.txid.clone();
+        self.journal.intents.push(Intent {
+            key: key.id.clone(),
+            path: key.path.clone(),
+            stage: Stage::Create,
+            fingerprint: None,
+            info: info.clone(),
+        });
+        self.save()?;
+        let p = self
+            .provider(&key.service)
+            .expect("rotate is only called for keys with a provider");
+        let created = p.call(&Request {
+            step: Step::Create,
+            key: &info,
+            secret: None,
+            fingerprint: None,
+            remove: None,
+        });
+        let secret = match created {
+            Ok(r) => match r.secret {
+                Some(s) => s,
+                None => make()?,
+            },
+            Err(e) => {
+                self.forget(&key.id)?;
+                return Ok(Err(e));
+            }
+        };
+        let fp = secret.fingerprint();
+        self.secrets.write_pending(&key.id, &txid, &secret)?;
+        self.secrets.sync()?;
+        if let Some(i) = self.journal.intents.iter_mut().find(|i| i.key == key.id) {
+            i.stage = Stage::Set;
+            i.fingerprint = Some(fp.clone());
+        }
+        self.save()?;
+        failpoint::pause("apply-before-set");
+        let p = self.provider(&key.service).expect("checked above");
+        for step in [Step::Set, Step::Test] {
+            let result = p.call(&Request {
+                step,
+                key: &info,
+                secret: Some(&secret),
+                fingerprint: Some(&fp),
+                remove: None,
+            });
+            if let Err(e) = result {
+                // Take back what the service may hold; if even that fails, keep the
+                // intent so the next apply tries again before anything else.
+                let undo = p.call(&Request {
+                    step: Step::Revoke,
+                    key: &info,
+                    secret: Some(&secret),
+                    fingerprint: Some(&fp),
+                    remove: None,
+                });
+                self.secrets.discard(&key.id, &txid);
+                return match undo {
+                    Ok(_) => {
+                        self.forget(&key.id)?;
+                        Ok(Err(e))
+                    }
+                    Err(u) => Ok(Err(StepError(format!(
+                        "{e}; rolling back also failed ({u}); the next keyrot apply retries the rollback first"
+                    )))),
+                };
+            }
+        }
+        failpoint::pause("apply-after-set");
+        self.rotated.insert(key.id.clone(), secret);
+        Ok(Ok(fp))
+    }
+
+    fn forget(&mut self, id: &str) -> Result<()> {
+        self.journal.intents.retain(|i| i.key != id);
+        self.save()
+    }
+
+    /// After the commit landed: `finish` each rotation. A failure leaves its intent, so
+    /// the next apply finishes it; the returned messages say which.
+    pub fn finish_all(&mut self) -> Result<Vec<(String, StepError)>> {
+        let mut failed = Vec::new();
+        let intents = std::mem::take(&mut self.journal.intents);
+        let mut left = Vec::new();
+        for intent in intents {
+            let Some(secret) = self.rotated.remove(&intent.key) else {
+                left.push(intent);
+                continue;
+            };
+            let service = intent.info.service.clone();
+            let p = self.provider(&service).expect("rotated keys have a provider");
+            let result = p.call(&Request {
+                step: Step::Finish,
+                key: &intent.info,
+                secret: Some(&secret),
+                fingerprint: intent.fingerprint.as_deref(),
+                remove: None,
+            });
+            if let Err(e) = result {
+                failed.push((intent.key.clone(), e));
+                left.push(intent);
+            }
+        }
+        self.journal.intents = left;
+        self.save()?;
+        Ok(failed)
+    }
+
+    /// The commit did not land: revoke every secret a service may hold.
+    pub fn rollback_all(&mut self) -> Result<()> {
+        let intents = std::mem::take(&mut self.journal.intents);
+        let mut left = Vec::new();
+        for intent in intents {
+            let secret = self.rotated.remove(&intent.key);
+            if intent.stage == Stage::Create {
+                continue;
+            }
+            let service = intent.info.service.clone();
+            let p = self.provider(&service).expect("rotated keys have a provider");
+            let undo = p.call(&Request {
+                step: Step::Revoke,
+                key: &intent.info,
+                secret: secret.as_ref(),
+                fingerprint: intent.fingerprint.as_deref(),
+                remove: None,
+            });
+            if undo.is_err() {
+                left.push(intent);
+            }
+        }
+        self.journal.intents = left;
+        self.save()?;
+        if !self.journal.intents.is_empty() {
+            let keys: Vec<&str> = self.journal.intents.iter().map(|i| i.key.as_str()).collect();
+            return Err(Error::Usage(format!(
+                "could not take back the new secrets of {} at their service; the next keyrot apply retries before anything else",
+                keys.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What [`recover`] did, one line per key.
+pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
+    let git_dir = ws.repo.path().to_path_buf();
+    let file = super::lock::keyrot_dir(&git_dir).join(FILE);
+    let bytes = match std::fs::read(&file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(file, e)),
+    };
+    let mut j: Journal = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Usage(format!(
+            "{}: unreadable journal of provider steps ({e})\n  hint: check the keys it names at their services, then delete it",
+            file.display()
+        ))
+    })?;
+    let settings = settings_at(ws, &j.base)?;
+    let secrets = SecretsDir::existing(&j.secrets_dir);
+    let branch = crate::store::repo::current_branch(&ws.repo)?;
+    let tip = ws
+        .repo
+        .refname_to_id(&branch)
+        .and_then(|id| ws.repo.find_commit(id))
+        .and_then(|c| c.tree())
+        .map_err(|e| Error::git("reading the branch tip", e))?;
+    let hidden = hidden_env(&settings);
+    let mut notes = Vec::new();
+    let mut left = Vec::new();
+    for intent in std::mem::take(&mut j.intents) {
+        let landed =
+            intent.fingerprint.is_some() && fingerprint_at(ws, &tip, &intent.path) == intent.fingerprint;
+        let secret = secrets.as_ref().and_then(|s| {
+            s.read_pending(&intent.key, &j.txid)
+                .or_else(|| landed.then(|| s.read_final(&intent.key)).flatten())
+        });
+        let step = match (landed, &intent.stage) {
+            (true, _) => Step::Finish,
+            (false, Stage::Set) => Step::Revoke,
+            (false, Stage::Create) => continue,
+        };
+        let p = provider::for_service(&ws.root, settings.services.get(&intent.info.service), &hidden);
+        let result = match &p {
+            Some(p) => p
+                .call(&Request {
+                    step,
+                    key: &intent.info,
+                    secret: secret.as_ref(),
+                    fingerprint: intent.fingerprint.as_deref(),
+                    remove: None,
+                })
+                .map(drop),
+            None => Err(StepError(format!(
+                "service {} has no provider in keyrot.toml at {}",
+                intent.info.service, j.base
+            ))),
+        };
+        match result {
+            Ok(()) if step == Step::Finish => notes.push(format!(
+                "finished the interrupted rotation of {} at its service",
+                intent.key
+            )),
+            Ok(()) => notes.push(format!(
+                "took back the new secret of {} at its service: the interrupted apply never committed it",
+                intent.key
+            )),
+            Err(e) => {
+                notes.push(format!("could not {} {}: {e}", step.as_str(), intent.key));
+                left.push(intent);
+            }
+        }
+    }
+    j.intents = left;
+    if j.intents.is_empty() {
+        remove_durable(&git_dir, FILE)?;
+        Ok(notes)
+    } else {
+        write_durable(&git_dir, FILE, &serde_json::to_vec_pretty(&j).unwrap_or_default())?;
+        Err(Error::Usage(format!(
+            "an interrupted apply left provider steps that cannot be completed yet; nothing else is done until they are:\n  {}",
+            notes.join("\n  ")
+        )))
+    }
+}
+
+fn settings_at(ws: &Workspace, commit: &str) -> Result<Settings> {
+    let tree = git2::Oid::from_str(commit)
+        .and_then(|id| ws.repo.find_commit(id))
+        .and_then(|c| c.tree())
+        .map_err(|e| Error::git("reading the interrupted apply's base commit", e))?;
+    let text = tree
+        .get_path(Path::new(crate::store::files::SETTINGS_FILE))
+        .ok()
+        .and_then(|e| ws.repo.find_blob(e.id()).ok())
+        .map(|b| String::from_utf8_lossy(b.content()).into_owned())
+        .unwrap_or_default();
+    let (settings, problems) = Settings::parse(crate::store::files::SETTINGS_FILE, &text);
+    if let Some(p) = problems.first() {
+        return Err(Error::Usage(format!("the interrupted apply's settings: {p}")));
+    }
+    Ok(settings)
+}
+
+fn fingerprint_at(ws: &Workspace, tree: &git2::Tree, path: &str) -> Option<String> {
+    let blob = ws
+        .repo
+        .find_blob(tree.get_path(Path::new(path)).ok()?.id())
+        .ok()?;
+    let table: toml::Table = std::str::from_utf8(blob.content()).ok()?.parse().ok()?;
+    table.get("fingerprint")?.as_str().map(str::to_string)
+}

@@ -1,0 +1,135 @@
+//! Providers rotate a key at the service that honours it, in the steps of AWS Secrets
+//! Manager's rotation: `create` (the service may generate the secret), `set` (the
+//! service accepts it beside the old one), `test` (it works), `finish` (it is the
+//! current one); plus `expire` (an old secret's grace ended), `revoke` and `restrict`.
+//!
+//! Each step is one call that succeeds or fails with a message. A step's message never
+//! holds a secret: providers' own output is redacted before it is shown.
+
+pub mod exec;
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::secret::Secret;
+use crate::store::settings::{Provider as ProviderSettings, Service};
+use crate::store::Key;
+
+/// One step of the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Create,
+    Set,
+    Test,
+    Finish,
+    Expire,
+    Revoke,
+    Restrict,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Create => "create",
+            Step::Set => "set",
+            Step::Test => "test",
+            Step::Finish => "finish",
+            Step::Expire => "expire",
+            Step::Revoke => "revoke",
+            Step::Restrict => "restrict",
+        }
+    }
+}
+
+/// What a provider is told about the key: its own metadata, never another key's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub service: String,
+    pub owner: String,
+    pub environment: String,
+    pub permissions: Vec<String>,
+    pub ip_allowlist: Vec<String>,
+    pub tags: Vec<String>,
+    pub status: String,
+    pub fingerprint: Option<String>,
+}
+
+impl From<&Key> for KeyInfo {
+    fn from(k: &Key) -> KeyInfo {
+        KeyInfo {
+            id: k.id.clone(),
+            service: k.service.clone(),
+            owner: k.owner.clone(),
+            environment: k.environment.clone(),
+            permissions: k.permissions.clone(),
+            ip_allowlist: k.ip_allowlist.clone(),
+            tags: k.tags.clone(),
+            status: k.status.as_str().to_string(),
+            fingerprint: k.fingerprint.clone(),
+        }
+    }
+}
+
+/// One step's request.
+pub struct Request<'a> {
+    pub step: Step,
+    pub key: &'a KeyInfo,
+    /// The new secret (`set`, `test`, `finish`), or the one to revoke when rolling back.
+    pub secret: Option<&'a Secret>,
+    /// `expire`: the old secret's fingerprint; with `secret`: the secret's.
+    pub fingerprint: Option<&'a str>,
+    /// `restrict`: the permissions to remove.
+    pub remove: Option<&'a [String]>,
+}
+
+/// What a step answered.
+#[derive(Debug, Default)]
+pub struct Response {
+    /// `create` only: a secret the service generated.
+    pub secret: Option<Secret>,
+}
+
+/// Why a step failed, safe to show (no secret in it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepError(pub String);
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub trait Provider {
+    fn call(&self, req: &Request) -> Result<Response, StepError>;
+}
+
+/// The provider configured for a service, ready to call; `None` when keyrot alone
+/// rotates the service's keys.
+pub fn for_service(root: &Path, service: Option<&Service>, hide_env: &[&str]) -> Option<Box<dyn Provider>> {
+    let service = service?;
+    match service.provider.as_ref()? {
+        ProviderSettings::Exec { program } => Some(Box::new(exec::Exec {
+            program: root.join(program),
+            display: program.clone(),
+            cwd: root.to_path_buf(),
+            timeout: std::time::Duration::from_secs(service.timeout.secs().max(1) as u64),
+            hide_env: hide_env.iter().map(|s| s.to_string()).collect(),
+        })),
+        ProviderSettings::Postgres { .. } => None,
+    }
+}
+
+/// Replaces every occurrence of the secrets in `text` with `<redacted>`.
+pub fn redact(text: &str, secrets: &[&Secret]) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        let plain = s.expose();
+        if !plain.is_empty() {
+            out = out.replace(plain, "<redacted>");
+        }
+    }
+    out
+}

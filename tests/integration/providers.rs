@@ -1,0 +1,330 @@
+//! Providers: rotations that reach the service, through the example exec provider
+//! `examples/providers/ledger` (a stand-in service keeping, per key, the fingerprints it
+//! honours in a folder the test reads).
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::common::*;
+
+struct Ledger {
+    s: Store,
+    dir: PathBuf,
+}
+
+const OLD_FP: char = 'a';
+
+impl Ledger {
+    /// `k1` (service ledger: rotate and restrict) and `k2` (another service: rotate).
+    fn new() -> Ledger {
+        let s = Store::new();
+        let provider = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/providers/ledger");
+        fs::create_dir_all(s.path("providers")).unwrap();
+        fs::copy(provider, s.path("providers/ledger")).unwrap();
+        s.write(
+            "keyrot.toml",
+            &(s.read("keyrot.toml")
+                + "\n[service.ledger]\nprovider = \"exec:providers/ledger\"\ntimeout = \"1s\"\n"),
+        );
+        s.write("owners.toml", OWNERS);
+        s.write(
+            "keys/k1.toml",
+            &key(
+                "[\"read\", \"withdraw\"]",
+                "2026-07-01T00:00:00Z",
+                &format!("fingerprint = \"{}\"\n", fp(OLD_FP)),
+            )
+            .replace("binance", "ledger")
+            .replace("ip_allowlist = [\"203.0.113.7/32\"]\n", ""),
+        );
+        s.write("keys/k2.toml", &key("[\"read\"]", "2026-07-01T00:00:00Z", ""));
+        s.commit("keys and the ledger provider");
+        let dir = s.root.parent().unwrap().join("ledger");
+        Ledger { s, dir }
+    }
+
+    fn apply(&self, env: &[(&str, &str)]) -> Run {
+        let secrets = self.s.secrets.to_str().unwrap().to_string();
+        let dir = self.dir.to_str().unwrap().to_string();
+        let mut all = vec![("LEDGER_DIR", dir.as_str())];
+        all.extend_from_slice(env);
+        self.s
+            .keyrot_env(&["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets], &all)
+    }
+
+    fn table(&self, id: &str) -> String {
+        fs::read_to_string(self.dir.join(id)).unwrap_or_default()
+    }
+
+    fn calls(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.join("calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn committed_fp(&self, id: &str) -> Option<String> {
+        let text = self.s.git(&["show", &format!("HEAD:keys/{id}.toml")]);
+        let v: toml::Table = text.parse().unwrap();
+        v.get("fingerprint").and_then(|f| f.as_str()).map(str::to_string)
+    }
+}
+
+#[test]
+fn a_rotation_goes_create_set_test_finish_and_the_service_honours_the_new_secret() {
+    let l = Ledger::new();
+    l.apply(&[]).ok();
+    assert_eq!(
+        l.calls(),
+        ["k1 restrict", "k1 create", "k1 set", "k1 test", "k1 finish"]
+    );
+    let new = l.committed_fp("k1").unwrap();
+    assert_ne!(new, fp(OLD_FP));
+    assert_eq!(l.table("k1"), format!("restricted withdraw\n{new} current\n"));
+    // The fingerprint is the delivered secret's.
+    let secret = fs::read_to_string(l.s.secret_file("k1")).unwrap();
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(secret.trim_end().as_bytes())),
+        new
+    );
+    assert!(l.s.read("keys/k1.toml").contains("permissions = [\"read\"]"));
+    // The provider never saw another key.
+    assert!(l.calls().iter().all(|c| c.starts_with("k1 ")));
+}
+
+#[test]
+fn a_failed_step_rolls_the_key_back_and_the_others_go_on() {
+    for (env, why) in [
+        ("LEDGER_FAIL", "refused: the ledger refuses"),
+        ("LEDGER_EXIT", "exited with status 3: ledger: crashed during"),
+        ("LEDGER_GARBAGE", "did not answer one JSON object"),
+        ("LEDGER_HANG", "timed out after 1s and was stopped"),
+    ] {
+        for step in ["create", "set", "test"] {
+            let l = Ledger::new();
+            let base = l.s.head();
+            let run = l.apply(&[(env, step)]).fails(1);
+            let what = format!("{env}={step}");
+            assert!(
+                run.stderr.contains(&format!(
+                    "error: key k1: rotate, restrict not applied: provider providers/ledger ({step}): {why}"
+                )),
+                "{what}: {}",
+                run.stderr
+            );
+            // k1's file is unchanged; k2 (no provider) was rotated in the one commit.
+            assert_eq!(l.s.git(&["rev-parse", "HEAD^"]).trim(), base, "{what}");
+            assert_eq!(l.committed_fp("k1"), Some(fp(OLD_FP)), "{what}");
+            assert!(l.committed_fp("k2").is_some(), "{what}");
+            let msg = l.s.git(&["log", "-1", "--format=%B"]);
+            assert!(
+                msg.starts_with("keyrot apply: 1 rotate, 0 revoke, 0 restrict, 0 expire"),
+                "{what}: {msg}"
+            );
+            assert!(msg.contains("\nfailed k1 [max-age,least-privilege] rotate, restrict not applied: provider providers/ledger"), "{what}: {msg}");
+            assert!(msg.trim_end().ends_with("Keyrot-Failed: k1"), "{what}: {msg}");
+            // Whatever reached the service was taken back: it honours no new secret.
+            assert!(!l.table("k1").contains(" pending"), "{what}: {}", l.table("k1"));
+            if step != "create" {
+                assert_eq!(l.calls().last().unwrap(), "k1 revoke", "{what}");
+            }
+            assert!(!l.s.secret_file("k1").exists(), "{what}");
+            assert!(!l.s.root.join(".git/keyrot/services").exists(), "{what}");
+            assert_eq!(l.s.git(&["status", "--porcelain"]), "", "{what}");
+            let log = l.s.keyrot(&["log", "k1", "--json"]).ok().json();
+            assert_eq!(log[0]["action"], "failed", "{what}");
+        }
+    }
+}
+
+#[test]
+fn when_every_change_fails_there_is_no_commit() {
+    let l = Ledger::new();
+    l.s.remove("keys/k2.toml");
+    l.s.commit("only k1");
+    let base = l.s.head();
+    let run = l.apply(&[("LEDGER_FAIL", "restrict")]).fails(1);
+    assert!(run.stdout.contains("Nothing applied"), "{}", run.stdout);
+    assert_eq!(l.s.head(), base);
+    assert_eq!(l.calls(), ["k1 restrict"]);
+}
+
+#[test]
+fn a_failed_finish_is_reported_and_finished_by_the_next_apply() {
+    let l = Ledger::new();
+    let run = l.apply(&[("LEDGER_FAIL", "finish")]).fails(1);
+    assert!(
+        run.stderr.contains("error: key k1: finish not applied"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("the next keyrot apply finishes it"),
+        "{}",
+        run.stderr
+    );
+    let new = l.committed_fp("k1").unwrap();
+    assert_eq!(l.table("k1"), format!("restricted withdraw\n{new} pending\n"));
+    let next = l.apply(&[]).ok();
+    assert!(
+        next.stderr
+            .contains("finished the interrupted rotation of k1 at its service"),
+        "{}",
+        next.stderr
+    );
+    assert_eq!(l.table("k1"), format!("restricted withdraw\n{new} current\n"));
+}
+
+#[test]
+fn sigkill_between_set_and_the_commit_is_rolled_back_at_the_service() {
+    let l = Ledger::new();
+    let base = l.s.head();
+    let secrets = l.s.secrets.to_str().unwrap().to_string();
+    let dir = l.dir.to_str().unwrap().to_string();
+    let mut live = l.s.spawn(
+        &["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets],
+        &[
+            ("LEDGER_DIR", &dir),
+            ("KEYROT_TEST_PAUSE", "apply-after-set:60000"),
+        ],
+    );
+    live.wait_for(true, "the pause after set", |line| {
+        line.starts_with("failpoint apply-after-set")
+    });
+    live.signal("KILL");
+    assert_ne!(live.wait_exit(), 0);
+    assert_eq!(l.s.head(), base);
+    let orphan = l.table("k1");
+    assert!(
+        orphan.contains(" pending"),
+        "the service holds a secret the store does not know: {orphan}"
+    );
+    let pending_fp = orphan
+        .lines()
+        .last()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let next = l.apply(&[]).ok();
+    assert!(
+        next.stderr.contains(
+            "took back the new secret of k1 at its service: the interrupted apply never committed it"
+        ),
+        "{}",
+        next.stderr
+    );
+    let new = l.committed_fp("k1").unwrap();
+    assert_ne!(new, pending_fp);
+    assert_eq!(
+        l.table("k1"),
+        format!("restricted withdraw\nrestricted withdraw\n{new} current\n")
+    );
+    assert!(!l.s.root.join(".git/keyrot/services").exists());
+    l.s.assert_fsck_clean();
+}
+
+#[test]
+fn sigkill_after_the_commit_is_finished_by_the_next_apply() {
+    let l = Ledger::new();
+    let secrets = l.s.secrets.to_str().unwrap().to_string();
+    let dir = l.dir.to_str().unwrap().to_string();
+    let mut live = l.s.spawn(
+        &["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets],
+        &[
+            ("LEDGER_DIR", &dir),
+            ("KEYROT_TEST_PAUSE", "apply-after-commit:60000"),
+        ],
+    );
+    live.wait_for(true, "the pause after the commit", |line| {
+        line.starts_with("failpoint apply-after-commit")
+    });
+    live.signal("KILL");
+    assert_ne!(live.wait_exit(), 0);
+    let new = l.committed_fp("k1").unwrap();
+    assert_eq!(l.table("k1"), format!("restricted withdraw\n{new} pending\n"));
+    let next = l.apply(&[]).ok();
+    assert!(
+        next.stderr.contains("finished the interrupted rotation of k1"),
+        "{}",
+        next.stderr
+    );
+    assert_eq!(l.table("k1"), format!("restricted withdraw\n{new} current\n"));
+    let secret = fs::read_to_string(l.s.secret_file("k1")).unwrap();
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(secret.trim_end().as_bytes())),
+        new
+    );
+}
+
+#[test]
+fn revoke_and_expire_reach_the_service() {
+    let l = Ledger::new();
+    l.apply(&[]).ok();
+    let first = l.committed_fp("k1").unwrap();
+    // A day and more later the old secret's grace has ended; then the key leaks.
+    let later = "2026-11-24T20:00:00Z";
+    let secrets = l.s.secrets.to_str().unwrap().to_string();
+    let dir = l.dir.to_str().unwrap().to_string();
+    let env = [("LEDGER_DIR", dir.as_str())];
+    l.s.write(
+        "keys/k2.toml",
+        &l.s.read("keys/k2.toml").replace("binance", "ledger"),
+    );
+    l.s.commit("k2 moves to the ledger");
+    l.s.keyrot_env(
+        &["apply", "--yes", "--now", later, "--secrets-dir", &secrets],
+        &env,
+    )
+    .ok();
+    assert!(l.calls().contains(&"k1 expire".to_string()), "{:?}", l.calls());
+    assert!(!l.table("k1").contains(&fp(OLD_FP)));
+    l.s.write(
+        "keys/k1.toml",
+        &(l.s.read("keys/k1.toml") + "compromised = true\n"),
+    );
+    l.s.commit("k1 leaked");
+    l.s.keyrot_env(
+        &["apply", "--yes", "--now", later, "--secrets-dir", &secrets],
+        &env,
+    )
+    .ok();
+    assert_eq!(l.calls().last().unwrap(), "k1 revoke");
+    assert!(l.table("k1").ends_with("revoked\n"), "{}", l.table("k1"));
+    assert!(!l.table("k1").contains(&first));
+}
+
+#[test]
+fn an_uncommitted_provider_is_never_run() {
+    let l = Ledger::new();
+    l.s.write("providers/ledger", "#!/bin/sh\necho '{\"ok\": true}'\n");
+    let run = l.apply(&[]).fails(1);
+    assert!(
+        run.stderr.contains("uncommitted changes: providers/ledger"),
+        "{}",
+        run.stderr
+    );
+    assert!(l.calls().is_empty());
+}
+
+#[test]
+fn bad_provider_settings_name_the_line() {
+    let s = Store::new();
+    s.write(
+        "keyrot.toml",
+        &(s.read("keyrot.toml")
+            + "\n[service.a]\nprovider = \"exec:/usr/bin/env\"\n[service.b]\nprovider = \"vault\"\n[service.c]\nprovider = \"postgres\"\n[service.d]\ntimeout = \"never\"\n"),
+    );
+    let err = s.keyrot(&["check"]).fails(1).stderr;
+    for expected in [
+        "keyrot.toml:39:12: exec provider `/usr/bin/env` must be a relative path",
+        "keyrot.toml:41:12: provider must be \"postgres\" or \"exec:<path in the store>\"",
+        "keyrot.toml:43:12: provider = \"postgres\" needs a [service.c.postgres] table",
+        "keyrot.toml:45:11: service.d.timeout",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+}
