@@ -22,6 +22,7 @@ pub mod progress;
 pub mod provider;
 pub mod runner;
 pub mod secret;
+pub mod sink;
 pub mod store;
 pub mod time;
 pub mod watch;

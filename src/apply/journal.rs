@@ -34,6 +34,14 @@ pub struct Journal {
     pub revoked: Vec<String>,
     /// Store-relative key files the commit changes.
     pub edited: Vec<String>,
+    /// Whether new secrets stay in the secrets folder (`false`: they were delivered to
+    /// Vault, and the pending files are deleted instead of promoted).
+    #[serde(default = "yes")]
+    pub keep_local: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn path(git_dir: &Path) -> PathBuf {
@@ -165,7 +173,13 @@ pub fn complete(ws: &Workspace, j: &Journal, written: &[(String, String)]) -> Re
             ))
         })?;
         for (id, fingerprint) in &j.pending {
-            let path = secrets.promote_if_pending(id, &j.txid, fingerprint)?;
+            let path = if j.keep_local {
+                secrets.promote_if_pending(id, &j.txid, fingerprint)?
+            } else {
+                secrets.discard(id, &j.txid);
+                secrets.remove(id)?;
+                PathBuf::new()
+            };
             delivered.push(Delivered {
                 key: id.clone(),
                 fingerprint: fingerprint.clone(),

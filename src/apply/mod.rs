@@ -285,6 +285,7 @@ pub fn execute(
         pending: Vec::new(),
         revoked: Vec::new(),
         edited: Vec::new(),
+        keep_local: true,
     };
 
     // Steps before the commit point; on any failure, delete what they wrote.
@@ -296,7 +297,10 @@ pub fn execute(
     let base_blobs = repo::blob_ids(&ws.repo, &base_tree, &paths)?;
     let mut edited_text: Vec<(String, String)> = Vec::new();
     let mut failed: Vec<Failure> = Vec::new();
-    let mut svc = service::Services::new(ws, &store.settings, secrets, txid, &base_id.to_string());
+    let mut svc = service::Services::new(ws, &store.settings, secrets, txid, &base_id.to_string())?;
+    // With a Vault sink the plaintext lives in Vault alone: pending files are only for
+    // crash safety, and go once the commit landed.
+    j.keep_local = svc.keeps_local_copies();
     let prepared = (|| -> Result<Option<Oid>> {
         for (id, actions) in &by_key {
             let key = store
@@ -315,7 +319,7 @@ pub fn execute(
             let s = &store.settings;
             let make = || Secret::generate(&s.secret_prefix, &key.service, s.secret_bytes);
             let mut new_fp = None;
-            if svc.has_provider(&key.service) {
+            if svc.involves(&key.service) {
                 // At the service first; a failed step leaves this key's file unchanged
                 // and the other keys go on.
                 match at_service(&mut svc, key, &changes, make)? {
@@ -418,11 +422,27 @@ pub fn execute(
             error: format!("{e} (the commit landed; the next keyrot apply finishes it)"),
         });
     }
+    for (key, e) in svc.clean_up().map_err(|e| Error::AfterCommit {
+        commit: commit.to_string(),
+        source: Box::new(e),
+    })? {
+        failed.push(Failure {
+            key,
+            actions: vec!["finish".into()],
+            policies: Vec::new(),
+            error: format!("{e} (the commit landed; the next keyrot apply retries the clean-up)"),
+        });
+    }
 
-    let delivered = journal::complete(ws, &j, &edited_text).map_err(|e| Error::AfterCommit {
+    let mut delivered = journal::complete(ws, &j, &edited_text).map_err(|e| Error::AfterCommit {
         commit: commit.to_string(),
         source: Box::new(e),
     })?;
+    for d in &mut delivered {
+        if let Some((location, version)) = svc.delivered.get(&d.key) {
+            d.path = PathBuf::from(format!("{location} (version {version})"));
+        }
+    }
     Ok(Applied {
         commit: Some(commit.to_string()),
         branch,
@@ -444,12 +464,17 @@ fn at_service(
 ) -> Result<Result<Option<String>, crate::provider::StepError>> {
     use crate::provider::Step;
     if !changes.revoke.is_empty() {
-        return Ok(svc.take_away(key, Step::Revoke, None, None).map(|()| None));
+        if let Err(e) = svc.take_away(key, Step::Revoke, None, None) {
+            return Ok(Err(e));
+        }
+        svc.clean_up_later(key, None)?;
+        return Ok(Ok(None));
     }
     for fp in &changes.expire {
         if let Err(e) = svc.take_away(key, Step::Expire, Some(fp), None) {
             return Ok(Err(e));
         }
+        svc.clean_up_later(key, Some(fp))?;
     }
     if !changes.remove.is_empty() {
         if let Err(e) = svc.take_away(key, Step::Restrict, None, Some(&changes.remove)) {

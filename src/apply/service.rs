@@ -23,6 +23,8 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::provider::{self, KeyInfo, Provider, Request, Step, StepError};
 use crate::secret::{Secret, SecretsDir};
+use crate::sink::vault::Vault;
+use crate::store::settings::Sink;
 use crate::store::{Key, Settings};
 use crate::workspace::Workspace;
 
@@ -48,6 +50,21 @@ pub struct Intent {
     pub fingerprint: Option<String>,
     /// What the provider is told about the key.
     pub info: KeyInfo,
+    /// The Vault version the new secret was written as, once written.
+    #[serde(default)]
+    pub vault_version: Option<u64>,
+}
+
+/// Vault secrets to destroy once the commit is made: a revoked key's (all versions)
+/// or an expired secret's. Safe to redo, and to do even if the commit never landed:
+/// the service already stopped honouring them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cleanup {
+    pub key: String,
+    pub vault_path: String,
+    /// `None`: every version (revoke).
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +75,8 @@ struct Journal {
     base: String,
     secrets_dir: PathBuf,
     intents: Vec<Intent>,
+    #[serde(default)]
+    cleanup: Vec<Cleanup>,
 }
 
 /// One apply's provider calls.
@@ -70,13 +89,16 @@ pub struct Services<'a> {
     providers: BTreeMap<String, Option<Box<dyn Provider>>>,
     /// The new secrets of rotations that reached their service, for `finish`.
     rotated: BTreeMap<String, Secret>,
+    vault: Option<Vault>,
+    /// Where each key's new secret was delivered in Vault, and as which version.
+    pub delivered: BTreeMap<String, (String, u64)>,
 }
 
 /// Environment variables no provider may see.
 pub fn hidden_env(settings: &Settings) -> Vec<&str> {
     match &settings.sink {
-        crate::store::settings::Sink::Vault(v) => vec![v.token_env.as_str()],
-        crate::store::settings::Sink::Dir => Vec::new(),
+        Sink::Vault(v) => vec![v.token_env.as_str()],
+        Sink::Dir => Vec::new(),
     }
 }
 
@@ -87,8 +109,12 @@ impl<'a> Services<'a> {
         secrets: &'a SecretsDir,
         txid: &str,
         base: &str,
-    ) -> Services<'a> {
-        Services {
+    ) -> Result<Services<'a>> {
+        let vault = match &settings.sink {
+            Sink::Vault(v) => Some(Vault::new(v)?),
+            Sink::Dir => None,
+        };
+        Ok(Services {
             git_dir: ws.repo.path().to_path_buf(),
             root: ws.root.clone(),
             settings,
@@ -98,15 +124,55 @@ impl<'a> Services<'a> {
                 base: base.to_string(),
                 secrets_dir: secrets.path().to_path_buf(),
                 intents: Vec::new(),
+                cleanup: Vec::new(),
             },
             providers: BTreeMap::new(),
             rotated: BTreeMap::new(),
-        }
+            vault,
+            delivered: BTreeMap::new(),
+        })
     }
 
-    /// Whether keys of this service are rotated at the service.
-    pub fn has_provider(&mut self, service: &str) -> bool {
-        self.provider(service).is_some()
+    /// Whether a key of this service involves more than the secrets folder: a provider
+    /// at its service, or delivery to Vault.
+    pub fn involves(&mut self, service: &str) -> bool {
+        self.vault.is_some() || self.provider(service).is_some()
+    }
+
+    /// Whether new secrets stay in the secrets folder (no Vault sink).
+    pub fn keeps_local_copies(&self) -> bool {
+        self.vault.is_none()
+    }
+
+    /// Registers the Vault clean-up of a revoke (`fingerprint` `None`) or an expire, to
+    /// run after the commit.
+    pub fn clean_up_later(&mut self, key: &Key, fingerprint: Option<&str>) -> Result<()> {
+        let Some(v) = &self.vault else { return Ok(()) };
+        self.journal.cleanup.push(Cleanup {
+            key: key.id.clone(),
+            vault_path: v.path_for(&key.service, &key.id),
+            fingerprint: fingerprint.map(str::to_string),
+        });
+        self.save()
+    }
+
+    /// After the commit: destroys what [`Services::clean_up_later`] registered. A
+    /// failure stays journaled and is retried by the next apply.
+    pub fn clean_up(&mut self) -> Result<Vec<(String, StepError)>> {
+        let Some(v) = &self.vault else {
+            return Ok(Vec::new());
+        };
+        let mut failed = Vec::new();
+        let mut left = Vec::new();
+        for c in std::mem::take(&mut self.journal.cleanup) {
+            if let Err(e) = run_cleanup(v, &c) {
+                failed.push((c.key.clone(), e));
+                left.push(c);
+            }
+        }
+        self.journal.cleanup = left;
+        self.save()?;
+        Ok(failed)
     }
 
     fn provider(&mut self, service: &str) -> Option<&dyn Provider> {
@@ -120,7 +186,7 @@ impl<'a> Services<'a> {
     }
 
     fn save(&self) -> Result<()> {
-        if self.journal.intents.is_empty() {
+        if self.journal.intents.is_empty() && self.journal.cleanup.is_empty() {
             remove_durable(&self.git_dir, FILE)
         } else {
             write_durable(
@@ -170,23 +236,24 @@ impl<'a> Services<'a> {
             stage: Stage::Create,
             fingerprint: None,
             info: info.clone(),
+            vault_version: None,
         });
         self.save()?;
-        let p = self
-            .provider(&key.service)
-            .expect("rotate is only called for keys with a provider");
-        let created = p.call(&Request {
-            step: Step::Create,
-            key: &info,
-            secret: None,
-            fingerprint: None,
-            remove: None,
-        });
+        let created = match self.provider(&key.service) {
+            Some(p) => p
+                .call(&Request {
+                    step: Step::Create,
+                    key: &info,
+                    secret: None,
+                    fingerprint: None,
+                    remove: None,
+                })
+                .map(|r| r.secret),
+            None => Ok(None),
+        };
         let secret = match created {
-            Ok(r) => match r.secret {
-                Some(s) => s,
-                None => make()?,
-            },
+            Ok(Some(s)) => s,
+            Ok(None) => make()?,
             Err(e) => {
                 self.forget(&key.id)?;
                 return Ok(Err(e));
@@ -201,40 +268,83 @@ impl<'a> Services<'a> {
         }
         self.save()?;
         failpoint::pause("apply-before-set");
-        let p = self.provider(&key.service).expect("checked above");
-        for step in [Step::Set, Step::Test] {
-            let result = p.call(&Request {
-                step,
-                key: &info,
-                secret: Some(&secret),
-                fingerprint: Some(&fp),
-                remove: None,
-            });
-            if let Err(e) = result {
-                // Take back what the service may hold; if even that fails, keep the
-                // intent so the next apply tries again before anything else.
-                let undo = p.call(&Request {
-                    step: Step::Revoke,
+        let mut failure = None;
+        if let Some(p) = self.provider(&key.service) {
+            for step in [Step::Set, Step::Test] {
+                let result = p.call(&Request {
+                    step,
                     key: &info,
                     secret: Some(&secret),
                     fingerprint: Some(&fp),
                     remove: None,
                 });
-                self.secrets.discard(&key.id, &txid);
-                return match undo {
-                    Ok(_) => {
-                        self.forget(&key.id)?;
-                        Ok(Err(e))
-                    }
-                    Err(u) => Ok(Err(StepError(format!(
-                        "{e}; rolling back also failed ({u}); the next keyrot apply retries the rollback first"
-                    )))),
-                };
+                if let Err(e) = result {
+                    failure = Some(e);
+                    break;
+                }
             }
+        }
+        if failure.is_none() {
+            if let Some(v) = &self.vault {
+                let path = v.path_for(&key.service, &key.id);
+                match v.deliver(&path, &secret) {
+                    Ok(version) => {
+                        if let Some(i) = self.journal.intents.iter_mut().find(|i| i.key == key.id) {
+                            i.vault_version = Some(version);
+                        }
+                        self.save()?;
+                        self.delivered
+                            .insert(key.id.clone(), (v.location(&path), version));
+                    }
+                    Err(e) => failure = Some(e),
+                }
+            }
+        }
+        if let Some(e) = failure {
+            // Take back what the service and Vault may hold; if even that fails, keep
+            // the intent so the next apply tries again before anything else.
+            let intent = self.journal.intents.iter().find(|i| i.key == key.id).cloned();
+            self.delivered.remove(&key.id);
+            let undo = match intent {
+                Some(i) => self.undo(&i, Some(&secret)),
+                None => Ok(()),
+            };
+            self.secrets.discard(&key.id, &txid);
+            return match undo {
+                Ok(()) => {
+                    self.forget(&key.id)?;
+                    Ok(Err(e))
+                }
+                Err(u) => Ok(Err(StepError(format!(
+                    "{e}; rolling back also failed ({u}); the next keyrot apply retries the rollback first"
+                )))),
+            };
         }
         failpoint::pause("apply-after-set");
         self.rotated.insert(key.id.clone(), secret);
         Ok(Ok(fp))
+    }
+
+    /// Takes back a rotation that will not be committed: the provider's `revoke` of
+    /// the new secret, and its Vault version destroyed.
+    fn undo(&mut self, intent: &Intent, secret: Option<&Secret>) -> Result<(), StepError> {
+        if let Some(p) = self.provider(&intent.info.service) {
+            p.call(&Request {
+                step: Step::Revoke,
+                key: &intent.info,
+                secret,
+                fingerprint: intent.fingerprint.as_deref(),
+                remove: None,
+            })?;
+        }
+        if let (Some(v), Some(version)) = (&self.vault, intent.vault_version) {
+            v.destroy(
+                &v.path_for(&intent.info.service, &intent.key),
+                None,
+                Some(version),
+            )?;
+        }
+        Ok(())
     }
 
     fn forget(&mut self, id: &str) -> Result<()> {
@@ -254,14 +364,18 @@ impl<'a> Services<'a> {
                 continue;
             };
             let service = intent.info.service.clone();
-            let p = self.provider(&service).expect("rotated keys have a provider");
-            let result = p.call(&Request {
-                step: Step::Finish,
-                key: &intent.info,
-                secret: Some(&secret),
-                fingerprint: intent.fingerprint.as_deref(),
-                remove: None,
-            });
+            let result = match self.provider(&service) {
+                Some(p) => p
+                    .call(&Request {
+                        step: Step::Finish,
+                        key: &intent.info,
+                        secret: Some(&secret),
+                        fingerprint: intent.fingerprint.as_deref(),
+                        remove: None,
+                    })
+                    .map(drop),
+                None => Ok(()),
+            };
             if let Err(e) = result {
                 failed.push((intent.key.clone(), e));
                 left.push(intent);
@@ -278,19 +392,11 @@ impl<'a> Services<'a> {
         let mut left = Vec::new();
         for intent in intents {
             let secret = self.rotated.remove(&intent.key);
+            self.delivered.remove(&intent.key);
             if intent.stage == Stage::Create {
                 continue;
             }
-            let service = intent.info.service.clone();
-            let p = self.provider(&service).expect("rotated keys have a provider");
-            let undo = p.call(&Request {
-                step: Step::Revoke,
-                key: &intent.info,
-                secret: secret.as_ref(),
-                fingerprint: intent.fingerprint.as_deref(),
-                remove: None,
-            });
-            if undo.is_err() {
+            if self.undo(&intent, secret.as_ref()).is_err() {
                 left.push(intent);
             }
         }
@@ -332,6 +438,10 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
         .and_then(|c| c.tree())
         .map_err(|e| Error::git("reading the branch tip", e))?;
     let hidden = hidden_env(&settings);
+    let vault = match &settings.sink {
+        Sink::Vault(v) => Some(Vault::new(v)?),
+        Sink::Dir => None,
+    };
     let mut notes = Vec::new();
     let mut left = Vec::new();
     for intent in std::mem::take(&mut j.intents) {
@@ -347,7 +457,7 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
             (false, Stage::Create) => continue,
         };
         let p = provider::for_service(&ws.root, settings.services.get(&intent.info.service), &hidden);
-        let result = match &p {
+        let mut result = match &p {
             Some(p) => p
                 .call(&Request {
                     step,
@@ -357,11 +467,16 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
                     remove: None,
                 })
                 .map(drop),
-            None => Err(StepError(format!(
-                "service {} has no provider in keyrot.toml at {}",
-                intent.info.service, j.base
-            ))),
+            None => Ok(()),
         };
+        if let (Ok(()), Step::Revoke, Some(v), Some(version)) = (&result, step, &vault, intent.vault_version)
+        {
+            result = v.destroy(
+                &v.path_for(&intent.info.service, &intent.key),
+                None,
+                Some(version),
+            );
+        }
         match result {
             Ok(()) if step == Step::Finish => notes.push(format!(
                 "finished the interrupted rotation of {} at its service",
@@ -377,8 +492,16 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
             }
         }
     }
+    let mut undone = Vec::new();
+    for c in std::mem::take(&mut j.cleanup) {
+        if let Some(Err(e)) = vault.as_ref().map(|v| run_cleanup(v, &c)) {
+            notes.push(format!("could not clean up {} in Vault: {e}", c.key));
+            undone.push(c);
+        }
+    }
+    j.cleanup = undone;
     j.intents = left;
-    if j.intents.is_empty() {
+    if j.intents.is_empty() && j.cleanup.is_empty() {
         remove_durable(&git_dir, FILE)?;
         Ok(notes)
     } else {
@@ -387,6 +510,13 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
             "an interrupted apply left provider steps that cannot be completed yet; nothing else is done until they are:\n  {}",
             notes.join("\n  ")
         )))
+    }
+}
+
+fn run_cleanup(v: &Vault, c: &Cleanup) -> Result<(), StepError> {
+    match &c.fingerprint {
+        None => v.delete_all(&c.vault_path),
+        Some(fp) => v.destroy(&c.vault_path, Some(fp), None),
     }
 }
 

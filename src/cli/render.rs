@@ -138,7 +138,11 @@ pub fn applied(plan: &Plan, applied: &Applied, secrets_dir: &Path) -> String {
             s.path.display()
         ));
     }
-    if !applied.secrets.is_empty() {
+    if applied
+        .secrets
+        .iter()
+        .any(|s| !s.path.to_string_lossy().starts_with("vault:"))
+    {
         out.push_str(&format!(
             "(secrets are in {}, mode 0600; only fingerprints enter the store)\n",
             secrets_dir.display()

