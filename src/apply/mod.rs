@@ -481,8 +481,8 @@ fn at_service(
             return Ok(Err(e));
         }
     }
-    if changes.rotate_grace.is_none() {
+    let Some(grace) = changes.rotate_grace else {
         return Ok(Ok(None));
-    }
-    Ok(svc.rotate(key, make)?.map(Some))
+    };
+    Ok(svc.rotate(key, grace, make)?.map(Some))
 }

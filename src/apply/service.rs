@@ -179,9 +179,7 @@ impl<'a> Services<'a> {
         let (root, settings) = (&self.root, self.settings);
         self.providers
             .entry(service.to_string())
-            .or_insert_with(|| {
-                provider::for_service(root, settings.services.get(service), &hidden_env(settings))
-            })
+            .or_insert_with(|| provider::for_service(root, settings, service, &hidden_env(settings)))
             .as_deref()
     }
 
@@ -215,6 +213,7 @@ impl<'a> Services<'a> {
             secret: None,
             fingerprint,
             remove,
+            grace: None,
         })
         .map(drop)
     }
@@ -226,6 +225,7 @@ impl<'a> Services<'a> {
     pub fn rotate(
         &mut self,
         key: &Key,
+        grace: crate::time::Dur,
         make: impl FnOnce() -> Result<Secret>,
     ) -> Result<Result<String, StepError>> {
         let info = KeyInfo::from(key);
@@ -247,6 +247,7 @@ impl<'a> Services<'a> {
                     secret: None,
                     fingerprint: None,
                     remove: None,
+                    grace: Some(grace),
                 })
                 .map(|r| r.secret),
             None => Ok(None),
@@ -277,6 +278,7 @@ impl<'a> Services<'a> {
                     secret: Some(&secret),
                     fingerprint: Some(&fp),
                     remove: None,
+                    grace: Some(grace),
                 });
                 if let Err(e) = result {
                     failure = Some(e);
@@ -335,6 +337,7 @@ impl<'a> Services<'a> {
                 secret,
                 fingerprint: intent.fingerprint.as_deref(),
                 remove: None,
+                grace: None,
             })?;
         }
         if let (Some(v), Some(version)) = (&self.vault, intent.vault_version) {
@@ -372,6 +375,7 @@ impl<'a> Services<'a> {
                         secret: Some(&secret),
                         fingerprint: intent.fingerprint.as_deref(),
                         remove: None,
+                        grace: None,
                     })
                     .map(drop),
                 None => Ok(()),
@@ -456,7 +460,7 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
             (false, Stage::Set) => Step::Revoke,
             (false, Stage::Create) => continue,
         };
-        let p = provider::for_service(&ws.root, settings.services.get(&intent.info.service), &hidden);
+        let p = provider::for_service(&ws.root, &settings, &intent.info.service, &hidden);
         let mut result = match &p {
             Some(p) => p
                 .call(&Request {
@@ -465,6 +469,7 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
                     secret: secret.as_ref(),
                     fingerprint: intent.fingerprint.as_deref(),
                     remove: None,
+                    grace: None,
                 })
                 .map(drop),
             None => Ok(()),

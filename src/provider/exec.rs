@@ -72,6 +72,9 @@ impl Provider for Exec {
         if let Some(remove) = req.remove {
             body["remove"] = json!(remove);
         }
+        if let Some(grace) = req.grace {
+            body["grace_period"] = json!(grace.compact());
+        }
         let mut line = body.to_string().into_bytes();
         line.push(b'\n');
         drop(body);

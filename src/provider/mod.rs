@@ -7,14 +7,16 @@
 //! holds a secret: providers' own output is redacted before it is shown.
 
 pub mod exec;
+pub mod postgres;
 
 use std::path::Path;
 
 use serde::Serialize;
 
 use crate::secret::Secret;
-use crate::store::settings::{Provider as ProviderSettings, Service};
-use crate::store::Key;
+use crate::store::settings::Provider as ProviderSettings;
+use crate::store::{Key, Settings};
+use crate::time::Dur;
 
 /// One step of the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -83,6 +85,8 @@ pub struct Request<'a> {
     pub fingerprint: Option<&'a str>,
     /// `restrict`: the permissions to remove.
     pub remove: Option<&'a [String]>,
+    /// `create`, `set`, `test`: how long the old secret stays valid after the rotation.
+    pub grace: Option<Dur>,
 }
 
 /// What a step answered.
@@ -108,8 +112,13 @@ pub trait Provider {
 
 /// The provider configured for a service, ready to call; `None` when keyrot alone
 /// rotates the service's keys.
-pub fn for_service(root: &Path, service: Option<&Service>, hide_env: &[&str]) -> Option<Box<dyn Provider>> {
-    let service = service?;
+pub fn for_service(
+    root: &Path,
+    settings: &Settings,
+    name: &str,
+    hide_env: &[&str],
+) -> Option<Box<dyn Provider>> {
+    let service = settings.services.get(name)?;
     match service.provider.as_ref()? {
         ProviderSettings::Exec { program } => Some(Box::new(exec::Exec {
             program: root.join(program),
@@ -118,7 +127,13 @@ pub fn for_service(root: &Path, service: Option<&Service>, hide_env: &[&str]) ->
             timeout: std::time::Duration::from_secs(service.timeout.secs().max(1) as u64),
             hide_env: hide_env.iter().map(|s| s.to_string()).collect(),
         })),
-        ProviderSettings::Postgres { .. } => None,
+        ProviderSettings::Postgres { dsn_env, role } => Some(Box::new(postgres::Pg {
+            dsn_env: dsn_env.clone(),
+            role: role.clone(),
+            secret_prefix: settings.secret_prefix.clone(),
+            secret_bytes: settings.secret_bytes,
+            timeout: std::time::Duration::from_secs(service.timeout.secs().max(1) as u64),
+        })),
     }
 }
 

@@ -13,6 +13,7 @@ mod init_demo;
 mod log;
 mod plan;
 mod policy_tests;
+mod postgres;
 mod providers;
 mod run;
 mod saved_plans;

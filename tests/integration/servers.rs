@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -130,4 +130,113 @@ impl Drop for Bao {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A PostgreSQL server in a temp folder, on a loopback port, run as the `postgres`
+/// system user when the tests run as root (PostgreSQL refuses to run as root).
+pub struct Postgres {
+    dir: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+    as_user: Option<&'static str>,
+}
+
+impl Postgres {
+    pub fn start(parent: &Path) -> Postgres {
+        let bin = ["/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|d| d.join("postgres").is_file())
+            .or_else(|| find("postgres", &[]).and_then(|p| p.parent().map(Path::to_path_buf)))
+            .unwrap_or_else(|| {
+                panic!("PostgreSQL is not installed: the postgres provider tests need its server. Install it with `apt-get install postgresql` (.ci/run does)")
+            });
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
+        let root = unsafe { libc_geteuid() } == 0;
+        let dir = parent.join("pg");
+        std::fs::create_dir_all(&dir).unwrap();
+        let as_user = root.then_some("postgres");
+        if root {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown of the PostgreSQL folder to the postgres user failed");
+            // The temp folder's parents must be passable for that user.
+            let mut p = dir.parent();
+            while let Some(d) = p {
+                let _ = Command::new("chmod").arg("o+x").arg(d).status();
+                p = d.parent();
+            }
+        }
+        let port = free_port();
+        let pg = Postgres {
+            dir,
+            bin,
+            port,
+            as_user,
+        };
+        pg.run(
+            "initdb",
+            &["-D", "data", "-U", "admin", "--auth=trust", "-E", "UTF8"],
+        );
+        // The admin by trust on loopback; every other role by password (SCRAM).
+        let hba = pg.dir.join("data/pg_hba.conf");
+        std::fs::write(
+            &hba,
+            "local all all trust\nhost all admin 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        pg.run(
+            "pg_ctl",
+            &[
+                "-D",
+                "data",
+                "-l",
+                "log",
+                "-w",
+                "-o",
+                &format!("-p {port} -k {} -c listen_addresses=127.0.0.1", pg.dir.display()),
+                "start",
+            ],
+        );
+        pg
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let exe = self.bin.join(program);
+        let mut cmd = match self.as_user {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let out = cmd.args(args).current_dir(&self.dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The admin connection string (trust authentication on loopback).
+    pub fn admin_dsn(&self) -> String {
+        format!("host=127.0.0.1 port={} user=admin dbname=postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| self.run("pg_ctl", &["-D", "data", "-m", "immediate", "stop"]));
+    }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
 }
