@@ -3,12 +3,14 @@
 //! without tests, and exceptions that cannot or do not apply.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use crate::error::Problem;
 use crate::plan::{ActionKind, Plan};
 use crate::policy::config_use::config_use;
 use crate::policy::testing::{orphan_test, tested_policy, TEST_SUFFIX};
 use crate::store::files::{EXCEPTIONS_FILE, SETTINGS_FILE};
+use crate::store::settings::Provider;
 use crate::time::Time;
 use crate::workspace::Loaded;
 
@@ -41,8 +43,9 @@ fn warning(problem: Problem) -> Finding {
 
 /// Everything `check` reports about a loaded store, errors first, each in file order.
 /// `now` is the instant exceptions are matched against the plan at.
-pub fn lint(loaded: &Loaded, now: Time) -> Vec<Finding> {
+pub fn lint(loaded: &Loaded, root: &Path, now: Time) -> Vec<Finding> {
     let mut out = Vec::new();
+    providers(loaded, root, &mut out);
     config_entries(loaded, &mut out);
     tests(loaded, &mut out);
     exceptions(loaded, now, &mut out);
@@ -50,6 +53,24 @@ pub fn lint(loaded: &Loaded, now: Time) -> Vec<Finding> {
         (a.severity, &a.problem.path, a.problem.pos).cmp(&(b.severity, &b.problem.path, b.problem.pos))
     });
     out
+}
+
+/// Exec providers must be executable files in the store: apply runs them.
+fn providers(loaded: &Loaded, root: &Path, out: &mut Vec<Finding>) {
+    use std::os::unix::fs::PermissionsExt;
+    for (name, service) in &loaded.store.settings.services {
+        let Some(Provider::Exec { program }) = &service.provider else {
+            continue;
+        };
+        let ok = std::fs::symlink_metadata(root.join(program))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if !ok {
+            out.push(error(Problem::new(
+                SETTINGS_FILE,
+                format!("service {name}: provider {program} is not an executable file in the store"),
+            )));
+        }
+    }
 }
 
 /// `[policy.<name>]` entries no policy reads are errors: a misspelt `max_dayz = 30`

@@ -53,7 +53,7 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         }
         Err(e) => return Err(e),
     };
-    let findings = crate::lint::lint(&loaded, now);
+    let findings = crate::lint::lint(&loaded, &ws.root, now);
     let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
     let policies = loaded.policies.policies();
     if args.json {

@@ -328,3 +328,67 @@ fn bad_provider_settings_name_the_line() {
         assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
     }
 }
+
+#[test]
+fn a_failed_revoke_or_expire_leaves_the_key_as_it_was() {
+    let l = Ledger::new();
+    l.apply(&[]).ok();
+    let later = "2026-11-24T20:00:00Z";
+    let secrets = l.s.secrets.to_str().unwrap().to_string();
+    let dir = l.dir.to_str().unwrap().to_string();
+    let before = l.s.read("keys/k1.toml");
+    assert!(before.contains("[[previous]]"));
+    let run = l.s.keyrot_env(
+        &["apply", "--yes", "--now", later, "--secrets-dir", &secrets],
+        &[("LEDGER_DIR", &dir), ("LEDGER_FAIL", "expire")],
+    );
+    let run = run.fails(1);
+    assert!(
+        run.stderr
+            .contains("error: key k1: expire not applied: provider providers/ledger (expire): refused"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        l.s.read("keys/k1.toml"),
+        before,
+        "the grace entry stays until the service expires it"
+    );
+
+    l.s.write("keys/k1.toml", &format!("compromised = true\n{before}"));
+    l.s.commit("k1 leaked");
+    let run = l.s.keyrot_env(
+        &["apply", "--yes", "--now", later, "--secrets-dir", &secrets],
+        &[("LEDGER_DIR", &dir), ("LEDGER_FAIL", "revoke")],
+    );
+    let run = run.fails(1);
+    assert!(run.stderr.contains("error: key k1: revoke"), "{}", run.stderr);
+    assert!(
+        !l.s.read("keys/k1.toml").contains("status = \"revoked\""),
+        "the store must not claim a revoke the service refused"
+    );
+    // Once the service answers, the next apply revokes.
+    l.s.keyrot_env(
+        &["apply", "--yes", "--now", later, "--secrets-dir", &secrets],
+        &[("LEDGER_DIR", &dir)],
+    )
+    .ok();
+    assert!(l.s.read("keys/k1.toml").contains("status = \"revoked\""));
+    assert!(l.table("k1").ends_with("revoked\n"));
+}
+
+#[test]
+fn check_reports_a_provider_that_is_not_an_executable_in_the_store() {
+    let l = Ledger::new();
+    l.s.keyrot(&["check"]).ok();
+    std::fs::remove_file(l.s.path("providers/ledger")).unwrap();
+    l.s.write("providers/ledger", "not executable");
+    let run = l.s.keyrot(&["check"]).fails(1);
+    assert!(
+        run.stderr.contains(
+            "keyrot.toml: service ledger: provider providers/ledger is not an executable file in the store"
+        ),
+        "{}",
+        run.stderr
+    );
+}
