@@ -410,34 +410,25 @@ pub fn execute(
         }
     };
     failpoint::pause("apply-after-commit");
-    // The store knows the new secrets now: the services may make them current.
-    for (key, e) in svc.finish_all().map_err(|e| Error::AfterCommit {
+    // The store knows the new secrets now: the services may make them current, and
+    // Vault may drop what was revoked or expired. Failures here are retried by the
+    // next apply, which finds them journaled.
+    let after_commit = |e| Error::AfterCommit {
         commit: commit.to_string(),
         source: Box::new(e),
-    })? {
+    };
+    let finished = svc.finish_all().map_err(after_commit)?;
+    let cleaned = svc.clean_up().map_err(after_commit)?;
+    for (key, e) in finished.into_iter().chain(cleaned) {
         failed.push(Failure {
             key,
             actions: vec!["finish".into()],
             policies: Vec::new(),
-            error: format!("{e} (the commit landed; the next keyrot apply finishes it)"),
-        });
-    }
-    for (key, e) in svc.clean_up().map_err(|e| Error::AfterCommit {
-        commit: commit.to_string(),
-        source: Box::new(e),
-    })? {
-        failed.push(Failure {
-            key,
-            actions: vec!["finish".into()],
-            policies: Vec::new(),
-            error: format!("{e} (the commit landed; the next keyrot apply retries the clean-up)"),
+            error: format!("{e} (the commit landed; the next keyrot apply retries this)"),
         });
     }
 
-    let mut delivered = journal::complete(ws, &j, &edited_text).map_err(|e| Error::AfterCommit {
-        commit: commit.to_string(),
-        source: Box::new(e),
-    })?;
+    let mut delivered = journal::complete(ws, &j, &edited_text).map_err(after_commit)?;
     for d in &mut delivered {
         if let Some((location, version)) = svc.delivered.get(&d.key) {
             d.path = PathBuf::from(format!("{location} (version {version})"));

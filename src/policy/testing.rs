@@ -294,6 +294,19 @@ fn string_set(what: &str, items: Array) -> RResult<BTreeSet<String>> {
         .collect()
 }
 
+/// `d` holds a restrict removing exactly `want`.
+fn assert_restrict(d: &Dynamic, want: BTreeSet<String>) -> RResult<()> {
+    expect(
+        "assert_restrict",
+        d,
+        &format!("a restrict of {want:?}"),
+        |x| match &x.verdict {
+            Verdict::Restrict { remove } => remove.iter().cloned().collect::<BTreeSet<_>>() == want,
+            _ => false,
+        },
+    )
+}
+
 fn register_asserts(engine: &mut Engine) {
     engine
         .register_fn("assert_rotate", |d: Dynamic| {
@@ -316,28 +329,10 @@ fn register_asserts(engine: &mut Engine) {
             expect("assert_warn", &d, "a warn", |x| x.verdict == Verdict::Warn)
         })
         .register_fn("assert_restrict", |d: Dynamic, perms: Array| -> RResult<()> {
-            let want = string_set("assert_restrict", perms)?;
-            expect(
-                "assert_restrict",
-                &d,
-                &format!("a restrict of {want:?}"),
-                |x| match &x.verdict {
-                    Verdict::Restrict { remove } => remove.iter().cloned().collect::<BTreeSet<_>>() == want,
-                    _ => false,
-                },
-            )
+            assert_restrict(&d, string_set("assert_restrict", perms)?)
         })
         .register_fn("assert_restrict", |d: Dynamic, perm: &str| {
-            let want = BTreeSet::from([perm.to_string()]);
-            expect(
-                "assert_restrict",
-                &d,
-                &format!("a restrict of {want:?}"),
-                |x| match &x.verdict {
-                    Verdict::Restrict { remove } => remove.iter().cloned().collect::<BTreeSet<_>>() == want,
-                    _ => false,
-                },
-            )
+            assert_restrict(&d, BTreeSet::from([perm.to_string()]))
         })
         .register_fn("assert_none", |d: Dynamic| -> RResult<()> {
             let list = decision_list("assert_none", &d)?;

@@ -45,49 +45,9 @@ impl Store {
         let mut snap = Snapshot::read_root(source);
         let mut problems = std::mem::take(&mut snap.problems);
 
-        let settings = match &snap.settings {
-            Some(f) => match parse::utf8(&f.path, &f.bytes) {
-                Ok(text) => {
-                    let (s, p) = Settings::parse(&f.path, text);
-                    problems.extend(p);
-                    s
-                }
-                Err(p) => {
-                    problems.push(p);
-                    Settings::default()
-                }
-            },
-            None => Settings::default(),
-        };
-        let owners = match &snap.owners {
-            Some(f) => match parse::utf8(&f.path, &f.bytes) {
-                Ok(text) => {
-                    let (o, p) = owners::parse(&f.path, text);
-                    problems.extend(p);
-                    o
-                }
-                Err(p) => {
-                    problems.push(p);
-                    BTreeMap::new()
-                }
-            },
-            None => BTreeMap::new(),
-        };
-
-        let exceptions = match &snap.exceptions {
-            Some(f) => match parse::utf8(&f.path, &f.bytes) {
-                Ok(text) => {
-                    let (e, p) = exceptions::parse(&f.path, text);
-                    problems.extend(p);
-                    e
-                }
-                Err(p) => {
-                    problems.push(p);
-                    Vec::new()
-                }
-            },
-            None => Vec::new(),
-        };
+        let settings = parse_root(&snap.settings, &mut problems, Settings::parse);
+        let owners = parse_root(&snap.owners, &mut problems, owners::parse);
+        let exceptions = parse_root(&snap.exceptions, &mut problems, exceptions::parse);
 
         snap.read_folders(source, &settings.keys_dir, &settings.policies_dir);
         problems.append(&mut snap.problems);
@@ -155,6 +115,28 @@ impl Store {
             .chain([self.settings.keys_dir.clone(), self.settings.policies_dir.clone()])
             .chain(providers)
             .collect()
+    }
+}
+
+/// Parses one optional root file (`keyrot.toml`, `owners.toml`, `exceptions.toml`),
+/// adding its problems; what could not be read is its default, so the rest of the
+/// store is still checked in the same run.
+fn parse_root<T: Default>(
+    file: &Option<FileEntry>,
+    problems: &mut Vec<Problem>,
+    parse: impl FnOnce(&str, &str) -> (T, Vec<Problem>),
+) -> T {
+    let Some(f) = file else { return T::default() };
+    match parse::utf8(&f.path, &f.bytes) {
+        Ok(text) => {
+            let (value, p) = parse(&f.path, text);
+            problems.extend(p);
+            value
+        }
+        Err(p) => {
+            problems.push(p);
+            T::default()
+        }
     }
 }
 

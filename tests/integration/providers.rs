@@ -160,7 +160,7 @@ fn a_failed_finish_is_reported_and_finished_by_the_next_apply() {
         run.stderr
     );
     assert!(
-        run.stderr.contains("the next keyrot apply finishes it"),
+        run.stderr.contains("the next keyrot apply retries this"),
         "{}",
         run.stderr
     );
