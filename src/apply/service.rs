@@ -417,6 +417,11 @@ impl<'a> Services<'a> {
     }
 }
 
+/// Whether an interrupted apply left provider steps or Vault clean-ups to settle.
+pub fn unsettled(git_dir: &Path) -> bool {
+    super::lock::keyrot_dir(git_dir).join(FILE).exists()
+}
+
 /// What [`recover`] did, one line per key.
 pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
     let git_dir = ws.repo.path().to_path_buf();

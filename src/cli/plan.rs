@@ -39,6 +39,9 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
             j.commit
         )]);
     }
+    if crate::apply::service::unsettled(ws.repo.path()) {
+        super::notes(&["an apply was interrupted while it was changing keys at their services (or in Vault); the next `keyrot apply` settles that first".into()]);
+    }
     if let Some(path) = &args.out {
         std::fs::File::create(path)
             .and_then(|f| plan.write_json(f))

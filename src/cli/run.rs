@@ -59,10 +59,16 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         let code = match runner::cycle(&ws, now, secrets.as_ref()) {
             Ok(cycle) => {
                 let commit = cycle.applied.as_ref().and_then(|a| a.commit.clone());
+                let failed = cycle
+                    .applied
+                    .as_ref()
+                    .map(|a| a.failed.clone())
+                    .unwrap_or_default();
                 if args.json {
                     super::out(&format!(
                         "{}\n",
-                        json!({"event": "cycle", "time": now.to_rfc3339(), "applied": args.apply, "commit": commit, "plan": cycle.plan})
+                        json!({"event": "cycle", "time": now.to_rfc3339(), "applied": args.apply, "commit": commit,
+                               "failed": failed, "plan": cycle.plan})
                     ));
                 } else {
                     let action = match (&cycle.applied, &commit) {
@@ -71,8 +77,19 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
                         (Some(_), None) => "nothing to apply".to_string(),
                     };
                     super::out(&format!("{now} {} {action}\n", cycle.plan.summary));
+                    for f in &failed {
+                        eprintln!(
+                            "{now} error: key {}: {} not applied: {}",
+                            f.key,
+                            f.actions.join(", "),
+                            f.error
+                        );
+                    }
                 }
-                if cycle.plan.has_changes() {
+                // A change that failed at its service is an error for cron and CI.
+                if !failed.is_empty() {
+                    1
+                } else if cycle.plan.has_changes() {
                     2
                 } else {
                     0

@@ -392,3 +392,25 @@ fn check_reports_a_provider_that_is_not_an_executable_in_the_store() {
         run.stderr
     );
 }
+
+#[test]
+fn the_runner_exits_1_when_a_change_failed_at_its_service() {
+    let l = Ledger::new();
+    let secrets = l.s.secrets.to_str().unwrap().to_string();
+    let dir = l.dir.to_str().unwrap().to_string();
+    let run = l.s.keyrot_env(
+        &["run", "--once", "--apply", "--secrets-dir", &secrets],
+        &[("LEDGER_DIR", &dir), ("LEDGER_FAIL", "set")],
+    );
+    let run = run.fails(1);
+    assert!(
+        run.stderr.contains("error: key k1: rotate, restrict not applied"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("applied, commit"),
+        "k2 was applied: {}",
+        run.stdout
+    );
+}
