@@ -311,12 +311,13 @@ impl<'a> Services<'a> {
                 Some(i) => self.undo(&i, Some(&secret)),
                 None => Ok(()),
             };
-            self.secrets.discard(&key.id, &txid);
             return match undo {
                 Ok(()) => {
+                    self.secrets.discard(&key.id, &txid);
                     self.forget(&key.id)?;
                     Ok(Err(e))
                 }
+                // The pending file stays: the retry needs the secret to take it back.
                 Err(u) => Ok(Err(StepError(format!(
                     "{e}; rolling back also failed ({u}); the next keyrot apply retries the rollback first"
                 )))),
@@ -492,10 +493,15 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
                 "finished the interrupted rotation of {} at its service",
                 intent.key
             )),
-            Ok(()) => notes.push(format!(
-                "took back the new secret of {} at its service: the interrupted apply never committed it",
-                intent.key
-            )),
+            Ok(()) => {
+                if let Some(s) = &secrets {
+                    s.discard(&intent.key, &j.txid);
+                }
+                notes.push(format!(
+                    "took back the new secret of {} at its service: the interrupted apply never committed it",
+                    intent.key
+                ))
+            }
             Err(e) => {
                 notes.push(format!("could not {} {}: {e}", step.as_str(), intent.key));
                 left.push(intent);

@@ -232,26 +232,29 @@ impl Provider for Pg {
             }
             Step::Revoke => {
                 let mut db = self.admin(step)?;
-                match req.secret {
-                    // Rolling back one rotation.
-                    Some(secret) => {
-                        let (user, _) = self.split(&base, secret);
-                        if user == base {
-                            return Err(self.fail(
-                                step,
-                                format!("cannot restore the previous password of role {base}: the single-user strategy replaced it (give the rotation a grace period to use alternating users)"),
-                            ));
-                        }
-                        self.disable(&mut db, step, &user)
-                    }
-                    None => {
-                        for (role, _) in self.roles(&mut db, &base, step)? {
-                            self.disable(&mut db, step, &role)?;
-                        }
-                        Ok(())
-                    }
+                let roles = self.roles(&mut db, &base, step)?;
+                // With a secret or a fingerprint: take back that one secret (a rotation
+                // rolled back). Without: the whole key.
+                let targets: Vec<String> = match (req.secret, req.fingerprint) {
+                    (Some(secret), _) => vec![self.split(&base, secret).0],
+                    (None, Some(fp)) => roles
+                        .iter()
+                        .filter(|(_, held)| held.as_deref() == Some(fp))
+                        .map(|(r, _)| r.clone())
+                        .collect(),
+                    (None, None) => roles.iter().map(|(r, _)| r.clone()).collect(),
+                };
+                let one_secret = req.secret.is_some() || req.fingerprint.is_some();
+                if one_secret && targets.iter().any(|t| *t == base) {
+                    return Err(self.fail(
+                        step,
+                        format!("cannot restore the previous password of role {base}: the single-user strategy replaced it (give the rotation a grace period to use alternating users)"),
+                    ));
                 }
-                .map(|()| Response::default())
+                for role in targets {
+                    self.disable(&mut db, step, &role)?;
+                }
+                Ok(Response::default())
             }
             Step::Restrict => Err(self.fail(
                 step,

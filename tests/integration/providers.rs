@@ -414,3 +414,44 @@ fn the_runner_exits_1_when_a_change_failed_at_its_service() {
         run.stdout
     );
 }
+
+#[test]
+fn a_rollback_that_fails_is_retried_by_the_next_apply_before_anything_else() {
+    let l = Ledger::new();
+    let run = l.apply(&[("LEDGER_FAIL", "test,revoke")]).fails(1);
+    assert!(run.stderr.contains("rolling back also failed"), "{}", run.stderr);
+    assert!(
+        l.s.root.join(".git/keyrot/services").exists(),
+        "the intent stays journaled"
+    );
+    let orphan = l.table("k1");
+    let orphan_fp = orphan
+        .lines()
+        .last()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(orphan.ends_with(" pending\n"), "{orphan}");
+    // While the service still refuses, nothing else happens.
+    let stuck = l.apply(&[("LEDGER_FAIL", "revoke")]).fails(1);
+    assert!(
+        stuck.stderr.contains("cannot be completed yet"),
+        "{}",
+        stuck.stderr
+    );
+    let next = l.apply(&[]).ok();
+    assert!(
+        next.stderr.contains("took back the new secret of k1"),
+        "{}",
+        next.stderr
+    );
+    assert!(!l.table("k1").contains(&orphan_fp));
+    assert!(
+        !next.stderr.contains("pending secret file(s) left"),
+        "{}",
+        next.stderr
+    );
+    assert!(!l.s.root.join(".git/keyrot/services").exists());
+}
