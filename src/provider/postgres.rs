@@ -245,7 +245,7 @@ impl Provider for Pg {
                     (None, None) => roles.iter().map(|(r, _)| r.clone()).collect(),
                 };
                 let one_secret = req.secret.is_some() || req.fingerprint.is_some();
-                if one_secret && targets.iter().any(|t| *t == base) {
+                if one_secret && targets.contains(&base) {
                     return Err(self.fail(
                         step,
                         format!("cannot restore the previous password of role {base}: the single-user strategy replaced it (give the rotation a grace period to use alternating users)"),
