@@ -79,6 +79,65 @@ struct Journal {
     cleanup: Vec<Cleanup>,
 }
 
+/// One line of the journal after its header: the journal is append-only while apply
+/// runs (one short write per step, not the whole journal again), and folded on reading.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Record {
+    /// A rotation's intent, new or updated (by key).
+    Intent(Intent),
+    /// The key's rotation is settled: no intent left.
+    Done(String),
+    /// A Vault clean-up to run after the commit.
+    Cleanup(Cleanup),
+    /// That clean-up ran.
+    Cleaned(Cleanup),
+}
+
+impl Journal {
+    fn fold(&mut self, r: Record) {
+        match r {
+            Record::Intent(i) => {
+                self.intents.retain(|x| x.key != i.key);
+                self.intents.push(i);
+            }
+            Record::Done(key) => self.intents.retain(|x| x.key != key),
+            Record::Cleanup(c) => self.cleanup.push(c),
+            Record::Cleaned(c) => self.cleanup.retain(|x| *x != c),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.intents.is_empty() && self.cleanup.is_empty()
+    }
+
+    /// Reads a journal: the header line, then records. A torn last line (a crash in
+    /// the middle of an append) is dropped: its step had not started, as each record
+    /// is synced before the step it announces.
+    fn parse(bytes: &[u8]) -> std::result::Result<Journal, String> {
+        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+        let mut lines = text.lines();
+        let mut j: Journal =
+            serde_json::from_str(lines.next().unwrap_or_default()).map_err(|e| e.to_string())?;
+        let rest: Vec<&str> = lines.collect();
+        for (n, line) in rest.iter().enumerate() {
+            match serde_json::from_str::<Record>(line) {
+                Ok(r) => j.fold(r),
+                Err(_) if n + 1 == rest.len() && !text.ends_with('\n') => {}
+                Err(e) => return Err(format!("line {}: {e}", n + 2)),
+            }
+        }
+        Ok(j)
+    }
+
+    /// The journal as one header line, the state folded into it.
+    fn compacted(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+}
+
 /// One apply's provider calls.
 pub struct Services<'a> {
     git_dir: PathBuf,
@@ -92,6 +151,8 @@ pub struct Services<'a> {
     vault: Option<Vault>,
     /// Where each key's new secret was delivered in Vault, and as which version.
     pub delivered: BTreeMap<String, (String, u64)>,
+    /// The journal file, once this apply started it.
+    file: Option<std::fs::File>,
 }
 
 /// Environment variables no provider may see.
@@ -130,6 +191,7 @@ impl<'a> Services<'a> {
             rotated: BTreeMap::new(),
             vault,
             delivered: BTreeMap::new(),
+            file: None,
         })
     }
 
@@ -148,30 +210,30 @@ impl<'a> Services<'a> {
     /// run after the commit.
     pub fn clean_up_later(&mut self, key: &Key, fingerprint: Option<&str>) -> Result<()> {
         let Some(v) = &self.vault else { return Ok(()) };
-        self.journal.cleanup.push(Cleanup {
+        let c = Cleanup {
             key: key.id.clone(),
             vault_path: v.path_for(&key.service, &key.id),
             fingerprint: fingerprint.map(str::to_string),
-        });
-        self.save()
+        };
+        self.record(Record::Cleanup(c), false)
     }
 
-    /// After the commit: destroys what [`Services::clean_up_later`] registered. A
-    /// failure stays journaled and is retried by the next apply.
+    /// After the commit and [`Services::finish_all`]: destroys what
+    /// [`Services::clean_up_later`] registered, then leaves the journal holding only
+    /// what failed, for the next apply to retry.
     pub fn clean_up(&mut self) -> Result<Vec<(String, StepError)>> {
-        let Some(v) = &self.vault else {
-            return Ok(Vec::new());
-        };
         let mut failed = Vec::new();
-        let mut left = Vec::new();
-        for c in std::mem::take(&mut self.journal.cleanup) {
-            if let Err(e) = run_cleanup(v, &c) {
-                failed.push((c.key.clone(), e));
-                left.push(c);
+        if let Some(v) = &self.vault {
+            let mut left = Vec::new();
+            for c in std::mem::take(&mut self.journal.cleanup) {
+                if let Err(e) = run_cleanup(v, &c) {
+                    failed.push((c.key.clone(), e));
+                    left.push(c);
+                }
             }
+            self.journal.cleanup = left;
         }
-        self.journal.cleanup = left;
-        self.save()?;
+        self.settle()?;
         Ok(failed)
     }
 
@@ -183,15 +245,47 @@ impl<'a> Services<'a> {
             .as_deref()
     }
 
-    fn save(&self) -> Result<()> {
-        if self.journal.intents.is_empty() && self.journal.cleanup.is_empty() {
+    /// Folds a record into the journal and appends it to the file (started with its
+    /// header on first use). `sync`: durable before returning, for a record that must
+    /// be on disk before the step it announces; the others are made durable by the
+    /// file-system sync before the commit point.
+    fn record(&mut self, r: Record, sync: bool) -> Result<()> {
+        use std::io::Write;
+        self.journal.fold(r.clone());
+        if self.file.is_none() {
+            let mut header = self.journal.clone();
+            header.intents.clear();
+            header.cleanup.clear();
+            write_durable(&self.git_dir, FILE, &header.compacted())?;
+            let path = super::lock::keyrot_dir(&self.git_dir).join(FILE);
+            let f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            self.file = Some(f);
+        }
+        let path = super::lock::keyrot_dir(&self.git_dir).join(FILE);
+        let mut line = serde_json::to_vec(&r).unwrap_or_default();
+        line.push(b'\n');
+        let f = self.file.as_mut().expect("opened above");
+        f.write_all(&line).map_err(|e| Error::io(&path, e))?;
+        if sync {
+            f.sync_data().map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    /// At the end: the file goes when nothing is left to settle, else it is rewritten
+    /// with just what is left, for the next apply.
+    fn settle(&mut self) -> Result<()> {
+        if self.file.is_none() {
+            return Ok(());
+        }
+        self.file = None;
+        if self.journal.is_empty() {
             remove_durable(&self.git_dir, FILE)
         } else {
-            write_durable(
-                &self.git_dir,
-                FILE,
-                &serde_json::to_vec_pretty(&self.journal).unwrap_or_default(),
-            )
+            write_durable(&self.git_dir, FILE, &self.journal.compacted())
         }
     }
 
@@ -230,15 +324,15 @@ impl<'a> Services<'a> {
     ) -> Result<Result<String, StepError>> {
         let info = KeyInfo::from(key);
         let txid = self.journal.txid.clone();
-        self.journal.intents.push(Intent {
+        let mut intent = Intent {
             key: key.id.clone(),
             path: key.path.clone(),
             stage: Stage::Create,
             fingerprint: None,
             info: info.clone(),
             vault_version: None,
-        });
-        self.save()?;
+        };
+        self.record(Record::Intent(intent.clone()), true)?;
         let created = match self.provider(&key.service) {
             Some(p) => p
                 .call(&Request {
@@ -263,11 +357,9 @@ impl<'a> Services<'a> {
         let fp = secret.fingerprint();
         self.secrets.write_pending(&key.id, &txid, &secret)?;
         self.secrets.sync()?;
-        if let Some(i) = self.journal.intents.iter_mut().find(|i| i.key == key.id) {
-            i.stage = Stage::Set;
-            i.fingerprint = Some(fp.clone());
-        }
-        self.save()?;
+        intent.stage = Stage::Set;
+        intent.fingerprint = Some(fp.clone());
+        self.record(Record::Intent(intent.clone()), true)?;
         failpoint::pause("apply-before-set");
         let mut failure = None;
         if let Some(p) = self.provider(&key.service) {
@@ -291,12 +383,10 @@ impl<'a> Services<'a> {
                 let path = v.path_for(&key.service, &key.id);
                 match v.deliver(&path, &secret) {
                     Ok(version) => {
-                        if let Some(i) = self.journal.intents.iter_mut().find(|i| i.key == key.id) {
-                            i.vault_version = Some(version);
-                        }
-                        self.save()?;
                         self.delivered
                             .insert(key.id.clone(), (v.location(&path), version));
+                        intent.vault_version = Some(version);
+                        self.record(Record::Intent(intent.clone()), true)?;
                     }
                     Err(e) => failure = Some(e),
                 }
@@ -352,8 +442,9 @@ impl<'a> Services<'a> {
     }
 
     fn forget(&mut self, id: &str) -> Result<()> {
-        self.journal.intents.retain(|i| i.key != id);
-        self.save()
+        // Losing this record in a crash only makes the next apply repeat a rollback,
+        // which providers accept.
+        self.record(Record::Done(id.to_string()), false)
     }
 
     /// After the commit landed: `finish` each rotation. A failure leaves its intent, so
@@ -387,7 +478,6 @@ impl<'a> Services<'a> {
             }
         }
         self.journal.intents = left;
-        self.save()?;
         Ok(failed)
     }
 
@@ -406,7 +496,7 @@ impl<'a> Services<'a> {
             }
         }
         self.journal.intents = left;
-        self.save()?;
+        self.settle()?;
         if !self.journal.intents.is_empty() {
             let keys: Vec<&str> = self.journal.intents.iter().map(|i| i.key.as_str()).collect();
             return Err(Error::Usage(format!(
@@ -432,7 +522,7 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(file, e)),
     };
-    let mut j: Journal = serde_json::from_slice(&bytes).map_err(|e| {
+    let mut j = Journal::parse(&bytes).map_err(|e| {
         Error::Usage(format!(
             "{}: unreadable journal of provider steps ({e})\n  hint: check the keys it names at their services, then delete it",
             file.display()
@@ -521,7 +611,7 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
         remove_durable(&git_dir, FILE)?;
         Ok(notes)
     } else {
-        write_durable(&git_dir, FILE, &serde_json::to_vec_pretty(&j).unwrap_or_default())?;
+        write_durable(&git_dir, FILE, &j.compacted())?;
         Err(Error::Usage(format!(
             "an interrupted apply left provider steps that cannot be completed yet; nothing else is done until they are:\n  {}",
             notes.join("\n  ")
@@ -561,4 +651,67 @@ fn fingerprint_at(ws: &Workspace, tree: &git2::Tree, path: &str) -> Option<Strin
         .ok()?;
     let table: toml::Table = std::str::from_utf8(blob.content()).ok()?.parse().ok()?;
     table.get("fingerprint")?.as_str().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(key: &str, stage: Stage) -> Intent {
+        Intent {
+            key: key.into(),
+            path: format!("keys/{key}.toml"),
+            stage,
+            fingerprint: None,
+            info: KeyInfo {
+                id: key.into(),
+                service: "s".into(),
+                owner: "o".into(),
+                environment: "production".into(),
+                permissions: vec![],
+                ip_allowlist: vec![],
+                tags: vec![],
+                status: "active".into(),
+                fingerprint: None,
+            },
+            vault_version: None,
+        }
+    }
+
+    fn line(r: &Record) -> String {
+        serde_json::to_string(r).unwrap() + "\n"
+    }
+
+    #[test]
+    fn the_journal_folds_its_records_and_drops_a_torn_last_line() {
+        let header = Journal {
+            txid: "t".into(),
+            base: "b".into(),
+            secrets_dir: "/s".into(),
+            intents: vec![],
+            cleanup: vec![],
+        };
+        let mut text = String::from_utf8(header.compacted()).unwrap();
+        text += &line(&Record::Intent(intent("a", Stage::Create)));
+        text += &line(&Record::Intent(intent("b", Stage::Create)));
+        text += &line(&Record::Intent(intent("a", Stage::Set)));
+        text += &line(&Record::Done("b".into()));
+        let c = Cleanup {
+            key: "c".into(),
+            vault_path: "p".into(),
+            fingerprint: None,
+        };
+        text += &line(&Record::Cleanup(c.clone()));
+        let j = Journal::parse(text.as_bytes()).unwrap();
+        assert_eq!(j.intents, vec![intent("a", Stage::Set)]);
+        assert_eq!(j.cleanup, vec![c.clone()]);
+        // A crash in the middle of an append leaves a torn last line: ignored.
+        let torn = text.clone() + "{\"intent\": {\"key\": \"x";
+        assert_eq!(Journal::parse(torn.as_bytes()).unwrap().intents.len(), 1);
+        // Garbage anywhere else is an error, not a silent loss.
+        let bad = text.replace("{\"done\"", "{\"dne\"");
+        assert!(Journal::parse(bad.as_bytes()).is_err());
+        let cleaned = text + line(&Record::Cleaned(c)).as_str();
+        assert!(Journal::parse(cleaned.as_bytes()).unwrap().cleanup.is_empty());
+    }
 }
