@@ -85,7 +85,7 @@ struct Journal {
 #[serde(rename_all = "lowercase")]
 enum Record {
     /// A rotation's intent, new or updated (by key).
-    Intent(Intent),
+    Intent(Box<Intent>),
     /// The key's rotation is settled: no intent left.
     Done(String),
     /// A Vault clean-up to run after the commit.
@@ -99,7 +99,7 @@ impl Journal {
         match r {
             Record::Intent(i) => {
                 self.intents.retain(|x| x.key != i.key);
-                self.intents.push(i);
+                self.intents.push(*i);
             }
             Record::Done(key) => self.intents.retain(|x| x.key != key),
             Record::Cleanup(c) => self.cleanup.push(c),
@@ -332,7 +332,7 @@ impl<'a> Services<'a> {
             info: info.clone(),
             vault_version: None,
         };
-        self.record(Record::Intent(intent.clone()), true)?;
+        self.record(Record::Intent(Box::new(intent.clone())), true)?;
         let created = match self.provider(&key.service) {
             Some(p) => p
                 .call(&Request {
@@ -359,7 +359,7 @@ impl<'a> Services<'a> {
         self.secrets.sync()?;
         intent.stage = Stage::Set;
         intent.fingerprint = Some(fp.clone());
-        self.record(Record::Intent(intent.clone()), true)?;
+        self.record(Record::Intent(Box::new(intent.clone())), true)?;
         failpoint::pause("apply-before-set");
         let mut failure = None;
         if let Some(p) = self.provider(&key.service) {
@@ -386,7 +386,7 @@ impl<'a> Services<'a> {
                         self.delivered
                             .insert(key.id.clone(), (v.location(&path), version));
                         intent.vault_version = Some(version);
-                        self.record(Record::Intent(intent.clone()), true)?;
+                        self.record(Record::Intent(Box::new(intent.clone())), true)?;
                     }
                     Err(e) => failure = Some(e),
                 }
@@ -692,9 +692,9 @@ mod tests {
             cleanup: vec![],
         };
         let mut text = String::from_utf8(header.compacted()).unwrap();
-        text += &line(&Record::Intent(intent("a", Stage::Create)));
-        text += &line(&Record::Intent(intent("b", Stage::Create)));
-        text += &line(&Record::Intent(intent("a", Stage::Set)));
+        text += &line(&Record::Intent(Box::new(intent("a", Stage::Create))));
+        text += &line(&Record::Intent(Box::new(intent("b", Stage::Create))));
+        text += &line(&Record::Intent(Box::new(intent("a", Stage::Set))));
         text += &line(&Record::Done("b".into()));
         let c = Cleanup {
             key: "c".into(),
