@@ -33,11 +33,23 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     }
     watch::run(Planner::new(ws, args.now), tx, rx, |outcome| {
         if json {
-            let line = match outcome {
-                Outcome::Plan { plan, .. } => json!({"event": "plan", "plan": plan}),
-                Outcome::Failed { error, .. } => json!({"event": "error", "error": error.to_string()}),
-            };
-            super::out(&format!("{line}\n"));
+            match outcome {
+                // Streamed: a 100k-key plan is megabytes, not worth a JSON tree first.
+                Outcome::Plan { plan, .. } => {
+                    use std::io::Write;
+                    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+                    // A closed pipe ends the output, not the watcher.
+                    let _ = out
+                        .write_all(b"{\"event\":\"plan\",\"plan\":")
+                        .and_then(|()| serde_json::to_writer(&mut out, plan).map_err(std::io::Error::from))
+                        .and_then(|()| out.write_all(b"}\n"))
+                        .and_then(|()| out.flush());
+                }
+                Outcome::Failed { error, .. } => super::out(&format!(
+                    "{}\n",
+                    json!({"event": "error", "error": error.to_string()})
+                )),
+            }
             return;
         }
         match outcome {
