@@ -2,7 +2,7 @@
 //! actions by keyrot's precedence rules. Plain data; the same inputs give the same
 //! plan, byte for byte.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -159,26 +159,37 @@ fn is_zero(n: &usize) -> bool {
 }
 
 impl Summary {
+    /// Counts a plan's actions, which come sorted by key (as every plan's do).
     pub fn of(actions: &[Action]) -> Summary {
-        let mut seen: BTreeSet<(ActionKind, &str)> = BTreeSet::new();
-        let mut excepted: BTreeSet<&str> = BTreeSet::new();
-        for a in actions {
-            if a.counts() {
-                seen.insert((a.action, &a.key));
-            } else if a.superseded_by.is_none() {
-                excepted.insert(&a.key);
+        debug_assert!(
+            actions.windows(2).all(|w| w[0].key <= w[1].key),
+            "actions not sorted by key"
+        );
+        // Grouped by key: count each kind once per key.
+        let mut s = Summary::default();
+        let mut i = 0;
+        while i < actions.len() {
+            let key = &actions[i].key;
+            let (mut kinds, mut excepted) = (0u8, false);
+            while i < actions.len() && actions[i].key == *key {
+                let a = &actions[i];
+                if a.counts() {
+                    kinds |= 1 << a.action as u8;
+                } else if a.superseded_by.is_none() {
+                    excepted = true;
+                }
+                i += 1;
             }
+            let has = |k: ActionKind| usize::from(kinds & (1 << k as u8) != 0);
+            s.rotate += has(ActionKind::Rotate);
+            s.revoke += has(ActionKind::Revoke);
+            s.restrict += has(ActionKind::Restrict);
+            s.expire += has(ActionKind::Expire);
+            s.deferred += has(ActionKind::Deferred);
+            s.warn += has(ActionKind::Warn);
+            s.excepted += usize::from(excepted);
         }
-        let count = |kind| seen.iter().filter(|(k, _)| *k == kind).count();
-        Summary {
-            rotate: count(ActionKind::Rotate),
-            revoke: count(ActionKind::Revoke),
-            restrict: count(ActionKind::Restrict),
-            expire: count(ActionKind::Expire),
-            deferred: count(ActionKind::Deferred),
-            warn: count(ActionKind::Warn),
-            excepted: excepted.len(),
-        }
+        s
     }
 
     /// Whether applying would change the store (for `--detailed-exitcode`).
@@ -226,7 +237,20 @@ impl Plan {
         dirty: bool,
         progress: crate::progress::Progress,
     ) -> Result<Plan> {
-        let actions = actions(store, policies, now, progress)?;
+        Plan::make_memo(store, policies, now, store_commit, dirty, progress, None)
+    }
+
+    /// [`Plan::make`] through a [`Memo`] of the last plan's decisions (`watch`).
+    pub fn make_memo(
+        store: &Store,
+        policies: &PolicySet,
+        now: Time,
+        store_commit: Option<String>,
+        dirty: bool,
+        progress: crate::progress::Progress,
+        memo: Option<&mut Memo>,
+    ) -> Result<Plan> {
+        let actions = actions_memo(store, policies, now, progress, memo)?;
         Ok(Plan {
             format: FORMAT,
             store_commit,
@@ -290,10 +314,30 @@ impl PlanDiff {
     /// Compares the actions of two plans as multisets (an action whose reason or grace
     /// changed is one removal plus one addition), in plan order.
     pub fn between(old: &Plan, new: &Plan) -> PlanDiff {
-        PlanDiff {
-            added: multiset_minus(&new.actions, &old.actions),
-            removed: multiset_minus(&old.actions, &new.actions),
+        // Both plans are sorted by key: walk them key by key, and compare as multisets
+        // only the keys whose actions differ (hashing every action of a 100k-key plan
+        // took longer than planning it).
+        let mut diff = PlanDiff::default();
+        let (a, b) = (&old.actions[..], &new.actions[..]);
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            let key = match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) => x.key.as_str().min(y.key.as_str()),
+                (Some(x), None) => x.key.as_str(),
+                (None, Some(y)) => y.key.as_str(),
+                (None, None) => break,
+            };
+            let run =
+                |v: &[Action], from: usize| from + v[from..].iter().take_while(|x| x.key == key).count();
+            let (i2, j2) = (run(a, i), run(b, j));
+            let (olds, news) = (&a[i..i2], &b[j..j2]);
+            if olds != news {
+                diff.added.extend(multiset_minus(news, olds));
+                diff.removed.extend(multiset_minus(olds, news));
+            }
+            (i, j) = (i2, j2);
         }
+        diff
     }
 
     pub fn is_empty(&self) -> bool {
@@ -325,12 +369,59 @@ pub fn actions(
     now: Time,
     progress: crate::progress::Progress,
 ) -> Result<Vec<Action>> {
+    actions_memo(store, policies, now, progress, None)
+}
+
+/// Each key's decisions from the last plan, kept by `watch`, so that a re-plan at the
+/// same instant re-evaluates only what can have changed: a key whose file or owner
+/// facts changed (against every policy), and a policy whose source or `config()`
+/// changed (against every key). A decision depends on nothing else, so the plan is the
+/// one a full evaluation gives. A different instant invalidates everything.
+#[derive(Default)]
+pub struct Memo {
+    now: Option<Time>,
+    /// Policy identities, by the index their decisions are stored under.
+    policies: Vec<String>,
+    /// By key id, sorted (as the store's keys are).
+    keys: Vec<(String, Memoized)>,
+    /// (key, policy) evaluations run and reused by the last plan, for tests.
+    pub last_counts: (usize, usize),
+}
+
+struct Memoized {
+    key: std::sync::Arc<crate::store::Key>,
+    owner: (&'static str, Option<String>, i64),
+    /// Per policy, in the memo's policy order.
+    decisions: Vec<Vec<Decision>>,
+}
+
+/// [`actions`], reusing and refreshing `memo` when given.
+pub fn actions_memo(
+    store: &Store,
+    policies: &PolicySet,
+    now: Time,
+    progress: crate::progress::Progress,
+    memo: Option<&mut Memo>,
+) -> Result<Vec<Action>> {
     let counts = store.active_keys_per_owner();
     let names: Vec<&str> = policies.policies().iter().map(|p| p.name.as_str()).collect();
+    let identities: Vec<String> = policies.policies().iter().map(|p| p.identity.clone()).collect();
     let rules = Rules::new(store, now);
     let total = store.keys.len() as u64;
-    let plan_chunk = |keys: &[std::sync::Arc<crate::store::Key>]| -> Result<Vec<Action>> {
+    // For each current policy, where the memo holds its decisions, if it does.
+    let old: Option<(&Memo, Vec<Option<usize>>)> = memo.as_deref().filter(|m| m.now == Some(now)).map(|m| {
+        let map = identities
+            .iter()
+            .map(|id| m.policies.iter().position(|p| p == id))
+            .collect();
+        (m, map)
+    });
+    type Chunk = (Vec<Action>, Vec<(String, Memoized)>, (usize, usize));
+    let keep = memo.is_some();
+    let plan_chunk = |keys: &[std::sync::Arc<crate::store::Key>]| -> Result<Chunk> {
         let mut out = Vec::new();
+        let mut fresh = Vec::new();
+        let (mut evaluated, mut reused) = (0, 0);
         let mut evaluator = policies.evaluator();
         for (i, key) in keys.iter().enumerate() {
             if i % 256 == 255 {
@@ -341,16 +432,77 @@ pub fn actions(
             }
             let owner_count = counts.get(key.owner.as_str()).copied().unwrap_or(0);
             let view = KeyView::new(key.clone(), store.owners.get(&key.owner), owner_count, now);
-            let decisions = evaluator.evaluate(&view)?;
-            out.extend(rules.resolve(&view, decisions.iter().map(|(i, d)| (names[*i], d))));
+            let facts = view.facts();
+            let owner = (
+                facts.owner_status,
+                facts.owner_team.clone(),
+                facts.owner_key_count,
+            );
+            let known = old.as_ref().and_then(|(m, map)| {
+                let at = m.keys.binary_search_by(|(id, _)| id.as_str().cmp(&key.id)).ok()?;
+                let e = &m.keys[at].1;
+                let same = (std::sync::Arc::ptr_eq(&e.key, key) || e.key == *key) && e.owner == owner;
+                same.then_some((e, map))
+            });
+            let mut decisions = Vec::with_capacity(names.len());
+            for idx in 0..names.len() {
+                match known.and_then(|(e, map)| map[idx].map(|j| &e.decisions[j])) {
+                    Some(d) => {
+                        reused += 1;
+                        decisions.push(d.clone());
+                    }
+                    None => {
+                        evaluated += 1;
+                        decisions.push(evaluator.evaluate_policy(idx, &view)?);
+                    }
+                }
+            }
+            let names = &names;
+            out.extend(
+                rules.resolve(
+                    &view,
+                    decisions
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(idx, ds)| ds.iter().map(move |d| (names[idx], d))),
+                ),
+            );
+            if keep {
+                fresh.push((
+                    key.id.clone(),
+                    Memoized {
+                        key: key.clone(),
+                        owner,
+                        decisions,
+                    },
+                ));
+            }
         }
         crate::progress::tick(progress, keys.len() as u64 % 256, total);
-        Ok(out)
+        Ok((out, fresh, (evaluated, reused)))
     };
     let mut out = Vec::new();
+    let mut keys = Vec::new();
+    let mut tally = (0, 0);
     for chunk in crate::parallel::map_chunks(&store.keys, plan_chunk) {
         // The first failing chunk in key order reports, so the error is deterministic too.
-        out.extend(chunk?);
+        let (actions, fresh, (e, r)) = chunk?;
+        out.extend(actions);
+        keys.extend(fresh);
+        tally = (tally.0 + e, tally.1 + r);
+    }
+    if let Some(m) = memo {
+        let old = std::mem::replace(
+            m,
+            Memo {
+                now: Some(now),
+                policies: identities,
+                keys,
+                last_counts: tally,
+            },
+        );
+        // Freeing 100,000 entries takes a while; the plan need not wait for it.
+        std::thread::spawn(move || drop(old));
     }
     Ok(out)
 }
@@ -831,7 +983,58 @@ mod tests {
         );
     }
 
+    fn arb_actions() -> impl proptest::strategy::Strategy<Value = Vec<Action>> {
+        use proptest::prelude::*;
+        proptest::collection::vec((0u8..4, 0u8..3, 0u8..3), 0..12).prop_map(|v| {
+            let mut actions: Vec<Action> = v
+                .into_iter()
+                .map(|(k, kind, r)| {
+                    let kind = [ActionKind::Rotate, ActionKind::Warn, ActionKind::Revoke][kind as usize];
+                    Action::new(&format!("k{k}"), kind, "p", format!("r{r}"))
+                })
+                .collect();
+            actions.sort_by(|a, b| a.key.cmp(&b.key));
+            actions
+        })
+    }
+
     proptest::proptest! {
+        /// Counting key by key gives the keys per action, as a set of (kind, key) does.
+        #[test]
+        fn summary_counts_keys_per_action(actions in arb_actions(), superseded in proptest::collection::vec(proptest::prelude::any::<bool>(), 12)) {
+            let mut actions = actions;
+            for (a, s) in actions.iter_mut().zip(superseded) {
+                if s {
+                    a.superseded_by = Some(ActionKind::Revoke);
+                }
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for a in actions.iter().filter(|a| a.superseded_by.is_none()) {
+                seen.insert((a.action, a.key.clone()));
+            }
+            let count = |kind| seen.iter().filter(|(k, _)| *k == kind).count();
+            let s = Summary::of(&actions);
+            proptest::prop_assert_eq!((s.rotate, s.warn, s.revoke), (count(ActionKind::Rotate), count(ActionKind::Warn), count(ActionKind::Revoke)));
+        }
+
+        /// The key-by-key diff is the multiset difference of the whole plans.
+        #[test]
+        fn the_diff_walk_equals_the_multiset_difference(old in arb_actions(), new in arb_actions()) {
+            let plan = |actions: Vec<Action>| Plan {
+                format: FORMAT,
+                store_commit: None,
+                policies_digest: String::new(),
+                keys_digest: String::new(),
+                now: String::new(),
+                dirty: false,
+                summary: Summary::of(&actions),
+                actions,
+            };
+            let d = PlanDiff::between(&plan(old.clone()), &plan(new.clone()));
+            proptest::prop_assert_eq!(d.added, multiset_minus(&new, &old));
+            proptest::prop_assert_eq!(d.removed, multiset_minus(&old, &new));
+        }
+
         /// The plan-file reader refuses garbage with an error, never a panic.
         #[test]
         fn reading_arbitrary_plan_files_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {

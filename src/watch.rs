@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
 use crate::error::{Error, Result};
-use crate::plan::{Plan, PlanDiff};
+use crate::plan::{Memo, Plan, PlanDiff};
 use crate::policy::AstCache;
 use crate::store::files::{is_editor_artifact, ROOT_FILES, SETTINGS_FILE};
 use crate::store::{Cache, Source};
@@ -52,6 +52,8 @@ pub struct Planner {
     last_good: Option<Plan>,
     keys_dir: String,
     policies_dir: String,
+    /// The last plan's decisions, reused when the instant is fixed (`--now`).
+    memo: Memo,
 }
 
 impl Planner {
@@ -64,6 +66,7 @@ impl Planner {
             last_good: None,
             keys_dir: "keys".into(),
             policies_dir: "policies".into(),
+            memo: Memo::default(),
         }
     }
 
@@ -77,6 +80,11 @@ impl Planner {
 
     pub fn asts(&self) -> &AstCache {
         &self.asts
+    }
+
+    /// (key, policy) evaluations run and reused by the last re-plan.
+    pub fn evaluations(&self) -> (usize, usize) {
+        self.memo.last_counts
     }
 
     /// The folders to watch: the store root (settings, owners), keys and policies.
@@ -151,7 +159,12 @@ impl Planner {
             self.keys_dir = loaded.store.settings.keys_dir.clone();
             self.policies_dir = loaded.store.settings.policies_dir.clone();
             let dirty = self.ws.dirty_paths(&loaded.store)?;
-            loaded.plan(now, self.ws.head_id()?, !dirty.is_empty(), None)
+            let head = self.ws.head_id()?;
+            // With a moving clock every decision may change: no memo to keep.
+            match self.fixed_now {
+                Some(_) => loaded.plan_memo(now, head, !dirty.is_empty(), &mut self.memo),
+                None => loaded.plan(now, head, !dirty.is_empty(), None),
+            }
         });
         match result {
             Ok(plan) => {
@@ -390,6 +403,7 @@ mod tests {
         let diff = diff.unwrap();
         assert_eq!(diff.added.len(), 1);
         assert_eq!(diff.added[0].key, "k07");
+        assert_eq!(p.evaluations(), (6, 19 * 6), "only the edited key re-evaluated");
 
         fs::write(p.root().join("policies/max-age.rhai"), "fn evaluate(key) { }").unwrap();
         p.invalidate(Some(&["policies/max-age.rhai".to_string()]));
@@ -399,6 +413,49 @@ mod tests {
             compiles + 1,
             "only the edited policy recompiled"
         );
+        assert_eq!(
+            p.evaluations(),
+            (20, 20 * 5),
+            "only the edited policy re-evaluated"
+        );
+    }
+
+    /// Plans through the memo are the plans a full evaluation gives, edit after edit.
+    #[test]
+    fn memoised_replans_equal_full_plans() {
+        let (_tmp, mut p) = store();
+        let now = Time::parse_rfc3339("2026-11-22T20:00:00Z").unwrap();
+        let full = |p: &Planner| {
+            Workspace::open(p.root())
+                .unwrap()
+                .plan_worktree(now, None)
+                .unwrap()
+                .0
+        };
+        for i in 0..8 {
+            write_key(&p, &format!("k{i}"), "2026-11-01T00:00:00Z");
+        }
+        let edits: [(&str, &str); 6] = [
+            ("keys/k3.toml", "service = \"x\"\nowner = \"a\"\npermissions = [\"withdraw\"]\ncreated_at = 2026-01-01T00:00:00Z\n"),
+            ("owners.toml", "[a]\nstatus = \"departed\"\n"),
+            ("keys/k9.toml", "service = \"x\"\nowner = \"a\"\npermissions = []\ncreated_at = 2026-11-01T00:00:00Z\nlast_used_at = 2026-11-20T00:00:00Z\n"),
+            ("policies/key-cap.rhai", "fn evaluate(key) { if key.owner_key_count > 8 { warn(\"many\") } }"),
+            ("keyrot.toml", "[policy.idle]\nmax_idle_days = 5\n"),
+            ("keys/k1.toml", "service = \"x\"\nowner = \"b\"\npermissions = []\ncreated_at = 2026-11-01T00:00:00Z\nlast_used_at = 2026-11-22T00:00:00Z\n"),
+        ];
+        let Outcome::Plan { plan, .. } = p.replan(vec![]) else {
+            panic!()
+        };
+        assert_eq!(plan.actions, full(&p).actions);
+        for (path, text) in edits {
+            fs::write(p.root().join(path), text).unwrap();
+            let changed = [path.to_string()];
+            p.invalidate(if path.contains('/') { Some(&changed) } else { None });
+            let Outcome::Plan { plan, .. } = p.replan(vec![path.to_string()]) else {
+                panic!("{path}: plan failed")
+            };
+            assert_eq!(plan.actions, full(&p).actions, "after editing {path}");
+        }
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct Policy {
     pub ast: AST,
     /// Constants defined at the script's top level, visible to `evaluate`.
     globals: Scope<'static>,
+    /// What its decisions depend on besides the key and the instant: its source and
+    /// its `config()`. Equal identities decide alike (see [`crate::plan::Memo`]).
+    pub identity: String,
 }
 
 /// Every policy of a store, ready to evaluate keys.
@@ -169,7 +172,15 @@ impl PolicySet {
         let mut policies = Vec::new();
         for (idx, (name, f)) in named.into_iter().enumerate() {
             match compile_one(&mut engine, idx, &name, f, cache) {
-                Ok(p) => policies.push(p),
+                Ok(mut p) => {
+                    p.identity = format!(
+                        "{}\n{}\n{:?}",
+                        f.path,
+                        crate::store::files::sha256_tagged(&f.bytes),
+                        settings.policy_config.get(&name)
+                    );
+                    policies.push(p)
+                }
                 Err(p) => problems.push(p),
             }
         }
@@ -218,6 +229,12 @@ pub struct Evaluator<'a> {
 }
 
 impl Evaluator<'_> {
+    /// Evaluates one key against policy `idx` alone.
+    pub fn evaluate_policy(&mut self, idx: usize, key: &KeyView) -> Result<Vec<Decision>, Error> {
+        let policy = &self.set.policies[idx];
+        call_evaluate(&self.set.engine, idx, policy, &mut self.scopes[idx], key)
+    }
+
     /// See [`PolicySet::evaluate`].
     pub fn evaluate(&mut self, key: &KeyView) -> Result<Vec<(usize, Decision)>, Error> {
         let mut out = Vec::new();
@@ -370,6 +387,7 @@ fn compile_one(
         description,
         ast,
         globals,
+        identity: String::new(),
     })
 }
 
