@@ -54,6 +54,10 @@ pub struct Planner {
     policies_dir: String,
     /// The last plan's decisions, reused when the instant is fixed (`--now`).
     memo: Memo,
+    /// The uncommitted paths, with the HEAD they were compared against: kept up to date
+    /// from the paths each batch names, instead of a `git status` over the whole store
+    /// per save. `None`: compute them all (at the start, after a wide change).
+    dirty: Option<(Option<String>, BTreeSet<String>)>,
 }
 
 impl Planner {
@@ -67,6 +71,7 @@ impl Planner {
             keys_dir: "keys".into(),
             policies_dir: "policies".into(),
             memo: Memo::default(),
+            dirty: None,
         }
     }
 
@@ -141,24 +146,53 @@ impl Planner {
     }
 
     /// Forgets the cached reads of these paths (`None`: of everything).
-    pub fn invalidate(&self, paths: Option<&[String]>) {
+    pub fn invalidate(&mut self, paths: Option<&[String]>) {
         match paths {
             Some(paths) => paths.iter().for_each(|p| self.cache.invalidate(p)),
-            None => self.cache.invalidate_all(),
+            None => {
+                self.cache.invalidate_all();
+                self.dirty = None;
+            }
+        }
+    }
+
+    /// The store's uncommitted paths: all of them the first time, after a wide change,
+    /// or when HEAD moved; otherwise only the `changed` ones are asked about again.
+    fn dirty_paths(&mut self, store: &crate::store::Store, changed: &[String]) -> Result<Vec<String>> {
+        let head = self.ws.head_id()?;
+        match &mut self.dirty {
+            Some((seen, set)) if *seen == head => {
+                if !changed.is_empty() {
+                    let now = crate::store::repo::dirty_paths(&self.ws.repo, changed)?;
+                    for c in changed {
+                        set.remove(c);
+                    }
+                    set.extend(now);
+                }
+                Ok(set.iter().cloned().collect())
+            }
+            _ => {
+                let all = self.ws.dirty_paths(store)?;
+                self.dirty = Some((head, all.iter().cloned().collect()));
+                Ok(all)
+            }
         }
     }
 
     /// Plans the work tree now; remembers the plan if it is good.
     pub fn replan(&mut self, changed: Vec<String>) -> Outcome {
         let now = self.fixed_now.unwrap_or_else(Time::now);
-        let source = Source::Cached {
-            root: self.ws.root.clone(),
-            cache: &self.cache,
+        let loaded = {
+            let source = Source::Cached {
+                root: self.ws.root.clone(),
+                cache: &self.cache,
+            };
+            Loaded::from_source_cached(&source, now, Some(&self.asts))
         };
-        let result = Loaded::from_source_cached(&source, now, Some(&self.asts)).and_then(|loaded| {
+        let result = loaded.and_then(|loaded| {
             self.keys_dir = loaded.store.settings.keys_dir.clone();
             self.policies_dir = loaded.store.settings.policies_dir.clone();
-            let dirty = self.ws.dirty_paths(&loaded.store)?;
+            let dirty = self.dirty_paths(&loaded.store, &changed)?;
             let head = self.ws.head_id()?;
             // With a moving clock every decision may change: no memo to keep.
             match self.fixed_now {
@@ -418,6 +452,51 @@ mod tests {
             (20, 20 * 5),
             "only the edited policy re-evaluated"
         );
+    }
+
+    /// The dirty flag, kept from the paths each batch names, matches a full status.
+    #[test]
+    fn the_dirty_flag_follows_edits_reverts_and_commits() {
+        let (_tmp, mut p) = store();
+        let replan = |p: &mut Planner, path: &str| -> bool {
+            let changed = [path.to_string()];
+            p.invalidate(Some(&changed));
+            match p.replan(changed.to_vec()) {
+                Outcome::Plan { plan, .. } => plan.dirty,
+                Outcome::Failed { error, .. } => panic!("{error}"),
+            }
+        };
+        let Outcome::Plan { plan, .. } = p.replan(vec![]) else {
+            panic!()
+        };
+        assert!(!plan.dirty);
+        write_key(&p, "a", "2026-11-01T00:00:00Z");
+        assert!(replan(&mut p, "keys/a.toml"), "a new key file is uncommitted");
+        let policy = p.root().join("policies/idle.rhai");
+        let original = fs::read(&policy).unwrap();
+        fs::write(&policy, "fn evaluate(key) { }").unwrap();
+        assert!(replan(&mut p, "policies/idle.rhai"));
+        fs::remove_file(p.root().join("keys/a.toml")).unwrap();
+        assert!(replan(&mut p, "keys/a.toml"), "the policy is still edited");
+        fs::write(&policy, &original).unwrap();
+        assert!(!replan(&mut p, "policies/idle.rhai"), "back to HEAD");
+        // A commit moves HEAD: the next re-plan compares everything again, not just
+        // the paths it names.
+        fs::write(&policy, "fn evaluate(key) { }").unwrap();
+        assert!(replan(&mut p, "policies/idle.rhai"));
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .current_dir(p.root())
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "b"]);
+        assert!(!replan(&mut p, "keys/b.toml"));
     }
 
     /// Plans through the memo are the plans a full evaluation gives, edit after edit.
