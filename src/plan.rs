@@ -959,16 +959,7 @@ mod tests {
             mk("b", ActionKind::Warn, "w"),
             mk("c", ActionKind::Revoke, "x"),
         ];
-        let plan = |actions: Vec<Action>| Plan {
-            format: FORMAT,
-            store_commit: None,
-            policies_digest: String::new(),
-            keys_digest: String::new(),
-            now: String::new(),
-            dirty: false,
-            summary: Summary::of(&actions),
-            actions,
-        };
+        let plan = plan_of;
         let d = PlanDiff::between(&plan(old), &plan(new));
         assert_eq!(
             d.added,
@@ -981,6 +972,20 @@ mod tests {
             d.removed,
             vec![mk("a", ActionKind::Rotate, "old"), mk("b", ActionKind::Warn, "w")]
         );
+    }
+
+    /// A plan of just these actions.
+    fn plan_of(actions: Vec<Action>) -> Plan {
+        Plan {
+            format: FORMAT,
+            store_commit: None,
+            policies_digest: String::new(),
+            keys_digest: String::new(),
+            now: String::new(),
+            dirty: false,
+            summary: Summary::of(&actions),
+            actions,
+        }
     }
 
     fn arb_actions() -> impl proptest::strategy::Strategy<Value = Vec<Action>> {
@@ -1020,16 +1025,7 @@ mod tests {
         /// The key-by-key diff is the multiset difference of the whole plans.
         #[test]
         fn the_diff_walk_equals_the_multiset_difference(old in arb_actions(), new in arb_actions()) {
-            let plan = |actions: Vec<Action>| Plan {
-                format: FORMAT,
-                store_commit: None,
-                policies_digest: String::new(),
-                keys_digest: String::new(),
-                now: String::new(),
-                dirty: false,
-                summary: Summary::of(&actions),
-                actions,
-            };
+            let plan = plan_of;
             let d = PlanDiff::between(&plan(old.clone()), &plan(new.clone()));
             proptest::prop_assert_eq!(d.added, multiset_minus(&new, &old));
             proptest::prop_assert_eq!(d.removed, multiset_minus(&old, &new));

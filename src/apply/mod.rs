@@ -71,6 +71,20 @@ pub struct Applied {
     pub failed: Vec<Failure>,
 }
 
+impl Applied {
+    /// An apply that made no commit: nothing to change, or every change failed.
+    fn no_commit(branch: String, notes: Vec<String>, failed: Vec<Failure>) -> Applied {
+        Applied {
+            commit: None,
+            branch,
+            subject: None,
+            secrets: Vec::new(),
+            notes,
+            failed,
+        }
+    }
+}
+
 /// A key whose actions a provider step failed.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Failure {
@@ -255,14 +269,7 @@ pub fn execute(
         by_key.entry(a.key.as_str()).or_default().push(a);
     }
     if by_key.is_empty() {
-        return Ok(Applied {
-            commit: None,
-            branch,
-            subject: None,
-            secrets: Vec::new(),
-            notes,
-            failed: Vec::new(),
-        });
+        return Ok(Applied::no_commit(branch, notes, Vec::new()));
     }
     let base_id = plan
         .store_commit
@@ -389,14 +396,7 @@ pub fn execute(
         Ok(None) => {
             // Every key failed at its service: nothing to commit.
             svc.rollback_all()?;
-            return Ok(Applied {
-                commit: None,
-                branch,
-                subject: None,
-                secrets: Vec::new(),
-                notes,
-                failed,
-            });
+            return Ok(Applied::no_commit(branch, notes, failed));
         }
         Err(e) => {
             // Take back what services hold before the pending secrets go.

@@ -52,6 +52,22 @@ impl Ledger {
             .keyrot_env(&["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets], &all)
     }
 
+    /// Starts an apply, pauses it at `point` and kills it there (SIGKILL).
+    fn kill_at(&self, point: &str) {
+        let secrets = self.s.secrets.to_str().unwrap().to_string();
+        let dir = self.dir.to_str().unwrap().to_string();
+        let pause = format!("{point}:60000");
+        let mut live = self.s.spawn(
+            &["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets],
+            &[("LEDGER_DIR", &dir), ("KEYROT_TEST_PAUSE", &pause)],
+        );
+        live.wait_for(true, point, |line| {
+            line.starts_with(&format!("failpoint {point}"))
+        });
+        live.signal("KILL");
+        assert_ne!(live.wait_exit(), 0);
+    }
+
     fn table(&self, id: &str) -> String {
         fs::read_to_string(self.dir.join(id)).unwrap_or_default()
     }
@@ -180,20 +196,7 @@ fn a_failed_finish_is_reported_and_finished_by_the_next_apply() {
 fn sigkill_between_set_and_the_commit_is_rolled_back_at_the_service() {
     let l = Ledger::new();
     let base = l.s.head();
-    let secrets = l.s.secrets.to_str().unwrap().to_string();
-    let dir = l.dir.to_str().unwrap().to_string();
-    let mut live = l.s.spawn(
-        &["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets],
-        &[
-            ("LEDGER_DIR", &dir),
-            ("KEYROT_TEST_PAUSE", "apply-after-set:60000"),
-        ],
-    );
-    live.wait_for(true, "the pause after set", |line| {
-        line.starts_with("failpoint apply-after-set")
-    });
-    live.signal("KILL");
-    assert_ne!(live.wait_exit(), 0);
+    l.kill_at("apply-after-set");
     assert_eq!(l.s.head(), base);
     let orphan = l.table("k1");
     assert!(
@@ -230,20 +233,7 @@ fn sigkill_between_set_and_the_commit_is_rolled_back_at_the_service() {
 #[test]
 fn sigkill_after_the_commit_is_finished_by_the_next_apply() {
     let l = Ledger::new();
-    let secrets = l.s.secrets.to_str().unwrap().to_string();
-    let dir = l.dir.to_str().unwrap().to_string();
-    let mut live = l.s.spawn(
-        &["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets],
-        &[
-            ("LEDGER_DIR", &dir),
-            ("KEYROT_TEST_PAUSE", "apply-after-commit:60000"),
-        ],
-    );
-    live.wait_for(true, "the pause after the commit", |line| {
-        line.starts_with("failpoint apply-after-commit")
-    });
-    live.signal("KILL");
-    assert_ne!(live.wait_exit(), 0);
+    l.kill_at("apply-after-commit");
     let new = l.committed_fp("k1").unwrap();
     assert_eq!(l.table("k1"), format!("restricted withdraw\n{new} pending\n"));
     let next = l.apply(&[]).ok();
