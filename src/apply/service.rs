@@ -238,11 +238,11 @@ impl<'a> Services<'a> {
     }
 
     fn provider(&mut self, service: &str) -> Option<&dyn Provider> {
-        let (root, settings) = (&self.root, self.settings);
-        self.providers
-            .entry(service.to_string())
-            .or_insert_with(|| provider::for_service(root, settings, service, &hidden_env(settings)))
-            .as_deref()
+        if !self.providers.contains_key(service) {
+            let p = provider::for_service(&self.root, self.settings, service, &hidden_env(self.settings));
+            self.providers.insert(service.to_string(), p);
+        }
+        self.providers.get(service)?.as_deref()
     }
 
     /// Folds a record into the journal and appends it to the file (started with its

@@ -159,11 +159,28 @@ fn run_file(
         let (msg, pos) = describe(&e);
         Problem::at(&file.path, pos, format!("top level: {msg}"))
     })?;
-    let mut names: Vec<String> = ast
+    let tests: Vec<_> = ast
         .iter_functions()
-        .filter(|f| f.name.starts_with("test_") && f.params.is_empty())
-        .map(|f| f.name.to_string())
+        .filter(|f| f.name.starts_with("test_"))
         .collect();
+    // A test that can never run is a mistake, not a pass.
+    if let Some(f) = tests.iter().find(|f| !f.params.is_empty()) {
+        return Err(Problem::new(
+            &file.path,
+            format!(
+                "fn {}({}) takes parameters; a test takes none",
+                f.name,
+                f.params.join(", ")
+            ),
+        ));
+    }
+    if tests.is_empty() {
+        return Err(Problem::new(
+            &file.path,
+            "defines no `fn test_…()`: nothing to run (a test's name starts with test_)",
+        ));
+    }
+    let mut names: Vec<String> = tests.iter().map(|f| f.name.to_string()).collect();
     names.sort();
     let mut results = Vec::new();
     for name in names {

@@ -154,10 +154,11 @@ fn undeclared_permissions(settings: &Settings, keys: &[Arc<Key>], files: &[FileE
             continue;
         };
         for p in key.permissions.iter().filter(|p| !declared.contains(p)) {
+            // The key files are sorted by path.
             let text = files
-                .iter()
-                .find(|f| f.path == key.path)
-                .and_then(|f| std::str::from_utf8(&f.bytes).ok())
+                .binary_search_by(|f| f.path.as_str().cmp(&key.path))
+                .ok()
+                .and_then(|i| std::str::from_utf8(&files[i].bytes).ok())
                 .unwrap_or_default();
             let pos = text
                 .find(&format!("\"{p}\""))

@@ -247,3 +247,20 @@ fn the_shipped_policies_are_fully_covered_by_their_tests() {
         );
     }
 }
+
+#[test]
+fn a_test_file_that_can_run_nothing_fails_the_run() {
+    let s = store_with_policy();
+    s.write("policies/env_test.rhai", "fn tset_typo() { assert(false); }\n");
+    let out = s.keyrot(&["test", "env::"]).fails(1).stdout;
+    assert!(
+        out.contains("policies/env_test.rhai: defines no `fn test_…()`: nothing to run"),
+        "{out}"
+    );
+    s.write("policies/env_test.rhai", "fn test_with(k) { assert(false); }\n");
+    let out = s.keyrot(&["test", "env::"]).fails(1).stdout;
+    assert!(
+        out.contains("fn test_with(k) takes parameters; a test takes none"),
+        "{out}"
+    );
+}
