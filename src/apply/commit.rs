@@ -13,7 +13,7 @@ use crate::plan::{ActionKind, Plan, Summary};
 /// then the trailers that tie it to its plan. Keys in `failed` were not applied: they
 /// are left out of the counts and listed with `failed` lines and `Keyrot-Failed`.
 pub fn commit_message(plan: &Plan, failed: &[Failure]) -> String {
-    let is_failed = |key: &str| failed.iter().any(|f| f.key == key && f.actions != ["finish"]);
+    let is_failed = |key: &str| failed.iter().any(|f| f.key == key && !f.after_commit);
     let done: Vec<_> = plan
         .actions
         .iter()

@@ -94,6 +94,9 @@ pub struct Failure {
     pub actions: Vec<String>,
     pub policies: Vec<String>,
     pub error: String,
+    /// It failed after the commit landed (`finish`, a Vault clean-up): the actions are
+    /// in the store, and the next apply retries what failed.
+    pub after_commit: bool,
 }
 
 /// Proof that this process holds the store's apply lock and that no interrupted apply
@@ -337,6 +340,7 @@ pub fn execute(
                             actions: actions.iter().map(|a| a.action.to_string()).collect(),
                             policies: actions.iter().map(|a| a.policy.clone()).collect(),
                             error: e.0,
+                            after_commit: false,
                         });
                         continue;
                     }
@@ -425,6 +429,7 @@ pub fn execute(
             actions: vec!["finish".into()],
             policies: Vec::new(),
             error: format!("{e} (the commit landed; the next keyrot apply retries this)"),
+            after_commit: true,
         });
     }
 
