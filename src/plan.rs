@@ -87,9 +87,10 @@ pub struct Action {
     pub fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<ActionKind>,
-    /// An accepted risk in `exceptions.toml` holds this decision back.
+    /// An accepted risk in `exceptions.toml` holds this decision back (boxed: rare, and
+    /// a 100k-key plan holds every action in memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub excepted: Option<Excepted>,
+    pub excepted: Option<Box<Excepted>>,
 }
 
 /// The exception that holds an action back, as the plan shows it.
@@ -573,7 +574,7 @@ impl<'a> Rules<'a> {
             // A compromised key's secret is in someone else's hands: no accepted risk
             // covers keeping it alive.
             if let Some(e) = exception.filter(|_| !(a.action == ActionKind::Revoke && key.compromised)) {
-                a.excepted = Some(Excepted::from(*e));
+                a.excepted = Some(Box::new(Excepted::from(*e)));
             }
             actions.push(a);
         }
