@@ -26,7 +26,7 @@ fn shipped() -> Vec<FileEntry> {
         .filter(|(name, _)| !name.ends_with(keyrot::policy::testing::TEST_SUFFIX))
         .map(|(name, src)| FileEntry {
             path: format!("policies/{name}"),
-            bytes: src.as_bytes().to_vec(),
+            bytes: src.as_bytes().into(),
         })
         .collect()
 }
@@ -73,7 +73,8 @@ fn evaluate(key) {
     if key.environment == "production" && key.owner_team == () { found.push(warn("no team")); }
     found
 }"#
-        .to_vec(),
+        .as_slice()
+        .into(),
     };
     bench_evaluation(b, &[user]);
 }

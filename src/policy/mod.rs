@@ -307,10 +307,13 @@ fn decisions(value: Dynamic) -> Result<Vec<Decision>, String> {
     ))
 }
 
+/// A compiled script and the bytes it was compiled from.
+type CompiledFile = (std::sync::Arc<[u8]>, AST);
+
 /// Compiled scripts by path, kept with the bytes they were compiled from (`watch`).
 #[derive(Default)]
 pub struct AstCache {
-    asts: RefCell<HashMap<String, (Vec<u8>, AST)>>,
+    asts: RefCell<HashMap<String, CompiledFile>>,
     compiles: Cell<usize>,
 }
 
@@ -322,7 +325,7 @@ impl AstCache {
 
     fn get_or_compile(&self, engine: &Engine, f: &FileEntry) -> Result<AST, Problem> {
         if let Some((bytes, ast)) = self.asts.borrow().get(&f.path) {
-            if *bytes == f.bytes {
+            if **bytes == *f.bytes {
                 return Ok(ast.clone());
             }
         }

@@ -28,7 +28,7 @@ fn compile(policies: &[(&str, &str)], config: &str) -> (PolicySet, Vec<Problem>)
         .iter()
         .map(|(name, src)| FileEntry {
             path: format!("policies/{name}.rhai"),
-            bytes: src.as_bytes().to_vec(),
+            bytes: src.as_bytes().into(),
         })
         .collect();
     PolicySet::compile(&files, &settings(config), Time::parse_rfc3339(NOW).unwrap())

@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::key::{self, Key};
 use crate::error::Problem;
 
-type ReadResult = Result<Option<Vec<u8>>, String>;
+type ReadResult = super::files::Bytes;
 /// What a file looked like when it was read: size, modification time, inode. A
 /// `stat` raises no file-watch event, unlike the `open` a re-read needs.
 type Stamp = Option<(u64, i64, i64, u64)>;
 /// A parsed key with the bytes it was parsed from.
-type ParsedKey = (Vec<u8>, Arc<Key>);
+type ParsedKey = (Arc<[u8]>, Arc<Key>);
 
 #[derive(Default)]
 pub struct Cache {
@@ -101,15 +101,21 @@ impl Cache {
     }
 
     /// Parses a key file, reusing the last parse of the same path and bytes.
-    pub(super) fn parse_key(&self, path: &str, bytes: &[u8], text: &str) -> Result<Arc<Key>, Vec<Problem>> {
+    pub(super) fn parse_key(
+        &self,
+        path: &str,
+        bytes: &Arc<[u8]>,
+        text: &str,
+    ) -> Result<Arc<Key>, Vec<Problem>> {
         if let Some((old, parsed)) = lock(&self.keys).get(path) {
-            if old == bytes {
+            // The same read (no copy was made), or the same bytes read again.
+            if Arc::ptr_eq(old, bytes) || **old == **bytes {
                 return Ok(parsed.clone());
             }
         }
         self.key_parses.fetch_add(1, Ordering::Relaxed);
         let parsed = Arc::new(key::parse(path, text)?);
-        lock(&self.keys).insert(path.to_string(), (bytes.to_vec(), parsed.clone()));
+        lock(&self.keys).insert(path.to_string(), (bytes.clone(), parsed.clone()));
         Ok(parsed)
     }
 }

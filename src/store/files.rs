@@ -7,6 +7,7 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -24,11 +25,15 @@ pub const EXCEPTIONS_FILE: &str = "exceptions.toml";
 /// The files at the store root that keyrot reads.
 pub const ROOT_FILES: [&str; 3] = [SETTINGS_FILE, OWNERS_FILE, EXCEPTIONS_FILE];
 
+/// A file's bytes, or `None` when it does not exist, or why it cannot be read.
+pub type Bytes = Result<Option<Arc<[u8]>>, String>;
+
 /// One file, by its path relative to the store root (always `/`-separated).
 #[derive(Clone, Debug)]
 pub struct FileEntry {
     pub path: String,
-    pub bytes: Vec<u8>,
+    /// Shared with `watch`'s cache, so a re-plan copies no file it did not re-read.
+    pub bytes: Arc<[u8]>,
 }
 
 /// Where to read a store from.
@@ -60,7 +65,7 @@ struct Listed {
 
 impl Source<'_> {
     /// Reads one file. `Ok(None)` when it does not exist; `Err` is a problem with it.
-    fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, String> {
+    fn read(&self, rel: &str) -> Bytes {
         match self {
             Source::WorkTree(root) => read_worktree(root, rel),
             Source::Cached { root, cache } => cache.read(root, rel, || read_worktree(root, rel)),
@@ -116,7 +121,7 @@ impl Source<'_> {
     }
 }
 
-fn read_worktree(root: &Path, rel: &str) -> Result<Option<Vec<u8>>, String> {
+fn read_worktree(root: &Path, rel: &str) -> Bytes {
     let path = root.join(rel);
     let meta = match fs::symlink_metadata(&path) {
         Ok(m) => m,
@@ -142,7 +147,7 @@ fn read_worktree(root: &Path, rel: &str) -> Result<Option<Vec<u8>>, String> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(format!("is over the {MAX_FILE_BYTES}-byte limit"));
     }
-    Ok(Some(bytes))
+    Ok(Some(bytes.into()))
 }
 
 fn list_worktree(root: &Path, rel: &str) -> Result<Option<Vec<Listed>>, String> {
@@ -183,7 +188,7 @@ fn list_worktree(root: &Path, rel: &str) -> Result<Option<Vec<Listed>>, String> 
 const SYMLINK: &str = "is a symbolic link; keyrot reads only regular files in the store";
 
 /// Reads one committed file's bytes, within the size limit.
-fn read_blob(repo: &git2::Repository, id: git2::Oid) -> Result<Option<Vec<u8>>, String> {
+fn read_blob(repo: &git2::Repository, id: git2::Oid) -> Bytes {
     let blob = repo
         .find_blob(id)
         .map_err(|e| format!("cannot read from the commit: {}", e.message()))?;
@@ -193,15 +198,11 @@ fn read_blob(repo: &git2::Repository, id: git2::Oid) -> Result<Option<Vec<u8>>, 
             blob.size()
         ));
     }
-    Ok(Some(blob.content().to_vec()))
+    Ok(Some(blob.content().into()))
 }
 
 /// Reads many files of one commit, looking each folder's tree up once.
-fn read_commit_files(
-    repo: &git2::Repository,
-    tree: &git2::Tree,
-    paths: &[String],
-) -> Vec<Result<Option<Vec<u8>>, String>> {
+fn read_commit_files(repo: &git2::Repository, tree: &git2::Tree, paths: &[String]) -> Vec<Bytes> {
     let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
     let ids = match super::repo::blob_ids(repo, tree, &refs) {
         Ok(ids) => ids,
@@ -327,7 +328,7 @@ impl Snapshot {
         wanted.sort();
         // Reading is most of loading a large store: read work-tree files in parallel.
         // (git's repository handle is single-threaded.)
-        let read: Vec<Result<Option<Vec<u8>>, String>> = match source {
+        let read: Vec<Bytes> = match source {
             Source::WorkTree(root) => crate::parallel::map(&wanted, |path| read_worktree(root, path)),
             Source::Cached { root, cache } => crate::parallel::map(&wanted, |path| {
                 cache.read(root, path, || read_worktree(root, path))
