@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -33,7 +34,7 @@ pub enum Signal {
 /// One re-plan's result.
 pub enum Outcome {
     Plan {
-        plan: Plan,
+        plan: Arc<Plan>,
         /// Against the last good plan; `None` for the first.
         diff: Option<PlanDiff>,
         /// Store-relative paths whose change triggered this plan.
@@ -49,7 +50,8 @@ pub struct Planner {
     fixed_now: Option<Time>,
     cache: Cache,
     asts: AstCache,
-    last_good: Option<Plan>,
+    /// Shared with the last outcome: a 100k-key plan is not worth copying per save.
+    last_good: Option<Arc<Plan>>,
     keys_dir: String,
     policies_dir: String,
     /// The last plan's decisions, reused when the instant is fixed (`--now`).
@@ -202,8 +204,12 @@ impl Planner {
         });
         match result {
             Ok(plan) => {
+                let plan = Arc::new(plan);
                 let diff = self.last_good.as_ref().map(|old| PlanDiff::between(old, &plan));
-                self.last_good = Some(plan.clone());
+                if let Some(old) = self.last_good.replace(plan.clone()) {
+                    // Freeing a large plan takes a while; the new one need not wait.
+                    std::thread::spawn(move || drop(old));
+                }
                 Outcome::Plan { plan, diff, changed }
             }
             Err(error) => Outcome::Failed { error, changed },
