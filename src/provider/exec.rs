@@ -16,7 +16,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{redact, Provider, Request, Response, StepError};
 use crate::secret::{wipe, Secret};
@@ -32,6 +31,21 @@ pub struct Exec {
     pub timeout: Duration,
     /// Environment variables the provider must not see (the Vault token).
     pub hide_env: Vec<String>,
+}
+
+/// The request, fields in name order (tools may rely on `{"fingerprint": …` first).
+#[derive(serde::Serialize)]
+struct Wire<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grace_period: Option<String>,
+    key: &'a super::KeyInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remove: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<&'a str>,
+    step: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -62,22 +76,20 @@ impl Exec {
 impl Provider for Exec {
     fn call(&self, req: &Request) -> Result<Response, StepError> {
         let step = req.step.as_str();
-        let mut body = json!({"step": step, "key": req.key});
-        if let Some(s) = req.secret {
-            body["secret"] = json!(s.expose());
-        }
-        if let Some(fp) = req.fingerprint {
-            body["fingerprint"] = json!(fp);
-        }
-        if let Some(remove) = req.remove {
-            body["remove"] = json!(remove);
-        }
-        if let Some(grace) = req.grace {
-            body["grace_period"] = json!(grace.compact());
-        }
-        let mut line = body.to_string().into_bytes();
+        let wire = Wire {
+            fingerprint: req.fingerprint,
+            grace_period: req.grace.map(|g| g.compact()),
+            key: req.key,
+            remove: req.remove,
+            secret: req.secret.map(Secret::expose),
+            step,
+        };
+        // One buffer, large enough never to grow (growing would leave copies of the
+        // secret in freed memory), wiped after the write.
+        let mut line = Vec::with_capacity(64 * 1024 + wire.secret.map_or(0, str::len) * 2);
+        serde_json::to_writer(&mut line, &wire)
+            .map_err(|e| self.fail(step, format!("cannot encode the request: {e}")))?;
         line.push(b'\n');
-        drop(body);
 
         let mut cmd = Command::new(&self.program);
         cmd.current_dir(&self.cwd)
