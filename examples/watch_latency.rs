@@ -28,6 +28,27 @@ fn keyrot_bin() -> PathBuf {
         .join("keyrot")
 }
 
+/// Saves as editors do: a hidden temp file renamed over the original, so the watcher
+/// never reads a half-written file (a plain write truncates first, and under load the
+/// watcher can read the empty file in between).
+fn save(path: &Path, bytes: &[u8]) {
+    let name = path.file_name().unwrap().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The watcher, stopped however this program ends: left running, it would hold the
+/// output pipe of whoever runs this (bench.sh's `sed`) open forever.
+struct Watcher(std::process::Child);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().expect("usage: watch_latency DIR [RUNS]"));
@@ -44,15 +65,17 @@ fn main() {
         (policy.clone(), std::fs::read(&policy).unwrap()),
     ];
 
-    let mut child = Command::new(keyrot_bin())
-        .arg("--store")
-        .arg(&dir)
-        .args(["watch", "--json", "--now", "2026-11-22T00:00:00Z"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start keyrot watch");
+    let mut child = Watcher(
+        Command::new(keyrot_bin())
+            .arg("--store")
+            .arg(&dir)
+            .args(["watch", "--json", "--now", "2026-11-22T00:00:00Z"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start keyrot watch"),
+    );
     let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
+    let out = child.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             let _ = tx.send(line);
@@ -77,7 +100,7 @@ fn main() {
                     .as_bytes(),
             );
             let t = Instant::now();
-            std::fs::write(path, &body).unwrap();
+            save(path, &body);
             let line = wait();
             times.push(t.elapsed().as_secs_f64() * 1000.0);
             assert!(line.contains("\"event\":\"plan\""), "{line}");
@@ -85,10 +108,9 @@ fn main() {
         results.push((what, median(times)));
     }
     for (path, bytes) in &originals {
-        std::fs::write(path, bytes).unwrap();
+        save(path, bytes);
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     for (what, ms) in results {
         println!("watch {what} -> plan: {ms:.0} ms (median of {runs})");
     }
