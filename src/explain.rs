@@ -228,9 +228,7 @@ fn resolution(
                     "expire by keyrot: the grace period of secret {} has ended",
                     a.fingerprint.as_deref().unwrap_or("?")
                 ),
-                ActionKind::Rotate
-                    if key.compromised && rules.now.since(key.rotated_at) < rules.min_interval =>
-                {
+                ActionKind::Rotate if key.compromised && rules.cooling_down(key) => {
                     format!("{what} is applied: a compromised key skips the cooldown")
                 }
                 _ => format!("{what} is applied"),

@@ -434,15 +434,14 @@ pub fn actions_memo(
             let owner_count = counts.get(key.owner.as_str()).copied().unwrap_or(0);
             let view = KeyView::new(key.clone(), store.owners.get(&key.owner), owner_count, now);
             let facts = view.facts();
-            let owner = (
-                facts.owner_status,
-                facts.owner_team.clone(),
-                facts.owner_key_count,
-            );
             let known = old.as_ref().and_then(|(m, map)| {
                 let at = m.keys.binary_search_by(|(id, _)| id.as_str().cmp(&key.id)).ok()?;
                 let e = &m.keys[at].1;
-                let same = (std::sync::Arc::ptr_eq(&e.key, key) || e.key == *key) && e.owner == owner;
+                let (status, team, count) = &e.owner;
+                let same = (std::sync::Arc::ptr_eq(&e.key, key) || e.key == *key)
+                    && *status == facts.owner_status
+                    && *team == facts.owner_team
+                    && *count == facts.owner_key_count;
                 same.then_some((e, map))
             });
             let mut decisions = Vec::with_capacity(names.len());
@@ -473,7 +472,12 @@ pub fn actions_memo(
                     key.id.clone(),
                     Memoized {
                         key: key.clone(),
-                        owner,
+                        // Cloned only for the memo: a plain plan needs none of this.
+                        owner: (
+                            facts.owner_status,
+                            facts.owner_team.clone(),
+                            facts.owner_key_count,
+                        ),
                         decisions,
                     },
                 ));
@@ -529,6 +533,12 @@ impl<'a> Rules<'a> {
             now,
             exceptions,
         }
+    }
+
+    /// Whether the key was rotated less than `min_interval` ago: a rotate of it is
+    /// deferred, unless it is compromised.
+    pub fn cooling_down(&self, key: &crate::store::Key) -> bool {
+        self.now.since(key.rotated_at) < self.min_interval
     }
 
     /// The exceptions naming this key.
@@ -620,7 +630,7 @@ impl<'a> Rules<'a> {
             } else if a.action == ActionKind::Rotate
                 && a.excepted.is_none()
                 && !key.compromised
-                && since_rotation < self.min_interval
+                && self.cooling_down(key)
             {
                 a.action = ActionKind::Deferred;
                 a.grace_period = None;
