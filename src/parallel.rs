@@ -46,6 +46,23 @@ pub fn map_chunks<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -
     })
 }
 
+/// [`map_chunks`] over mutable chunks.
+pub fn map_chunks_mut<T: Send, R: Send>(items: &mut [T], f: impl Fn(&mut [T]) -> R + Sync) -> Vec<R> {
+    let threads = threads();
+    if threads < 2 || items.len() < MIN_PARALLEL {
+        return vec![f(items)];
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let workers: Vec<_> = items.chunks_mut(chunk).map(|c| s.spawn(move || f(c))).collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -2,14 +2,15 @@
 //! actions by keyrot's precedence rules. Plain data; the same inputs give the same
 //! plan, byte for byte.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::policy::{Decision, KeyView, PolicySet, Verdict};
-use crate::store::{files, Exception, KeyStatus, Store};
+use crate::store::{files, Exception, Key, KeyStatus, Store};
 use crate::time::{Dur, Time};
 
 pub const FORMAT: u32 = 1;
@@ -170,27 +171,39 @@ impl Summary {
         let mut s = Summary::default();
         let mut i = 0;
         while i < actions.len() {
-            let key = &actions[i].key;
-            let (mut kinds, mut excepted) = (0u8, false);
-            while i < actions.len() && actions[i].key == *key {
-                let a = &actions[i];
-                if a.counts() {
-                    kinds |= 1 << a.action as u8;
-                } else if a.superseded_by.is_none() {
-                    excepted = true;
-                }
-                i += 1;
-            }
-            let has = |k: ActionKind| usize::from(kinds & (1 << k as u8) != 0);
-            s.rotate += has(ActionKind::Rotate);
-            s.revoke += has(ActionKind::Revoke);
-            s.restrict += has(ActionKind::Restrict);
-            s.expire += has(ActionKind::Expire);
-            s.deferred += has(ActionKind::Deferred);
-            s.warn += has(ActionKind::Warn);
-            s.excepted += usize::from(excepted);
+            let n = actions[i..]
+                .iter()
+                .take_while(|a| a.key == actions[i].key)
+                .count();
+            s.count_key(&actions[i..i + n], true);
+            i += n;
         }
         s
+    }
+
+    /// Counts the actions of one key into the summary, or (`add` false) out of it.
+    fn count_key(&mut self, actions: &[Action], add: bool) {
+        let (mut kinds, mut excepted) = (0u8, false);
+        for a in actions {
+            if a.counts() {
+                kinds |= 1 << a.action as u8;
+            } else if a.superseded_by.is_none() {
+                excepted = true;
+            }
+        }
+        let count = |n: &mut usize, yes: bool| match (yes, add) {
+            (false, _) => {}
+            (true, true) => *n += 1,
+            (true, false) => *n -= 1,
+        };
+        let has = |k: ActionKind| kinds & (1 << k as u8) != 0;
+        count(&mut self.rotate, has(ActionKind::Rotate));
+        count(&mut self.revoke, has(ActionKind::Revoke));
+        count(&mut self.restrict, has(ActionKind::Restrict));
+        count(&mut self.expire, has(ActionKind::Expire));
+        count(&mut self.deferred, has(ActionKind::Deferred));
+        count(&mut self.warn, has(ActionKind::Warn));
+        count(&mut self.excepted, excepted);
     }
 
     /// Whether applying would change the store (for `--detailed-exitcode`).
@@ -277,6 +290,49 @@ impl Plan {
         serde_json::to_writer_pretty(&mut out, self)?;
         out.write_all(b"\n")?;
         out.flush()
+    }
+
+    /// The plan as compact JSON, byte for byte what `serde_json::to_writer` writes,
+    /// with the actions serialized on every core: at 100k keys they are 20 MB, and
+    /// `watch --json` prints them at every save.
+    pub fn write_json_compact(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let shell = Plan {
+            actions: Vec::new(),
+            summary: self.summary.clone(),
+            store_commit: self.store_commit.clone(),
+            policies_digest: self.policies_digest.clone(),
+            keys_digest: self.keys_digest.clone(),
+            now: self.now.clone(),
+            ..*self
+        };
+        let shell = serde_json::to_vec(&shell)?;
+        // No field before `actions` can hold this text: they are numbers, hex
+        // digests, an RFC 3339 instant and a boolean.
+        const EMPTY: &[u8] = b"\"actions\":[]";
+        let at = shell
+            .windows(EMPTY.len())
+            .position(|w| w == EMPTY)
+            .map(|i| i + EMPTY.len() - 1)
+            .ok_or_else(|| std::io::Error::other("plan JSON without actions"))?;
+        let chunks = crate::parallel::map_chunks(&self.actions, |chunk| {
+            let mut buf = Vec::with_capacity(chunk.len() * 128);
+            for (i, a) in chunk.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                serde_json::to_writer(&mut buf, a)?;
+            }
+            Ok::<_, serde_json::Error>(buf)
+        });
+        out.write_all(&shell[..at])?;
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let chunk = chunk?;
+            if i > 0 && !chunk.is_empty() {
+                out.write_all(b",")?;
+            }
+            out.write_all(&chunk)?;
+        }
+        out.write_all(&shell[at..])
     }
 
     /// Reads a saved plan file, refusing anything that is not exactly a keyrot plan.
@@ -383,6 +439,8 @@ pub struct Memo {
     now: Option<Time>,
     /// Policy identities, by the index their decisions are stored under.
     policies: Vec<String>,
+    /// The policies' names, in the same order.
+    names: Vec<String>,
     /// By key id, sorted (as the store's keys are).
     keys: Vec<(String, Memoized)>,
     /// (key, policy) evaluations run and reused by the last plan, for tests.
@@ -390,7 +448,7 @@ pub struct Memo {
 }
 
 struct Memoized {
-    key: std::sync::Arc<crate::store::Key>,
+    key: Arc<Key>,
     owner: (&'static str, Option<String>, i64),
     /// Per policy, in the memo's policy order.
     decisions: Vec<Vec<Decision>>,
@@ -405,24 +463,19 @@ pub fn actions_memo(
     memo: Option<&mut Memo>,
 ) -> Result<Vec<Action>> {
     let counts = store.active_keys_per_owner();
-    let names: Vec<&str> = policies.policies().iter().map(|p| p.name.as_str()).collect();
-    let identities: Vec<String> = policies.policies().iter().map(|p| p.identity.clone()).collect();
-    let rules = Rules::new(store, now);
+    let planner = KeyPlanner::new(store, policies, now);
     let total = store.keys.len() as u64;
     // For each current policy, where the memo holds its decisions, if it does.
-    let old: Option<(&Memo, Vec<Option<usize>>)> = memo.as_deref().filter(|m| m.now == Some(now)).map(|m| {
-        let map = identities
-            .iter()
-            .map(|id| m.policies.iter().position(|p| p == id))
-            .collect();
-        (m, map)
-    });
+    let old: Option<(&Memo, Vec<Option<usize>>)> = memo
+        .as_deref()
+        .filter(|m| m.now == Some(now))
+        .map(|m| (m, m.policy_map(&planner.identities)));
     type Chunk = (Vec<Action>, Vec<(String, Memoized)>, (usize, usize));
     let keep = memo.is_some();
-    let plan_chunk = |keys: &[std::sync::Arc<crate::store::Key>]| -> Result<Chunk> {
+    let plan_chunk = |keys: &[Arc<Key>]| -> Result<Chunk> {
         let mut out = Vec::new();
         let mut fresh = Vec::new();
-        let (mut evaluated, mut reused) = (0, 0);
+        let mut tally = (0, 0);
         let mut evaluator = policies.evaluator();
         for (i, key) in keys.iter().enumerate() {
             if i % 256 == 255 {
@@ -431,60 +484,18 @@ pub fn actions_memo(
             if key.status == KeyStatus::Revoked {
                 continue;
             }
-            let owner_count = counts.get(key.owner.as_str()).copied().unwrap_or(0);
-            let view = KeyView::new(key.clone(), store.owners.get(&key.owner), owner_count, now);
-            let facts = view.facts();
-            let known = old.as_ref().and_then(|(m, map)| {
-                let at = m.keys.binary_search_by(|(id, _)| id.as_str().cmp(&key.id)).ok()?;
-                let e = &m.keys[at].1;
-                let (status, team, count) = &e.owner;
-                let same = (std::sync::Arc::ptr_eq(&e.key, key) || e.key == *key)
-                    && *status == facts.owner_status
-                    && *team == facts.owner_team
-                    && *count == facts.owner_key_count;
-                same.then_some((e, map))
-            });
-            let mut decisions = Vec::with_capacity(names.len());
-            for idx in 0..names.len() {
-                match known.and_then(|(e, map)| map[idx].map(|j| &e.decisions[j])) {
-                    Some(d) => {
-                        reused += 1;
-                        decisions.push(d.clone());
-                    }
-                    None => {
-                        evaluated += 1;
-                        decisions.push(evaluator.evaluate_policy(idx, &view)?);
-                    }
-                }
-            }
-            let names = &names;
-            out.extend(
-                rules.resolve(
-                    &view,
-                    decisions
-                        .iter()
-                        .enumerate()
-                        .flat_map(|(idx, ds)| ds.iter().map(move |d| (names[idx], d))),
-                ),
-            );
+            let count = counts.get(key.owner.as_str()).copied().unwrap_or(0);
+            let known = old.as_ref().map(|(m, map)| (*m, map.as_slice()));
+            let (actions, view, decisions) =
+                planner.plan_key(&mut evaluator, key, count, known, &mut tally)?;
+            out.extend(actions);
             if keep {
-                fresh.push((
-                    key.id.clone(),
-                    Memoized {
-                        key: key.clone(),
-                        // Cloned only for the memo: a plain plan needs none of this.
-                        owner: (
-                            facts.owner_status,
-                            facts.owner_team.clone(),
-                            facts.owner_key_count,
-                        ),
-                        decisions,
-                    },
-                ));
+                // Made only for the memo: a plain plan needs none of this.
+                fresh.push((key.id.clone(), Memoized::new(&view, decisions)));
             }
         }
         crate::progress::tick(progress, keys.len() as u64 % 256, total);
-        Ok((out, fresh, (evaluated, reused)))
+        Ok((out, fresh, tally))
     };
     let mut out = Vec::new();
     let mut keys = Vec::new();
@@ -501,7 +512,8 @@ pub fn actions_memo(
             m,
             Memo {
                 now: Some(now),
-                policies: identities,
+                names: planner.names.iter().map(|n| n.to_string()).collect(),
+                policies: planner.identities,
                 keys,
                 last_counts: tally,
             },
@@ -510,6 +522,274 @@ pub fn actions_memo(
         std::thread::spawn(move || drop(old));
     }
     Ok(out)
+}
+
+impl Memo {
+    /// For each policy identity, where this memo holds its decisions, if it does.
+    fn policy_map(&self, identities: &[String]) -> Vec<Option<usize>> {
+        identities
+            .iter()
+            .map(|id| self.policies.iter().position(|p| p == id))
+            .collect()
+    }
+
+    /// The memo's entry for a key, if its file and owner facts are the ones given.
+    fn entry_for(&self, key: &Arc<Key>, facts: &crate::policy::api::KeyFacts) -> Option<&Memoized> {
+        let at = self
+            .keys
+            .binary_search_by(|(id, _)| id.as_str().cmp(&key.id))
+            .ok()?;
+        let e = &self.keys[at].1;
+        let (status, team, count) = &e.owner;
+        let same = (Arc::ptr_eq(&e.key, key) || e.key == *key)
+            && *status == facts.owner_status
+            && *team == facts.owner_team
+            && *count == facts.owner_key_count;
+        same.then_some(e)
+    }
+
+    /// Re-plans, in place, only the keys in `keys` (ids, present or removed), for a
+    /// store whose other keys, owners, exceptions, settings and policies are those
+    /// `plan` was made from through this memo. `keys` must hold every key whose owner's
+    /// count of active keys changed; `active_keys_of` counts them. Returns what
+    /// changed, or `None` (and changes nothing) when the memo cannot vouch for the
+    /// other keys: a different instant or other policies.
+    pub fn replan_keys(
+        &mut self,
+        plan: &mut Plan,
+        store: &Store,
+        policies: &PolicySet,
+        now: Time,
+        keys: &BTreeSet<String>,
+        active_keys_of: impl Fn(&str) -> i64,
+    ) -> Result<Option<PlanDiff>> {
+        let planner = KeyPlanner::new(store, policies, now);
+        if self.now != Some(now) || self.policies != planner.identities {
+            return Ok(None);
+        }
+        let map: Vec<Option<usize>> = (0..planner.identities.len()).map(Some).collect();
+        let mut evaluator = policies.evaluator();
+        let mut tally = (0, 0);
+        let mut fresh: Vec<(&str, Vec<Action>)> = Vec::with_capacity(keys.len());
+        let mut counts: HashMap<&str, i64> = HashMap::new();
+        for id in keys {
+            let id = id.as_str();
+            let key = store.key(id).filter(|k| k.status != KeyStatus::Revoked);
+            let at = self.keys.binary_search_by(|(k, _)| k.as_str().cmp(id));
+            let Some(key) = key else {
+                if let Ok(i) = at {
+                    self.keys.remove(i);
+                }
+                fresh.push((id, Vec::new()));
+                continue;
+            };
+            let count = *counts
+                .entry(key.owner.as_str())
+                .or_insert_with(|| active_keys_of(&key.owner));
+            let (actions, view, decisions) =
+                planner.plan_key(&mut evaluator, key, count, Some((self, &map)), &mut tally)?;
+            let entry = (key.id.clone(), Memoized::new(&view, decisions));
+            match at {
+                Ok(i) => self.keys[i] = entry,
+                Err(i) => self.keys.insert(i, entry),
+            }
+            fresh.push((id, actions));
+        }
+        self.last_counts = tally;
+        Ok(Some(splice_keys(plan, fresh)))
+    }
+
+    /// Re-plans, in place, a plan after only policies' sources or `config()` changed
+    /// (the same policy names; the same keys, owners, exceptions and settings as the
+    /// plan was made from through this memo): every key is evaluated again by the
+    /// changed policies only, and only keys whose decisions changed are resolved into
+    /// actions again. `None` (nothing changed) when the memo cannot vouch for the rest.
+    pub fn replan_policies(
+        &mut self,
+        plan: &mut Plan,
+        store: &Store,
+        policies: &PolicySet,
+        now: Time,
+    ) -> Result<Option<PlanDiff>> {
+        let planner = KeyPlanner::new(store, policies, now);
+        let same_names = self.names.len() == planner.names.len()
+            && self.names.iter().zip(&planner.names).all(|(a, b)| a == b);
+        if self.now != Some(now) || !same_names {
+            return Ok(None);
+        }
+        let changed: Vec<usize> = (0..planner.names.len())
+            .filter(|&i| self.policies[i] != planner.identities[i])
+            .collect();
+        let planner = &planner;
+        let changed = &changed;
+        let chunks = crate::parallel::map_chunks_mut(&mut self.keys, |entries| {
+            let mut evaluator = policies.evaluator();
+            let mut fresh = Vec::new();
+            let mut evaluated = 0;
+            for (id, entry) in entries.iter_mut() {
+                let (status, team, count) = &entry.owner;
+                let view = KeyView::from_parts(entry.key.clone(), status, team.clone(), *count, now);
+                let mut differs = false;
+                for &idx in changed {
+                    let decisions = evaluator.evaluate_policy(idx, &view)?;
+                    evaluated += 1;
+                    if decisions != entry.decisions[idx] {
+                        entry.decisions[idx] = decisions;
+                        differs = true;
+                    }
+                }
+                if differs {
+                    fresh.push((id.clone(), planner.resolve(&view, &entry.decisions)));
+                }
+            }
+            Ok::<_, Error>((fresh, evaluated))
+        });
+        // An error leaves some entries with new decisions under old identities:
+        // forget them all rather than trust them.
+        let mut fresh = Vec::new();
+        let mut evaluated = 0;
+        for chunk in chunks {
+            match chunk {
+                Ok((f, e)) => {
+                    fresh.extend(f);
+                    evaluated += e;
+                }
+                Err(e) => {
+                    *self = Memo::default();
+                    return Err(e);
+                }
+            }
+        }
+        self.policies.clone_from(&planner.identities);
+        self.last_counts = (evaluated, self.keys.len() * planner.names.len() - evaluated);
+        Ok(Some(splice_keys(plan, fresh)))
+    }
+}
+
+/// Replaces the actions of some keys (given sorted by key) in a plan, and its summary;
+/// returns what changed. A few keys are replaced where they stand (no action moves
+/// unless their number changes); many, by one pass that moves the others.
+fn splice_keys<K: AsRef<str>>(plan: &mut Plan, fresh: Vec<(K, Vec<Action>)>) -> PlanDiff {
+    let mut diff = PlanDiff::default();
+    let mut changed = |olds: &[Action], news: &[Action], summary: &mut Summary| {
+        if olds != news {
+            diff.added.extend(multiset_minus(news, olds));
+            diff.removed.extend(multiset_minus(olds, news));
+            summary.count_key(olds, false);
+            summary.count_key(news, true);
+        }
+    };
+    let actions = &mut plan.actions;
+    if fresh.len() <= 64 {
+        for (id, news) in fresh {
+            let id = id.as_ref();
+            let start = actions.partition_point(|a| a.key.as_str() < id);
+            let end = start + actions[start..].iter().take_while(|a| a.key == id).count();
+            changed(&actions[start..end], &news, &mut plan.summary);
+            actions.splice(start..end, news);
+        }
+        return diff;
+    }
+    let old = std::mem::take(actions);
+    actions.reserve(old.len());
+    let mut old = old.into_iter().peekable();
+    for (id, news) in fresh {
+        let id = id.as_ref();
+        while old.peek().is_some_and(|a| a.key.as_str() < id) {
+            actions.extend(old.next());
+        }
+        let mut olds = Vec::new();
+        while old.peek().is_some_and(|a| a.key == id) {
+            olds.extend(old.next());
+        }
+        changed(&olds, &news, &mut plan.summary);
+        actions.extend(news);
+    }
+    actions.extend(old);
+    diff
+}
+
+/// What planning one key needs besides the key, made once per plan.
+struct KeyPlanner<'a> {
+    store: &'a Store,
+    names: Vec<&'a str>,
+    identities: Vec<String>,
+    rules: Rules<'a>,
+    now: Time,
+}
+
+impl<'a> KeyPlanner<'a> {
+    fn new(store: &'a Store, policies: &'a PolicySet, now: Time) -> KeyPlanner<'a> {
+        KeyPlanner {
+            store,
+            names: policies.policies().iter().map(|p| p.name.as_str()).collect(),
+            identities: policies.policies().iter().map(|p| p.identity.clone()).collect(),
+            rules: Rules::new(store, now),
+            now,
+        }
+    }
+
+    /// One (not revoked) key's actions, the view its policies saw, and their decisions
+    /// (per policy), reusing what `old` (a memo, and where it holds each policy's
+    /// decisions) knows of the key. `tally` counts evaluations run and reused.
+    fn plan_key(
+        &self,
+        evaluator: &mut crate::policy::Evaluator,
+        key: &Arc<Key>,
+        owner_count: i64,
+        old: Option<(&Memo, &[Option<usize>])>,
+        tally: &mut (usize, usize),
+    ) -> Result<(Vec<Action>, KeyView, Vec<Vec<Decision>>)> {
+        let view = KeyView::new(
+            key.clone(),
+            self.store.owners.get(&key.owner),
+            owner_count,
+            self.now,
+        );
+        let known = old.and_then(|(m, map)| Some((m.entry_for(key, view.facts())?, map)));
+        let mut decisions = Vec::with_capacity(self.names.len());
+        for idx in 0..self.names.len() {
+            match known.and_then(|(e, map)| map[idx].map(|j| &e.decisions[j])) {
+                Some(d) => {
+                    tally.1 += 1;
+                    decisions.push(d.clone());
+                }
+                None => {
+                    tally.0 += 1;
+                    decisions.push(evaluator.evaluate_policy(idx, &view)?);
+                }
+            }
+        }
+        let actions = self.resolve(&view, &decisions);
+        Ok((actions, view, decisions))
+    }
+
+    /// A key's actions from its decisions (per policy).
+    fn resolve(&self, view: &KeyView, decisions: &[Vec<Decision>]) -> Vec<Action> {
+        let names = &self.names;
+        self.rules.resolve(
+            view,
+            decisions
+                .iter()
+                .enumerate()
+                .flat_map(|(idx, ds)| ds.iter().map(move |d| (names[idx], d))),
+        )
+    }
+}
+
+impl Memoized {
+    fn new(view: &KeyView, decisions: Vec<Vec<Decision>>) -> Memoized {
+        let facts = view.facts();
+        Memoized {
+            key: facts.key.clone(),
+            owner: (
+                facts.owner_status,
+                facts.owner_team.clone(),
+                facts.owner_key_count,
+            ),
+            decisions,
+        }
+    }
 }
 
 /// What turns a key's decisions into its actions besides the decisions themselves:
@@ -693,6 +973,43 @@ mod tests {
         Decision {
             verdict,
             reason: "r".into(),
+        }
+    }
+
+    /// `watch --json`'s parallel writer prints exactly what serde prints, for plans
+    /// small (one thread) and large (split between threads), empty and not.
+    #[test]
+    fn compact_json_is_serdes_byte_for_byte() {
+        for n in [0, 1, 3, 5000] {
+            let actions: Vec<Action> = (0..n)
+                .map(|i| {
+                    let mut a = Action::new(
+                        &format!("k{i:05}"),
+                        ActionKind::Rotate,
+                        "max-age",
+                        format!("r \"{i}\""),
+                    );
+                    a.grace_period = (i % 2 == 0).then(|| "1d".into());
+                    a
+                })
+                .collect();
+            let plan = Plan {
+                format: FORMAT,
+                store_commit: (n > 1).then(|| "ab".repeat(20)),
+                policies_digest: "sha256:00".into(),
+                keys_digest: "sha256:11".into(),
+                now: "2026-11-22T20:00:00Z".into(),
+                dirty: n == 3,
+                summary: Summary::of(&actions),
+                actions,
+            };
+            let mut ours = Vec::new();
+            plan.write_json_compact(&mut ours).unwrap();
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&plan).unwrap(),
+                "{n} actions"
+            );
         }
     }
 

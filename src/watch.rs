@@ -15,9 +15,11 @@ use crate::error::{Error, Result};
 use crate::plan::{Memo, Plan, PlanDiff};
 use crate::policy::AstCache;
 use crate::store::files::{is_editor_artifact, ROOT_FILES, SETTINGS_FILE};
-use crate::store::{Cache, Source};
+use crate::store::live::Delta;
+use crate::store::repo::HeadFiles;
+use crate::store::{Cache, LiveStore, Source, Store};
 use crate::time::Time;
-use crate::workspace::{Loaded, Workspace};
+use crate::workspace::{compile_policies, Workspace};
 
 /// Events closer together than this are one batch (an editor's save is several).
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -52,14 +54,66 @@ pub struct Planner {
     asts: AstCache,
     /// Shared with the last outcome: a 100k-key plan is not worth copying per save.
     last_good: Option<Arc<Plan>>,
+    /// Whether `last_good` is the plan of `live` as it stands (no re-plan failed since).
+    synced: bool,
     keys_dir: String,
     policies_dir: String,
     /// The last plan's decisions, reused when the instant is fixed (`--now`).
     memo: Memo,
-    /// The uncommitted paths, with the HEAD they were compared against: kept up to date
-    /// from the paths each batch names, instead of a `git status` over the whole store
-    /// per save. `None`: compute them all (at the start, after a wide change).
-    dirty: Option<(Option<String>, BTreeSet<String>)>,
+    dirty: Dirty,
+    /// The store as last loaded without a problem, patched with the files each batch
+    /// names; `None` after a problem or a change that can change every file's meaning.
+    live: Option<LiveStore>,
+    /// Paths invalidated since the last re-plan: what the live store must re-read.
+    pending: BTreeSet<String>,
+    /// Changed paths not yet asked about for the dirty flag (a failed re-plan stops
+    /// before asking).
+    unasked: BTreeSet<String>,
+}
+
+/// The uncommitted paths, with the HEAD they were compared against (and its files,
+/// read when first needed): kept up to date from the paths each batch names, instead
+/// of a `git status` over the whole store per save. `None`: compute them all (at the
+/// start, after a wide change).
+#[derive(Default)]
+struct Dirty(Option<(Option<String>, BTreeSet<String>, Option<HeadFiles>)>);
+
+impl Dirty {
+    /// The store's uncommitted paths: all of them the first time, after a wide change,
+    /// or when HEAD moved; otherwise only the `changed` ones are asked about again.
+    fn paths(&mut self, ws: &Workspace, store: &Store, changed: &[String]) -> Result<Vec<String>> {
+        let head = ws.head_id()?;
+        match &mut self.0 {
+            Some((seen, set, files)) if *seen == head => {
+                if !changed.is_empty() {
+                    let files = match files {
+                        Some(f) => f,
+                        None => files.insert(HeadFiles::read(&ws.repo)?),
+                    };
+                    let mut ask_git = Vec::new();
+                    for c in changed {
+                        set.remove(c);
+                        match files.file_changed(&ws.repo, c)? {
+                            Some(true) => {
+                                set.insert(c.clone());
+                            }
+                            Some(false) => {}
+                            None => ask_git.push(c.clone()),
+                        }
+                    }
+                    if !ask_git.is_empty() {
+                        set.extend(crate::store::repo::dirty_paths(&ws.repo, &ask_git)?);
+                    }
+                }
+                Ok(set.iter().cloned().collect())
+            }
+            _ => {
+                let all = ws.dirty_paths(store)?;
+                self.0 = Some((head, all.iter().cloned().collect(), None));
+                Ok(all)
+            }
+        }
+    }
 }
 
 impl Planner {
@@ -70,10 +124,14 @@ impl Planner {
             cache: Cache::default(),
             asts: AstCache::default(),
             last_good: None,
+            synced: false,
             keys_dir: "keys".into(),
             policies_dir: "policies".into(),
             memo: Memo::default(),
-            dirty: None,
+            dirty: Dirty::default(),
+            live: None,
+            pending: BTreeSet::new(),
+            unasked: BTreeSet::new(),
         }
     }
 
@@ -150,33 +208,14 @@ impl Planner {
     /// Forgets the cached reads of these paths (`None`: of everything).
     pub fn invalidate(&mut self, paths: Option<&[String]>) {
         match paths {
-            Some(paths) => paths.iter().for_each(|p| self.cache.invalidate(p)),
+            Some(paths) => {
+                paths.iter().for_each(|p| self.cache.invalidate(p));
+                self.pending.extend(paths.iter().cloned());
+            }
             None => {
                 self.cache.invalidate_all();
-                self.dirty = None;
-            }
-        }
-    }
-
-    /// The store's uncommitted paths: all of them the first time, after a wide change,
-    /// or when HEAD moved; otherwise only the `changed` ones are asked about again.
-    fn dirty_paths(&mut self, store: &crate::store::Store, changed: &[String]) -> Result<Vec<String>> {
-        let head = self.ws.head_id()?;
-        match &mut self.dirty {
-            Some((seen, set)) if *seen == head => {
-                if !changed.is_empty() {
-                    let now = crate::store::repo::dirty_paths(&self.ws.repo, changed)?;
-                    for c in changed {
-                        set.remove(c);
-                    }
-                    set.extend(now);
-                }
-                Ok(set.iter().cloned().collect())
-            }
-            _ => {
-                let all = self.ws.dirty_paths(store)?;
-                self.dirty = Some((head, all.iter().cloned().collect()));
-                Ok(all)
+                self.dirty = Dirty::default();
+                self.live = None;
             }
         }
     }
@@ -184,36 +223,103 @@ impl Planner {
     /// Plans the work tree now; remembers the plan if it is good.
     pub fn replan(&mut self, changed: Vec<String>) -> Outcome {
         let now = self.fixed_now.unwrap_or_else(Time::now);
-        let loaded = {
+        let result = self.plan(now, &changed);
+        self.synced = result.is_ok();
+        match result {
+            Ok((plan, diff)) => Outcome::Plan { plan, diff, changed },
+            Err(error) => Outcome::Failed { error, changed },
+        }
+    }
+
+    fn plan(&mut self, now: Time, changed: &[String]) -> Result<(Arc<Plan>, Option<PlanDiff>)> {
+        let pending: Vec<String> = std::mem::take(&mut self.pending).into_iter().collect();
+        // The store: the live one patched with the files that changed when it can take
+        // them all, else loaded whole (which reports every problem, as `plan` would).
+        let (live, delta, problems) = {
             let source = Source::Cached {
                 root: self.ws.root.clone(),
                 cache: &self.cache,
             };
-            Loaded::from_source_cached(&source, now, Some(&self.asts))
-        };
-        let result = loaded.and_then(|loaded| {
-            self.keys_dir = loaded.store.settings.keys_dir.clone();
-            self.policies_dir = loaded.store.settings.policies_dir.clone();
-            let dirty = self.dirty_paths(&loaded.store, &changed)?;
-            let head = self.ws.head_id()?;
-            // With a moving clock every decision may change: no memo to keep.
-            match self.fixed_now {
-                Some(_) => loaded.plan_memo(now, head, !dirty.is_empty(), &mut self.memo),
-                None => loaded.plan(now, head, !dirty.is_empty(), None),
-            }
-        });
-        match result {
-            Ok(plan) => {
-                let plan = Arc::new(plan);
-                let diff = self.last_good.as_ref().map(|old| PlanDiff::between(old, &plan));
-                if let Some(old) = self.last_good.replace(plan.clone()) {
-                    // Freeing a large plan takes a while; the new one need not wait.
-                    std::thread::spawn(move || drop(old));
+            let refreshed = self.live.take().and_then(|mut live| {
+                if !pending.iter().all(|p| live.can_refresh(p)) {
+                    return None;
                 }
-                Outcome::Plan { plan, diff, changed }
+                let delta = live.refresh(&source, &pending).ok()?;
+                Some((live, delta))
+            });
+            match refreshed {
+                Some((live, delta)) => (live, Some(delta), Vec::new()),
+                None => {
+                    let (live, problems) = LiveStore::load(&source);
+                    (live, None, problems)
+                }
             }
-            Err(error) => Outcome::Failed { error, changed },
+        };
+        let store_ok = problems.is_empty();
+        let result = self.plan_store(&live, now, changed, &pending, delta, problems);
+        if store_ok {
+            self.live = Some(live);
+        } else {
+            // Freeing 100,000 keys takes a while; the report need not wait for it.
+            std::thread::spawn(move || drop(live));
         }
+        result
+    }
+
+    fn plan_store(
+        &mut self,
+        live: &LiveStore,
+        now: Time,
+        changed: &[String],
+        pending: &[String],
+        delta: Option<Delta>,
+        problems: Vec<crate::error::Problem>,
+    ) -> Result<(Arc<Plan>, Option<PlanDiff>)> {
+        let store = live.store();
+        // Asked about at the first re-plan that gets that far, even if this one fails.
+        self.unasked.extend(changed.iter().chain(pending).cloned());
+        let policies = compile_policies(store, problems, now, Some(&self.asts))?;
+        self.keys_dir = store.settings.keys_dir.clone();
+        self.policies_dir = store.settings.policies_dir.clone();
+        let asked: Vec<String> = self.unasked.iter().cloned().collect();
+        let dirty = !self.dirty.paths(&self.ws, store, &asked)?.is_empty();
+        self.unasked.clear();
+        let head = self.ws.head_id()?;
+        // The instant is fixed and the last plan is this store's before the batch:
+        // update it in place. After key files changed, re-plan those keys (and their
+        // owners' other keys); after policies changed, re-evaluate every key by those
+        // policies only, and re-plan the keys whose decisions changed.
+        let base = (self.fixed_now.is_some() && self.synced)
+            .then_some(delta.as_ref())
+            .flatten();
+        if let (Some(delta), Some(last)) = (base, self.last_good.as_mut()) {
+            let plan = Arc::make_mut(last);
+            let diff = if !delta.rest {
+                let keys = live.affected(delta);
+                let count = |owner: &str| live.active_keys_of(owner);
+                self.memo.replan_keys(plan, store, &policies, now, &keys, count)?
+            } else if !delta.roots && delta.keys.is_empty() {
+                self.memo.replan_policies(plan, store, &policies, now)?
+            } else {
+                None
+            };
+            if let Some(diff) = diff {
+                plan.store_commit = head;
+                plan.dirty = dirty;
+                plan.keys_digest = store.keys_digest.clone();
+                plan.policies_digest = store.policies_digest.clone();
+                return Ok((last.clone(), Some(diff)));
+            }
+        }
+        // With a moving clock every decision may change: no memo to keep.
+        let memo = self.fixed_now.map(|_| &mut self.memo);
+        let plan = Arc::new(Plan::make_memo(store, &policies, now, head, dirty, None, memo)?);
+        let diff = self.last_good.as_ref().map(|old| PlanDiff::between(old, &plan));
+        if let Some(old) = self.last_good.replace(plan.clone()) {
+            // Freeing a large plan takes a while; the new one need not wait.
+            std::thread::spawn(move || drop(old));
+        }
+        Ok((plan, diff))
     }
 }
 
@@ -443,7 +549,8 @@ mod tests {
         let diff = diff.unwrap();
         assert_eq!(diff.added.len(), 1);
         assert_eq!(diff.added[0].key, "k07");
-        assert_eq!(p.evaluations(), (6, 19 * 6), "only the edited key re-evaluated");
+        // Its owner's key count is unchanged: no other key is even looked at.
+        assert_eq!(p.evaluations(), (6, 0), "only the edited key re-evaluated");
 
         fs::write(p.root().join("policies/max-age.rhai"), "fn evaluate(key) { }").unwrap();
         p.invalidate(Some(&["policies/max-age.rhai".to_string()]));
@@ -540,6 +647,195 @@ mod tests {
                 panic!("{path}: plan failed")
             };
             assert_eq!(plan.actions, full(&p).actions, "after editing {path}");
+        }
+    }
+
+    /// A small seeded generator: the edit sequences must be the same on every run.
+    struct XorShift(u64);
+
+    impl rand::RngCore for XorShift {
+        fn next_u64(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn next_u32(&mut self) -> u32 {
+            (self.next_u64() >> 32) as u32
+        }
+        fn fill_bytes(&mut self, dst: &mut [u8]) {
+            dst.iter_mut().for_each(|b| *b = self.next_u32() as u8);
+        }
+    }
+
+    /// A policy whose findings name the owner's key count, so that every change of a
+    /// count changes the plan of each of the owner's keys.
+    fn count_policy(limit: i64) -> String {
+        format!(
+            "fn evaluate(key) {{ let out = []; if key.owner_key_count > {limit} {{ out.push(warn(`${{key.owner_key_count}} keys`)) }} if key.age > days({limit}) {{ out.push(rotate(\"old\")) }} out }}"
+        )
+    }
+
+    /// A seeded random edit of a small store: keys (every field that matters, added,
+    /// removed, broken, renamed), owners, exceptions, policies and stray files.
+    fn random_edit(rng: &mut impl rand::Rng, root: &Path) -> Vec<String> {
+        let pick =
+            |rng: &mut dyn rand::RngCore, list: &[&'static str]| list[rng.next_u32() as usize % list.len()];
+        let write = |rel: &str, text: String| fs::write(root.join(rel), text).unwrap();
+        // Broken files are mended soon, as people do: most plans should succeed.
+        if rng.random_bool(0.5) {
+            if root.join("keys/notes.txt").exists() {
+                fs::remove_file(root.join("keys/notes.txt")).unwrap();
+                return vec!["keys/notes.txt".into()];
+            }
+            for i in 0..12 {
+                let rel = format!("keys/k{i}.toml");
+                if fs::read(root.join(&rel)).is_ok_and(|b| b.ends_with(b"owner = ")) {
+                    fs::remove_file(root.join(&rel)).unwrap();
+                    return vec![rel];
+                }
+            }
+        }
+        let id = format!("k{}", rng.random_range(0..12));
+        let path = format!("keys/{id}.toml");
+        match rng.random_range(0..12) {
+            0..=4 => {
+                let owner = pick(rng, &["a", "b", "c", "gone"]);
+                let status = pick(rng, &["active", "active", "active", "revoked"]);
+                let perms = pick(
+                    rng,
+                    &["[]", "[\"read\"]", "[\"withdraw\"]", "[\"read\", \"withdraw\"]"],
+                );
+                let allow = pick(rng, &["[]", "[\"10.0.0.1/32\"]"]);
+                let rotated = pick(
+                    rng,
+                    &[
+                        "2026-11-21T00:00:00Z",
+                        "2026-10-01T00:00:00Z",
+                        "2026-01-01T00:00:00Z",
+                    ],
+                );
+                let used = pick(
+                    rng,
+                    &[
+                        "",
+                        "last_used_at = 2026-11-22T00:00:00Z\n",
+                        "last_used_at = 2026-06-01T00:00:00Z\n",
+                    ],
+                );
+                let compromised = pick(rng, &["false", "false", "false", "true"]);
+                let revoked = if status == "revoked" {
+                    "revoked_at = 2026-11-01T00:00:00Z\n"
+                } else {
+                    ""
+                };
+                write(&path, format!(
+                    "service = \"x\"\nowner = \"{owner}\"\nstatus = \"{status}\"\npermissions = {perms}\nip_allowlist = {allow}\ncreated_at = 2025-01-01T00:00:00Z\nrotated_at = {rotated}\n{used}compromised = {compromised}\n{revoked}"
+                ));
+                vec![path]
+            }
+            5 => {
+                let _ = fs::remove_file(root.join(&path));
+                vec![path]
+            }
+            6 => {
+                write(&path, "service = \"x\"\nowner = ".into());
+                vec![path]
+            }
+            7 => {
+                let to = format!("keys/k{}.toml", rng.random_range(0..12));
+                let _ = fs::rename(root.join(&path), root.join(&to));
+                vec![path, to]
+            }
+            8 => {
+                let team = pick(rng, &["red", "blue"]);
+                let b = pick(rng, &["active", "departed"]);
+                write(
+                    "owners.toml",
+                    format!("[a]\nteam = \"{team}\"\n[b]\nstatus = \"{b}\"\n[c]\n"),
+                );
+                vec!["owners.toml".into()]
+            }
+            9 => {
+                let policy = pick(rng, &["idle", "least-privilege", "max-age"]);
+                write(
+                    "exceptions.toml",
+                    format!("[[exception]]\nkey = \"{id}\"\npolicy = \"{policy}\"\nreason = \"r\"\napproved_by = \"x\"\nexpires = 2026-12-01\n"),
+                );
+                vec!["exceptions.toml".into()]
+            }
+            10 => {
+                let limit = rng.random_range(1..4);
+                let policy = pick(rng, &["policies/key-cap.rhai", "policies/extra.rhai"]);
+                write(policy, count_policy(limit));
+                vec![policy.into()]
+            }
+            _ => {
+                write("keys/notes.txt", "hello".into());
+                vec!["keys/notes.txt".into()]
+            }
+        }
+    }
+
+    /// Plans patched in place, edit after edit, are the plans `keyrot plan` makes of
+    /// the same files: actions, summary, digests, dirty flag; and each diff is the
+    /// difference between the two full plans.
+    #[test]
+    fn live_replans_equal_full_plans_edit_after_edit() {
+        for seed in 1..5u64 {
+            let (_tmp, mut p) = store();
+            let now = p.fixed_now.unwrap();
+            let full = |p: &Planner| Workspace::open(p.root()).unwrap().plan_worktree(now, None);
+            let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            fs::write(p.root().join("policies/key-cap.rhai"), count_policy(1)).unwrap();
+            let Outcome::Plan { plan, .. } = p.replan(vec![]) else {
+                panic!("first plan failed")
+            };
+            let mut last_good = (*plan).clone();
+            let (mut plans, mut failures) = (0, 0);
+            for step in 0..60 {
+                let changed = random_edit(&mut rng, p.root());
+                p.invalidate(Some(&changed));
+                let outcome = p.replan(changed.clone());
+                let expected = full(&p);
+                match (outcome, expected) {
+                    (Outcome::Plan { plan, diff, .. }, Ok((want, _))) => {
+                        assert_eq!(*plan, want, "seed {seed}, step {step}: after {changed:?}");
+                        let diff = diff.unwrap();
+                        let want_diff = PlanDiff::between(&last_good, &want);
+                        let sorted = |mut v: Vec<crate::plan::Action>| {
+                            v.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+                            v
+                        };
+                        assert_eq!(
+                            sorted(diff.added),
+                            sorted(want_diff.added),
+                            "seed {seed}, step {step}"
+                        );
+                        assert_eq!(
+                            sorted(diff.removed),
+                            sorted(want_diff.removed),
+                            "seed {seed}, step {step}"
+                        );
+                        last_good = want;
+                        plans += 1;
+                    }
+                    (Outcome::Failed { error, .. }, Err(want)) => {
+                        assert_eq!(error.to_string(), want.to_string(), "seed {seed}, step {step}");
+                        failures += 1;
+                    }
+                    (Outcome::Plan { .. }, Err(e)) => {
+                        panic!("seed {seed}, step {step}: planned, but plan fails: {e}")
+                    }
+                    (Outcome::Failed { error, .. }, Ok(_)) => {
+                        panic!("seed {seed}, step {step}: failed, but plan works: {error}")
+                    }
+                }
+            }
+            assert!(
+                plans > 20 && failures > 3,
+                "seed {seed}: {plans} plans, {failures} failures"
+            );
         }
     }
 

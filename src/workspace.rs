@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use git2::Repository;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result};
 use crate::plan::Plan;
 use crate::policy::{AstCache, PolicySet};
 use crate::progress::Progress;
@@ -26,19 +26,8 @@ impl Loaded {
 
     /// [`Loaded::from_source`], reusing compiled policies from `asts`.
     pub fn from_source_cached(source: &Source, now: Time, asts: Option<&AstCache>) -> Result<Loaded> {
-        let (store, mut problems) = Store::load(source);
-        problems.extend(crate::store::exceptions::beyond_horizon(
-            crate::store::files::EXCEPTIONS_FILE,
-            &store.exceptions,
-            now,
-            store.settings.exceptions_max_days,
-        ));
-        let (policies, policy_problems) =
-            PolicySet::compile_cached(&store.policy_files, &store.settings, now, asts);
-        problems.extend(policy_problems);
-        if !problems.is_empty() {
-            return Err(Error::Invalid(problems));
-        }
+        let (store, problems) = Store::load(source);
+        let policies = compile_policies(&store, problems, now, asts)?;
         Ok(Loaded { store, policies })
     }
 
@@ -70,6 +59,29 @@ impl Loaded {
             Some(memo),
         )
     }
+}
+
+/// Compiles a loaded store's policies (reusing `asts`), after checking its exceptions'
+/// dates. `Err` with every problem, the store's own (`problems`) first.
+pub fn compile_policies(
+    store: &Store,
+    mut problems: Vec<Problem>,
+    now: Time,
+    asts: Option<&AstCache>,
+) -> Result<PolicySet> {
+    problems.extend(crate::store::exceptions::beyond_horizon(
+        crate::store::files::EXCEPTIONS_FILE,
+        &store.exceptions,
+        now,
+        store.settings.exceptions_max_days,
+    ));
+    let (policies, policy_problems) =
+        PolicySet::compile_cached(&store.policy_files, &store.settings, now, asts);
+    problems.extend(policy_problems);
+    if !problems.is_empty() {
+        return Err(Error::Invalid(problems));
+    }
+    Ok(policies)
 }
 
 /// An opened store: its git repository and work tree.

@@ -41,7 +41,7 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
                     // A closed pipe ends the output, not the watcher.
                     let _ = out
                         .write_all(b"{\"event\":\"plan\",\"plan\":")
-                        .and_then(|()| serde_json::to_writer(&mut out, &**plan).map_err(std::io::Error::from))
+                        .and_then(|()| plan.write_json_compact(&mut out))
                         .and_then(|()| out.write_all(b"}\n"))
                         .and_then(|()| out.flush());
                 }

@@ -64,6 +64,14 @@ struct Listed {
 }
 
 impl Source<'_> {
+    /// `watch`'s cache, when reading through it.
+    pub fn cache(&self) -> Option<&Cache> {
+        match self {
+            Source::Cached { cache, .. } => Some(cache),
+            _ => None,
+        }
+    }
+
     /// Reads one file. `Ok(None)` when it does not exist; `Err` is a problem with it.
     fn read(&self, rel: &str) -> Bytes {
         match self {
@@ -259,15 +267,12 @@ impl Snapshot {
     /// the policy tests (`*_test.rhai`). Anything else in the keys folder is a problem,
     /// as a key file with a wrong extension would otherwise be silently ignored.
     pub fn read_folders(&mut self, source: &Source, keys_dir: &str, policies_dir: &str) {
-        self.keys = self.read_folder(source, keys_dir, |name| {
-            if is_editor_artifact(name) {
-                Pick::Skip
-            } else if name.ends_with(".toml") {
-                Pick::Take
-            } else {
-                Pick::Refuse("is not a key file (key files are named <id>.toml)")
-            }
-        });
+        self.keys = self.read_folder(source, keys_dir, pick_key_file);
+        self.read_policies(source, policies_dir);
+    }
+
+    /// Reads the policy files and, apart, the policy tests.
+    pub fn read_policies(&mut self, source: &Source, policies_dir: &str) {
         let policies = self.read_folder(source, policies_dir, |name| {
             if is_editor_artifact(name) {
                 Pick::Skip
@@ -309,20 +314,10 @@ impl Snapshot {
                     continue;
                 }
             };
-            let path = format!("{dir}/{name}");
-            match pick(&name) {
-                Pick::Skip => continue,
-                Pick::Refuse(why) => {
-                    self.problems.push(Problem::new(path, why));
-                    continue;
-                }
-                Pick::Take => {}
-            }
-            match item.kind {
-                Kind::File => wanted.push(path),
-                Kind::Symlink => self.problems.push(Problem::new(path, SYMLINK)),
-                Kind::Other => self.problems.push(Problem::new(path, "is not a regular file")),
-                Kind::Dir => self.problems.push(Problem::new(path, "is a folder, not a file")),
+            match admit(format!("{dir}/{name}"), &name, &item.kind, &pick) {
+                Ok(Some(path)) => wanted.push(path),
+                Ok(None) => {}
+                Err(problem) => self.problems.push(problem),
             }
         }
         wanted.sort();
@@ -358,10 +353,91 @@ impl Snapshot {
         )
     }
 
-    /// `sha256:` over the key files.
-    pub fn keys_digest(&self) -> String {
-        digest(self.keys.iter())
+    /// `sha256:` over the key files (see [`keys_digest_of`]), and each file's digest.
+    pub fn keys_digest(&self) -> (String, Vec<Leaf>) {
+        let leaves = crate::parallel::map(&self.keys, |f| leaf(&f.bytes));
+        let digest = keys_digest_of(self.keys.iter().map(|f| f.path.as_str()).zip(&leaves));
+        (digest, leaves)
     }
+}
+
+/// Reads one entry of the keys folder as reading the whole folder would: the file,
+/// `Ok(None)` when it is not there (or is an editor's artifact), or its problem.
+/// `watch` re-reads only the key files a save touched.
+pub fn read_key_entry(source: &Source, rel: &str) -> Result<Option<FileEntry>, Problem> {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    let kind = match source {
+        Source::WorkTree(root) | Source::Cached { root, .. } => match fs::symlink_metadata(root.join(rel)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Problem::new(rel, format!("cannot read: {e}"))),
+            Ok(m) if m.file_type().is_symlink() => Kind::Symlink,
+            Ok(m) if m.is_dir() => Kind::Dir,
+            Ok(m) if m.is_file() => Kind::File,
+            Ok(_) => Kind::Other,
+        },
+        // A commit is read whole, never entry by entry.
+        Source::Commit { .. } => Kind::File,
+    };
+    let Some(path) = admit(rel.to_string(), name, &kind, &pick_key_file)? else {
+        return Ok(None);
+    };
+    match source.read(&path) {
+        Ok(Some(bytes)) => Ok(Some(FileEntry { path, bytes })),
+        Ok(None) => Ok(None),
+        Err(msg) => Err(Problem::new(path, msg)),
+    }
+}
+
+/// What the keys folder may hold: key files, and editors' artifacts (skipped).
+fn pick_key_file(name: &str) -> Pick {
+    if is_editor_artifact(name) {
+        Pick::Skip
+    } else if name.ends_with(".toml") {
+        Pick::Take
+    } else {
+        Pick::Refuse("is not a key file (key files are named <id>.toml)")
+    }
+}
+
+/// Whether a folder entry is read: `Ok(Some(path))` to read, `Ok(None)` to skip, or
+/// the problem with it.
+fn admit(
+    path: String,
+    name: &str,
+    kind: &Kind,
+    pick: &impl Fn(&str) -> Pick,
+) -> Result<Option<String>, Problem> {
+    match pick(name) {
+        Pick::Skip => return Ok(None),
+        Pick::Refuse(why) => return Err(Problem::new(path, why)),
+        Pick::Take => {}
+    }
+    match kind {
+        Kind::File => Ok(Some(path)),
+        Kind::Symlink => Err(Problem::new(path, SYMLINK)),
+        Kind::Other => Err(Problem::new(path, "is not a regular file")),
+        Kind::Dir => Err(Problem::new(path, "is a folder, not a file")),
+    }
+}
+
+/// A key file's SHA-256.
+pub type Leaf = [u8; 32];
+
+pub fn leaf(bytes: &[u8]) -> Leaf {
+    Sha256::digest(bytes).into()
+}
+
+/// `sha256:` over (path, SHA-256 of the bytes) of each key file, in path order: a
+/// renamed file or a changed byte changes it, and `watch` keeps each file's digest so
+/// that a save re-hashes one file, not 100,000.
+pub fn keys_digest_of<'a>(files: impl Iterator<Item = (&'a str, &'a Leaf)>) -> String {
+    let mut h = Sha256::new();
+    for (path, leaf) in files {
+        h.update((path.len() as u64).to_be_bytes());
+        h.update(path.as_bytes());
+        h.update(leaf);
+    }
+    format!("sha256:{}", hex(&h.finalize()))
 }
 
 /// Files editors and keyrot itself leave beside the real ones: hidden files that are

@@ -4,6 +4,7 @@ pub mod cache;
 pub mod exceptions;
 pub mod files;
 pub mod key;
+pub mod live;
 pub mod owners;
 mod parse;
 pub mod repo;
@@ -14,8 +15,9 @@ use std::sync::Arc;
 
 pub use cache::Cache;
 pub use exceptions::Exception;
-pub use files::{FileEntry, Snapshot, Source};
+pub use files::{FileEntry, Leaf, Snapshot, Source};
 pub use key::{Key, KeyStatus, Previous};
+pub use live::LiveStore;
 pub use owners::{Owner, OwnerStatus};
 pub use settings::Settings;
 
@@ -42,6 +44,12 @@ impl Store {
     /// Reads and parses a whole store. Returns every problem found, in file order,
     /// rather than stopping at the first.
     pub fn load(source: &Source) -> (Store, Vec<Problem>) {
+        let (store, problems, _) = Store::load_inner(source, false);
+        (store, problems)
+    }
+
+    /// [`Store::load`], keeping each key file's path and digest when `keep_leaves`.
+    fn load_inner(source: &Source, keep_leaves: bool) -> (Store, Vec<Problem>, Vec<(String, Leaf)>) {
         let mut snap = Snapshot::read_root(source);
         let mut problems = std::mem::take(&mut snap.problems);
 
@@ -52,13 +60,8 @@ impl Store {
         snap.read_folders(source, &settings.keys_dir, &settings.policies_dir);
         problems.append(&mut snap.problems);
 
-        let parsed: Vec<Result<Arc<Key>, Vec<Problem>>> = match source {
-            Source::Cached { cache, .. } => crate::parallel::map(&snap.keys, |f| {
-                let text = parse::utf8(&f.path, &f.bytes).map_err(|p| vec![p])?;
-                cache.parse_key(&f.path, &f.bytes, text)
-            }),
-            _ => crate::parallel::map(&snap.keys, parse_key_file),
-        };
+        let cache = source.cache();
+        let parsed = crate::parallel::map(&snap.keys, |f| parse_entry(cache, f));
         let mut keys = Vec::with_capacity(parsed.len());
         for p in parsed {
             match p {
@@ -70,7 +73,11 @@ impl Store {
         problems.extend(undeclared_permissions(&settings, &keys, &snap.keys));
 
         let policies_digest = snap.policies_digest();
-        let keys_digest = snap.keys_digest();
+        let (keys_digest, leaves) = snap.keys_digest();
+        let leaves = match keep_leaves {
+            true => snap.keys.iter().map(|f| f.path.clone()).zip(leaves).collect(),
+            false => Vec::new(),
+        };
         let store = Store {
             settings,
             owners,
@@ -81,7 +88,7 @@ impl Store {
             policies_digest,
             keys_digest,
         };
-        (store, problems)
+        (store, problems, leaves)
     }
 
     /// Active keys per owner, as stored (before any plan's changes).
@@ -93,6 +100,15 @@ impl Store {
             }
         }
         counts
+    }
+
+    /// Active keys of one owner, as stored.
+    pub fn active_keys_of(&self, owner: &str) -> i64 {
+        let active = self
+            .keys
+            .iter()
+            .filter(|k| k.status == KeyStatus::Active && k.owner == owner);
+        active.count() as i64
     }
 
     pub fn key(&self, id: &str) -> Option<&Arc<Key>> {
@@ -177,7 +193,11 @@ fn undeclared_permissions(settings: &Settings, keys: &[Arc<Key>], files: &[FileE
     problems
 }
 
-fn parse_key_file(f: &FileEntry) -> Result<Arc<Key>, Vec<Problem>> {
+/// Parses one key file, through `watch`'s cache when reading through it.
+fn parse_entry(cache: Option<&Cache>, f: &FileEntry) -> Result<Arc<Key>, Vec<Problem>> {
     let text = parse::utf8(&f.path, &f.bytes).map_err(|p| vec![p])?;
-    key::parse(&f.path, text).map(Arc::new)
+    match cache {
+        Some(cache) => cache.parse_key(&f.path, &f.bytes, text),
+        None => key::parse(&f.path, text).map(Arc::new),
+    }
 }

@@ -72,7 +72,8 @@ fn the_bench_script_runs_end_to_end() {
         "| apply, 50 rotations",
         "| log KEY, 5 apply commits |",
         "| check, empty store |",
-        "watch key edit -> plan:",
+        "watch key edit -> plan (--json):",
+        "watch policy edit -> plan (text):",
     ] {
         assert!(stdout.contains(row), "missing `{row}` in\n{stdout}");
     }
