@@ -46,6 +46,25 @@ pub fn map_chunks<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -
     })
 }
 
+/// `out[i] = f(&items[i])` for every `i`, on one thread per core for large inputs.
+/// The caller allocates `out`: threads allocate nothing (memory a worker thread frees
+/// goes back to its own allocator arena, which a later phase may never reuse).
+pub fn fill<T: Sync, R: Send>(out: &mut [R], items: &[T], f: impl Fn(&T) -> R + Sync) {
+    assert_eq!(out.len(), items.len());
+    let threads = threads();
+    if threads < 2 || items.len() < MIN_PARALLEL {
+        out.iter_mut().zip(items).for_each(|(o, i)| *o = f(i));
+        return;
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        for (o, i) in out.chunks_mut(chunk).zip(items.chunks(chunk)) {
+            s.spawn(move || o.iter_mut().zip(i).for_each(|(o, i)| *o = f(i)));
+        }
+    });
+}
+
 /// [`map_chunks`] over mutable chunks.
 pub fn map_chunks_mut<T: Send, R: Send>(items: &mut [T], f: impl Fn(&mut [T]) -> R + Sync) -> Vec<R> {
     let threads = threads();

@@ -73,11 +73,8 @@ impl Store {
         problems.extend(undeclared_permissions(&settings, &keys, &snap.keys));
 
         let policies_digest = snap.policies_digest();
-        let (keys_digest, leaves) = snap.keys_digest();
-        let leaves = match keep_leaves {
-            true => snap.keys.iter().map(|f| f.path.clone()).zip(leaves).collect(),
-            false => Vec::new(),
-        };
+        let (keys_digest, leaves) = snap.keys_digest(keep_leaves);
+        let leaves = snap.keys.iter().map(|f| f.path.clone()).zip(leaves).collect();
         let store = Store {
             settings,
             owners,
