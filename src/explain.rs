@@ -172,16 +172,17 @@ pub fn explain(
         .iter()
         .map(|p| p.name.as_str())
         .collect();
-    let mut all: Vec<(&str, Decision)> = Vec::new();
+    let mut all: Vec<(std::sync::Arc<str>, Decision)> = Vec::new();
     for (idx, name) in names.iter().enumerate() {
         let decisions = loaded.policies.evaluate_one(idx, &view)?;
         out.policies.push(PolicyOutcome {
             policy: name.to_string(),
             decisions: decisions.iter().map(DecisionView::from).collect(),
         });
-        all.extend(decisions.into_iter().map(|d| (*name, d)));
+        let name: std::sync::Arc<str> = std::sync::Arc::from(*name);
+        all.extend(decisions.into_iter().map(|d| (name.clone(), d)));
     }
-    out.actions = rules.resolve(&view, all.iter().map(|(p, d)| (*p, d)));
+    out.actions = rules.resolve(&view, all.iter().map(|(p, d)| (p, d)));
     out.resolution = resolution(&all, &out.actions, key, &rules);
     let applied: Vec<&Action> = out.actions.iter().filter(|a| a.is_applied()).collect();
     if !applied.is_empty() {
@@ -192,7 +193,7 @@ pub fn explain(
 
 /// One sentence per step from decisions to actions.
 fn resolution(
-    decisions: &[(&str, Decision)],
+    decisions: &[(std::sync::Arc<str>, Decision)],
     actions: &[Action],
     key: &crate::store::Key,
     rules: &Rules,

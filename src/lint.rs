@@ -184,7 +184,7 @@ fn exceptions(loaded: &Loaded, now: Time, out: &mut Vec<Finding>) {
         let decided: Vec<_> = plan
             .actions
             .iter()
-            .filter(|a| a.key == e.key && a.policy == e.policy)
+            .filter(|a| *a.key == *e.key && *a.policy == *e.policy)
             .collect();
         if key.compromised && decided.iter().any(|a| a.action == ActionKind::Revoke) {
             out.push(error(at(format!(

@@ -73,9 +73,11 @@ pub const KEYROT_POLICY: &str = "keyrot";
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Action {
-    pub key: String,
+    /// Shared by the actions of one key (a 100k-key plan holds every action in memory).
+    pub key: Arc<str>,
     pub action: ActionKind,
-    pub policy: String,
+    /// Shared by every action of one policy.
+    pub policy: Arc<str>,
     pub reason: String,
     /// Rotate: how long the old secret stays valid (`1d`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,11 +117,11 @@ impl From<&Exception> for Excepted {
 }
 
 impl Action {
-    fn new(key: &str, action: ActionKind, policy: &str, reason: String) -> Action {
+    fn new(key: &Arc<str>, action: ActionKind, policy: &Arc<str>, reason: String) -> Action {
         Action {
-            key: key.to_string(),
+            key: key.clone(),
             action,
-            policy: policy.to_string(),
+            policy: policy.clone(),
             reason,
             grace_period: None,
             remove: None,
@@ -379,13 +381,13 @@ impl PlanDiff {
         let (mut i, mut j) = (0, 0);
         while i < a.len() || j < b.len() {
             let key = match (a.get(i), b.get(j)) {
-                (Some(x), Some(y)) => x.key.as_str().min(y.key.as_str()),
-                (Some(x), None) => x.key.as_str(),
-                (None, Some(y)) => y.key.as_str(),
+                (Some(x), Some(y)) => (&*x.key).min(&*y.key),
+                (Some(x), None) => &*x.key,
+                (None, Some(y)) => &*y.key,
                 (None, None) => break,
             };
             let run =
-                |v: &[Action], from: usize| from + v[from..].iter().take_while(|x| x.key == key).count();
+                |v: &[Action], from: usize| from + v[from..].iter().take_while(|x| &*x.key == key).count();
             let (i2, j2) = (run(a, i), run(b, j));
             let (olds, news) = (&a[i..i2], &b[j..j2]);
             if olds != news {
@@ -440,7 +442,7 @@ pub struct Memo {
     /// Policy identities, by the index their decisions are stored under.
     policies: Vec<String>,
     /// The policies' names, in the same order.
-    names: Vec<String>,
+    names: Vec<Arc<str>>,
     /// By key id, sorted (as the store's keys are).
     keys: Vec<(String, Memoized)>,
     /// (key, policy) evaluations run and reused by the last plan, for tests.
@@ -512,7 +514,7 @@ pub fn actions_memo(
             m,
             Memo {
                 now: Some(now),
-                names: planner.names.iter().map(|n| n.to_string()).collect(),
+                names: planner.names.clone(),
                 policies: planner.identities,
                 keys,
                 last_counts: tally,
@@ -683,8 +685,8 @@ fn splice_keys<K: AsRef<str>>(plan: &mut Plan, fresh: Vec<(K, Vec<Action>)>) -> 
     if fresh.len() <= 64 {
         for (id, news) in fresh {
             let id = id.as_ref();
-            let start = actions.partition_point(|a| a.key.as_str() < id);
-            let end = start + actions[start..].iter().take_while(|a| a.key == id).count();
+            let start = actions.partition_point(|a| &*a.key < id);
+            let end = start + actions[start..].iter().take_while(|a| &*a.key == id).count();
             changed(&actions[start..end], &news, &mut plan.summary);
             actions.splice(start..end, news);
         }
@@ -695,11 +697,11 @@ fn splice_keys<K: AsRef<str>>(plan: &mut Plan, fresh: Vec<(K, Vec<Action>)>) -> 
     let mut old = old.into_iter().peekable();
     for (id, news) in fresh {
         let id = id.as_ref();
-        while old.peek().is_some_and(|a| a.key.as_str() < id) {
+        while old.peek().is_some_and(|a| &*a.key < id) {
             actions.extend(old.next());
         }
         let mut olds = Vec::new();
-        while old.peek().is_some_and(|a| a.key == id) {
+        while old.peek().is_some_and(|a| &*a.key == id) {
             olds.extend(old.next());
         }
         changed(&olds, &news, &mut plan.summary);
@@ -712,7 +714,8 @@ fn splice_keys<K: AsRef<str>>(plan: &mut Plan, fresh: Vec<(K, Vec<Action>)>) -> 
 /// What planning one key needs besides the key, made once per plan.
 struct KeyPlanner<'a> {
     store: &'a Store,
-    names: Vec<&'a str>,
+    /// Shared by every action of a policy.
+    names: Vec<Arc<str>>,
     identities: Vec<String>,
     rules: Rules<'a>,
     now: Time,
@@ -722,7 +725,7 @@ impl<'a> KeyPlanner<'a> {
     fn new(store: &'a Store, policies: &'a PolicySet, now: Time) -> KeyPlanner<'a> {
         KeyPlanner {
             store,
-            names: policies.policies().iter().map(|p| p.name.as_str()).collect(),
+            names: policies.policies().iter().map(|p| Arc::from(p.name.as_str())).collect(),
             identities: policies.policies().iter().map(|p| p.identity.clone()).collect(),
             rules: Rules::new(store, now),
             now,
@@ -772,7 +775,7 @@ impl<'a> KeyPlanner<'a> {
             decisions
                 .iter()
                 .enumerate()
-                .flat_map(|(idx, ds)| ds.iter().map(move |d| (names[idx], d))),
+                .flat_map(|(idx, ds)| ds.iter().map(move |d| (&names[idx], d))),
         )
     }
 }
@@ -832,14 +835,15 @@ impl<'a> Rules<'a> {
     pub fn resolve<'d>(
         &self,
         view: &KeyView,
-        decisions: impl Iterator<Item = (&'d str, &'d Decision)>,
+        decisions: impl Iterator<Item = (&'d Arc<str>, &'d Decision)>,
     ) -> Vec<Action> {
         let now = self.now;
         let key = &view.facts().key;
         let exceptions = self.exceptions_for(&key.id);
         let mut actions = Vec::new();
+        let id: Arc<str> = Arc::from(key.id.as_str());
         for (policy, d) in decisions {
-            let mut a = Action::new(&key.id, ActionKind::Warn, policy, d.reason.clone());
+            let mut a = Action::new(&id, ActionKind::Warn, policy, d.reason.clone());
             match &d.verdict {
                 Verdict::Warn => {}
                 Verdict::Revoke => a.action = ActionKind::Revoke,
@@ -860,7 +864,7 @@ impl<'a> Rules<'a> {
                     a.remove = Some(held);
                 }
             }
-            let exception = exceptions.iter().find(|e| e.policy == policy && e.is_active(now));
+            let exception = exceptions.iter().find(|e| *e.policy == **policy && e.is_active(now));
             // A compromised key's secret is in someone else's hands: no accepted risk
             // covers keeping it alive.
             if let Some(e) = exception.filter(|_| !(a.action == ActionKind::Revoke && key.compromised)) {
@@ -877,7 +881,7 @@ impl<'a> Rules<'a> {
             } else if key.compromised
                 && actions
                     .iter()
-                    .any(|a| a.policy == e.policy && a.action == ActionKind::Revoke)
+                    .any(|a| *a.policy == *e.policy && a.action == ActionKind::Revoke)
             {
                 format!(
                     "exception for policy {} ignored: the revoke of a compromised key cannot be excepted",
@@ -886,14 +890,14 @@ impl<'a> Rules<'a> {
             } else {
                 continue;
             };
-            actions.push(Action::new(&key.id, ActionKind::Warn, KEYROT_POLICY, note));
+            actions.push(Action::new(&id, ActionKind::Warn, &Arc::from(KEYROT_POLICY), note));
         }
         for prev in &key.previous {
             if prev.valid_until <= now {
                 let mut a = Action::new(
-                    &key.id,
+                    &id,
                     ActionKind::Expire,
-                    KEYROT_POLICY,
+                    &Arc::from(KEYROT_POLICY),
                     "grace period ended".into(),
                 );
                 a.fingerprint = Some(prev.fingerprint.clone());
@@ -984,9 +988,9 @@ mod tests {
             let actions: Vec<Action> = (0..n)
                 .map(|i| {
                     let mut a = Action::new(
-                        &format!("k{i:05}"),
+                        &format!("k{i:05}").into(),
                         ActionKind::Rotate,
-                        "max-age",
+                        &"max-age".into(),
                         format!("r \"{i}\""),
                     );
                     a.grace_period = (i % 2 == 0).then(|| "1d".into());
@@ -1031,7 +1035,8 @@ mod tests {
             now,
             exceptions: HashMap::from([("k", exceptions.iter().collect())]),
         };
-        rules.resolve(&view, decisions.iter().map(|(p, d)| (*p, d)))
+        let named: Vec<(Arc<str>, &Decision)> = decisions.iter().map(|(p, d)| (Arc::from(*p), d)).collect();
+        rules.resolve(&view, named.iter().map(|(p, d)| (p, *d)))
     }
 
     fn exception(policy: &str, expires: &str) -> Exception {
@@ -1128,7 +1133,7 @@ mod tests {
             "2026-06-01T00:00:00Z",
         );
         assert!(actions[0].is_applied());
-        assert_eq!(actions[1].policy, KEYROT_POLICY);
+        assert_eq!(&*actions[1].policy, KEYROT_POLICY);
         assert!(
             actions[1].reason.contains("cannot be excepted"),
             "{}",
@@ -1139,7 +1144,7 @@ mod tests {
     fn kinds(actions: &[Action]) -> Vec<(ActionKind, &str, Option<ActionKind>)> {
         actions
             .iter()
-            .map(|a| (a.action, a.policy.as_str(), a.superseded_by))
+            .map(|a| (a.action, &*a.policy, a.superseded_by))
             .collect()
     }
 
@@ -1276,7 +1281,7 @@ mod tests {
 
     #[test]
     fn diff_reports_added_and_removed_actions() {
-        let mk = |key: &str, kind, reason: &str| Action::new(key, kind, "p", reason.into());
+        let mk = |key: &str, kind, reason: &str| Action::new(&key.into(), kind, &"p".into(), reason.into());
         let old = vec![
             mk("a", ActionKind::Rotate, "old"),
             mk("b", ActionKind::Warn, "w"),
@@ -1323,7 +1328,7 @@ mod tests {
                 .into_iter()
                 .map(|(k, kind, r)| {
                     let kind = [ActionKind::Rotate, ActionKind::Warn, ActionKind::Revoke][kind as usize];
-                    Action::new(&format!("k{k}"), kind, "p", format!("r{r}"))
+                    Action::new(&format!("k{k}").into(), kind, &"p".into(), format!("r{r}"))
                 })
                 .collect();
             actions.sort_by(|a, b| a.key.cmp(&b.key));

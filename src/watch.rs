@@ -548,7 +548,7 @@ mod tests {
         assert_eq!(p.asts().compiles(), compiles, "no policy recompiled");
         let diff = diff.unwrap();
         assert_eq!(diff.added.len(), 1);
-        assert_eq!(diff.added[0].key, "k07");
+        assert_eq!(&*diff.added[0].key, "k07");
         // Its owner's key count is unchanged: no other key is even looked at.
         assert_eq!(p.evaluations(), (6, 0), "only the edited key re-evaluated");
 

@@ -269,7 +269,7 @@ pub fn execute(
     }
     let mut by_key: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
     for a in plan.actions.iter().filter(|a| a.is_applied()) {
-        by_key.entry(a.key.as_str()).or_default().push(a);
+        by_key.entry(&*a.key).or_default().push(a);
     }
     if by_key.is_empty() {
         return Ok(Applied::no_commit(branch, notes, Vec::new()));
@@ -338,7 +338,7 @@ pub fn execute(
                         failed.push(Failure {
                             key: id.to_string(),
                             actions: actions.iter().map(|a| a.action.to_string()).collect(),
-                            policies: actions.iter().map(|a| a.policy.clone()).collect(),
+                            policies: actions.iter().map(|a| a.policy.to_string()).collect(),
                             error: e.0,
                             after_commit: false,
                         });

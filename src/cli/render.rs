@@ -72,7 +72,7 @@ pub fn plan(plan: &Plan) -> String {
         let rows = plan
             .actions
             .iter()
-            .map(|a| vec![a.key.clone(), action_label(a), a.policy.clone(), detail(a)])
+            .map(|a| vec![a.key.to_string(), action_label(a), a.policy.to_string(), detail(a)])
             .collect();
         out.push_str(&table(&["KEY", "ACTION", "POLICY", "REASON"], rows));
     }
@@ -101,7 +101,7 @@ pub fn plan_change(plan: &Plan, diff: &PlanDiff, changed: &[String]) -> String {
     let mut by_key: BTreeMap<&str, Vec<(&str, &Action)>> = BTreeMap::new();
     for (sign, actions) in [("-", &diff.removed), ("+", &diff.added)] {
         for a in actions {
-            by_key.entry(a.key.as_str()).or_default().push((sign, a));
+            by_key.entry(&*a.key).or_default().push((sign, a));
         }
     }
     for (key, lines) in by_key {
