@@ -725,7 +725,11 @@ impl<'a> KeyPlanner<'a> {
     fn new(store: &'a Store, policies: &'a PolicySet, now: Time) -> KeyPlanner<'a> {
         KeyPlanner {
             store,
-            names: policies.policies().iter().map(|p| Arc::from(p.name.as_str())).collect(),
+            names: policies
+                .policies()
+                .iter()
+                .map(|p| Arc::from(p.name.as_str()))
+                .collect(),
             identities: policies.policies().iter().map(|p| p.identity.clone()).collect(),
             rules: Rules::new(store, now),
             now,
@@ -864,7 +868,9 @@ impl<'a> Rules<'a> {
                     a.remove = Some(held);
                 }
             }
-            let exception = exceptions.iter().find(|e| *e.policy == **policy && e.is_active(now));
+            let exception = exceptions
+                .iter()
+                .find(|e| *e.policy == **policy && e.is_active(now));
             // A compromised key's secret is in someone else's hands: no accepted risk
             // covers keeping it alive.
             if let Some(e) = exception.filter(|_| !(a.action == ActionKind::Revoke && key.compromised)) {
@@ -890,7 +896,12 @@ impl<'a> Rules<'a> {
             } else {
                 continue;
             };
-            actions.push(Action::new(&id, ActionKind::Warn, &Arc::from(KEYROT_POLICY), note));
+            actions.push(Action::new(
+                &id,
+                ActionKind::Warn,
+                &Arc::from(KEYROT_POLICY),
+                note,
+            ));
         }
         for prev in &key.previous {
             if prev.valid_until <= now {

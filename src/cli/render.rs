@@ -72,7 +72,14 @@ pub fn plan(plan: &Plan) -> String {
         let rows = plan
             .actions
             .iter()
-            .map(|a| vec![a.key.to_string(), action_label(a), a.policy.to_string(), detail(a)])
+            .map(|a| {
+                vec![
+                    a.key.to_string(),
+                    action_label(a),
+                    a.policy.to_string(),
+                    detail(a),
+                ]
+            })
             .collect();
         out.push_str(&table(&["KEY", "ACTION", "POLICY", "REASON"], rows));
     }
