@@ -17,6 +17,7 @@ pub mod init;
 pub mod lint;
 pub mod parallel;
 pub mod plan;
+pub mod plan_line;
 pub mod policy;
 pub mod progress;
 pub mod provider;

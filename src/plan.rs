@@ -117,7 +117,7 @@ impl From<&Exception> for Excepted {
 }
 
 impl Action {
-    fn new(key: &Arc<str>, action: ActionKind, policy: &Arc<str>, reason: String) -> Action {
+    pub(crate) fn new(key: &Arc<str>, action: ActionKind, policy: &Arc<str>, reason: String) -> Action {
         Action {
             key: key.clone(),
             action,
@@ -294,49 +294,6 @@ impl Plan {
         out.flush()
     }
 
-    /// The plan as compact JSON, byte for byte what `serde_json::to_writer` writes,
-    /// with the actions serialized on every core: at 100k keys they are 20 MB, and
-    /// `watch --json` prints them at every save.
-    pub fn write_json_compact(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        let shell = Plan {
-            actions: Vec::new(),
-            summary: self.summary.clone(),
-            store_commit: self.store_commit.clone(),
-            policies_digest: self.policies_digest.clone(),
-            keys_digest: self.keys_digest.clone(),
-            now: self.now.clone(),
-            ..*self
-        };
-        let shell = serde_json::to_vec(&shell)?;
-        // No field before `actions` can hold this text: they are numbers, hex
-        // digests, an RFC 3339 instant and a boolean.
-        const EMPTY: &[u8] = b"\"actions\":[]";
-        let at = shell
-            .windows(EMPTY.len())
-            .position(|w| w == EMPTY)
-            .map(|i| i + EMPTY.len() - 1)
-            .ok_or_else(|| std::io::Error::other("plan JSON without actions"))?;
-        let chunks = crate::parallel::map_chunks(&self.actions, |chunk| {
-            let mut buf = Vec::with_capacity(chunk.len() * 128);
-            for (i, a) in chunk.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                serde_json::to_writer(&mut buf, a)?;
-            }
-            Ok::<_, serde_json::Error>(buf)
-        });
-        out.write_all(&shell[..at])?;
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let chunk = chunk?;
-            if i > 0 && !chunk.is_empty() {
-                out.write_all(b",")?;
-            }
-            out.write_all(&chunk)?;
-        }
-        out.write_all(&shell[at..])
-    }
-
     /// Reads a saved plan file, refusing anything that is not exactly a keyrot plan.
     pub fn from_json(path: &str, bytes: &[u8]) -> Result<Plan> {
         let plan: Plan = serde_json::from_slice(bytes)
@@ -367,6 +324,10 @@ pub struct PlanDiff {
     pub added: Vec<Action>,
     /// In the older plan only.
     pub removed: Vec<Action>,
+    /// Keys whose list of actions differs in any way, order included (the same
+    /// actions in another order are neither added nor removed), in plan order.
+    #[serde(skip)]
+    pub keys: Vec<Arc<str>>,
 }
 
 impl PlanDiff {
@@ -393,6 +354,12 @@ impl PlanDiff {
             if olds != news {
                 diff.added.extend(multiset_minus(news, olds));
                 diff.removed.extend(multiset_minus(olds, news));
+                diff.keys.push(
+                    olds.first()
+                        .or(news.first())
+                        .map(|a| a.key.clone())
+                        .unwrap_or_default(),
+                );
             }
             (i, j) = (i2, j2);
         }
@@ -677,6 +644,12 @@ fn splice_keys<K: AsRef<str>>(plan: &mut Plan, fresh: Vec<(K, Vec<Action>)>) -> 
         if olds != news {
             diff.added.extend(multiset_minus(news, olds));
             diff.removed.extend(multiset_minus(olds, news));
+            diff.keys.push(
+                olds.first()
+                    .or(news.first())
+                    .map(|a| a.key.clone())
+                    .unwrap_or_default(),
+            );
             summary.count_key(olds, false);
             summary.count_key(news, true);
         }
@@ -988,43 +961,6 @@ mod tests {
         Decision {
             verdict,
             reason: "r".into(),
-        }
-    }
-
-    /// `watch --json`'s parallel writer prints exactly what serde prints, for plans
-    /// small (one thread) and large (split between threads), empty and not.
-    #[test]
-    fn compact_json_is_serdes_byte_for_byte() {
-        for n in [0, 1, 3, 5000] {
-            let actions: Vec<Action> = (0..n)
-                .map(|i| {
-                    let mut a = Action::new(
-                        &format!("k{i:05}").into(),
-                        ActionKind::Rotate,
-                        &"max-age".into(),
-                        format!("r \"{i}\""),
-                    );
-                    a.grace_period = (i % 2 == 0).then(|| "1d".into());
-                    a
-                })
-                .collect();
-            let plan = Plan {
-                format: FORMAT,
-                store_commit: (n > 1).then(|| "ab".repeat(20)),
-                policies_digest: "sha256:00".into(),
-                keys_digest: "sha256:11".into(),
-                now: "2026-11-22T20:00:00Z".into(),
-                dirty: n == 3,
-                summary: Summary::of(&actions),
-                actions,
-            };
-            let mut ours = Vec::new();
-            plan.write_json_compact(&mut ours).unwrap();
-            assert_eq!(
-                String::from_utf8(ours).unwrap(),
-                serde_json::to_string(&plan).unwrap(),
-                "{n} actions"
-            );
         }
     }
 

@@ -778,8 +778,9 @@ mod tests {
     }
 
     /// Plans patched in place, edit after edit, are the plans `keyrot plan` makes of
-    /// the same files: actions, summary, digests, dirty flag; and each diff is the
-    /// difference between the two full plans.
+    /// the same files: actions, summary, digests, dirty flag; each diff is the
+    /// difference between the two full plans; and the JSON line patched with each diff
+    /// is the full plan's JSON.
     #[test]
     fn live_replans_equal_full_plans_edit_after_edit() {
         for seed in 1..5u64 {
@@ -792,6 +793,14 @@ mod tests {
                 panic!("first plan failed")
             };
             let mut last_good = (*plan).clone();
+            // What `watch --json` prints, patched key by key.
+            let mut line = crate::plan_line::PlanLine::default();
+            let print = |line: &mut crate::plan_line::PlanLine, plan: &Plan, diff: Option<&PlanDiff>| {
+                let mut out = Vec::new();
+                line.write(plan, diff, &mut out).unwrap();
+                String::from_utf8(out).unwrap()
+            };
+            print(&mut line, &plan, None);
             let (mut plans, mut failures) = (0, 0);
             for step in 0..60 {
                 let changed = random_edit(&mut rng, p.root());
@@ -802,6 +811,12 @@ mod tests {
                     (Outcome::Plan { plan, diff, .. }, Ok((want, _))) => {
                         assert_eq!(*plan, want, "seed {seed}, step {step}: after {changed:?}");
                         let diff = diff.unwrap();
+                        let json = print(&mut line, &plan, Some(&diff));
+                        assert_eq!(
+                            json,
+                            serde_json::to_string(&want).unwrap(),
+                            "seed {seed}, step {step}"
+                        );
                         let want_diff = PlanDiff::between(&last_good, &want);
                         let sorted = |mut v: Vec<crate::plan::Action>| {
                             v.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use crate::error::Error;
+use crate::plan_line::PlanLine;
 use crate::time::Time;
 use crate::watch::{self, Outcome, Planner};
 use crate::workspace::Workspace;
@@ -31,17 +32,19 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
             root.display()
         ));
     }
+    let mut line = PlanLine::default();
     watch::run(Planner::new(ws, args.now), tx, rx, |outcome| {
         if json {
             match outcome {
-                // Streamed: a 100k-key plan is megabytes, not worth a JSON tree first.
-                Outcome::Plan { plan, .. } => {
+                // Streamed: a 100k-key plan is megabytes, not worth a JSON tree first;
+                // and only the keys that changed are serialized again.
+                Outcome::Plan { plan, diff, .. } => {
                     use std::io::Write;
                     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
                     // A closed pipe ends the output, not the watcher.
                     let _ = out
                         .write_all(b"{\"event\":\"plan\",\"plan\":")
-                        .and_then(|()| plan.write_json_compact(&mut out))
+                        .and_then(|()| line.write(plan, diff.as_ref(), &mut out))
                         .and_then(|()| out.write_all(b"}\n"))
                         .and_then(|()| out.flush());
                 }
