@@ -3,7 +3,8 @@
 //!     cargo run --release --example watch_latency -- DIR [RUNS]
 //!
 //! Starts `keyrot watch` on DIR (a store from gen_store), then RUNS times edits one key
-//! file and one policy file, timing each save until the updated plan is printed: with
+//! file, one policy file (a comment), and the same policy so that every one of its
+//! findings changes, timing each save until the updated plan is printed: with
 //! `--json`, the whole plan as one line (tens of megabytes at 100k keys), and in text,
 //! the changes and the summary line. Prints the medians in milliseconds. The files are
 //! restored afterwards.
@@ -133,12 +134,25 @@ fn measure(
     let first = start.elapsed().as_secs_f64() * 1000.0;
 
     let mut results = Vec::new();
-    for (what, path) in [("key edit", key), ("policy edit", policy)] {
+    let edits = [
+        ("key edit", key),
+        ("policy edit", policy),
+        ("policy edit rewording every max-age finding", policy),
+    ];
+    for (what, path) in edits {
         let mut times = Vec::new();
         for i in 0..runs {
             let mut body = std::fs::read(path).unwrap();
-            let comment = if what == "key edit" { "#" } else { "//" };
-            body.extend_from_slice(format!("\n{comment} {i}\n").as_bytes());
+            match what {
+                "key edit" => body.extend_from_slice(format!("\n# {i}\n").as_bytes()),
+                "policy edit" => body.extend_from_slice(format!("\n// {i}\n").as_bytes()),
+                // Every rotate by max-age (about half the keys) gets a new reason.
+                _ => {
+                    let text = String::from_utf8(body).unwrap();
+                    assert!(text.contains("days old"), "max-age.rhai says `days old`");
+                    body = text.replace("days old", &format!("days old ({i})")).into_bytes();
+                }
+            }
             let t = Instant::now();
             save(path, &body);
             wait();

@@ -371,7 +371,31 @@ impl PlanDiff {
     }
 }
 
+/// The actions of `from` not matched one for one in `minus`. One key has a handful of
+/// actions: pair them by scanning (hashing every action was an eighth of the time of a
+/// policy edit that changed 50,000 keys' findings).
 fn multiset_minus(from: &[Action], minus: &[Action]) -> Vec<Action> {
+    match minus.len() <= MAX_SCANNED {
+        true => minus_by_scan(from, minus),
+        false => minus_by_hash(from, minus),
+    }
+}
+
+const MAX_SCANNED: usize = 64;
+
+fn minus_by_scan(from: &[Action], minus: &[Action]) -> Vec<Action> {
+    let mut used = [false; MAX_SCANNED];
+    let mut out = Vec::new();
+    for a in from {
+        match (0..minus.len()).find(|&i| !used[i] && minus[i] == *a) {
+            Some(i) => used[i] = true,
+            None => out.push(a.clone()),
+        }
+    }
+    out
+}
+
+fn minus_by_hash(from: &[Action], minus: &[Action]) -> Vec<Action> {
     let mut left: HashMap<&Action, usize> = HashMap::new();
     for a in minus {
         *left.entry(a).or_default() += 1;
@@ -1309,6 +1333,9 @@ mod tests {
             let d = PlanDiff::between(&plan(old.clone()), &plan(new.clone()));
             proptest::prop_assert_eq!(d.added, multiset_minus(&new, &old));
             proptest::prop_assert_eq!(d.removed, multiset_minus(&old, &new));
+            // The two ways of pairing actions agree.
+            proptest::prop_assert_eq!(minus_by_scan(&new, &old), minus_by_hash(&new, &old));
+            proptest::prop_assert_eq!(minus_by_scan(&old, &new), minus_by_hash(&old, &new));
         }
 
         /// The plan-file reader refuses garbage with an error, never a panic.
