@@ -351,16 +351,7 @@ impl PlanDiff {
                 |v: &[Action], from: usize| from + v[from..].iter().take_while(|x| &*x.key == key).count();
             let (i2, j2) = (run(a, i), run(b, j));
             let (olds, news) = (&a[i..i2], &b[j..j2]);
-            if olds != news {
-                diff.added.extend(multiset_minus(news, olds));
-                diff.removed.extend(multiset_minus(olds, news));
-                diff.keys.push(
-                    olds.first()
-                        .or(news.first())
-                        .map(|a| a.key.clone())
-                        .unwrap_or_default(),
-                );
-            }
+            diff.add_key(olds, news);
             (i, j) = (i2, j2);
         }
         diff
@@ -368,6 +359,20 @@ impl PlanDiff {
 
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty()
+    }
+
+    /// Adds one key's change from `olds` to `news` (its actions in two plans); returns
+    /// whether they differ.
+    fn add_key(&mut self, olds: &[Action], news: &[Action]) -> bool {
+        if olds == news {
+            return false;
+        }
+        self.added.extend(multiset_minus(news, olds));
+        self.removed.extend(multiset_minus(olds, news));
+        if let Some(a) = olds.first().or(news.first()) {
+            self.keys.push(a.key.clone());
+        }
+        true
     }
 }
 
@@ -665,15 +670,7 @@ impl Memo {
 fn splice_keys<K: AsRef<str>>(plan: &mut Plan, fresh: Vec<(K, Vec<Action>)>) -> PlanDiff {
     let mut diff = PlanDiff::default();
     let mut changed = |olds: &[Action], news: &[Action], summary: &mut Summary| {
-        if olds != news {
-            diff.added.extend(multiset_minus(news, olds));
-            diff.removed.extend(multiset_minus(olds, news));
-            diff.keys.push(
-                olds.first()
-                    .or(news.first())
-                    .map(|a| a.key.clone())
-                    .unwrap_or_default(),
-            );
+        if diff.add_key(olds, news) {
             summary.count_key(olds, false);
             summary.count_key(news, true);
         }
