@@ -64,7 +64,7 @@ impl LiveStore {
         self.by_owner.get(owner).into_iter().flatten()
     }
 
-    /// The owner's active keys, as [`Store::active_keys_of`] counts them.
+    /// The owner's active keys, as [`Store::active_keys_per_owner`] counts them.
     pub fn active_keys_of(&self, owner: &str) -> i64 {
         let active = self.keys_of(owner).filter_map(|id| self.store.key(id));
         active.filter(|k| k.status == KeyStatus::Active).count() as i64

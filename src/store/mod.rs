@@ -99,15 +99,6 @@ impl Store {
         counts
     }
 
-    /// Active keys of one owner, as stored.
-    pub fn active_keys_of(&self, owner: &str) -> i64 {
-        let active = self
-            .keys
-            .iter()
-            .filter(|k| k.status == KeyStatus::Active && k.owner == owner);
-        active.count() as i64
-    }
-
     pub fn key(&self, id: &str) -> Option<&Arc<Key>> {
         self.keys
             .binary_search_by(|k| k.id.as_str().cmp(id))
