@@ -182,3 +182,42 @@ fn watch_follows_exceptions() {
     live.signal("INT");
     assert_eq!(live.finish(), 0);
 }
+
+/// Each plan `watch --json --now` prints after a save (patched in place, its JSON
+/// patched key by key) is the plan `keyrot plan --json` makes of the same files.
+#[test]
+fn each_printed_plan_is_the_plan_of_the_files_as_saved() {
+    let s = store();
+    for i in 0..6 {
+        s.write(
+            &format!("keys/k{i}.toml"),
+            &key("[\"read\", \"withdraw\"]", "2026-11-01T00:00:00Z", ""),
+        );
+    }
+    let mut live = s.spawn(&["watch", "--json", "--now", NOW], &[]);
+    let first = live.next_event("plan");
+    assert_eq!(first["plan"], s.plan());
+    let edits: [(&str, &str); 5] = [
+        ("keys/k2.toml", "2026-01-01T00:00:00Z"),
+        ("keys/k9.toml", "2026-01-01T00:00:00Z"),
+        ("keys/k2.toml", "2026-11-20T00:00:00Z"),
+        ("keys/k0.toml", "2025-06-01T00:00:00Z"),
+        ("keys/k9.toml", "2026-11-01T00:00:00Z"),
+    ];
+    for (path, rotated) in edits {
+        s.write(path, &key("[\"read\"]", rotated, ""));
+        let want = s.plan();
+        live.plan_where(&format!("the plan after saving {path}"), |p| *p == want);
+    }
+    s.write(
+        "policies/max-age.rhai",
+        "fn evaluate(key) { if key.age > days(30) { rotate(\"old\") } }\n",
+    );
+    let want = s.plan();
+    live.plan_where("the plan after editing a policy", |p| *p == want);
+    s.remove("keys/k0.toml");
+    let want = s.plan();
+    live.plan_where("the plan after deleting a key", |p| *p == want);
+    live.signal("TERM");
+    assert_eq!(live.wait_exit(), 0);
+}
