@@ -50,18 +50,44 @@ fn bao_binary() -> Option<PathBuf> {
     find("bao", &[])
 }
 
-/// One HTTP/1.0 exchange with a loopback server: (status, body).
+/// One HTTP/1.0 exchange with a loopback server: (status, body). The response ends at
+/// its `Content-Length`, not only when the server closes the connection; a server that
+/// does not answer fails the test saying which request and what arrived.
 pub fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    let started = Instant::now();
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
         "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nX-Vault-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(&out);
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            });
+            if length.is_some_and(|n| rest.len() >= n) {
+                break;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "{method} {path} on 127.0.0.1:{port}: no complete answer after {:?} ({e}); received: {:?}",
+                started.elapsed(),
+                String::from_utf8_lossy(&out)
+            ),
+        }
+    }
+    let out = String::from_utf8_lossy(&out).into_owned();
     let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = out
         .split_once("\r\n\r\n")
