@@ -221,6 +221,9 @@ fn update_worktree(ws: &Workspace, j: &Journal, written: &[(String, String)]) ->
         written.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
     let mut index = repo.index().map_err(|e| Error::git("reading the index", e))?;
     let mut conflicts = Vec::new();
+    // Files already at the new version, and new versions written beside their files.
+    let mut in_place: Vec<&String> = Vec::new();
+    let mut staged: Vec<(&String, PathBuf, PathBuf, Option<Vec<u8>>)> = Vec::new();
     for rel in &j.edited {
         let new = match written.get(rel.as_str()) {
             Some(text) => text.as_bytes().to_vec(),
@@ -231,20 +234,42 @@ fn update_worktree(ws: &Workspace, j: &Journal, written: &[(String, String)]) ->
         };
         let path = ws.root.join(rel);
         let current = fs::read(&path).ok();
-        if current.as_deref() != Some(&new[..]) {
-            if current.is_some() && current != blob(&base_ids, rel) {
-                conflicts.push(rel.clone());
-                continue;
-            }
-            let tmp = path.with_extension("toml.keyrot-tmp");
-            File::create(&tmp)
-                .and_then(|mut f| f.write_all(&new))
-                .and_then(|()| fs::rename(&tmp, &path))
-                .map_err(|e| Error::io(&path, e))?;
+        if current.as_deref() == Some(&new[..]) {
+            in_place.push(rel);
+            continue;
         }
+        if current.is_some() && current != blob(&base_ids, rel) {
+            conflicts.push(rel.clone());
+            continue;
+        }
+        let tmp = path.with_extension("toml.keyrot-tmp");
+        File::create(&tmp)
+            .and_then(|mut f| f.write_all(&new))
+            .map_err(|e| Error::io(&tmp, e))?;
+        staged.push((rel, path, tmp, current));
+    }
+    // All their bytes on disk at once, then the renames: renaming a file just written
+    // over another makes ext4 write it out first, one file at a time (2.3 s of a
+    // 10,000-key apply, `perf`: `rename` and the disk).
+    if !staged.is_empty() {
+        crate::durable::sync_filesystem(&ws.root)?;
+    }
+    failpoint::pause("apply-worktree-staged");
+    for (rel, path, tmp, seen) in staged {
+        // Someone saved the file since it was read above: their edit stays.
+        if fs::read(&path).ok() != seen {
+            let _ = fs::remove_file(&tmp);
+            conflicts.push(rel.clone());
+            continue;
+        }
+        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        in_place.push(rel);
+    }
+    for rel in in_place {
         // The index entry is built from the file's metadata and the blob id already
         // known from the commit: `add_path` would re-read, re-hash and look up
         // attributes for every file, dozens of system calls each.
+        let path = ws.root.join(rel);
         let meta = fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
         index
             .add(&index_entry(rel, &meta, new_ids[rel.as_str()]))

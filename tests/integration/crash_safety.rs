@@ -11,12 +11,13 @@ use crate::plan::every_action_store;
 
 /// Every step of an apply a test can stop it at, in order. The first three come
 /// before the branch moves, the rest after.
-const POINTS: [&str; 6] = [
+const POINTS: [&str; 7] = [
     "apply-after-secrets",
     "apply-after-objects",
     "apply-before-commit",
     "apply-after-commit",
     "apply-after-promote",
+    "apply-worktree-staged",
     "apply-after-worktree",
 ];
 
@@ -257,4 +258,51 @@ fn a_failed_commit_or_branch_move_applies_nothing_and_leaves_no_secret() {
         s.apply().ok();
         assert_applied_once(&s, &base);
     }
+}
+
+/// The new key files are written beside the old ones, then renamed over them: a file
+/// someone saves in between keeps their edit, and the apply says so.
+#[test]
+fn a_key_file_saved_while_apply_updates_the_work_tree_keeps_the_edit() {
+    let s = every_action_store();
+    let base = s.head();
+    let secrets = s.secrets.to_str().unwrap().to_string();
+    let mut live = s.spawn(
+        &["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets],
+        &[("KEYROT_TEST_PAUSE", "apply-worktree-staged:3000")],
+    );
+    live.wait_for(true, "the pause before the renames", |l| {
+        l.starts_with("failpoint apply-worktree-staged")
+    });
+    let mine = s.read("keys/old.toml").replace("owner =", "# my edit\nowner =");
+    s.write("keys/old.toml", &mine);
+    assert_eq!(live.finish(), 1);
+    assert!(
+        live.seen
+            .iter()
+            .any(|(e, l)| *e && l.contains("keys/old.toml changed since the apply began")),
+        "{:?}",
+        live.seen
+    );
+    assert_eq!(s.read("keys/old.toml"), mine, "the edit is kept");
+    assert_ne!(s.head(), base, "the commit landed");
+    let leftovers: Vec<_> = fs::read_dir(s.path("keys"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".keyrot-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Every other key file is the committed version; this one's index entry waits,
+    // with the journal, for the apply to be finished once the edit is dealt with.
+    let status = s.git(&["status", "--porcelain"]);
+    assert_eq!(status.trim(), "MM keys/old.toml", "{status}");
+    assert!(s.root.join(".git/keyrot/journal").exists());
+    s.git(&["checkout", "--", "keys/old.toml"]);
+    let next = s.apply().ok();
+    assert!(
+        next.stderr.contains("finished an interrupted apply"),
+        "{}",
+        next.stderr
+    );
+    assert_applied_once(&s, &base);
 }
