@@ -11,70 +11,56 @@ pub fn threads() -> usize {
 
 /// `items.iter().map(f).collect()`, on one thread per core for large inputs.
 pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = threads();
-    if threads < 2 || items.len() < MIN_PARALLEL {
-        return items.iter().map(f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|s| {
-        let workers: Vec<_> = items
-            .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        workers
+    match chunk_len(items.len()) {
+        None => items.iter().map(f).collect(),
+        Some(n) => on_threads(items.chunks(n), |c| c.iter().map(&f).collect::<Vec<R>>())
             .into_iter()
-            .flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
-    })
+            .flatten()
+            .collect(),
+    }
 }
 
 /// [`map`] over chunks: `f` gets a contiguous slice and returns its results.
 pub fn map_chunks<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
-    let threads = threads();
-    if threads < 2 || items.len() < MIN_PARALLEL {
-        return vec![f(items)];
+    match chunk_len(items.len()) {
+        None => vec![f(items)],
+        Some(n) => on_threads(items.chunks(n), f),
     }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|s| {
-        let workers: Vec<_> = items.chunks(chunk).map(|c| s.spawn(move || f(c))).collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
-    })
 }
 
-/// `out[i] = f(&items[i])` for every `i`, on one thread per core for large inputs.
-/// The caller allocates `out`: threads allocate nothing (memory a worker thread frees
-/// goes back to its own allocator arena, which a later phase may never reuse).
+/// `out[i] = f(&items[i])` for every `i`, on one thread per core for large inputs,
+/// into memory the caller allocated.
 pub fn fill<T: Sync, R: Send>(out: &mut [R], items: &[T], f: impl Fn(&T) -> R + Sync) {
     assert_eq!(out.len(), items.len());
-    let threads = threads();
-    if threads < 2 || items.len() < MIN_PARALLEL {
-        out.iter_mut().zip(items).for_each(|(o, i)| *o = f(i));
-        return;
-    }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|s| {
-        for (o, i) in out.chunks_mut(chunk).zip(items.chunks(chunk)) {
-            s.spawn(move || o.iter_mut().zip(i).for_each(|(o, i)| *o = f(i)));
+    match chunk_len(items.len()) {
+        None => out.iter_mut().zip(items).for_each(|(o, i)| *o = f(i)),
+        Some(n) => {
+            on_threads(out.chunks_mut(n).zip(items.chunks(n)), |(o, i)| {
+                o.iter_mut().zip(i).for_each(|(o, i)| *o = f(i))
+            });
         }
-    });
+    }
 }
 
 /// [`map_chunks`] over mutable chunks.
 pub fn map_chunks_mut<T: Send, R: Send>(items: &mut [T], f: impl Fn(&mut [T]) -> R + Sync) -> Vec<R> {
-    let threads = threads();
-    if threads < 2 || items.len() < MIN_PARALLEL {
-        return vec![f(items)];
+    match chunk_len(items.len()) {
+        None => vec![f(items)],
+        Some(n) => on_threads(items.chunks_mut(n), f),
     }
-    let chunk = items.len().div_ceil(threads);
+}
+
+/// The length of each thread's chunk of `len` items, or `None` to stay on this thread.
+fn chunk_len(len: usize) -> Option<usize> {
+    let threads = threads();
+    (threads >= 2 && len >= MIN_PARALLEL).then(|| len.div_ceil(threads))
+}
+
+/// `f` of each chunk, each on its own scoped thread, results in chunk order.
+fn on_threads<C: Send, R: Send>(chunks: impl Iterator<Item = C>, f: impl Fn(C) -> R + Sync) -> Vec<R> {
     let f = &f;
     std::thread::scope(|s| {
-        let workers: Vec<_> = items.chunks_mut(chunk).map(|c| s.spawn(move || f(c))).collect();
+        let workers: Vec<_> = chunks.map(|c| s.spawn(move || f(c))).collect();
         workers
             .into_iter()
             .map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
