@@ -415,18 +415,6 @@ fn minus_by_hash(from: &[Action], minus: &[Action]) -> Vec<Action> {
     out
 }
 
-/// Evaluates every active key against every policy and applies the precedence rules.
-/// Keys are split into contiguous chunks evaluated in parallel (one per core), and the
-/// chunks' actions joined in key order, so the result does not depend on scheduling.
-pub fn actions(
-    store: &Store,
-    policies: &PolicySet,
-    now: Time,
-    progress: crate::progress::Progress,
-) -> Result<Vec<Action>> {
-    actions_memo(store, policies, now, progress, None)
-}
-
 /// Each key's decisions from the last plan, kept by `watch`, so that a re-plan at the
 /// same instant re-evaluates only what can have changed: a key whose file or owner
 /// facts changed (against every policy), and a policy whose source or `config()`
@@ -452,8 +440,11 @@ struct Memoized {
     decisions: Vec<Vec<Decision>>,
 }
 
-/// [`actions`], reusing and refreshing `memo` when given.
-pub fn actions_memo(
+/// Evaluates every active key against every policy and applies the precedence rules,
+/// reusing and refreshing `memo` when given. Keys are split into contiguous chunks
+/// evaluated in parallel (one per core), and the chunks' actions joined in key order,
+/// so the result does not depend on scheduling.
+fn actions_memo(
     store: &Store,
     policies: &PolicySet,
     now: Time,

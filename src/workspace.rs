@@ -40,25 +40,6 @@ impl Loaded {
     ) -> Result<Plan> {
         Plan::make(&self.store, &self.policies, now, store_commit, dirty, progress)
     }
-
-    /// [`Loaded::plan`] through a memo of the last plan's decisions.
-    pub fn plan_memo(
-        &self,
-        now: Time,
-        store_commit: Option<String>,
-        dirty: bool,
-        memo: &mut crate::plan::Memo,
-    ) -> Result<Plan> {
-        Plan::make_memo(
-            &self.store,
-            &self.policies,
-            now,
-            store_commit,
-            dirty,
-            None,
-            Some(memo),
-        )
-    }
 }
 
 /// Compiles a loaded store's policies (reusing `asts`), after checking its exceptions'
