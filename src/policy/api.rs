@@ -250,8 +250,16 @@ fn register_key(engine: &mut Engine) {
         .register_get("owner", |k: &mut KeyView| {
             ImmutableString::from(k.0.key.owner.as_str())
         })
-        .register_get("owner_status", |k: &mut KeyView| {
-            ImmutableString::from(k.0.owner_status)
+        .register_get("owner_status", {
+            // Made once: a string made per call is an allocation per key and policy.
+            let names = ["active", "departed", "unknown"].map(ImmutableString::from);
+            move |k: &mut KeyView| {
+                names
+                    .iter()
+                    .find(|n| n.as_str() == k.0.owner_status)
+                    .cloned()
+                    .unwrap_or_else(|| ImmutableString::from(k.0.owner_status))
+            }
         })
         .register_get("owner_team", |k: &mut KeyView| opt_str(k.0.owner_team.as_deref()))
         .register_get("environment", |k: &mut KeyView| {
