@@ -9,7 +9,7 @@ use crate::error::{Error, Problem, Result};
 use crate::plan::Plan;
 use crate::policy::{AstCache, PolicySet};
 use crate::progress::Progress;
-use crate::store::{repo, Source, Store};
+use crate::store::{repo, status, Source, Store};
 use crate::time::Time;
 
 /// A store and its compiled policies, loaded without a single problem.
@@ -113,8 +113,19 @@ impl Workspace {
 
     /// The plan of the work tree: what `plan` and `watch` show.
     pub fn plan_worktree(&self, now: Time, progress: Progress) -> Result<(Plan, Vec<String>)> {
-        let loaded = self.load_worktree(now)?;
-        let dirty = self.dirty_paths(&loaded.store)?;
+        let (store, problems, seen) = Store::load_seen(&Source::WorkTree(self.root.clone()));
+        let policies = compile_policies(&store, problems, now, None)?;
+        let loaded = Loaded { store, policies };
+        // From what the load read when it can tell (measured: 0.4 s less at 100,000
+        // keys), else from `git status`.
+        let fast = match seen {
+            Some(seen) => status::uncommitted(&self.repo, &seen, &loaded.store.tracked_files())?,
+            None => None,
+        };
+        let dirty = match fast {
+            Some(dirty) => dirty,
+            None => self.dirty_paths(&loaded.store)?,
+        };
         let plan = loaded.plan(now, self.head_id()?, !dirty.is_empty(), progress)?;
         Ok((plan, dirty))
     }

@@ -41,8 +41,15 @@ impl LiveStore {
     /// Loads the whole store, with every problem found (as [`Store::load`]). Keep it
     /// only if there are none.
     pub fn load(source: &Source) -> (LiveStore, Vec<Problem>) {
-        let (store, problems, leaves) = Store::load_inner(source, true);
-        let leaves = leaves.into_iter().collect();
+        let read = Store::load_inner(
+            source,
+            super::Extras {
+                leaves: true,
+                seen: false,
+            },
+        );
+        let (store, problems) = (read.store, read.problems);
+        let leaves = read.leaves.into_iter().collect();
         let mut by_owner: HashMap<String, BTreeSet<String>> = HashMap::new();
         for k in &store.keys {
             by_owner.entry(k.owner.clone()).or_default().insert(k.id.clone());

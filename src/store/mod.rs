@@ -9,6 +9,7 @@ pub mod owners;
 mod parse;
 pub mod repo;
 pub mod settings;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,12 +45,28 @@ impl Store {
     /// Reads and parses a whole store. Returns every problem found, in file order,
     /// rather than stopping at the first.
     pub fn load(source: &Source) -> (Store, Vec<Problem>) {
-        let (store, problems, _) = Store::load_inner(source, false);
-        (store, problems)
+        let read = Store::load_inner(source, Extras::default());
+        (read.store, read.problems)
     }
 
-    /// [`Store::load`], keeping each key file's path and digest when `keep_leaves`.
-    fn load_inner(source: &Source, keep_leaves: bool) -> (Store, Vec<Problem>, Vec<(String, Leaf)>) {
+    /// [`Store::load`] of the work tree, with what it saw there: the git blob id of each
+    /// file read from the keys and policies folders, and what else those held, so that
+    /// [`status::uncommitted`] can tell uncommitted changes without `git status`.
+    /// (From another source there is nothing to see: `None`.)
+    pub fn load_seen(source: &Source) -> (Store, Vec<Problem>, Option<status::Seen>) {
+        let read = Store::load_inner(
+            source,
+            Extras {
+                leaves: false,
+                seen: true,
+            },
+        );
+        (read.store, read.problems, read.seen)
+    }
+
+    /// [`Store::load`], with the `extras` asked for.
+    fn load_inner(source: &Source, extras: Extras) -> StoreRead {
+        let keep_leaves = extras.leaves;
         let mut snap = Snapshot::read_root(source);
         let mut problems = std::mem::take(&mut snap.problems);
 
@@ -61,9 +78,15 @@ impl Store {
         problems.append(&mut snap.problems);
 
         let cache = source.cache();
-        let parsed = crate::parallel::map(&snap.keys, |f| parse_entry(cache, f));
+        let see = extras.seen && matches!(source, Source::WorkTree(_));
+        // Each key file's blob id is hashed while its bytes are at hand.
+        let parsed = crate::parallel::map(&snap.keys, |f| {
+            (parse_entry(cache, f), see.then(|| status::blob_id(&f.bytes)))
+        });
         let mut keys = Vec::with_capacity(parsed.len());
-        for p in parsed {
+        let mut key_blobs = Vec::with_capacity(if see { parsed.len() } else { 0 });
+        for (p, blob) in parsed {
+            key_blobs.extend(blob);
             match p {
                 Ok(k) => keys.push(k),
                 Err(p) => problems.extend(p),
@@ -75,6 +98,21 @@ impl Store {
         let policies_digest = snap.policies_digest();
         let (keys_digest, leaves) = snap.keys_digest(keep_leaves);
         let leaves = snap.keys.iter().map(|f| f.path.clone()).zip(leaves).collect();
+        let seen = see.then(|| {
+            // The key files' paths are moved, not copied, and their bytes freed.
+            let keys = std::mem::take(&mut snap.keys).into_iter().map(|f| f.path);
+            let policies = snap.policies.iter().chain(&snap.policy_tests);
+            let mut files: Vec<(String, git2::Oid)> = keys
+                .zip(key_blobs)
+                .chain(policies.map(|f| (f.path.clone(), status::blob_id(&f.bytes))))
+                .collect();
+            files.sort_by(|a, b| a.0.cmp(&b.0));
+            status::Seen {
+                files,
+                folders: std::mem::take(&mut snap.folders),
+                executable: std::mem::take(&mut snap.executable),
+            }
+        });
         let store = Store {
             settings,
             owners,
@@ -85,7 +123,12 @@ impl Store {
             policies_digest,
             keys_digest,
         };
-        (store, problems, leaves)
+        StoreRead {
+            store,
+            problems,
+            leaves,
+            seen,
+        }
     }
 
     /// Active keys per owner, as stored (before any plan's changes).
@@ -108,7 +151,15 @@ impl Store {
 
     /// The store-relative paths whose uncommitted changes matter to keyrot.
     pub fn tracked_paths(&self) -> Vec<String> {
-        // Exec providers too: apply runs them, so they must be what was committed.
+        [self.settings.keys_dir.clone(), self.settings.policies_dir.clone()]
+            .into_iter()
+            .chain(self.tracked_files())
+            .collect()
+    }
+
+    /// [`Store::tracked_paths`] that are single files: the root files, and the exec
+    /// providers' programs (apply runs them, so they must be what was committed).
+    pub fn tracked_files(&self) -> Vec<String> {
         let providers = self.settings.services.values().filter_map(|s| match &s.provider {
             Some(settings::Provider::Exec { program }) => Some(program.clone()),
             _ => None,
@@ -116,10 +167,26 @@ impl Store {
         files::ROOT_FILES
             .iter()
             .map(|f| f.to_string())
-            .chain([self.settings.keys_dir.clone(), self.settings.policies_dir.clone()])
             .chain(providers)
             .collect()
     }
+}
+
+/// What a load can give besides the store (each costs time or memory).
+#[derive(Clone, Copy, Default)]
+struct Extras {
+    /// Each key file's path and digest (`watch`).
+    leaves: bool,
+    /// What the work tree held (`plan`): see [`Store::load_seen`].
+    seen: bool,
+}
+
+/// A store as loaded, with its problems and the [`Extras`] asked for.
+struct StoreRead {
+    store: Store,
+    problems: Vec<Problem>,
+    leaves: Vec<(String, Leaf)>,
+    seen: Option<status::Seen>,
 }
 
 /// Parses one optional root file (`keyrot.toml`, `owners.toml`, `exceptions.toml`),

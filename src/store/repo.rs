@@ -159,12 +159,9 @@ impl HeadFiles {
 
     /// Whether the file at `rel` differs between HEAD, the index and the work tree,
     /// as `git status` would say (an ignored untracked file is no change). `None` when
-    /// only `git status` can tell: a folder, or an index with conflicts. The file's
-    /// raw bytes are hashed, so with a git filter configured (`core.autocrlf`,
-    /// `filter=` attributes) a file can count as changed when git calls it clean,
-    /// never the other way round.
+    /// only `git status` can tell: a folder, or an index with conflicts. See
+    /// [`super::status::file_changed`] for git filters.
     pub fn file_changed(&self, repo: &Repository, rel: &str) -> Result<Option<bool>> {
-        use std::os::unix::fs::PermissionsExt;
         let git = |e| Error::git("reading the index", e);
         let mut index = repo.index().map_err(git)?;
         // Another process (`git add`) may have written it since.
@@ -172,30 +169,6 @@ impl HeadFiles {
         if index.has_conflicts() {
             return Ok(None);
         }
-        let staged = index.get_path(Path::new(rel), 0);
-        let head = self.files.get(rel);
-        if head.map(|h| (h.0, h.1 as u32)) != staged.as_ref().map(|e| (e.id, e.mode)) {
-            return Ok(Some(true));
-        }
-        let path = workdir(repo).join(rel);
-        let meta = match std::fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(staged.is_some())),
-            Err(e) => return Err(Error::io(&path, e)),
-            Ok(m) if !m.is_file() => return Ok(None),
-            Ok(m) => m,
-        };
-        let Some(staged) = staged else {
-            let ignored = repo
-                .status_should_ignore(Path::new(rel))
-                .map_err(|e| Error::git("reading .gitignore", e))?;
-            return Ok(Some(!ignored));
-        };
-        let executable = meta.permissions().mode() & 0o100 != 0;
-        if executable != (staged.mode == 0o100755) {
-            return Ok(Some(true));
-        }
-        let id = git2::Oid::hash_file(git2::ObjectType::Blob, &path)
-            .map_err(|e| Error::git("hashing a file", e))?;
-        Ok(Some(id != staged.id))
+        super::status::file_changed(repo, &index, self.files.get(rel).copied(), rel, true)
     }
 }
