@@ -96,3 +96,13 @@ fn compile_shipped_policies(b: divan::Bencher) {
     let files = shipped();
     b.bench_local(|| PolicySet::compile(&files, &Settings::default(), now()));
 }
+
+/// One key through each shipped policy alone: what one call costs at the least
+/// (`compromised` reads one field) and what each policy's body adds.
+#[divan::bench(args = ["compromised", "departed-owner", "idle", "key-cap", "least-privilege", "max-age"])]
+fn evaluate_each_shipped_policy(b: divan::Bencher, name: &str) {
+    let path = format!("policies/{name}.rhai");
+    let files: Vec<FileEntry> = shipped().into_iter().filter(|f| f.path == path).collect();
+    assert_eq!(files.len(), 1, "{path}");
+    bench_evaluation(b, &files);
+}

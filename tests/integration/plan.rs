@@ -142,6 +142,99 @@ fn plan_reads_the_work_tree_and_says_when_it_differs_from_head() {
     assert_eq!(actions(&plan), [("k".into(), "warn".into(), "extra".into())]);
 }
 
+/// The paths `plan` names as uncommitted, from its text note.
+fn noted_paths(s: &Store) -> Vec<String> {
+    let out = s.keyrot(&["plan", "--now", NOW]).ok().stdout;
+    match out.split_once("differs from HEAD (") {
+        Some((_, rest)) => rest
+            .split_once(')')
+            .unwrap()
+            .0
+            .split(", ")
+            .map(str::to_string)
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// What `git status` lists as changed where keyrot reads.
+fn git_changed(s: &Store) -> Vec<String> {
+    let out = s.git(&[
+        "status",
+        "--porcelain",
+        "--untracked-files=all",
+        "--",
+        "keys",
+        "policies",
+        "keyrot.toml",
+        "owners.toml",
+        "exceptions.toml",
+    ]);
+    let mut paths: Vec<String> = out.lines().map(|l| l[3..].to_string()).collect();
+    paths.sort();
+    // A file deleted from the index and still in the work tree is listed twice.
+    paths.dedup();
+    paths
+}
+
+#[test]
+fn uncommitted_changes_are_the_ones_git_status_lists() {
+    let s = Store::with_keys(&[
+        ("a", &key("[\"read\"]", "2026-11-01T00:00:00Z", "")),
+        ("b", &key("[\"read\"]", "2026-11-01T00:00:00Z", "")),
+    ]);
+    let check = |what: &str, expected: &[&str]| {
+        let noted = noted_paths(&s);
+        assert_eq!(noted, expected, "{what}");
+        assert_eq!(noted, git_changed(&s), "{what}: git status differs");
+        assert_eq!(s.plan()["dirty"], !expected.is_empty(), "{what}");
+    };
+    check("a clean store", &[]);
+
+    s.write("keys/.a.toml.swp", "an editor's swap file");
+    check("an untracked swap file", &["keys/.a.toml.swp"]);
+    s.write(".gitignore", "*.swp\n");
+    s.commit("ignore swap files");
+    check("an ignored swap file", &[]);
+
+    let committed = s.read("keys/b.toml");
+    s.write("keys/b.toml", &key("[\"read\"]", "2026-01-01T00:00:00Z", ""));
+    s.git(&["add", "keys/b.toml"]);
+    s.write("keys/b.toml", &committed);
+    check(
+        "a change staged, then undone in the work tree only",
+        &["keys/b.toml"],
+    );
+    s.git(&["reset", "-q", "keys/b.toml"]);
+    check("unstaged again", &[]);
+
+    std::fs::set_permissions(
+        s.path("keys/a.toml"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    check("an executable bit", &["keys/a.toml"]);
+    std::fs::set_permissions(
+        s.path("keys/a.toml"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+
+    s.git(&["rm", "-q", "--cached", "keys/b.toml"]);
+    check("removed from the index only", &["keys/b.toml"]);
+    s.git(&["reset", "-q", "keys/b.toml"]);
+    s.remove("policies/idle_test.rhai");
+    check("a deleted policy test", &["policies/idle_test.rhai"]);
+    s.git(&["checkout", "--", "policies/idle_test.rhai"]);
+
+    // With attributes git may filter what it stores: plan asks git itself.
+    s.write(".gitattributes", "*.toml text eol=lf\n");
+    s.commit("attributes");
+    check("attributes, clean", &[]);
+    s.write("owners.toml", &format!("{}\n# a note\n", s.read("owners.toml")));
+    check("attributes, an edited root file", &["owners.toml"]);
+}
+
 #[test]
 fn a_failing_policy_fails_the_run_naming_policy_key_and_position() {
     let s = Store::with_keys(&[("k", &key("[\"read\"]", "2026-11-01T00:00:00Z", ""))]);
