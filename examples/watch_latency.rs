@@ -73,11 +73,32 @@ fn main() {
         for (path, bytes) in &originals {
             save(path, bytes);
         }
+        // The "after a commit" edits committed the key file: commit it back as it was.
+        git(&dir, &["commit", "-q", "-a", "-m", "watch_latency: restore"]);
         println!("watch first plan ({mode}): {first:.0} ms");
         for (what, ms) in edits {
             println!("watch {what} -> plan ({mode}): {ms:.0} ms (median of {runs})");
         }
     }
+}
+
+/// Runs git in the store (failures ignored: "nothing to commit" is fine here).
+fn git(dir: &Path, args: &[&str]) {
+    let _ = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@example.com",
+            "-c",
+            "gc.auto=0",
+        ])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// One watcher's first plan, and the median time from a save to the updated plan.
@@ -136,6 +157,7 @@ fn measure(
     let mut results = Vec::new();
     let edits = [
         ("key edit", key),
+        ("key edit after a commit", key),
         ("policy edit", policy),
         ("policy edit rewording every max-age finding", policy),
     ];
@@ -145,6 +167,11 @@ fn measure(
             let mut body = std::fs::read(path).unwrap();
             match what {
                 "key edit" => body.extend_from_slice(format!("\n# {i}\n").as_bytes()),
+                "key edit after a commit" => {
+                    // HEAD moves (the last edit is committed) before the timed save.
+                    git(dir, &["commit", "-q", "-a", "-m", "watch_latency"]);
+                    body.extend_from_slice(format!("\n# after a commit {i}\n").as_bytes());
+                }
                 "policy edit" => body.extend_from_slice(format!("\n// {i}\n").as_bytes()),
                 // Every rotate by max-age (about half the keys) gets a new reason.
                 _ => {

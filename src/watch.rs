@@ -79,40 +79,69 @@ pub struct Planner {
 struct Dirty(Option<(Option<String>, BTreeSet<String>, Option<HeadFiles>)>);
 
 impl Dirty {
-    /// The store's uncommitted paths: all of them the first time, after a wide change,
-    /// or when HEAD moved; otherwise only the `changed` ones are asked about again.
+    /// The store's uncommitted paths: all of them the first time or after a wide change;
+    /// otherwise only the `changed` ones are asked about again, and when HEAD moved
+    /// (a commit, a checkout), also the paths HEAD's files changed at and the ones
+    /// that were uncommitted.
     fn paths(&mut self, ws: &Workspace, store: &Store, changed: &[String]) -> Result<Vec<String>> {
         let head = ws.head_id()?;
-        match &mut self.0 {
-            Some((seen, set, files)) if *seen == head => {
-                if !changed.is_empty() {
-                    let files = match files {
-                        Some(f) => f,
-                        None => files.insert(HeadFiles::read(&ws.repo)?),
-                    };
-                    let mut ask_git = Vec::new();
-                    for c in changed {
-                        set.remove(c);
-                        match files.file_changed(&ws.repo, c)? {
-                            Some(true) => {
-                                set.insert(c.clone());
-                            }
-                            Some(false) => {}
-                            None => ask_git.push(c.clone()),
-                        }
-                    }
-                    if !ask_git.is_empty() {
-                        set.extend(crate::store::repo::dirty_paths(&ws.repo, &ask_git)?);
-                    }
-                }
-                Ok(set.iter().cloned().collect())
+        let Some((seen, set, files)) = &mut self.0 else {
+            return self.all(ws, store, head);
+        };
+        let mut ask: BTreeSet<String> = changed.iter().cloned().collect();
+        if *seen != head {
+            // Only HEAD's files as last read can tell what moved; and a changed ignore
+            // or attributes file can change any path's status.
+            let Some(head_files) = files else {
+                return self.all(ws, store, head);
+            };
+            let moved = head_files.advance(&ws.repo)?;
+            if moved
+                .iter()
+                .any(|p| p.ends_with(".gitignore") || p.ends_with(".gitattributes"))
+            {
+                return self.all(ws, store, head);
             }
-            _ => {
-                let all = ws.dirty_paths(store)?;
-                self.0 = Some((head, all.iter().cloned().collect(), None));
-                Ok(all)
+            let tracked = store.tracked_paths();
+            let is_tracked = |p: &str| {
+                tracked.iter().any(|t| {
+                    p == t
+                        || p.strip_prefix(t.as_str())
+                            .is_some_and(|rest| rest.starts_with('/'))
+                })
+            };
+            ask.extend(moved.into_iter().filter(|p| is_tracked(p)));
+            ask.append(set);
+            *seen = head;
+        }
+        if !ask.is_empty() {
+            let files = match files {
+                Some(f) => f,
+                None => files.insert(HeadFiles::read(&ws.repo)?),
+            };
+            let mut ask_git = Vec::new();
+            for c in ask {
+                set.remove(&c);
+                match files.file_changed(&ws.repo, &c)? {
+                    Some(true) => {
+                        set.insert(c);
+                    }
+                    Some(false) => {}
+                    None => ask_git.push(c),
+                }
+            }
+            if !ask_git.is_empty() {
+                set.extend(crate::store::repo::dirty_paths(&ws.repo, &ask_git)?);
             }
         }
+        Ok(set.iter().cloned().collect())
+    }
+
+    /// Every uncommitted path, from `git status`.
+    fn all(&mut self, ws: &Workspace, store: &Store, head: Option<String>) -> Result<Vec<String>> {
+        let all = ws.dirty_paths(store)?;
+        self.0 = Some((head, all.iter().cloned().collect(), None));
+        Ok(all)
     }
 }
 
@@ -698,7 +727,7 @@ mod tests {
         }
         let id = format!("k{}", rng.random_range(0..12));
         let path = format!("keys/{id}.toml");
-        match rng.random_range(0..12) {
+        match rng.random_range(0..14) {
             0..=4 => {
                 let owner = pick(rng, &["a", "b", "c", "gone"]);
                 let status = pick(rng, &["active", "active", "active", "revoked"]);
@@ -770,11 +799,40 @@ mod tests {
                 write(policy, count_policy(limit));
                 vec![policy.into()]
             }
+            11 => {
+                // A commit of everything: HEAD moves, no file changes.
+                commit_all(root);
+                vec![]
+            }
+            12 => {
+                // `git reset --soft HEAD~`: HEAD moves back, index and files stay, so what
+                // the last commit held is uncommitted again.
+                let repo = git2::Repository::open(root).unwrap();
+                let head = repo.head().unwrap().peel_to_commit().unwrap();
+                if let Ok(parent) = head.parent(0) {
+                    repo.reset(parent.as_object(), git2::ResetType::Soft, None)
+                        .unwrap();
+                }
+                vec![]
+            }
             _ => {
                 write("keys/notes.txt", "hello".into());
                 vec!["keys/notes.txt".into()]
             }
         }
+    }
+
+    fn commit_all(root: &Path) {
+        let repo = git2::Repository::open(root).unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+        index.update_all(["*"], None).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let parent = repo.head().unwrap().peel_to_commit().unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &[&parent])
+            .unwrap();
     }
 
     /// Plans patched in place, edit after edit, are the plans `keyrot plan` makes of

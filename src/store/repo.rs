@@ -136,14 +136,23 @@ pub fn blob_ids(repo: &Repository, tree: &git2::Tree, paths: &[&str]) -> Result<
 /// file is uncommitted is answered without `git status`: that lists the file's whole
 /// folder to answer for one path (60-90 ms for one key file among 100,000).
 pub struct HeadFiles {
+    /// The tree these are the files of (`None`: no commit yet).
+    tree: Option<git2::Oid>,
     files: HashMap<String, (git2::Oid, i32)>,
+}
+
+fn head_tree(repo: &Repository) -> Result<Option<git2::Tree<'_>>> {
+    head_commit(repo)?
+        .map(|c| c.tree())
+        .transpose()
+        .map_err(|e| Error::git("reading HEAD's tree", e))
 }
 
 impl HeadFiles {
     pub fn read(repo: &Repository) -> Result<HeadFiles> {
         let mut files = HashMap::new();
-        if let Some(commit) = head_commit(repo)? {
-            let tree = commit.tree().map_err(|e| Error::git("reading HEAD's tree", e))?;
+        let tree = head_tree(repo)?;
+        if let Some(tree) = &tree {
             tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
                 if entry.kind() == Some(git2::ObjectType::Blob) {
                     if let Ok(name) = std::str::from_utf8(entry.name_bytes()) {
@@ -154,7 +163,46 @@ impl HeadFiles {
             })
             .map_err(|e| Error::git("reading HEAD's tree", e))?;
         }
-        Ok(HeadFiles { files })
+        Ok(HeadFiles {
+            tree: tree.map(|t| t.id()),
+            files,
+        })
+    }
+
+    /// Moves these files to HEAD's tree as it is now, and returns the paths whose blob
+    /// id or mode changed, appeared or went. Only what differs between the two trees
+    /// is read (libgit2 skips identical folders), not all of HEAD's files again: after
+    /// a commit at 100,000 keys that is about 130 ms less per re-plan.
+    pub fn advance(&mut self, repo: &Repository) -> Result<Vec<String>> {
+        let git = |e| Error::git("comparing HEAD's trees", e);
+        let new = head_tree(repo)?;
+        if new.as_ref().map(|t| t.id()) == self.tree {
+            return Ok(Vec::new());
+        }
+        let old = self.tree.map(|id| repo.find_tree(id)).transpose().map_err(git)?;
+        let diff = repo
+            .diff_tree_to_tree(old.as_ref(), new.as_ref(), None)
+            .map_err(git)?;
+        let mut moved = Vec::new();
+        for delta in diff.deltas() {
+            for side in [delta.old_file(), delta.new_file()] {
+                moved.extend(side.path().and_then(Path::to_str).map(str::to_string));
+            }
+            if let Some(path) = delta.old_file().path().and_then(Path::to_str) {
+                self.files.remove(path);
+            }
+            let added = delta.new_file();
+            let mode = i32::from(added.mode());
+            if added.exists() && matches!(mode, 0o100644 | 0o100755 | 0o120000) {
+                if let Some(path) = added.path().and_then(Path::to_str) {
+                    self.files.insert(path.to_string(), (added.id(), mode));
+                }
+            }
+        }
+        self.tree = new.map(|t| t.id());
+        moved.sort();
+        moved.dedup();
+        Ok(moved)
     }
 
     /// Whether the file at `rel` differs between HEAD, the index and the work tree,
