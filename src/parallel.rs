@@ -1,8 +1,17 @@
-//! Data parallelism without a thread pool: split a slice into one contiguous chunk per
-//! core, map each on a scoped thread, join in order. Results never depend on scheduling.
+//! Data parallelism without a thread pool: split a slice into contiguous chunks, map
+//! them on one scoped thread per core, join in order. Results never depend on
+//! scheduling.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// Below this many items, starting threads costs more than it saves.
 const MIN_PARALLEL: usize = 2048;
+
+/// Chunks per thread. With one chunk per thread, a thread whose keys were cheaper (or
+/// that the machine scheduled more) sat idle while the other finished; with several,
+/// each thread takes the next chunk when it is done with one.
+const CHUNKS_PER_THREAD: usize = 8;
 
 /// The number of threads to use.
 pub fn threads() -> usize {
@@ -50,22 +59,41 @@ pub fn map_chunks_mut<T: Send, R: Send>(items: &mut [T], f: impl Fn(&mut [T]) ->
     }
 }
 
-/// The length of each thread's chunk of `len` items, or `None` to stay on this thread.
+/// The length of each chunk of `len` items, or `None` to stay on this thread.
 fn chunk_len(len: usize) -> Option<usize> {
     let threads = threads();
-    (threads >= 2 && len >= MIN_PARALLEL).then(|| len.div_ceil(threads))
+    (threads >= 2 && len >= MIN_PARALLEL).then(|| len.div_ceil(threads * CHUNKS_PER_THREAD))
 }
 
-/// `f` of each chunk, each on its own scoped thread, results in chunk order.
+/// `f` of each chunk on one scoped thread per core, each thread taking the next chunk
+/// not yet taken; results in chunk order.
 fn on_threads<C: Send, R: Send>(chunks: impl Iterator<Item = C>, f: impl Fn(C) -> R + Sync) -> Vec<R> {
-    let f = &f;
-    std::thread::scope(|s| {
-        let workers: Vec<_> = chunks.map(|c| s.spawn(move || f(c))).collect();
+    let queue: Vec<Mutex<Option<C>>> = chunks.map(|c| Mutex::new(Some(c))).collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = queue.get(i) else {
+                return done;
+            };
+            let chunk = slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            done.extend(chunk.map(|c| (i, f(c))));
+        }
+    };
+    let work = &work;
+    let mut results: Vec<(usize, R)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads().min(queue.len())).map(|_| s.spawn(work)).collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
             .collect()
-    })
+    });
+    results.sort_unstable_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 #[cfg(test)]
@@ -79,5 +107,31 @@ mod tests {
         );
         let sums = super::map_chunks(&items, |c| c.iter().map(|x| u64::from(*x)).sum::<u64>());
         assert_eq!(sums.iter().sum::<u64>(), (0..10_000u64).sum::<u64>());
+    }
+
+    /// However unevenly the work falls, every chunk is mapped exactly once and the
+    /// chunks come back in order.
+    #[test]
+    fn uneven_chunks_are_each_mapped_once_in_order() {
+        let items: Vec<u64> = (0..50_000).collect();
+        let chunks = super::map_chunks(&items, |c| {
+            // The first chunks cost far more than the rest.
+            let spin = if c[0] < 5_000 { 20_000 } else { 1 };
+            let busy = (0..spin).fold(0u64, |a, i| a.wrapping_mul(31).wrapping_add(i));
+            std::hint::black_box(busy);
+            (c[0], c[c.len() - 1])
+        });
+        if super::threads() >= 2 {
+            assert!(chunks.len() > super::threads(), "several chunks per thread");
+        }
+        let mut expected = 0;
+        for (first, last) in chunks {
+            assert_eq!(first, expected);
+            expected = last + 1;
+        }
+        assert_eq!(expected, 50_000);
+        let mut out = vec![0u64; items.len()];
+        super::fill(&mut out, &items, |x| x + 1);
+        assert!(out.iter().zip(&items).all(|(o, i)| *o == i + 1));
     }
 }
