@@ -137,6 +137,11 @@ fn ignored(repo: &Repository, rel: &str) -> Result<bool> {
         .map_err(|e| Error::git("reading .gitignore", e))
 }
 
+/// Untracked files asked about one by one (ignore rules are looked up per path);
+/// beyond this many in a folder (a keys folder never committed), `git status`, which
+/// reads each folder's ignore rules once, is faster.
+const MAX_UNTRACKED: usize = 256;
+
 /// A folder's entry in the work tree: a file the load read (its blob id), or one it
 /// skipped (whether that is a regular file).
 enum Worktree<'a> {
@@ -195,6 +200,7 @@ fn folder_changes(
     }
 
     let mut out = Vec::new();
+    let mut untracked = 0;
     loop {
         let c_name = committed.peek().map(|e| e.name_bytes().to_vec());
         let s_name = staged.peek().map(|e| e.path[prefix.len()..].to_vec());
@@ -231,7 +237,13 @@ fn folder_changes(
             (Some(_), None) => true,
             // Untracked: git lists a folder's files, and a link as itself.
             (None, Some((_, Worktree::Skipped(false)))) => return Ok(None),
-            (None, Some(_)) => !ignored(repo, &path)?,
+            (None, Some(_)) => {
+                untracked += 1;
+                if untracked > MAX_UNTRACKED {
+                    return Ok(None);
+                }
+                !ignored(repo, &path)?
+            }
             (Some(s), Some((_, Worktree::Read(id)))) => {
                 let executable = seen.executable.binary_search(&path).is_ok();
                 let mode_differs = match s.mode {
@@ -462,6 +474,31 @@ mod tests {
         }
     }
 
+    /// The check's answer for the work tree at `root`, as `plan` computes it.
+    fn answer(root: &Path) -> Option<Vec<String>> {
+        let (store, _, seen) = Store::load_seen(&Source::WorkTree(root.to_path_buf()));
+        let repo = Repository::open(root).unwrap();
+        uncommitted(&repo, &seen.unwrap(), &store.tracked_files()).unwrap()
+    }
+
+    #[test]
+    fn many_untracked_files_leave_the_answer_to_git() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let root = tmp.path().to_path_buf();
+        let repo = Repository::init(&root).unwrap();
+        fs::create_dir_all(root.join("keys")).unwrap();
+        fs::write(root.join("keys/a.toml"), key_text(0)).unwrap();
+        commit(&repo);
+        let check = || answer(&root);
+        for n in 1..=MAX_UNTRACKED as u64 {
+            fs::write(root.join(format!("keys/n{n:04}.toml")), key_text(n)).unwrap();
+        }
+        let listed = check().expect("up to the limit, answered here");
+        assert_eq!(listed.len(), MAX_UNTRACKED);
+        fs::write(root.join("keys/one-more.toml"), key_text(0)).unwrap();
+        assert_eq!(check(), None);
+    }
+
     #[test]
     fn attributes_leave_the_answer_to_git() {
         let tmp = tempfile::TempDir::new().unwrap();
@@ -470,15 +507,7 @@ mod tests {
         fs::create_dir_all(root.join("keys")).unwrap();
         fs::write(root.join("keys/a.toml"), key_text(1)).unwrap();
         commit(&repo);
-        let check = || {
-            let (store, _, seen) = Store::load_seen(&Source::WorkTree(root.clone()));
-            uncommitted(
-                &Repository::open(&root).unwrap(),
-                &seen.unwrap(),
-                &store.tracked_files(),
-            )
-            .unwrap()
-        };
+        let check = || answer(&root);
         assert_eq!(check(), Some(vec![]));
         fs::write(root.join(".gitattributes"), "*.toml text eol=crlf\n").unwrap();
         assert_eq!(check(), None);
