@@ -823,16 +823,7 @@ mod tests {
     }
 
     fn commit_all(root: &Path) {
-        let repo = git2::Repository::open(root).unwrap();
-        let mut index = repo.index().unwrap();
-        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
-        index.update_all(["*"], None).unwrap();
-        index.write().unwrap();
-        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-        let sig = git2::Signature::now("t", "t@example.com").unwrap();
-        let parent = repo.head().unwrap().peel_to_commit().unwrap();
-        repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &[&parent])
-            .unwrap();
+        crate::store::repo::testing::commit_all(&git2::Repository::open(root).unwrap());
     }
 
     /// Plans patched in place, edit after edit, are the plans `keyrot plan` makes of

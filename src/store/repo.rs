@@ -220,3 +220,24 @@ impl HeadFiles {
         super::status::file_changed(repo, &index, self.files.get(rel).copied(), rel, true)
     }
 }
+
+/// Git chores for tests.
+#[cfg(test)]
+pub mod testing {
+    use git2::Repository;
+
+    /// `git add -A && git commit`: stages every change, deletions included, and commits
+    /// on HEAD's branch (the first commit too).
+    pub fn commit_all(repo: &Repository) {
+        let mut index = repo.index().unwrap();
+        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+        index.update_all(["*"], None).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let parents: Vec<git2::Commit> = super::head_commit(repo).unwrap().into_iter().collect();
+        let parents: Vec<&git2::Commit> = parents.iter().collect();
+        repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &parents)
+            .unwrap();
+    }
+}

@@ -319,6 +319,7 @@ fn filters_may_apply(repo: &Repository, seen: &Seen) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::repo::testing::commit_all as commit;
     use crate::store::{Source, Store};
     use proptest::prelude::*;
     use std::fs;
@@ -375,19 +376,6 @@ mod tests {
         format!(
             "service = \"x\"\nowner = \"a\"\npermissions = []\ncreated_at = 2026-01-01T00:00:00Z\n# {n}\n"
         )
-    }
-
-    fn commit(repo: &Repository) {
-        let mut index = repo.index().unwrap();
-        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
-        index.update_all(["*"], None).unwrap();
-        index.write().unwrap();
-        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-        let sig = git2::Signature::now("t", "t@example.com").unwrap();
-        let parents: Vec<git2::Commit> = repo::head_commit(repo).unwrap().into_iter().collect();
-        let parents: Vec<&git2::Commit> = parents.iter().collect();
-        repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &parents)
-            .unwrap();
     }
 
     fn apply(root: &Path, op: &Op, step: u64) -> bool {
@@ -481,14 +469,20 @@ mod tests {
         uncommitted(&repo, &seen.unwrap(), &store.tracked_files()).unwrap()
     }
 
-    #[test]
-    fn many_untracked_files_leave_the_answer_to_git() {
+    /// A repository with one key file, committed.
+    fn one_key() -> (tempfile::TempDir, std::path::PathBuf, Repository) {
         let tmp = tempfile::TempDir::new().unwrap();
         let root = tmp.path().to_path_buf();
         let repo = Repository::init(&root).unwrap();
         fs::create_dir_all(root.join("keys")).unwrap();
         fs::write(root.join("keys/a.toml"), key_text(0)).unwrap();
         commit(&repo);
+        (tmp, root, repo)
+    }
+
+    #[test]
+    fn many_untracked_files_leave_the_answer_to_git() {
+        let (_tmp, root, _repo) = one_key();
         let check = || answer(&root);
         for n in 1..=MAX_UNTRACKED as u64 {
             fs::write(root.join(format!("keys/n{n:04}.toml")), key_text(n)).unwrap();
@@ -501,12 +495,7 @@ mod tests {
 
     #[test]
     fn attributes_leave_the_answer_to_git() {
-        let tmp = tempfile::TempDir::new().unwrap();
-        let root = tmp.path().to_path_buf();
-        let repo = Repository::init(&root).unwrap();
-        fs::create_dir_all(root.join("keys")).unwrap();
-        fs::write(root.join("keys/a.toml"), key_text(1)).unwrap();
-        commit(&repo);
+        let (_tmp, root, repo) = one_key();
         let check = || answer(&root);
         assert_eq!(check(), Some(vec![]));
         fs::write(root.join(".gitattributes"), "*.toml text eol=crlf\n").unwrap();
