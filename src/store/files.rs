@@ -28,6 +28,9 @@ pub const ROOT_FILES: [&str; 3] = [SETTINGS_FILE, OWNERS_FILE, EXCEPTIONS_FILE];
 /// A file's bytes, or `None` when it does not exist, or why it cannot be read.
 pub type Bytes = Result<Option<Arc<[u8]>>, String>;
 
+/// [`Bytes`] of a work-tree file, with whether it is executable.
+type ModeBytes = Result<Option<(Arc<[u8]>, bool)>, String>;
+
 /// One file, by its path relative to the store root (always `/`-separated).
 #[derive(Clone, Debug)]
 pub struct FileEntry {
@@ -129,26 +132,36 @@ impl Source<'_> {
     }
 }
 
+/// Reads one work-tree file that no folder listing has vetted (a root file, or one a
+/// `watch` event names): it is looked at before it is opened, so that a device or FIFO
+/// put there is refused unopened.
 fn read_worktree(root: &Path, rel: &str) -> Bytes {
-    read_worktree_file(root, rel).0
+    match fs::symlink_metadata(root.join(rel)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read: {e}")),
+        Ok(m) if m.file_type().is_symlink() => return Err(SYMLINK.into()),
+        Ok(m) if !m.is_file() => return Err("is not a regular file".into()),
+        Ok(_) => {}
+    }
+    without_mode(read_worktree_file(root, rel))
 }
 
-/// [`read_worktree`], and whether the file is executable (for git's mode bits).
-fn read_worktree_file(root: &Path, rel: &str) -> (Bytes, bool) {
-    let mut executable = false;
-    let bytes = read_worktree_with(root, rel, &mut executable);
-    (bytes, executable)
+fn without_mode(read: ModeBytes) -> Bytes {
+    read.map(|read| read.map(|(bytes, _)| bytes))
 }
 
-fn read_worktree_with(root: &Path, rel: &str, executable: &mut bool) -> Bytes {
+/// Reads a work-tree file its folder's listing showed as a regular file, and whether it
+/// is executable (git records that bit).
+fn read_worktree_file(root: &Path, rel: &str) -> ModeBytes {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = root.join(rel);
-    // One path lookup per file: open without following a symbolic link (and without
-    // waiting on a FIFO), then ask the open file what it is. An `lstat` before the
-    // `open` walked the path twice, a measurable part of loading 100,000 keys.
+    // One path lookup per file: open without following a symbolic link (nor waiting on
+    // a FIFO swapped in since the listing), then ask the open file what it is. An
+    // `lstat` before the `open` walked the path twice, a measurable part of loading
+    // 100,000 keys.
     let file = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(&path);
     let mut file = match file {
         Ok(f) => f,
@@ -166,7 +179,7 @@ fn read_worktree_with(root: &Path, rel: &str, executable: &mut bool) -> Bytes {
             meta.len()
         ));
     }
-    *executable = meta.permissions().mode() & 0o100 != 0;
+    let executable = meta.permissions().mode() & 0o100 != 0;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     (&mut file)
         .take(MAX_FILE_BYTES + 1)
@@ -175,7 +188,7 @@ fn read_worktree_with(root: &Path, rel: &str, executable: &mut bool) -> Bytes {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(format!("is over the {MAX_FILE_BYTES}-byte limit"));
     }
-    Ok(Some(bytes.into()))
+    Ok(Some((bytes.into(), executable)))
 }
 
 fn list_worktree(root: &Path, rel: &str) -> Result<Option<Vec<Listed>>, String> {
@@ -378,17 +391,17 @@ impl Snapshot {
             Source::WorkTree(root) => {
                 let read = crate::parallel::map(&wanted, |path| read_worktree_file(root, path));
                 let mut bytes = Vec::with_capacity(read.len());
-                for (path, (b, executable)) in wanted.iter().zip(read) {
-                    if executable {
+                for (path, result) in wanted.iter().zip(read) {
+                    if let Ok(Some((_, true))) = &result {
                         self.executable.push(path.clone());
                     }
-                    bytes.push(b);
+                    bytes.push(without_mode(result));
                 }
                 self.executable.sort();
                 bytes
             }
             Source::Cached { root, cache } => crate::parallel::map(&wanted, |path| {
-                cache.read(root, path, || read_worktree(root, path))
+                cache.read(root, path, || without_mode(read_worktree_file(root, path)))
             }),
             Source::Commit { repo, tree } => read_commit_files(repo, tree, &wanted),
         };

@@ -181,6 +181,32 @@ fn hostile_key_files_are_each_reported_once_in_one_run() {
 }
 
 #[test]
+fn fifos_in_place_of_files_are_refused_without_waiting_on_them() {
+    let s = Store::with_keys(&[("k", &key("[\"read\"]", "2025-01-01T00:00:00Z", ""))]);
+    for rel in ["keys/pipe.toml", "exceptions.toml"] {
+        let made = std::process::Command::new("mkfifo")
+            .arg(s.path(rel))
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {rel}");
+    }
+    // Opening a FIFO for reading blocks until a writer comes: a hang here is the bug.
+    for command in [&["check"][..], &["plan", "--now", NOW][..]] {
+        let run = s.keyrot(command).fails(1);
+        assert!(
+            run.stderr.contains("keys/pipe.toml: is not a regular file"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("exceptions.toml: is not a regular file"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
 fn a_keys_folder_that_is_a_symlink_out_of_the_store_is_refused() {
     let s = Store::new();
     let outside = s.root.parent().unwrap().join("elsewhere");
