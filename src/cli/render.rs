@@ -1,6 +1,6 @@
 //! Human-readable output: the plan table, apply results, the audit log.
 
-use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::path::Path;
 
 use tabled::builder::Builder;
@@ -103,22 +103,29 @@ pub fn plan_change(plan: &Plan, diff: &PlanDiff, changed: &[String]) -> String {
     if plan.dirty {
         out.push_str("  (the work tree differs from HEAD: apply acts only on committed state)\n");
     }
-    // Grouped by key, removals first: one pass, as a policy edit can change an action
-    // of every one of 100,000 keys.
-    let mut by_key: BTreeMap<&str, Vec<(&str, &Action)>> = BTreeMap::new();
-    for (sign, actions) in [("-", &diff.removed), ("+", &diff.added)] {
-        for a in actions {
-            by_key.entry(&*a.key).or_default().push((sign, a));
-        }
-    }
-    for (key, lines) in by_key {
-        for (sign, a) in lines {
-            out.push_str(&format!(
-                "  {sign} {key} {} [{}] {}\n",
-                action_label(a),
-                a.policy,
-                detail(a)
-            ));
+    // Grouped by key, removals first. Both lists are in plan order (by key), so one
+    // merge groups them: a policy edit can change an action of every one of 100,000
+    // keys (grouping through a map of keys took 100 ms of such a re-plan).
+    debug_assert!(diff.removed.is_sorted_by(|a, b| a.key <= b.key));
+    debug_assert!(diff.added.is_sorted_by(|a, b| a.key <= b.key));
+    let (mut removed, mut added) = (diff.removed.iter().peekable(), diff.added.iter().peekable());
+    loop {
+        let key = match (removed.peek(), added.peek()) {
+            (Some(r), Some(a)) => r.key.clone().min(a.key.clone()),
+            (Some(r), None) => r.key.clone(),
+            (None, Some(a)) => a.key.clone(),
+            (None, None) => break,
+        };
+        for (sign, actions) in [("-", &mut removed), ("+", &mut added)] {
+            while let Some(a) = actions.next_if(|a| a.key == key) {
+                let _ = writeln!(
+                    out,
+                    "  {sign} {key} {} [{}] {}",
+                    action_label(a),
+                    a.policy,
+                    detail(a)
+                );
+            }
         }
     }
     out.push_str(&format!("{}\n\n", plan.summary));
