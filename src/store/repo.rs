@@ -217,7 +217,8 @@ impl HeadFiles {
         if index.has_conflicts() {
             return Ok(None);
         }
-        super::status::file_changed(repo, &index, self.files.get(rel).copied(), rel, true)
+        let trust_exec = super::status::trusts_executable_bit(repo);
+        super::status::file_changed(repo, &index, self.files.get(rel).copied(), rel, trust_exec)
     }
 }
 

@@ -7,8 +7,9 @@
 //! and comparing them with the index, and the index with HEAD, gives the same answer.
 //! Where that comparison could disagree with git (a conflict, sparse or assume-valid
 //! entries, attributes or `core.autocrlf` that filter content, folders inside the
-//! keys or policies folder), [`uncommitted`] answers `None` and the caller asks
-//! `git status` as before.
+//! keys or policies folder), or would be slower than it (hundreds of untracked files,
+//! each needing its own ignore lookup), [`uncommitted`] answers `None` and the caller
+//! asks `git status` as before.
 
 use std::path::Path;
 
@@ -54,10 +55,7 @@ pub fn uncommitted(repo: &Repository, seen: &Seen, files: &[String]) -> Result<O
         Some(c) => Some(c.tree().map_err(git("reading HEAD's tree"))?),
         None => None,
     };
-    let trust_exec = repo
-        .config()
-        .and_then(|c| c.get_bool("core.filemode"))
-        .unwrap_or(true);
+    let trust_exec = trusts_executable_bit(repo);
     let mut out = Vec::new();
     for folder in &seen.folders {
         let Some(found) = folder_changes(repo, &index, head.as_ref(), folder, seen, trust_exec)? else {
@@ -121,6 +119,13 @@ pub fn file_changed(
     }
     let id = Oid::hash_file(git2::ObjectType::Blob, &path).map_err(|e| Error::git("hashing a file", e))?;
     Ok(Some(id != staged.id))
+}
+
+/// Whether git compares executable bits (`core.fileMode`, true unless set false).
+pub fn trusts_executable_bit(repo: &Repository) -> bool {
+    repo.config()
+        .and_then(|c| c.get_bool("core.filemode"))
+        .unwrap_or(true)
 }
 
 /// Whether `git status` compares this index entry with the work tree the plain way:

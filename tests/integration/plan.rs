@@ -214,6 +214,9 @@ fn uncommitted_changes_are_the_ones_git_status_lists() {
     )
     .unwrap();
     check("an executable bit", &["keys/a.toml"]);
+    s.git(&["config", "core.fileMode", "false"]);
+    check("an executable bit git is told to ignore", &[]);
+    s.git(&["config", "core.fileMode", "true"]);
     std::fs::set_permissions(
         s.path("keys/a.toml"),
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
