@@ -17,6 +17,7 @@ use crate::policy::AstCache;
 use crate::store::files::{is_editor_artifact, ROOT_FILES, SETTINGS_FILE};
 use crate::store::live::Delta;
 use crate::store::repo::HeadFiles;
+use crate::store::status::{self, Seen};
 use crate::store::{Cache, LiveStore, Source, Store};
 use crate::time::Time;
 use crate::workspace::{compile_policies, Workspace};
@@ -71,6 +72,16 @@ pub struct Planner {
     unasked: BTreeSet<String>,
 }
 
+/// What bringing the live store up to date found besides the store itself.
+#[derive(Default)]
+struct Loading {
+    /// What a refresh changed; `None` after a whole load.
+    delta: Option<Delta>,
+    problems: Vec<crate::error::Problem>,
+    /// What a whole load saw in the work tree, when asked for.
+    seen: Option<Seen>,
+}
+
 /// The uncommitted paths, with the HEAD they were compared against (and its files,
 /// read when first needed): kept up to date from the paths each batch names, instead
 /// of a `git status` over the whole store per save. `None`: compute them all (at the
@@ -83,24 +94,30 @@ impl Dirty {
     /// otherwise only the `changed` ones are asked about again, and when HEAD moved
     /// (a commit, a checkout), also the paths HEAD's files changed at and the ones
     /// that were uncommitted.
-    fn paths(&mut self, ws: &Workspace, store: &Store, changed: &[String]) -> Result<Vec<String>> {
+    fn paths(
+        &mut self,
+        ws: &Workspace,
+        store: &Store,
+        changed: &[String],
+        worktree: Option<&Seen>,
+    ) -> Result<Vec<String>> {
         let head = ws.head_id()?;
         let Some((seen, set, files)) = &mut self.0 else {
-            return self.all(ws, store, head);
+            return self.all(ws, store, head, worktree);
         };
         let mut ask: BTreeSet<String> = changed.iter().cloned().collect();
         if *seen != head {
             // Only HEAD's files as last read can tell what moved; and a changed ignore
             // or attributes file can change any path's status.
             let Some(head_files) = files else {
-                return self.all(ws, store, head);
+                return self.all(ws, store, head, None);
             };
             let moved = head_files.advance(&ws.repo)?;
             if moved
                 .iter()
                 .any(|p| p.ends_with(".gitignore") || p.ends_with(".gitattributes"))
             {
-                return self.all(ws, store, head);
+                return self.all(ws, store, head, None);
             }
             let tracked = store.tracked_paths();
             let is_tracked = |p: &str| {
@@ -137,9 +154,23 @@ impl Dirty {
         Ok(set.iter().cloned().collect())
     }
 
-    /// Every uncommitted path, from `git status`.
-    fn all(&mut self, ws: &Workspace, store: &Store, head: Option<String>) -> Result<Vec<String>> {
-        let all = ws.dirty_paths(store)?;
+    /// Every uncommitted path: from what the load saw in the work tree when it can
+    /// tell (as `plan` does), else from `git status`.
+    fn all(
+        &mut self,
+        ws: &Workspace,
+        store: &Store,
+        head: Option<String>,
+        worktree: Option<&Seen>,
+    ) -> Result<Vec<String>> {
+        let fast = match worktree {
+            Some(seen) => status::uncommitted(&ws.repo, seen, &store.tracked_files())?,
+            None => None,
+        };
+        let all = match fast {
+            Some(all) => all,
+            None => ws.dirty_paths(store)?,
+        };
         self.0 = Some((head, all.iter().cloned().collect(), None));
         Ok(all)
     }
@@ -264,7 +295,10 @@ impl Planner {
         let pending: Vec<String> = std::mem::take(&mut self.pending).into_iter().collect();
         // The store: the live one patched with the files that changed when it can take
         // them all, else loaded whole (which reports every problem, as `plan` would).
-        let (live, delta, problems) = {
+        // What the work tree held is needed only when every uncommitted path is to be
+        // found (the first plan, after a wide change): then it spares a `git status`.
+        let see = self.dirty.0.is_none();
+        let (live, read) = {
             let source = Source::Cached {
                 root: self.ws.root.clone(),
                 cache: &self.cache,
@@ -277,15 +311,28 @@ impl Planner {
                 Some((live, delta))
             });
             match refreshed {
-                Some((live, delta)) => (live, Some(delta), Vec::new()),
+                Some((live, delta)) => (
+                    live,
+                    Loading {
+                        delta: Some(delta),
+                        ..Loading::default()
+                    },
+                ),
                 None => {
-                    let (live, problems) = LiveStore::load(&source);
-                    (live, None, problems)
+                    let (live, problems, seen) = LiveStore::load(&source, see);
+                    (
+                        live,
+                        Loading {
+                            delta: None,
+                            problems,
+                            seen,
+                        },
+                    )
                 }
             }
         };
-        let store_ok = problems.is_empty();
-        let result = self.plan_store(&live, now, changed, &pending, delta, problems);
+        let store_ok = read.problems.is_empty();
+        let result = self.plan_store(&live, read, now, changed, &pending);
         if store_ok {
             self.live = Some(live);
         } else {
@@ -298,12 +345,16 @@ impl Planner {
     fn plan_store(
         &mut self,
         live: &LiveStore,
+        read: Loading,
         now: Time,
         changed: &[String],
         pending: &[String],
-        delta: Option<Delta>,
-        problems: Vec<crate::error::Problem>,
     ) -> Result<(Arc<Plan>, Option<PlanDiff>)> {
+        let Loading {
+            delta,
+            problems,
+            seen,
+        } = read;
         let store = live.store();
         // Asked about at the first re-plan that gets that far, even if this one fails.
         self.unasked.extend(changed.iter().chain(pending).cloned());
@@ -311,7 +362,11 @@ impl Planner {
         self.keys_dir = store.settings.keys_dir.clone();
         self.policies_dir = store.settings.policies_dir.clone();
         let asked: Vec<String> = self.unasked.iter().cloned().collect();
-        let dirty = !self.dirty.paths(&self.ws, store, &asked)?.is_empty();
+        let dirty = !self
+            .dirty
+            .paths(&self.ws, store, &asked, seen.as_ref())?
+            .is_empty();
+        drop(seen);
         self.unasked.clear();
         let head = self.ws.head_id()?;
         // The instant is fixed and the last plan is this store's before the batch:

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::key::{self, Key};
 use crate::error::Problem;
 
-type ReadResult = super::files::Bytes;
+/// A file as read: its bytes and whether it is executable, or why not.
+type ReadResult = super::files::ModeBytes;
 /// What a file looked like when it was read: size, modification time, inode. A
 /// `stat` raises no file-watch event, unlike the `open` a re-read needs.
 type Stamp = Option<(u64, i64, i64, u64)>;

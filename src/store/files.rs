@@ -29,7 +29,7 @@ pub const ROOT_FILES: [&str; 3] = [SETTINGS_FILE, OWNERS_FILE, EXCEPTIONS_FILE];
 pub type Bytes = Result<Option<Arc<[u8]>>, String>;
 
 /// [`Bytes`] of a work-tree file, with whether it is executable.
-type ModeBytes = Result<Option<(Arc<[u8]>, bool)>, String>;
+pub type ModeBytes = Result<Option<(Arc<[u8]>, bool)>, String>;
 
 /// One file, by its path relative to the store root (always `/`-separated).
 #[derive(Clone, Debug)]
@@ -79,7 +79,9 @@ impl Source<'_> {
     fn read(&self, rel: &str) -> Bytes {
         match self {
             Source::WorkTree(root) => read_worktree(root, rel),
-            Source::Cached { root, cache } => cache.read(root, rel, || read_worktree(root, rel)),
+            Source::Cached { root, cache } => {
+                without_mode(cache.read(root, rel, || read_worktree_checked(root, rel)))
+            }
             Source::Commit { repo, tree } => {
                 let entry = match tree.get_path(Path::new(rel)) {
                     Ok(e) => e,
@@ -136,6 +138,11 @@ impl Source<'_> {
 /// `watch` event names): it is looked at before it is opened, so that a device or FIFO
 /// put there is refused unopened.
 fn read_worktree(root: &Path, rel: &str) -> Bytes {
+    without_mode(read_worktree_checked(root, rel))
+}
+
+/// [`read_worktree`], with whether the file is executable.
+fn read_worktree_checked(root: &Path, rel: &str) -> ModeBytes {
     match fs::symlink_metadata(root.join(rel)) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read: {e}")),
@@ -143,7 +150,7 @@ fn read_worktree(root: &Path, rel: &str) -> Bytes {
         Ok(m) if !m.is_file() => return Err("is not a regular file".into()),
         Ok(_) => {}
     }
-    without_mode(read_worktree_file(root, rel))
+    read_worktree_file(root, rel)
 }
 
 fn without_mode(read: ModeBytes) -> Bytes {
@@ -388,8 +395,12 @@ impl Snapshot {
         // Reading is most of loading a large store: read work-tree files in parallel.
         // (git's repository handle is single-threaded.)
         let read: Vec<Bytes> = match source {
-            Source::WorkTree(root) => {
-                let read = crate::parallel::map(&wanted, |path| read_worktree_file(root, path));
+            Source::WorkTree(root) | Source::Cached { root, .. } => {
+                let cache = source.cache();
+                let read = crate::parallel::map(&wanted, |path| match cache {
+                    Some(cache) => cache.read(root, path, || read_worktree_file(root, path)),
+                    None => read_worktree_file(root, path),
+                });
                 let mut bytes = Vec::with_capacity(read.len());
                 for (path, result) in wanted.iter().zip(read) {
                     if let Ok(Some((_, true))) = &result {
@@ -400,9 +411,6 @@ impl Snapshot {
                 self.executable.sort();
                 bytes
             }
-            Source::Cached { root, cache } => crate::parallel::map(&wanted, |path| {
-                cache.read(root, path, || without_mode(read_worktree_file(root, path)))
-            }),
             Source::Commit { repo, tree } => read_commit_files(repo, tree, &wanted),
         };
         let mut out = Vec::with_capacity(wanted.len());

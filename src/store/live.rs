@@ -38,17 +38,18 @@ pub struct Delta {
 }
 
 impl LiveStore {
-    /// Loads the whole store, with every problem found (as [`Store::load`]). Keep it
-    /// only if there are none.
-    pub fn load(source: &Source) -> (LiveStore, Vec<Problem>) {
+    /// Loads the whole store, with every problem found (as [`Store::load`]), and when
+    /// `see`, what the work tree held (see [`Store::load_seen`]). Keep it only if there
+    /// are no problems.
+    pub fn load(source: &Source, see: bool) -> (LiveStore, Vec<Problem>, Option<super::status::Seen>) {
         let read = Store::load_inner(
             source,
             super::Extras {
                 leaves: true,
-                seen: false,
+                seen: see,
             },
         );
-        let (store, problems) = (read.store, read.problems);
+        let (store, problems, seen) = (read.store, read.problems, read.seen);
         let leaves = read.leaves.into_iter().collect();
         let mut by_owner: HashMap<String, BTreeSet<String>> = HashMap::new();
         for k in &store.keys {
@@ -59,7 +60,7 @@ impl LiveStore {
             leaves,
             by_owner,
         };
-        (live, problems)
+        (live, problems, seen)
     }
 
     pub fn store(&self) -> &Store {

@@ -52,7 +52,7 @@ impl Store {
     /// [`Store::load`] of the work tree, with what it saw there: the git blob id of each
     /// file read from the keys and policies folders, and what else those held, so that
     /// [`status::uncommitted`] can tell uncommitted changes without `git status`.
-    /// (From another source there is nothing to see: `None`.)
+    /// (From a commit there is nothing to see: `None`.)
     pub fn load_seen(source: &Source) -> (Store, Vec<Problem>, Option<status::Seen>) {
         let read = Store::load_inner(
             source,
@@ -78,7 +78,7 @@ impl Store {
         problems.append(&mut snap.problems);
 
         let cache = source.cache();
-        let see = extras.seen && matches!(source, Source::WorkTree(_));
+        let see = extras.seen && matches!(source, Source::WorkTree(_) | Source::Cached { .. });
         // Each key file's blob id is hashed while its bytes are at hand.
         let parsed = crate::parallel::map(&snap.keys, |f| {
             (parse_entry(cache, f), see.then(|| status::blob_id(&f.bytes)))
