@@ -366,6 +366,7 @@ impl Planner {
             .dirty
             .paths(&self.ws, store, &asked, seen.as_ref())?
             .is_empty();
+        // A path and blob id per file: not needed for planning.
         drop(seen);
         self.unasked.clear();
         let head = self.ws.head_id()?;
