@@ -105,7 +105,7 @@ pub fn plan_change(plan: &Plan, diff: &PlanDiff, changed: &[String]) -> String {
     }
     // Grouped by key, removals first. Both lists are in plan order (by key), so one
     // merge groups them: a policy edit can change an action of every one of 100,000
-    // keys (grouping through a map of keys took 100 ms of such a re-plan).
+    // keys (rendering 50,000 changed keys took 95-140 ms through a map, 52-84 ms so).
     debug_assert!(diff.removed.is_sorted_by(|a, b| a.key <= b.key));
     debug_assert!(diff.added.is_sorted_by(|a, b| a.key <= b.key));
     let (mut removed, mut added) = (diff.removed.iter().peekable(), diff.added.iter().peekable());

@@ -177,7 +177,8 @@ impl Store {
 struct Extras {
     /// Each key file's path and digest (`watch`).
     leaves: bool,
-    /// What the work tree held (`plan`): see [`Store::load_seen`].
+    /// What the work tree held (`plan`, `watch` finding every uncommitted path): see
+    /// [`Store::load_seen`].
     seen: bool,
 }
 

@@ -170,9 +170,9 @@ impl HeadFiles {
     }
 
     /// Moves these files to HEAD's tree as it is now, and returns the paths whose blob
-    /// id or mode changed, appeared or went. Only what differs between the two trees
-    /// is read (libgit2 skips identical folders), not all of HEAD's files again: after
-    /// a commit at 100,000 keys that is about 130 ms less per re-plan.
+    /// id or mode changed, appeared or went: what a commit, checkout or reset moved.
+    /// (A tree-to-tree diff: 70-85 ms after a commit at 100,000 keys, about what
+    /// reading all of HEAD's files again costs, but it names the moved paths.)
     pub fn advance(&mut self, repo: &Repository) -> Result<Vec<String>> {
         let git = |e| Error::git("comparing HEAD's trees", e);
         let new = head_tree(repo)?;
