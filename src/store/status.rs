@@ -42,7 +42,7 @@ pub fn blob_id(bytes: &[u8]) -> Oid {
 /// `git status` can tell (see the module's documentation).
 pub fn uncommitted(repo: &Repository, seen: &Seen, files: &[String]) -> Result<Option<Vec<String>>> {
     let git = |what: &'static str| move |e| Error::git(what, e);
-    if filters_may_apply(repo, seen)? {
+    if filters_may_apply(repo, seen) {
         return Ok(None);
     }
     let mut index = repo.index().map_err(git("reading the index"))?;
@@ -298,30 +298,30 @@ fn global_attributes_in_use() -> bool {
 
 /// Whether git could filter what it stores (line endings, `filter=` drivers): then
 /// raw bytes do not hash to the stored blob, and only `git status` can compare.
-fn filters_may_apply(repo: &Repository, seen: &Seen) -> Result<bool> {
+fn filters_may_apply(repo: &Repository, seen: &Seen) -> bool {
     // A configuration that cannot be read could say anything.
     let Ok(config) = repo.config() else {
-        return Ok(true);
+        return true;
     };
     let autocrlf = config.get_string("core.autocrlf").unwrap_or_default();
     if !matches!(
         autocrlf.to_ascii_lowercase().as_str(),
         "" | "false" | "no" | "off" | "0"
     ) {
-        return Ok(true);
+        return true;
     }
     if config.get_string("core.attributesfile").is_ok() {
-        return Ok(true);
+        return true;
     }
     if global_attributes_in_use() {
-        return Ok(true);
+        return true;
     }
     // A linked work tree's `info/` is in the common folder.
     if [repo.path(), repo.commondir()]
         .iter()
         .any(|d| d.join("info/attributes").exists())
     {
-        return Ok(true);
+        return true;
     }
     let root = repo::workdir(repo);
     // `.gitattributes` at the root or in any folder on the way to a folder read.
@@ -337,7 +337,7 @@ fn filters_may_apply(repo: &Repository, seen: &Seen) -> Result<bool> {
             dirs.push(at.clone());
         }
     }
-    Ok(dirs.iter().any(|d| root.join(d).join(".gitattributes").exists()))
+    dirs.iter().any(|d| root.join(d).join(".gitattributes").exists())
 }
 
 #[cfg(test)]

@@ -221,6 +221,12 @@ impl Store {
         self.keyrot(&args)
     }
 
+    /// [`Store::apply`] started in the background with `env` (failpoints, pauses).
+    pub fn spawn_apply(&self, env: &[(&str, &str)]) -> Live {
+        let secrets = self.secrets.to_str().unwrap().to_string();
+        self.spawn(&["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets], env)
+    }
+
     pub fn secret_file(&self, id: &str) -> PathBuf {
         self.secrets.join(format!("{id}.secret"))
     }

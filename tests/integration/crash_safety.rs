@@ -56,11 +56,7 @@ fn sigkill_at_every_step_leaves_old_or_new_and_the_next_apply_converges() {
     for point in POINTS {
         let s = every_action_store();
         let base = s.head();
-        let secrets = s.secrets.to_str().unwrap().to_string();
-        let mut live = s.spawn(
-            &["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets],
-            &[("KEYROT_TEST_PAUSE", &format!("{point}:60000"))],
-        );
+        let mut live = s.spawn_apply(&[("KEYROT_TEST_PAUSE", &format!("{point}:60000"))]);
         live.wait_for(true, point, |l| l.starts_with(&format!("failpoint {point}")));
         live.signal("KILL");
         assert_ne!(live.wait_exit(), 0);
@@ -135,15 +131,9 @@ fn sigkill_at_every_step_leaves_old_or_new_and_the_next_apply_converges() {
 fn concurrent_applies_land_exactly_once() {
     let s = every_action_store();
     let base = s.head();
-    let secrets = s.secrets.to_str().unwrap().to_string();
     // A short pause inside each apply makes them overlap on a busy machine too.
     let mut racers: Vec<Live> = (0..4)
-        .map(|_| {
-            s.spawn(
-                &["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets],
-                &[("KEYROT_TEST_PAUSE", "apply-after-secrets:300")],
-            )
-        })
+        .map(|_| s.spawn_apply(&[("KEYROT_TEST_PAUSE", "apply-after-secrets:300")]))
         .collect();
     let codes: Vec<i32> = racers.iter_mut().map(|r| r.finish()).collect();
     assert!(codes.contains(&0), "{codes:?}");
@@ -229,11 +219,7 @@ fn a_failed_commit_or_branch_move_applies_nothing_and_leaves_no_secret() {
     for point in ["apply-write-commit", "apply-move-branch"] {
         let s = every_action_store();
         let base = s.head();
-        let secrets = s.secrets.to_str().unwrap().to_string();
-        let mut live = s.spawn(
-            &["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets],
-            &[("KEYROT_TEST_FAIL", point)],
-        );
+        let mut live = s.spawn_apply(&[("KEYROT_TEST_FAIL", point)]);
         assert_eq!(live.finish(), 1, "{point}");
         assert!(
             live.seen
@@ -266,11 +252,7 @@ fn a_failed_commit_or_branch_move_applies_nothing_and_leaves_no_secret() {
 fn a_key_file_saved_while_apply_updates_the_work_tree_keeps_the_edit() {
     let s = every_action_store();
     let base = s.head();
-    let secrets = s.secrets.to_str().unwrap().to_string();
-    let mut live = s.spawn(
-        &["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets],
-        &[("KEYROT_TEST_PAUSE", "apply-worktree-staged:3000")],
-    );
+    let mut live = s.spawn_apply(&[("KEYROT_TEST_PAUSE", "apply-worktree-staged:3000")]);
     live.wait_for(true, "the pause before the renames", |l| {
         l.starts_with("failpoint apply-worktree-staged")
     });

@@ -54,13 +54,11 @@ impl Ledger {
 
     /// Starts an apply, pauses it at `point` and kills it there (SIGKILL).
     fn kill_at(&self, point: &str) {
-        let secrets = self.s.secrets.to_str().unwrap().to_string();
         let dir = self.dir.to_str().unwrap().to_string();
         let pause = format!("{point}:60000");
-        let mut live = self.s.spawn(
-            &["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets],
-            &[("LEDGER_DIR", &dir), ("KEYROT_TEST_PAUSE", &pause)],
-        );
+        let mut live = self
+            .s
+            .spawn_apply(&[("LEDGER_DIR", &dir), ("KEYROT_TEST_PAUSE", &pause)]);
         live.wait_for(true, point, |line| {
             line.starts_with(&format!("failpoint {point}"))
         });
