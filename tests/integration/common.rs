@@ -306,6 +306,16 @@ pub struct Live {
 pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Live {
+    /// Asserts that the process wrote a stderr line containing `text`.
+    #[track_caller]
+    pub fn assert_stderr_has(&self, text: &str, context: &str) {
+        assert!(
+            self.seen.iter().any(|(err, l)| *err && l.contains(text)),
+            "{context}: no stderr line with `{text}` in {:?}",
+            self.seen
+        );
+    }
+
     /// Waits for the next line (stdout, or stderr when `stderr`) matching `pred`.
     #[track_caller]
     pub fn wait_for(&mut self, stderr: bool, what: &str, pred: impl Fn(&str) -> bool) -> String {

@@ -140,11 +140,7 @@ fn concurrent_applies_land_exactly_once() {
     // The losers saw the lock (or, arriving after the winner, found nothing to do).
     for (r, code) in racers.iter().zip(&codes) {
         if *code != 0 {
-            assert!(
-                r.seen.iter().any(|(e, l)| *e && l.contains("locked by pid")),
-                "{:?}",
-                r.seen
-            );
+            r.assert_stderr_has("locked by pid", "a racer that lost");
         }
     }
     for r in &racers {
@@ -221,13 +217,7 @@ fn a_failed_commit_or_branch_move_applies_nothing_and_leaves_no_secret() {
         let base = s.head();
         let mut live = s.spawn_apply(&[("KEYROT_TEST_FAIL", point)]);
         assert_eq!(live.finish(), 1, "{point}");
-        assert!(
-            live.seen
-                .iter()
-                .any(|(e, l)| *e && l.contains("injected failure")),
-            "{point}: {:?}",
-            live.seen
-        );
+        live.assert_stderr_has("injected failure", point);
         assert_eq!(s.head(), base, "{point}: no change without its commit");
         assert_eq!(s.git(&["status", "--porcelain"]), "", "{point}");
         let files: Vec<_> = fs::read_dir(&s.secrets)
@@ -259,12 +249,9 @@ fn a_key_file_saved_while_apply_updates_the_work_tree_keeps_the_edit() {
     let mine = s.read("keys/old.toml").replace("owner =", "# my edit\nowner =");
     s.write("keys/old.toml", &mine);
     assert_eq!(live.finish(), 1);
-    assert!(
-        live.seen
-            .iter()
-            .any(|(e, l)| *e && l.contains("keys/old.toml changed since the apply began")),
-        "{:?}",
-        live.seen
+    live.assert_stderr_has(
+        "keys/old.toml changed since the apply began",
+        "a save between writes and renames",
     );
     assert_eq!(s.read("keys/old.toml"), mine, "the edit is kept");
     assert_ne!(s.head(), base, "the commit landed");
