@@ -9,7 +9,7 @@ use toml_edit::{DocumentMut, Item, Value};
 
 use crate::error::{Error, Result};
 use crate::store::{files, repo, Settings};
-use crate::time::Time;
+use crate::time::{Dur, Time};
 
 /// The policies keyrot ships and their tests, as `(file name, source)`.
 pub const SHIPPED_POLICIES: &[(&str, &str)] = &[
@@ -233,9 +233,15 @@ fn shift_table(table: &mut toml_edit::Table, secs: i64) {
 fn shift_value(v: &mut Value, secs: i64) {
     match v {
         Value::Datetime(dt) => {
-            if let Ok(t) = Time::parse_rfc3339(&dt.value().to_string()) {
+            // The example's dates are a few years around today: a shift that leaves
+            // the years TOML can write keeps the date as it was.
+            let shifted = Time::parse_rfc3339(&dt.value().to_string())
+                .ok()
+                .and_then(|t| t.checked_add(Dur::from_secs(secs)))
+                .and_then(|t| t.to_toml().ok());
+            if let Some(shifted) = shifted {
                 let decor = dt.decor().clone();
-                *v = Value::from(Time::from_unix(t.unix() + secs).to_toml());
+                *v = Value::from(shifted);
                 *v.decor_mut() = decor;
             }
         }

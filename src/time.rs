@@ -14,6 +14,27 @@ const DAY: i64 = 24 * HOUR;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Time(i64);
 
+/// The instants a key file can hold: TOML writes years 0000 to 9999.
+const FIRST: i64 = -62_167_219_200; // 0000-01-01T00:00:00Z
+const LAST: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+
+/// The longest grace period keyrot accepts, from a policy or from `keyrot.toml`.
+pub const MAX_GRACE: Dur = Dur(366 * DAY);
+
+/// A grace period is at least zero and at most [`MAX_GRACE`]: an old secret valid for
+/// years is no rotation at all, and a huge one overflowed time arithmetic.
+pub fn check_grace(grace: Dur) -> Result<(), String> {
+    if grace < Dur::ZERO {
+        return Err(format!("grace period {grace} is negative"));
+    }
+    if grace > MAX_GRACE {
+        return Err(format!(
+            "grace period {grace} is longer than the limit of {MAX_GRACE}"
+        ));
+    }
+    Ok(())
+}
+
 impl Time {
     /// The current wall-clock time.
     pub fn now() -> Time {
@@ -54,13 +75,16 @@ impl Time {
         }
     }
 
-    /// The TOML offset date-time for this instant (UTC, whole seconds).
-    pub fn to_toml(self) -> toml::value::Datetime {
+    /// The TOML offset date-time for this instant (UTC, whole seconds); an error for
+    /// an instant outside the years 0000–9999 that TOML can write.
+    pub fn to_toml(self) -> Result<toml::value::Datetime, String> {
         use chrono::{Datelike, Timelike};
-        let t = DateTime::<Utc>::from_timestamp(self.0, 0).unwrap_or_default();
-        toml::value::Datetime {
+        let t = DateTime::<Utc>::from_timestamp(self.0, 0)
+            .filter(|_| (FIRST..=LAST).contains(&self.0))
+            .ok_or_else(|| format!("the instant {self} is outside the years 0000 to 9999"))?;
+        Ok(toml::value::Datetime {
             date: Some(toml::value::Date {
-                year: t.year().clamp(0, 9999) as u16,
+                year: t.year() as u16,
                 month: t.month() as u8,
                 day: t.day() as u8,
             }),
@@ -71,15 +95,23 @@ impl Time {
                 nanosecond: 0,
             }),
             offset: Some(toml::value::Offset::Z),
-        }
+        })
     }
 
+    /// `self + d`, or `None` past the years 0000–9999 (or on overflow).
     pub fn checked_add(self, d: Dur) -> Option<Time> {
-        self.0.checked_add(d.0).map(Time)
+        self.0
+            .checked_add(d.0)
+            .filter(|t| (FIRST..=LAST).contains(t))
+            .map(Time)
     }
 
+    /// `self - d`, or `None` past the years 0000–9999 (or on overflow).
     pub fn checked_sub(self, d: Dur) -> Option<Time> {
-        self.0.checked_sub(d.0).map(Time)
+        self.0
+            .checked_sub(d.0)
+            .filter(|t| (FIRST..=LAST).contains(t))
+            .map(Time)
     }
 
     /// `self - earlier`, saturating (times far outside any real key's life do not panic).
@@ -274,8 +306,25 @@ mod tests {
         assert!(Time::from_toml(&local).is_err());
         let full: toml::value::Datetime = "2026-11-22T20:00:00Z".parse().unwrap();
         assert_eq!(Time::from_toml(&full).unwrap(), t);
-        assert_eq!(t.to_toml(), full);
-        assert_eq!(t.to_toml().to_string(), "2026-11-22T20:00:00Z");
+        assert_eq!(t.to_toml(), Ok(full));
+        assert_eq!(t.to_toml().unwrap().to_string(), "2026-11-22T20:00:00Z");
+    }
+
+    #[test]
+    fn arithmetic_stays_within_the_years_toml_writes() {
+        let t = Time::parse_rfc3339("9999-09-30T00:00:00Z").unwrap();
+        assert!(t.checked_add(Dur::days_n(100).unwrap()).is_none());
+        assert!(t.checked_add(Dur(i64::MAX)).is_none());
+        assert!(Time::from_unix(LAST + 1).to_toml().is_err());
+        assert!(Time::from_unix(FIRST - 1).to_toml().is_err());
+        assert_eq!(
+            Time::from_unix(LAST).to_toml().unwrap().to_string(),
+            "9999-12-31T23:59:59Z"
+        );
+        assert!(check_grace(Dur::days_n(366).unwrap()).is_ok());
+        let e = check_grace(Dur::days_n(367).unwrap()).unwrap_err();
+        assert!(e.contains("366d"), "{e}");
+        assert!(check_grace(Dur(-1)).unwrap_err().contains("negative"));
     }
 
     proptest! {

@@ -48,8 +48,10 @@ pub(super) fn merge(actions: &[&Action]) -> Result<KeyChanges> {
     Ok(c)
 }
 
-fn toml_time(t: Time) -> Value {
-    Value::from(t.to_toml())
+fn toml_time(key: &Key, t: Time) -> Result<Value> {
+    t.to_toml()
+        .map(Value::from)
+        .map_err(|why| Error::Usage(format!("{}: cannot write a time: {why}", key.path)))
 }
 
 /// Sets a top-level value, keeping the decoration (comments, spacing) of the one it
@@ -81,7 +83,7 @@ pub(super) fn edit_key_file(
     let root = doc.as_table_mut();
     if !c.revoke.is_empty() {
         set(root, "status", "revoked");
-        set(root, "revoked_at", toml_time(now));
+        set(root, "revoked_at", toml_time(key, now)?);
         set(root, "revoke_reason", c.revoke.join("; "));
         root.remove("previous");
         return Ok(doc.to_string());
@@ -105,10 +107,15 @@ pub(super) fn edit_key_file(
     if let (Some(grace), Some(new_fp)) = (c.rotate_grace, new_fp) {
         if let Some(old) = key.fingerprint.as_deref() {
             if grace > Dur::ZERO {
-                let until = now.checked_add(grace).unwrap_or(now);
+                let until = now.checked_add(grace).ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{}: the grace period {grace} from {now} ends past the year 9999",
+                        key.path
+                    ))
+                })?;
                 let mut entry = Table::new();
                 entry.insert("fingerprint", Item::Value(old.into()));
-                entry.insert("valid_until", Item::Value(toml_time(until)));
+                entry.insert("valid_until", Item::Value(toml_time(key, until)?));
                 if !root.contains_key("previous") {
                     root.insert("previous", Item::ArrayOfTables(ArrayOfTables::new()));
                 }
@@ -118,7 +125,7 @@ pub(super) fn edit_key_file(
             }
         }
         set(root, "fingerprint", new_fp);
-        set(root, "rotated_at", toml_time(now));
+        set(root, "rotated_at", toml_time(key, now)?);
     }
     Ok(doc.to_string())
 }

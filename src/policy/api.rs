@@ -4,7 +4,11 @@
 
 use std::sync::Arc;
 
-use rhai::packages::{Package, StandardPackage};
+use rhai::packages::{
+    ArithmeticPackage, BasicArrayPackage, BasicBlobPackage, BasicFnPackage, BasicIteratorPackage,
+    BasicMapPackage, BasicMathPackage, BasicStringPackage, BitFieldPackage, LogicPackage, MoreStringPackage,
+    Package,
+};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, NativeCallContext, FLOAT, INT};
 
 use super::decision::{clean_reason, Decision, Verdict};
@@ -26,7 +30,73 @@ pub mod limits {
     pub const MAP_ITEMS: usize = 10_000;
     pub const VARIABLES: usize = 1_000;
     pub const FUNCTIONS: usize = 256;
+    /// Wall-clock time one evaluation may take. The operations bound alone allows
+    /// ~2 s per key when every operation copies a string near its size limit; an honest
+    /// policy takes microseconds.
+    pub const TIME_MS: u64 = 500;
+    /// Longest grace period a policy or `keyrot.toml` may give: a year (and a day).
+    pub const GRACE_DAYS: i64 = 366;
 }
+
+rhai::def_package! {
+    /// What policies get of Rhai's standard library: Rhai's `StandardPackage` without
+    /// its `LanguageCorePackage`, whose `sleep()` blocks the thread (the rest of it —
+    /// `exit`, `parse_json`, value tags, reflection — no policy needs), and without the
+    /// debugging package's `back_trace()`. With the `no_time` and `no_module` features
+    /// there is no `timestamp()` and no `import`; none of these packages touches files,
+    /// the network, the environment or the clock.
+    PolicyPackage(lib):
+        ArithmeticPackage,
+        BasicStringPackage,
+        BasicIteratorPackage,
+        BasicFnPackage,
+        BitFieldPackage,
+        LogicPackage,
+        BasicMathPackage,
+        BasicArrayPackage,
+        BasicBlobPackage,
+        BasicMapPackage,
+        MoreStringPackage
+    {
+        let _ = lib;
+    }
+}
+
+/// The wall-clock budget of one evaluation, kept per thread: Rhai counts each call's
+/// operations from zero, so the clock is read first at the first checkpoint and then
+/// every [`budget::EVERY`] operations. An evaluation that stays under the first
+/// checkpoint (every honest policy: a few hundred operations) never reads the clock.
+mod budget {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+
+    pub(super) const EVERY: u64 = 256;
+
+    thread_local! {
+        static STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+
+    /// `on_progress`: `Some` stops the evaluation.
+    pub(super) fn check(ops: u64) -> Option<rhai::Dynamic> {
+        if ops % EVERY != 0 {
+            return None;
+        }
+        let now = Instant::now();
+        STARTED.with(|started| {
+            if ops == EVERY {
+                started.set(Some(now));
+                return None;
+            }
+            let spent = now.duration_since(started.get()?);
+            (spent > Duration::from_millis(super::limits::TIME_MS)).then(|| rhai::Dynamic::from(OVER_TIME))
+        })
+    }
+
+    /// The token of an evaluation stopped for time.
+    pub(crate) const OVER_TIME: &str = "keyrot:time-budget";
+}
+
+pub(crate) use budget::OVER_TIME;
 
 /// What a policy sees as `key`: the stored fields plus the facts keyrot derives.
 /// Cheap to clone (one reference count), and read-only: there are getters, no setters.
@@ -316,9 +386,7 @@ fn register_decisions(engine: &mut Engine) {
             decision(Verdict::Rotate { grace: None }, reason)
         })
         .register_fn("rotate", |reason: &str, grace: Dur| {
-            if grace < Dur::ZERO {
-                return Err(rt_err(format!("rotate: grace period {grace} is negative")));
-            }
+            crate::time::check_grace(grace).map_err(|why| rt_err(format!("rotate: {why}")))?;
             decision(Verdict::Rotate { grace: Some(grace) }, reason)
         })
         .register_fn("revoke", |reason: &str| decision(Verdict::Revoke, reason))
@@ -388,9 +456,7 @@ pub fn engine(now: Time, configs: Arc<Vec<rhai::Map>>) -> Engine {
 /// [`engine`] with any clock.
 pub fn engine_with(clock: &Clock, configs: Arc<Vec<rhai::Map>>) -> Engine {
     let mut engine = Engine::new_raw();
-    // The standard package has no file, network, environment or clock access: with
-    // the `no_time` and `no_module` features there is no `timestamp()` and no `import`.
-    engine.register_global_module(StandardPackage::new().as_shared_module());
+    engine.register_global_module(PolicyPackage::new().as_shared_module());
     engine.disable_symbol("eval");
     engine.on_print(|_| {});
     engine.on_debug(|_, _, _| {});
@@ -406,6 +472,7 @@ pub fn engine_with(clock: &Clock, configs: Arc<Vec<rhai::Map>>) -> Engine {
         .set_max_map_size(limits::MAP_ITEMS)
         .set_max_variables(limits::VARIABLES)
         .set_max_functions(limits::FUNCTIONS);
+    engine.on_progress(budget::check);
 
     register_time(&mut engine, clock);
     register_key(&mut engine);

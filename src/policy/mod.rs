@@ -33,9 +33,15 @@ pub struct Policy {
     pub identity: String,
 }
 
+/// Makes an engine like the one a set evaluates with (same API, clock and configs).
+type EngineFactory = Box<dyn Fn() -> Engine + Send + Sync>;
+
 /// Every policy of a store, ready to evaluate keys.
 pub struct PolicySet {
     engine: Engine,
+    /// A fresh copy of `engine`, for re-running a failed evaluation to find where it
+    /// stopped (see [`locate`]).
+    rebuild: EngineFactory,
     policies: Vec<Policy>,
 }
 
@@ -72,6 +78,14 @@ fn describe(err: &EvalAltResult) -> (String, Option<(usize, usize)>) {
             "call depth exceeded the sandbox limit of {}: runaway recursion?",
             api::limits::CALL_LEVELS
         ),
+        EvalAltResult::ErrorTerminated(token, _)
+            if token.clone().into_immutable_string().ok().as_deref() == Some(api::OVER_TIME) =>
+        {
+            format!(
+                "ran longer than the sandbox's time budget of {} ms for one evaluation",
+                api::limits::TIME_MS
+            )
+        }
         other => {
             // Rhai appends " (line L, position C)"; keyrot prints the position itself.
             let text = other.to_string();
@@ -104,7 +118,7 @@ impl PolicySet {
         now: Time,
         cache: Option<&AstCache>,
     ) -> (PolicySet, Vec<Problem>) {
-        PolicySet::compile_with(files, settings, cache, |configs| api::engine(now, configs))
+        PolicySet::compile_with(files, settings, cache, move |configs| api::engine(now, configs))
     }
 
     /// [`PolicySet::compile`] for `keyrot test`: `now()` reads `instant`, and every
@@ -116,7 +130,8 @@ impl PolicySet {
         config: &api::ConfigOverride,
         coverage: &coverage::Coverage,
     ) -> (PolicySet, Vec<Problem>) {
-        PolicySet::compile_with(files, settings, None, |configs| {
+        let (instant, config, coverage) = (instant.clone(), config.clone(), coverage.clone());
+        PolicySet::compile_with(files, settings, None, move |configs| {
             let mut engine = api::engine_with(&api::Clock::Settable(instant.clone()), configs.clone());
             config.attach(&mut engine, configs);
             coverage.attach(&mut engine);
@@ -128,7 +143,7 @@ impl PolicySet {
         files: &[FileEntry],
         settings: &Settings,
         cache: Option<&AstCache>,
-        make_engine: impl FnOnce(std::sync::Arc<Vec<rhai::Map>>) -> Engine,
+        make_engine: impl Fn(std::sync::Arc<Vec<rhai::Map>>) -> Engine + Send + Sync + 'static,
     ) -> (PolicySet, Vec<Problem>) {
         let mut problems = Vec::new();
         let mut named: Vec<(String, &FileEntry)> = Vec::new();
@@ -167,7 +182,8 @@ impl PolicySet {
                     .unwrap_or_default()
             })
             .collect();
-        let mut engine = make_engine(std::sync::Arc::new(configs));
+        let configs = std::sync::Arc::new(configs);
+        let mut engine = make_engine(configs.clone());
 
         let mut policies = Vec::new();
         for (idx, (name, f)) in named.into_iter().enumerate() {
@@ -185,7 +201,15 @@ impl PolicySet {
             }
         }
         engine.set_default_tag(Dynamic::UNIT);
-        (PolicySet { engine, policies }, problems)
+        let rebuild: EngineFactory = Box::new(move || make_engine(configs.clone()));
+        (
+            PolicySet {
+                engine,
+                rebuild,
+                policies,
+            },
+            problems,
+        )
     }
 
     pub fn policies(&self) -> &[Policy] {
@@ -199,9 +223,8 @@ impl PolicySet {
 
     /// Evaluates one key against one policy (`keyrot test`, `keyrot explain`).
     pub fn evaluate_one(&self, idx: usize, key: &KeyView) -> Result<Vec<Decision>, Error> {
-        let policy = &self.policies[idx];
-        let mut scope = policy.globals.clone();
-        call_evaluate(&self.engine, idx, policy, &mut scope, key)
+        let mut scope = self.policies[idx].globals.clone();
+        call_evaluate(self, idx, &mut scope, key)
     }
 
     /// Evaluates one key against every policy, in policy-name order. Returns each
@@ -231,15 +254,14 @@ pub struct Evaluator<'a> {
 impl Evaluator<'_> {
     /// Evaluates one key against policy `idx` alone.
     pub fn evaluate_policy(&mut self, idx: usize, key: &KeyView) -> Result<Vec<Decision>, Error> {
-        let policy = &self.set.policies[idx];
-        call_evaluate(&self.set.engine, idx, policy, &mut self.scopes[idx], key)
+        call_evaluate(self.set, idx, &mut self.scopes[idx], key)
     }
 
     /// See [`PolicySet::evaluate`].
     pub fn evaluate(&mut self, key: &KeyView) -> Result<Vec<(usize, Decision)>, Error> {
         let mut out = Vec::new();
-        for ((idx, policy), scope) in self.set.policies.iter().enumerate().zip(&mut self.scopes) {
-            for d in call_evaluate(&self.set.engine, idx, policy, scope, key)? {
+        for (idx, scope) in self.scopes.iter_mut().enumerate() {
+            for d in call_evaluate(self.set, idx, scope, key)? {
                 out.push((idx, d));
             }
         }
@@ -247,20 +269,28 @@ impl Evaluator<'_> {
     }
 }
 
+fn call_options(idx: usize) -> CallFnOptions<'static> {
+    CallFnOptions::new()
+        .eval_ast(false)
+        .rewind_scope(true)
+        .with_tag(idx as rhai::INT)
+}
+
 /// Runs one policy's `evaluate(key)` in the sandbox.
 fn call_evaluate(
-    engine: &Engine,
+    set: &PolicySet,
     idx: usize,
-    policy: &Policy,
     scope: &mut Scope<'static>,
     key: &KeyView,
 ) -> Result<Vec<Decision>, Error> {
-    let options = CallFnOptions::new()
-        .eval_ast(false)
-        .rewind_scope(true)
-        .with_tag(idx as rhai::INT);
-    let result =
-        engine.call_fn_with_options::<Dynamic>(options, scope, &policy.ast, "evaluate", (key.clone(),));
+    let policy = &set.policies[idx];
+    let result = set.engine.call_fn_with_options::<Dynamic>(
+        call_options(idx),
+        scope,
+        &policy.ast,
+        "evaluate",
+        (key.clone(),),
+    );
     let fail = |message: String, pos: Option<(usize, usize)>| Error::Policy {
         policy: policy.name.clone(),
         key: key.facts().key.id.clone(),
@@ -272,9 +302,53 @@ fn call_evaluate(
     };
     let value = result.map_err(|e| {
         let (msg, pos) = describe(&e);
+        // An evaluation that ran out of time is not run again to locate it: under the
+        // debugger it is slower still (seen in a debug build: a loop of `contains` over
+        // 10,000 values stopped after 5 s, and its located re-run took over 40 s).
+        let timed_out = matches!(e.unwrap_inner(), EvalAltResult::ErrorTerminated(..));
+        let pos = match pos {
+            None if !timed_out => locate(set, idx, key),
+            pos => pos,
+        };
         fail(msg, pos)
     })?;
     decisions(value).map_err(|msg| fail(msg, None))
+}
+
+/// Where an evaluation that failed without a position stopped. Rhai passes a broken
+/// bound (operations, call depth, size, time) up through every function call, giving
+/// it each call's position on the way; the outermost call, `evaluate` itself, has
+/// none. So the evaluation runs again, deterministically the same, with a debugger
+/// noting each step's position: the last one is where it stopped. Only failures pay
+/// for this; the evaluation engine never has a debugger.
+fn locate(set: &PolicySet, idx: usize, key: &KeyView) -> Option<(usize, usize)> {
+    use std::sync::{Arc, Mutex, PoisonError};
+    let mut engine = (set.rebuild)();
+    let last = Arc::new(Mutex::new(Position::NONE));
+    let seen = last.clone();
+    // Marked volatile, not deprecated, by Rhai; Cargo.lock pins the version.
+    #[allow(deprecated)]
+    engine.register_debugger(
+        |_, debugger| debugger,
+        move |_, event, _, _, pos| {
+            // Steps only: leaving a function reports the function's end.
+            if matches!(event, rhai::debugger::DebuggerEvent::Step) && !pos.is_none() {
+                *seen.lock().unwrap_or_else(PoisonError::into_inner) = pos;
+            }
+            Ok(rhai::debugger::DebuggerCommand::StepInto)
+        },
+    );
+    let policy = &set.policies[idx];
+    let mut scope = policy.globals.clone();
+    let _ = engine.call_fn_with_options::<Dynamic>(
+        call_options(idx),
+        &mut scope,
+        &policy.ast,
+        "evaluate",
+        (key.clone(),),
+    );
+    let pos = *last.lock().unwrap_or_else(PoisonError::into_inner);
+    rhai_pos(pos)
 }
 
 /// Accepts `()`, one decision, or an array of decisions.

@@ -232,20 +232,23 @@ impl Settings {
                 "store.keys and store.policies must be different folders",
             ));
         }
-        for (field, value, target) in [
+        let unbounded: fn(Dur) -> Result<(), String> = |_| Ok(());
+        for (field, value, target, bound) in [
             (
                 "rotation.grace_period",
                 raw.rotation.grace_period,
                 &mut s.grace_period,
+                crate::time::check_grace as fn(Dur) -> Result<(), String>,
             ),
             (
                 "rotation.min_interval",
                 raw.rotation.min_interval,
                 &mut s.min_interval,
+                unbounded,
             ),
         ] {
             if let Some(v) = value {
-                match Dur::parse(v.get_ref()) {
+                match Dur::parse(v.get_ref()).and_then(|d| bound(d).map(|()| d)) {
                     Ok(d) => *target = d,
                     Err(why) => problems.push(span_problem(path, text, v.span(), format!("{field}: {why}"))),
                 }

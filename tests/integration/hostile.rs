@@ -238,3 +238,110 @@ fn hostile_settings_and_owners_are_reported_not_applied() {
     s.commit("hostile settings");
     assert_nothing_applied(&s);
 }
+
+#[test]
+fn a_bound_broken_inside_evaluate_names_line_and_column() {
+    let cases = [
+        (
+            "spin",
+            "fn evaluate(key) {\n    let x = 1;\n    loop { x += 1; }\n}\n",
+            ":3:",
+        ),
+        (
+            "recursion",
+            "fn f(n) {\n    f(n + 1)\n}\nfn evaluate(key) {\n    f(0)\n}\n",
+            ":2:",
+        ),
+        (
+            "strings",
+            "fn evaluate(key) {\n    let s = \"ab\";\n    loop { s += s; }\n}\n",
+            ":3:",
+        ),
+        (
+            "array",
+            "fn evaluate(key) {\n    let a = [1];\n    loop { a += a; }\n}\n",
+            ":3:",
+        ),
+    ];
+    for (name, source, line) in cases {
+        let s = store_with_policy(name, source);
+        let run = s.keyrot(&["plan", "--now", NOW]).fails(1);
+        assert!(
+            run.stderr.contains(&format!("policies/{name}.rhai{line}")),
+            "{name}: expected `policies/{name}.rhai{line}` in {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn policies_cannot_sleep_and_a_slow_policy_is_stopped_by_its_time_budget() {
+    let s = store_with_policy("nap", "fn evaluate(key) {\n    sleep(100);\n}\n");
+    let started = std::time::Instant::now();
+    let run = s.keyrot(&["plan", "--now", NOW]).fails(1);
+    assert!(run.stderr.contains("policies/nap.rhai:2:5"), "{}", run.stderr);
+    assert!(run.stderr.contains("Function not found: sleep"), "{}", run.stderr);
+    // Not a speed target: a policy that slept would hold this test for 100 s.
+    assert!(started.elapsed().as_secs() < 60);
+    assert_nothing_applied(&s);
+
+    // Legal but slow: each `contains` compares 500 values, so the operations bound
+    // (200,000) is hours away; the time budget stops the evaluation first.
+    let slow = "fn evaluate(key) {\n    let a = [];\n    a.pad(500, 0);\n    loop { a.contains(-1); }\n}\n";
+    let s = store_with_policy("slow", slow);
+    let run = s.keyrot(&["plan", "--now", NOW]).fails(1);
+    assert!(run.stderr.contains("policy slow: key k:"), "{}", run.stderr);
+    assert!(run.stderr.contains("time budget of 500 ms"), "{}", run.stderr);
+    assert_nothing_applied(&s);
+}
+
+#[test]
+fn grace_periods_are_bounded_where_they_are_set() {
+    let s = store_with_policy(
+        "long-grace",
+        "fn evaluate(key) {\n    rotate(\"x\", days(100000000))\n}\n",
+    );
+    let run = s.keyrot(&["plan", "--now", NOW]).fails(1);
+    assert!(
+        run.stderr.contains("policies/long-grace.rhai:2:"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("longer than the limit of 366d"),
+        "{}",
+        run.stderr
+    );
+    assert_nothing_applied(&s);
+
+    let s = Store::with_keys(&[("k", &key("[\"read\"]", "2025-01-01T00:00:00Z", ""))]);
+    s.write("keyrot.toml", "[rotation]\ngrace_period = \"100000000d\"\n");
+    let run = s.keyrot(&["check"]).fails(1);
+    assert!(run.stderr.contains("keyrot.toml:2:"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("longer than the limit of 366d"),
+        "{}",
+        run.stderr
+    );
+    s.commit("a century of grace");
+    assert_nothing_applied(&s);
+
+    // The longest allowed grace is written as the date it ends, not clamped or wrapped.
+    let s = Store::with_keys(&[(
+        "k",
+        &key(
+            "[\"read\"]",
+            "2025-01-01T00:00:00Z",
+            &format!("fingerprint = \"{}\"\n", fp('a')),
+        ),
+    )]);
+    s.write("keyrot.toml", "[rotation]\ngrace_period = \"366d\"\n");
+    s.commit("a year of grace");
+    s.apply().ok();
+    assert!(
+        s.read("keys/k.toml")
+            .contains("valid_until = 2027-11-23T20:00:00Z"),
+        "{}",
+        s.read("keys/k.toml")
+    );
+}
