@@ -24,6 +24,7 @@ pub mod provider;
 pub mod runner;
 pub mod secret;
 pub mod sink;
+pub mod state_file;
 pub mod store;
 pub mod time;
 pub mod watch;

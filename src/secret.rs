@@ -171,6 +171,14 @@ impl SecretsDir {
             .create(path)
             .map_err(|e| Error::io(path, e))?;
         let real = path.canonicalize().map_err(|e| Error::io(path, e))?;
+        // The journals record this path so that a crash after the commit can be
+        // finished; they are JSON, which holds only UTF-8 text.
+        if real.to_str().is_none() {
+            return Err(Error::Usage(format!(
+                "the secrets folder {} resolves to a path that is not valid UTF-8; keyrot records it in its apply journal, so it must be\n  hint: choose a folder whose path is UTF-8",
+                real.display()
+            )));
+        }
         let store = store_root.canonicalize().map_err(|e| Error::io(store_root, e))?;
         if real.starts_with(&store) {
             return Err(Error::Usage(format!(

@@ -54,7 +54,7 @@ pub(super) fn write_durable(git_dir: &Path, name: &str, body: &[u8]) -> Result<(
     let dir = keyrot_dir(git_dir);
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let tmp = dir.join(format!("{name}.tmp"));
-    File::create(&tmp)
+    crate::state_file::create(&tmp)
         .and_then(|mut f| f.write_all(body).and_then(|()| f.sync_all()))
         .map_err(|e| Error::io(&tmp, e))?;
     fs::rename(&tmp, dir.join(name)).map_err(|e| Error::io(&tmp, e))?;
@@ -79,23 +79,23 @@ pub(super) fn sync_dir(dir: &Path) -> Result<()> {
 impl Journal {
     /// Writes the journal durably.
     pub fn write(&self, git_dir: &Path) -> Result<()> {
-        write_durable(
-            git_dir,
-            "journal",
-            &serde_json::to_vec_pretty(self).unwrap_or_default(),
-        )
+        // Never a default in place of what failed to encode: an empty journal would
+        // make a crash after the commit unrecoverable.
+        let body = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::Usage(format!("cannot write the apply journal: {e}")))?;
+        write_durable(git_dir, "journal", &body)
     }
 
     pub fn read(git_dir: &Path) -> Result<Option<Journal>> {
         let p = path(git_dir);
-        match fs::read(&p) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        match crate::state_file::read(&p) {
+            Ok(None) => Ok(None),
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
                 Error::Usage(format!(
                     "{}: unreadable apply journal ({e})\n  hint: inspect it; if no apply is running and the store is as it should be, delete it",
                     p.display()
                 ))
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(p, e)),
         }
     }

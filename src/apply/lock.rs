@@ -6,7 +6,7 @@
 //! died on this host is stale and taken over; any other can be removed by id with
 //! `keyrot apply --force-unlock ID`, as with Terraform.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -48,8 +48,16 @@ fn is_stale(h: &Holder) -> bool {
     h.host == hostname() && h.pid != 0 && !Path::new(&format!("/proc/{}", h.pid)).exists()
 }
 
-fn read_holder(path: &Path) -> Option<Holder> {
-    serde_json::from_slice(&fs::read(path).ok()?).ok()
+/// The lock's holder; `Ok(None)` when there is no lock, an error saying why when
+/// there is something at its place that is not a lock keyrot wrote.
+fn read_holder(path: &Path) -> std::result::Result<Option<Holder>, String> {
+    match crate::state_file::read(path) {
+        Ok(None) => Ok(None),
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("not a keyrot lock: {e}")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl Lock {
@@ -66,11 +74,9 @@ impl Lock {
         // Write the holder to a private file first, then hard-link it into place: the
         // link either fails (held) or makes the lock appear whole, never half-written.
         let tmp = dir.join(format!("lock.{id}.tmp"));
-        let body = serde_json::to_vec(&holder).unwrap_or_default();
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
+        let body = serde_json::to_vec(&holder)
+            .map_err(|e| Error::Usage(format!("cannot encode the lock's holder: {e}")))?;
+        crate::state_file::create(&tmp)
             .and_then(|mut f| f.write_all(&body).and_then(|()| f.sync_all()))
             .map_err(|e| Error::io(&tmp, e))?;
         let taken = take(&path, &tmp);
@@ -92,11 +98,16 @@ fn take(path: &Path, tmp: &Path) -> Result<Option<Holder>> {
         match fs::hard_link(tmp, path) {
             Ok(()) => return Ok(took_over),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let Some(other) = read_holder(path) else {
-                    return Err(Error::Usage(format!(
-                        "the store is locked ({} exists but cannot be read)\n  hint: if no keyrot is running, remove it",
-                        path.display()
-                    )));
+                let other = match read_holder(path) {
+                    Ok(Some(other)) => other,
+                    // Gone between the link and the read: try the link again.
+                    Ok(None) => continue,
+                    Err(why) => {
+                        return Err(Error::Usage(format!(
+                            "the store is locked ({} exists but cannot be read: {why})\n  hint: if no keyrot is running, remove it",
+                            path.display()
+                        )))
+                    }
                 };
                 if !is_stale(&other) {
                     return Err(Error::Usage(format!(
@@ -119,7 +130,7 @@ fn take(path: &Path, tmp: &Path) -> Result<Option<Holder>> {
 impl Drop for Lock {
     fn drop(&mut self) {
         // Only remove the lock if it is still ours (a --force-unlock may have replaced it).
-        if read_holder(&self.path).is_some_and(|h| h == self.holder) {
+        if read_holder(&self.path).is_ok_and(|h| h.as_ref() == Some(&self.holder)) {
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -129,15 +140,19 @@ impl Drop for Lock {
 pub fn force_unlock(git_dir: &Path, id: &str) -> Result<Holder> {
     let path = keyrot_dir(git_dir).join("lock");
     match read_holder(&path) {
-        Some(h) if h.id == id => {
+        Ok(Some(h)) if h.id == id => {
             fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             Ok(h)
         }
-        Some(h) => Err(Error::Usage(format!(
+        Ok(Some(h)) => Err(Error::Usage(format!(
             "the lock's id is {}, not {id}; nothing was removed",
             h.id
         ))),
-        None => Err(Error::Usage("the store is not locked".into())),
+        Ok(None) => Err(Error::Usage("the store is not locked".into())),
+        Err(why) => Err(Error::Usage(format!(
+            "{}: {why}; nothing was removed",
+            path.display()
+        ))),
     }
 }
 

@@ -131,10 +131,11 @@ impl Journal {
     }
 
     /// The journal as one header line, the state folded into it.
-    fn compacted(&self) -> Vec<u8> {
-        let mut line = serde_json::to_vec(self).unwrap_or_default();
+    fn compacted(&self) -> Result<Vec<u8>> {
+        let mut line = serde_json::to_vec(self)
+            .map_err(|e| Error::Usage(format!("cannot write the journal of provider steps: {e}")))?;
         line.push(b'\n');
-        line
+        Ok(line)
     }
 }
 
@@ -256,16 +257,14 @@ impl<'a> Services<'a> {
             let mut header = self.journal.clone();
             header.intents.clear();
             header.cleanup.clear();
-            write_durable(&self.git_dir, FILE, &header.compacted())?;
+            write_durable(&self.git_dir, FILE, &header.compacted()?)?;
             let path = super::lock::keyrot_dir(&self.git_dir).join(FILE);
-            let f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(|e| Error::io(&path, e))?;
+            let f = crate::state_file::open_append(&path).map_err(|e| Error::io(&path, e))?;
             self.file = Some(f);
         }
         let path = super::lock::keyrot_dir(&self.git_dir).join(FILE);
-        let mut line = serde_json::to_vec(&r).unwrap_or_default();
+        let mut line = serde_json::to_vec(&r)
+            .map_err(|e| Error::Usage(format!("cannot write the journal of provider steps: {e}")))?;
         line.push(b'\n');
         let f = self.file.as_mut().expect("opened above");
         f.write_all(&line).map_err(|e| Error::io(&path, e))?;
@@ -285,7 +284,7 @@ impl<'a> Services<'a> {
         if self.journal.is_empty() {
             remove_durable(&self.git_dir, FILE)
         } else {
-            write_durable(&self.git_dir, FILE, &self.journal.compacted())
+            write_durable(&self.git_dir, FILE, &self.journal.compacted()?)
         }
     }
 
@@ -517,9 +516,9 @@ pub fn unsettled(git_dir: &Path) -> bool {
 pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
     let git_dir = ws.repo.path().to_path_buf();
     let file = super::lock::keyrot_dir(&git_dir).join(FILE);
-    let bytes = match std::fs::read(&file) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+    let bytes = match crate::state_file::read(&file) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(file, e)),
     };
     let mut j = Journal::parse(&bytes).map_err(|e| {
@@ -611,7 +610,7 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
         remove_durable(&git_dir, FILE)?;
         Ok(notes)
     } else {
-        write_durable(&git_dir, FILE, &j.compacted())?;
+        write_durable(&git_dir, FILE, &j.compacted()?)?;
         Err(Error::Usage(format!(
             "an interrupted apply left provider steps that cannot be completed yet; nothing else is done until they are:\n  {}",
             notes.join("\n  ")
@@ -691,7 +690,7 @@ mod tests {
             intents: vec![],
             cleanup: vec![],
         };
-        let mut text = String::from_utf8(header.compacted()).unwrap();
+        let mut text = String::from_utf8(header.compacted().unwrap()).unwrap();
         text += &line(&Record::Intent(Box::new(intent("a", Stage::Create))));
         text += &line(&Record::Intent(Box::new(intent("b", Stage::Create))));
         text += &line(&Record::Intent(Box::new(intent("a", Stage::Set))));

@@ -168,6 +168,11 @@ impl Store {
 
     /// Runs keyrot with `--store` set to this store.
     pub fn keyrot(&self, args: &[&str]) -> Run {
+        self.keyrot_os(args)
+    }
+
+    /// [`Store::keyrot`] with arguments that need not be UTF-8.
+    pub fn keyrot_os<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyrot"));
         isolate(&mut cmd, &self.home);
         cmd.arg("--store").arg(&self.root).args(args);

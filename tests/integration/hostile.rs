@@ -345,3 +345,48 @@ fn grace_periods_are_bounded_where_they_are_set() {
         s.read("keys/k.toml")
     );
 }
+
+#[test]
+fn fifos_at_the_lock_or_a_journal_are_refused_without_waiting_on_them() {
+    for name in ["lock", "journal", "services"] {
+        let s = Store::with_keys(&[("k", &key("[\"read\"]", "2025-01-01T00:00:00Z", ""))]);
+        let dir = s.root.join(".git/keyrot");
+        fs::create_dir_all(&dir).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.join(name))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Opening a FIFO for reading blocks until a writer comes: a hang here is the bug.
+        let run = s.apply().fails(1);
+        assert!(
+            run.stderr.contains(&format!(".git/keyrot/{name}")) && run.stderr.contains("not a regular file"),
+            "{name}: {}",
+            run.stderr
+        );
+        assert_nothing_applied(&s);
+    }
+}
+
+#[test]
+fn a_secrets_folder_whose_path_is_not_utf8_is_refused_before_anything_happens() {
+    let s = Store::with_keys(&[("k", &key("[\"read\"]", "2025-01-01T00:00:00Z", ""))]);
+    let before = s.commit_count();
+    let dir = s
+        .root
+        .parent()
+        .unwrap()
+        .join(std::ffi::OsStr::from_bytes(b"secrets-\xff"));
+    let args: [&std::ffi::OsStr; 6] = [
+        "apply".as_ref(),
+        "--yes".as_ref(),
+        "--now".as_ref(),
+        NOW.as_ref(),
+        "--secrets-dir".as_ref(),
+        dir.as_os_str(),
+    ];
+    let run = s.keyrot_os(&args).fails(1);
+    assert!(run.stderr.contains("not valid UTF-8"), "{}", run.stderr);
+    assert_eq!(s.commit_count(), before);
+    assert!(!s.root.join(".git/keyrot/journal").exists());
+}
