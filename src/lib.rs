@@ -26,6 +26,7 @@ pub mod secret;
 pub mod sink;
 pub mod state_file;
 pub mod store;
+pub mod term;
 pub mod time;
 pub mod watch;
 pub mod workspace;

@@ -105,12 +105,12 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         super::out(&super::render::applied(&plan, &applied, secrets.path()));
     }
     for f in &applied.failed {
-        eprintln!(
+        super::err_line(&format!(
             "error: key {}: {} not applied: {}",
             f.key,
             f.actions.join(", "),
             f.error
-        );
+        ));
     }
     Ok(if applied.failed.is_empty() {
         ExitCode::SUCCESS

@@ -73,13 +73,13 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         ));
     } else {
         for f in &findings {
-            eprintln!("{}", finding_line(f));
+            super::err_line(&finding_line(f));
         }
         if errors > 0 {
-            eprintln!(
+            super::err_line(&format!(
                 "error: {errors} problem{} in the store",
                 if errors == 1 { "" } else { "s" }
-            );
+            ));
         } else {
             let mut text = format!(
                 "ok: {} keys, {} owners, {} policies\n",

@@ -21,6 +21,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use clap::{Parser, Subcommand};
 
 use crate::error::Error;
+use crate::term::safe;
 use crate::time::Time;
 use crate::watch::Signal;
 
@@ -83,7 +84,9 @@ pub fn main() -> ExitCode {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        eprintln!("error: internal error{at}: {what} (this is a bug in keyrot; nothing more was applied)");
+        err_line(&format!(
+            "error: internal error{at}: {what} (this is a bug in keyrot; nothing more was applied)"
+        ));
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -127,7 +130,7 @@ fn report(e: &Error) {
     match e {
         Error::Invalid(problems) => {
             for p in problems {
-                let _ = writeln!(err, "{p}");
+                let _ = writeln!(err, "{}", safe(&p.to_string()));
             }
             let n = problems.len();
             let _ = writeln!(
@@ -137,7 +140,7 @@ fn report(e: &Error) {
             );
         }
         other => {
-            let _ = writeln!(err, "error: {other}");
+            let _ = writeln!(err, "error: {}", safe(&other.to_string()));
         }
     }
 }
@@ -173,13 +176,20 @@ fn progress_bar(len: usize, what: &'static str, json: bool) -> indicatif::Progre
 /// Prints what the user should know but that is not an error, one `note:` line each.
 fn notes(notes: &[String]) {
     for n in notes {
-        eprintln!("note: {n}");
+        err_line(&format!("note: {n}"));
     }
 }
 
-/// Writes to stdout, ignoring a closed pipe (`keyrot log | head`).
+/// Writes to stdout, ignoring a closed pipe (`keyrot log | head`). Store content in
+/// the text is shown escaped, never as terminal control sequences.
 fn out(text: &str) {
     let mut o = std::io::stdout().lock();
-    let _ = o.write_all(text.as_bytes());
+    let _ = o.write_all(safe(text).as_bytes());
     let _ = o.flush();
+}
+
+/// Writes one line to stderr, escaped as [`out`] does.
+fn err_line(text: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "{}", safe(text));
 }

@@ -14,7 +14,11 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut b = Builder::default();
     b.push_record(header.iter().map(|h| h.to_string()));
     for r in rows {
-        b.push_record(r);
+        // Escaped before the table measures its columns, so they line up.
+        b.push_record(r.into_iter().map(|cell| match crate::term::safe(&cell) {
+            std::borrow::Cow::Borrowed(_) => cell,
+            std::borrow::Cow::Owned(escaped) => escaped,
+        }));
     }
     let mut t = b.build();
     t.with(Style::sharp());

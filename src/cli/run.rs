@@ -78,12 +78,12 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
                     };
                     super::out(&format!("{now} {} {action}\n", cycle.plan.summary));
                     for f in &failed {
-                        eprintln!(
+                        super::err_line(&format!(
                             "{now} error: key {}: {} not applied: {}",
                             f.key,
                             f.actions.join(", "),
                             f.error
-                        );
+                        ));
                     }
                 }
                 // A change that failed at its service is an error for cron and CI.
@@ -102,7 +102,7 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
                         json!({"event": "error", "time": now.to_rfc3339(), "error": e.to_string()})
                     ));
                 } else {
-                    eprintln!("{now} cycle failed:");
+                    super::err_line(&format!("{now} cycle failed:"));
                     super::report(&e);
                 }
                 1

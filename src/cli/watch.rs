@@ -64,14 +64,14 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
             } => super::out(&super::render::plan_change(plan, diff, changed)),
             Outcome::Failed { error, changed } => {
                 super::report(error);
-                eprintln!(
+                super::err_line(&format!(
                     "({}; keeping the last good plan)\n",
                     if changed.is_empty() {
                         "after a change".to_string()
                     } else {
                         format!("after a change to {}", changed.join(", "))
                     }
-                );
+                ));
             }
         }
     })?;

@@ -390,3 +390,38 @@ fn a_secrets_folder_whose_path_is_not_utf8_is_refused_before_anything_happens() 
     assert_eq!(s.commit_count(), before);
     assert!(!s.root.join(".git/keyrot/journal").exists());
 }
+
+#[test]
+fn store_content_never_reaches_the_terminal_as_control_sequences() {
+    let evil = "service = \"binance\"\nowner = \"mal\\u001b[31mlory\\u202eevil\"\npermissions = [\"read\"]\ntags = [\"t\\u001b]0;pwned\\u0007\"]\nenvironment = \"prod\\u009b2J\"\ncreated_at = 2020-01-01T00:00:00Z\n";
+    let s = Store::with_keys(&[("evil", evil)]);
+    let check_bad = "service = \"binance\"\nowner = \"x\"\npermissions = []\nip_allowlist = [\"10.0.0.1\\u001b[2J\\u202e\"]\ncreated_at = 2020-01-01T00:00:00Z\n";
+    let seen = |run: &Run, what: &str| {
+        for text in [&run.stdout, &run.stderr] {
+            assert!(
+                !text.contains('\u{1b}')
+                    && !text.contains('\u{202e}')
+                    && !text.contains('\u{9b}')
+                    && !text.contains('\u{7}'),
+                "{what} printed a raw control or bidi character:\n{text}"
+            );
+        }
+    };
+    let explain = s.keyrot(&["explain", "evil", "--now", NOW]).ok();
+    seen(&explain, "explain");
+    assert!(
+        explain.stdout.contains("mal\\u001b[31mlory\\u202eevil"),
+        "{}",
+        explain.stdout
+    );
+    seen(&s.keyrot(&["plan", "--now", NOW]), "plan");
+    seen(&s.keyrot(&["check"]), "check");
+    s.apply().ok();
+    seen(&s.keyrot(&["log"]), "log");
+
+    s.write("keys/bad.toml", check_bad);
+    let check = s.keyrot(&["check"]).fails(1);
+    seen(&check, "check (error)");
+    assert!(check.stderr.contains("keys/bad.toml"), "{}", check.stderr);
+    seen(&s.keyrot(&["plan", "--now", NOW]).fails(1), "plan (error)");
+}
