@@ -142,7 +142,7 @@ impl Journal {
 /// One apply's provider calls.
 pub struct Services<'a> {
     git_dir: PathBuf,
-    root: PathBuf,
+    exec: provider::ExecEnv<'a>,
     settings: &'a Settings,
     secrets: &'a SecretsDir,
     journal: Journal,
@@ -164,9 +164,22 @@ pub fn hidden_env(settings: &Settings) -> Vec<&str> {
     }
 }
 
+/// How this store's exec providers run: from their content in commit `base`, written
+/// to a private folder in `.git/keyrot` (the caller holds the lock, so no other apply
+/// uses it), in the store's root.
+fn exec_env<'a>(ws: &'a Workspace, base: &str, settings: &Settings) -> provider::ExecEnv<'a> {
+    let base = base.to_string();
+    provider::ExecEnv {
+        root: &ws.root,
+        run_dir: super::lock::keyrot_dir(ws.repo.path()).join("providers"),
+        committed: Box::new(move |path| crate::store::repo::committed_executable(&ws.repo, &base, path)),
+        hide_env: hidden_env(settings).into_iter().map(str::to_string).collect(),
+    }
+}
+
 impl<'a> Services<'a> {
     pub fn new(
-        ws: &Workspace,
+        ws: &'a Workspace,
         settings: &'a Settings,
         secrets: &'a SecretsDir,
         txid: &str,
@@ -178,7 +191,7 @@ impl<'a> Services<'a> {
         };
         Ok(Services {
             git_dir: ws.repo.path().to_path_buf(),
-            root: ws.root.clone(),
+            exec: exec_env(ws, base, settings),
             settings,
             secrets,
             journal: Journal {
@@ -240,7 +253,7 @@ impl<'a> Services<'a> {
 
     fn provider(&mut self, service: &str) -> Option<&dyn Provider> {
         if !self.providers.contains_key(service) {
-            let p = provider::for_service(&self.root, self.settings, service, &hidden_env(self.settings));
+            let p = provider::for_service(self.settings, service, &self.exec);
             self.providers.insert(service.to_string(), p);
         }
         self.providers.get(service)?.as_deref()
@@ -536,7 +549,7 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
         .and_then(|id| ws.repo.find_commit(id))
         .and_then(|c| c.tree())
         .map_err(|e| Error::git("reading the branch tip", e))?;
-    let hidden = hidden_env(&settings);
+    let exec = exec_env(ws, &j.base, &settings);
     let vault = match &settings.sink {
         Sink::Vault(v) => Some(Vault::new(v)?),
         Sink::Dir => None,
@@ -555,7 +568,7 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
             (false, Stage::Set) => Step::Revoke,
             (false, Stage::Create) => continue,
         };
-        let p = provider::for_service(&ws.root, &settings, &intent.info.service, &hidden);
+        let p = provider::for_service(&settings, &intent.info.service, &exec);
         let mut result = match &p {
             Some(p) => p
                 .call(&Request {

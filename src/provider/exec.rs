@@ -10,9 +10,11 @@
 //! fails the step.
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -24,7 +26,8 @@ use crate::secret::{wipe, Secret};
 const MAX_OUTPUT: u64 = 64 * 1024;
 
 pub struct Exec {
-    pub program: PathBuf,
+    /// The committed program, written out to run; or why it cannot run.
+    pub program: Result<Program, String>,
     /// The program as configured (`providers/binance`), for messages.
     pub display: String,
     pub cwd: PathBuf,
@@ -57,14 +60,111 @@ struct Answer {
     error: Option<String>,
 }
 
-fn read_capped(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+/// A provider's committed content written to a private file (mode 0700 in a 0700
+/// folder) to be executed, removed when dropped. Running this copy, not the work
+/// tree's file, is what makes apply run exactly what was committed.
+pub struct Program {
+    path: PathBuf,
+}
+
+impl Program {
+    pub fn write(run_dir: &Path, display: &str, bytes: &[u8]) -> Result<Program, String> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        let fail = |e: std::io::Error| format!("cannot prepare {display} to run: {e}");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(run_dir)
+            .map_err(fail)?;
+        std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+        let path = run_dir.join(display.replace('/', "_"));
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+            _ => {}
+        }
+        // Written and closed before it is ever run: a file still open for writing
+        // cannot be executed (ETXTBSY).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o700)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(fail)?;
+        Ok(Program { path })
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Which of the provider's outputs a reader reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Out,
+    Err,
+}
+
+/// Reads one of the provider's outputs on a thread of its own, sending what it read
+/// (at most [`MAX_OUTPUT`]) when the stream ends.
+fn read_capped(mut r: impl Read + Send + 'static, which: Stream, done: mpsc::Sender<(Stream, Vec<u8>)>) {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = (&mut r).take(MAX_OUTPUT).read_to_end(&mut buf);
         // Drain the rest so the provider never blocks on a full pipe.
         let _ = std::io::copy(&mut r, &mut std::io::sink());
-        buf
-    })
+        let _ = done.send((which, buf));
+    });
+}
+
+/// The name `/proc` gives a pipe (`pipe:[inode]`), to find who else holds it.
+fn pipe_name(fd: &impl AsRawFd) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
+}
+
+/// Kills every other process holding one of these pipes: a provider's descendants
+/// that left its process group (`setsid`) but kept its output open. Looked up in
+/// `/proc`, so only this user's processes are seen, which are the only ones a
+/// provider keyrot started could have become.
+fn kill_holders(pipes: &[PathBuf]) {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in procs.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| pipes.contains(&target)));
+        if holds {
+            // SAFETY: kill(2) with a pid read from /proc; at worst the process is gone.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Stops a provider past its deadline: its process group while it runs (once it is
+/// reaped, its id may be reused), then whoever else still holds its output pipes.
+fn stop(child: &mut std::process::Child, pipes: &[PathBuf]) {
+    if matches!(child.try_wait(), Ok(None)) {
+        // SAFETY: kill(2) on the provider's process group, which we created and
+        // whose leader is not reaped yet.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    }
+    kill_holders(pipes);
+    let _ = child.wait();
 }
 
 impl Exec {
@@ -91,7 +191,8 @@ impl Provider for Exec {
             .map_err(|e| self.fail(step, format!("cannot encode the request: {e}")))?;
         line.push(b'\n');
 
-        let mut cmd = Command::new(&self.program);
+        let program = self.program.as_ref().map_err(|why| self.fail(step, why))?;
+        let mut cmd = Command::new(&program.path);
         cmd.current_dir(&self.cwd)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -104,33 +205,62 @@ impl Provider for Exec {
         let mut child = cmd
             .spawn()
             .map_err(|e| self.fail(step, format!("cannot start: {e}")))?;
-        let stdout = read_capped(child.stdout.take().expect("piped"));
-        let stderr = read_capped(child.stderr.take().expect("piped"));
+        let deadline = Instant::now() + self.timeout;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            stop(&mut child, &[]);
+            return Err(self.fail(step, "cannot read its output"));
+        };
+        let pipes: Vec<PathBuf> = [pipe_name(&stdout), pipe_name(&stderr)]
+            .into_iter()
+            .flatten()
+            .collect();
+        let (done, outputs) = mpsc::channel();
+        read_capped(stdout, Stream::Out, done.clone());
+        read_capped(stderr, Stream::Err, done);
         if let Some(mut stdin) = child.stdin.take() {
             // A provider that exits without reading its request is judged by its answer.
             let _ = stdin.write_all(&line);
         }
         wipe(&mut line);
 
-        let started = Instant::now();
+        let timed_out = |child: &mut std::process::Child, why: &str| {
+            stop(child, &pipes);
+            self.fail(
+                step,
+                format!("timed out after {}s{why} and was stopped", self.timeout.as_secs()),
+            )
+        };
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
-                Ok(None) if started.elapsed() >= self.timeout => {
-                    // SAFETY: kill(2) on the provider's process group, which we created.
-                    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-                    let _ = child.wait();
-                    return Err(self.fail(
-                        step,
-                        format!("timed out after {}s and was stopped", self.timeout.as_secs()),
-                    ));
-                }
+                Ok(None) if Instant::now() >= deadline => return Err(timed_out(&mut child, "")),
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => return Err(self.fail(step, format!("cannot wait for it: {e}"))),
+                Err(e) => {
+                    stop(&mut child, &pipes);
+                    return Err(self.fail(step, format!("cannot wait for it: {e}")));
+                }
             }
         };
-        let mut out = stdout.join().unwrap_or_default();
-        let err = stderr.join().unwrap_or_default();
+        // Its output ends when every process holding it has closed it: a detached
+        // descendant may keep it open, so the deadline bounds this wait too.
+        let (mut out, mut err) = (None, None);
+        while out.is_none() || err.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match outputs.recv_timeout(left) {
+                Ok((Stream::Out, bytes)) => out = Some(bytes),
+                Ok((Stream::Err, bytes)) => err = Some(bytes),
+                Err(_) => {
+                    if let Some(mut bytes) = out {
+                        wipe(&mut bytes);
+                    }
+                    return Err(timed_out(
+                        &mut child,
+                        " (a process it started kept its output open)",
+                    ));
+                }
+            }
+        }
+        let (mut out, err) = (out.unwrap_or_default(), err.unwrap_or_default());
         let secrets: Vec<&Secret> = req.secret.into_iter().collect();
         let last_err_line = || {
             let text = String::from_utf8_lossy(&err);

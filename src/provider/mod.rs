@@ -9,7 +9,7 @@
 pub mod exec;
 pub mod postgres;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -110,22 +110,35 @@ pub trait Provider {
     fn call(&self, req: &Request) -> Result<Response, StepError>;
 }
 
+/// Reads a program's committed bytes by its path in the store, or says why not.
+pub type CommittedProgram<'a> = Box<dyn Fn(&str) -> Result<Vec<u8>, String> + 'a>;
+
+/// Where and how exec providers run.
+pub struct ExecEnv<'a> {
+    /// Their working directory: the store's root.
+    pub root: &'a Path,
+    /// A private folder the committed programs are written to, to be run from there.
+    pub run_dir: PathBuf,
+    /// The committed bytes of a program path (see `store::repo::committed_executable`).
+    pub committed: CommittedProgram<'a>,
+    /// Environment variables no provider may see (the Vault token).
+    pub hide_env: Vec<String>,
+}
+
 /// The provider configured for a service, ready to call; `None` when keyrot alone
-/// rotates the service's keys.
-pub fn for_service(
-    root: &Path,
-    settings: &Settings,
-    name: &str,
-    hide_env: &[&str],
-) -> Option<Box<dyn Provider>> {
+/// rotates the service's keys. An exec provider runs the program as committed, never
+/// the work tree's file: apply acts on committed state, and a work-tree file can be a
+/// symbolic link out of the store or hidden from `git status` (`--skip-worktree`).
+pub fn for_service(settings: &Settings, name: &str, env: &ExecEnv) -> Option<Box<dyn Provider>> {
     let service = settings.services.get(name)?;
     match service.provider.as_ref()? {
         ProviderSettings::Exec { program } => Some(Box::new(exec::Exec {
-            program: root.join(program),
+            program: (env.committed)(program)
+                .and_then(|bytes| exec::Program::write(&env.run_dir, program, &bytes)),
             display: program.clone(),
-            cwd: root.to_path_buf(),
+            cwd: env.root.to_path_buf(),
             timeout: std::time::Duration::from_secs(service.timeout.secs().max(1) as u64),
-            hide_env: hide_env.iter().map(|s| s.to_string()).collect(),
+            hide_env: env.hide_env.clone(),
         })),
         ProviderSettings::Postgres { dsn_env, role } => Some(Box::new(postgres::Pg {
             dsn_env: dsn_env.clone(),

@@ -104,6 +104,37 @@ pub fn signature(repo: &Repository, settings: &Settings) -> Result<Signature<'st
 /// once. Looking files up one by one from the root re-reads and re-parses a folder's
 /// tree per file (libgit2 does not cache large trees), which is quadratic in the
 /// number of keys.
+/// The bytes of the file at `path` in `commit`, which must be committed as a regular
+/// executable file (git's mode 100755): what `check` vetted in the work tree, as the
+/// commit holds it. An error, safe to show, says what is there instead.
+pub fn committed_executable(
+    repo: &Repository,
+    commit: &str,
+    path: &str,
+) -> std::result::Result<Vec<u8>, String> {
+    let tree = git2::Oid::from_str(commit)
+        .and_then(|id| repo.find_commit(id))
+        .and_then(|c| c.tree())
+        .map_err(|e| format!("cannot read commit {commit}: {}", e.message()))?;
+    let entry = tree
+        .get_path(Path::new(path))
+        .map_err(|_| format!("{path} is not committed"))?;
+    match entry.filemode() {
+        0o100755 => {}
+        0o120000 => {
+            return Err(format!(
+                "{path} is committed as a symbolic link; keyrot runs only regular executable files committed in the store"
+            ))
+        }
+        0o100644 => return Err(format!("{path} is not committed as executable (git add --chmod=+x {path})")),
+        _ => return Err(format!("{path} is not committed as a regular executable file")),
+    }
+    let blob = repo
+        .find_blob(entry.id())
+        .map_err(|e| format!("cannot read {path}: {}", e.message()))?;
+    Ok(blob.content().to_vec())
+}
+
 pub fn blob_ids(repo: &Repository, tree: &git2::Tree, paths: &[&str]) -> Result<HashMap<String, git2::Oid>> {
     let mut folders: HashMap<&str, Option<git2::Tree>> = HashMap::new();
     let mut out = HashMap::with_capacity(paths.len());

@@ -443,3 +443,107 @@ fn a_rollback_that_fails_is_retried_by_the_next_apply_before_anything_else() {
     );
     assert!(!l.s.root.join(".git/keyrot/services").exists());
 }
+
+/// Commits `script` as the ledger service's provider, executable.
+fn with_provider(l: &Ledger, script: &str) {
+    l.s.write("providers/ledger", script);
+    let path = l.s.path("providers/ledger");
+    let mut perms = fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    fs::set_permissions(&path, perms).unwrap();
+    l.s.commit("another provider");
+}
+
+#[test]
+fn a_provider_committed_as_a_symlink_out_of_the_store_is_never_run() {
+    let l = Ledger::new();
+    let outside = l.s.root.parent().unwrap().join("outside-provider");
+    let marker = l.s.root.parent().unwrap().join("outside-ran");
+    fs::write(
+        &outside,
+        format!(
+            "#!/bin/sh\ntouch '{}'\necho '{{\"ok\": true}}'\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    fs::remove_file(l.s.path("providers/ledger")).unwrap();
+    std::os::unix::fs::symlink(&outside, l.s.path("providers/ledger")).unwrap();
+    fs::set_permissions(&outside, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    l.s.commit("a provider that points out of the store");
+    let check = l.s.keyrot(&["check"]).fails(1);
+    assert!(
+        check.stderr.contains("provider providers/ledger"),
+        "{}",
+        check.stderr
+    );
+    let run = l.apply(&[]).fails(1);
+    assert!(
+        run.stderr
+            .contains("providers/ledger is committed as a symbolic link"),
+        "{}",
+        run.stderr
+    );
+    assert!(!marker.exists(), "apply ran what check refused");
+}
+
+#[test]
+fn a_provider_hidden_from_git_status_runs_as_committed() {
+    for hide in ["--skip-worktree", "--assume-unchanged"] {
+        let l = Ledger::new();
+        let marker = l.s.root.parent().unwrap().join("edited-ran");
+        let edited = format!(
+            "#!/bin/sh\ntouch '{}'\necho '{{\"ok\": true}}'\n",
+            marker.display()
+        );
+        l.s.git(&["update-index", hide, "providers/ledger"]);
+        fs::write(l.s.path("providers/ledger"), edited).unwrap();
+        assert_eq!(l.s.git(&["status", "--porcelain"]), "", "{hide}");
+        l.apply(&[]).ok();
+        assert!(!marker.exists(), "{hide}: the uncommitted provider ran");
+        // The committed ledger did the rotation.
+        assert_eq!(
+            l.calls(),
+            ["k1 restrict", "k1 create", "k1 set", "k1 test", "k1 finish"],
+            "{hide}"
+        );
+    }
+}
+
+#[test]
+fn a_providers_detached_descendants_do_not_outlast_its_timeout() {
+    // One hangs; one answers at once but leaves a process in a session of its own
+    // holding its output. Each grandchild writes its pid so the test can see it gone.
+    for (name, tail) in [("hangs", "sleep 300\n"), ("answers", "echo '{\"ok\": true}'\n")] {
+        let l = Ledger::new();
+        let pidfile = l.s.root.parent().unwrap().join("grandchild.pid");
+        with_provider(
+            &l,
+            &format!(
+                "#!/bin/sh\nsetsid sh -c 'echo $$ > \"{}\"; exec sleep 300' &\nsleep 0.2\n{tail}",
+                pidfile.display()
+            ),
+        );
+        let started = std::time::Instant::now();
+        let run = l.apply(&[]).fails(1);
+        // Not a speed target: without the fix this apply takes the grandchild's 300 s.
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "{name}: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            run.stderr.contains("timed out after 1s"),
+            "{name}: {}",
+            run.stderr
+        );
+        let pid = fs::read_to_string(&pidfile).unwrap();
+        let proc_dir = PathBuf::from(format!("/proc/{}", pid.trim()));
+        // A killed process lingers until its parent (init) reaps it.
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            fs::read_to_string(proc_dir.join("stat")).map_or(true, |s| s.contains(") Z "))
+        });
+        assert!(gone, "{name}: the detached grandchild {} still runs", pid.trim());
+    }
+}
