@@ -220,10 +220,9 @@ fn sigkill_between_set_and_the_commit_is_rolled_back_at_the_service() {
     );
     let new = l.committed_fp("k1").unwrap();
     assert_ne!(new, pending_fp);
-    assert_eq!(
-        l.table("k1"),
-        format!("restricted withdraw\nrestricted withdraw\n{new} current\n")
-    );
+    // The restrict, asked again by the second apply, is recorded once: the example
+    // provider's steps are safe to repeat.
+    assert_eq!(l.table("k1"), format!("restricted withdraw\n{new} current\n"));
     assert!(!l.s.root.join(".git/keyrot/services").exists());
     l.s.assert_fsck_clean();
 }
@@ -546,4 +545,69 @@ fn a_providers_detached_descendants_do_not_outlast_its_timeout() {
         });
         assert!(gone, "{name}: the detached grandchild {} still runs", pid.trim());
     }
+}
+
+/// Runs the example ledger once, as keyrot would, with a request of `step`.
+fn ledger_step(dir: &std::path::Path, step: &str, fingerprint: Option<&str>, extra: &str) -> String {
+    use std::io::Write;
+    let fp_field = fingerprint.map_or(String::new(), |f| format!("\"fingerprint\":\"{f}\","));
+    let req = format!(
+        "{{{fp_field}\"key\":{{\"id\":\"k1\",\"service\":\"ledger\"}},{extra}\"step\":\"{step}\"}}\n"
+    );
+    let mut child =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/providers/ledger"))
+            .env("LEDGER_DIR", dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{step}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn every_step_of_the_example_provider_is_safe_to_repeat() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let dir = tmp.path();
+    let table = || fs::read_to_string(dir.join("k1")).unwrap_or_default();
+    let (old, new) = (fp('a'), fp('b'));
+    // The key's first secret, then a rotation to `new`; each step twice, as keyrot
+    // may ask after a crash: the second call must change nothing.
+    let steps: [(&str, Option<&str>, &str); 9] = [
+        ("set", Some(&old), ""),
+        ("finish", Some(&old), ""),
+        ("create", None, ""),
+        ("set", Some(&new), ""),
+        ("test", Some(&new), ""),
+        ("finish", Some(&new), ""),
+        ("restrict", None, "\"remove\":[\"withdraw\"],"),
+        ("expire", Some(&old), ""),
+        ("revoke", None, ""),
+    ];
+    let mut after_each = Vec::new();
+    for (step, fingerprint, extra) in steps {
+        assert!(
+            ledger_step(dir, step, fingerprint, extra).contains("\"ok\": true"),
+            "{step}"
+        );
+        let once = table();
+        assert!(
+            ledger_step(dir, step, fingerprint, extra).contains("\"ok\": true"),
+            "{step} again"
+        );
+        assert_eq!(table(), once, "repeating {step} changed the ledger");
+        after_each.push(once);
+    }
+    assert_eq!(after_each[5], format!("{old} previous\n{new} current\n"));
+    assert_eq!(after_each[8], "restricted withdraw\nrevoked\n");
+    // Taking back one secret (a rotation rolled back) is as safe to repeat.
+    let tmp = tempfile::TempDir::new().unwrap();
+    ledger_step(tmp.path(), "set", Some(&new), "");
+    ledger_step(tmp.path(), "revoke", Some(&new), "");
+    ledger_step(tmp.path(), "revoke", Some(&new), "");
+    assert_eq!(fs::read_to_string(tmp.path().join("k1")).unwrap(), "");
+    // finish of a secret never set is refused, not recorded.
+    assert!(ledger_step(tmp.path(), "finish", Some(&old), "").contains("\"ok\": false"));
 }
