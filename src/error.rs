@@ -99,6 +99,15 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// An apply's instant is ahead of this machine's clock by more than clocks differ.
+    #[error("the apply's instant {instant} is {ahead} ahead of this machine's clock ({clock}); keyrot applies at most {max} ahead, so that no key is revoked or rotated before it is due and the audit trail is never dated in the future")]
+    FutureInstant {
+        instant: crate::time::Time,
+        clock: crate::time::Time,
+        ahead: crate::time::Dur,
+        max: crate::time::Dur,
+    },
+
     /// Anything else the user asked for that cannot be done, with what to do instead.
     #[error("{0}")]
     Usage(String),

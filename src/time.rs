@@ -133,7 +133,7 @@ pub struct Dur(i64);
 impl Dur {
     pub const ZERO: Dur = Dur(0);
 
-    pub fn from_secs(secs: i64) -> Dur {
+    pub const fn from_secs(secs: i64) -> Dur {
         Dur(secs)
     }
 

@@ -13,6 +13,7 @@
 
 mod commit;
 mod edit;
+pub mod instant;
 pub mod journal;
 pub mod lock;
 pub mod service;

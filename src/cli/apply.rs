@@ -24,6 +24,10 @@ pub struct Args {
     /// Apply without asking (required when stdin is not a terminal)
     #[arg(long, short = 'y')]
     yes: bool,
+    /// Apply even when the instant (--now, or the saved plan's) is more than 5 minutes
+    /// ahead of this machine's clock
+    #[arg(long)]
+    allow_future: bool,
     /// Where new secrets are written (default: a per-user state folder outside the store)
     #[arg(long, env = "KEYROT_SECRETS_DIR", value_name = "DIR")]
     secrets_dir: Option<PathBuf>,
@@ -33,6 +37,22 @@ pub struct Args {
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
+}
+
+/// Refuses an instant ahead of the clock (unless `--allow-future`), and warns about a
+/// saved plan made long ago.
+fn check_instant(instant: Time, future_ok: bool, saved: bool) -> Result<(), Error> {
+    match apply::instant::check(instant, Time::now(), future_ok, saved) {
+        Ok(warning) => {
+            if let Some(w) = warning {
+                super::err_line(&format!("warning: {w}"));
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::Usage(format!(
+            "{e}\n  hint: if you mean that instant (a replay, a test), pass --allow-future"
+        ))),
+    }
 }
 
 pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
@@ -62,10 +82,12 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
             let bytes = read_user_file(path)?;
             let plan = Plan::from_json(&path.display().to_string(), &bytes)?;
             let loaded = apply::verify_saved(&ws, &plan)?;
+            check_instant(plan.now()?, args.allow_future, true)?;
             (plan, loaded)
         }
         None => {
             let now = args.now.unwrap_or_else(Time::now);
+            check_instant(now, args.allow_future, false)?;
             let (head, loaded) = apply::load_head(&ws, now)?;
             let bar = super::progress_bar(loaded.store.keys.len(), "planning", args.json);
             let tick = |n, total| {

@@ -347,3 +347,67 @@ fn a_policy_grace_period_wins_when_shorter() {
         .read("keys/old.toml")
         .contains("valid_until = 2026-11-22T22:00:00Z"));
 }
+
+#[test]
+fn an_instant_ahead_of_the_clock_is_refused_unless_meant_and_an_old_saved_plan_is_warned_about() {
+    let s = Store::with_keys(&[("k", &key("[\"read\"]", "2025-01-01T00:00:00Z", ""))]);
+    let before = s.commit_count();
+    let secrets = s.secrets.to_str().unwrap().to_string();
+    let future = "2099-01-01T00:00:00Z";
+    let run = s
+        .keyrot(&["apply", "--yes", "--now", future, "--secrets-dir", &secrets])
+        .fails(1);
+    assert!(
+        run.stderr.contains("ahead of this machine's clock"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("--allow-future"), "{}", run.stderr);
+    assert_eq!(s.commit_count(), before);
+
+    // A saved plan made for the future is refused the same way.
+    let file = s.root.parent().unwrap().join("future.json");
+    s.keyrot(&["plan", "--now", future, "--out", file.to_str().unwrap()])
+        .ok();
+    let run = s
+        .keyrot(&["apply", file.to_str().unwrap(), "--secrets-dir", &secrets])
+        .fails(1);
+    assert!(
+        run.stderr.contains("ahead of this machine's clock"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(s.commit_count(), before);
+
+    // A saved plan from the past applies, with a warning that it is old.
+    let file = s.root.parent().unwrap().join("old.json");
+    s.keyrot(&["plan", "--now", NOW, "--out", file.to_str().unwrap()])
+        .ok();
+    let run = s
+        .keyrot(&["apply", file.to_str().unwrap(), "--secrets-dir", &secrets])
+        .ok();
+    assert!(
+        run.stderr
+            .contains("warning: this plan was made for 2026-11-22T20:00:00Z"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(s.commit_count(), before + 1);
+
+    // Meant: the future instant is written as asked.
+    s.write("keys/k.toml", &(s.read("keys/k.toml") + "compromised = true\n"));
+    s.commit("k leaked");
+    s.keyrot(&[
+        "apply",
+        "--yes",
+        "--allow-future",
+        "--now",
+        future,
+        "--secrets-dir",
+        &secrets,
+    ])
+    .ok();
+    assert!(s
+        .read("keys/k.toml")
+        .contains("revoked_at = 2099-01-01T00:00:00Z"));
+}
