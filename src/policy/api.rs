@@ -372,6 +372,7 @@ fn permission_list(perms: Array) -> RResult<Vec<String>> {
         let s = p
             .into_immutable_string()
             .map_err(|_| rt_err(format!("restrict: permissions must be strings, not {type_name}")))?;
+        crate::store::key::check_permission(&s).map_err(|why| rt_err(format!("restrict: {why}")))?;
         if !out.iter().any(|x: &String| x == s.as_str()) {
             out.push(s.to_string());
         }
@@ -399,6 +400,7 @@ fn register_decisions(engine: &mut Engine) {
             )
         })
         .register_fn("restrict", |perm: &str, reason: &str| {
+            crate::store::key::check_permission(perm).map_err(|why| rt_err(format!("restrict: {why}")))?;
             decision(
                 Verdict::Restrict {
                     remove: vec![perm.to_string()],

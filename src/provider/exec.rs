@@ -34,6 +34,8 @@ pub struct Exec {
     pub timeout: Duration,
     /// Environment variables the provider must not see (the Vault token).
     pub hide_env: Vec<String>,
+    /// What a secret it generates must at least be.
+    pub secret_rule: crate::secret::Strength,
 }
 
 /// The request, fields in name order (tools may rely on `{"fingerprint": …` first).
@@ -303,7 +305,7 @@ impl Provider for Exec {
         }
         let secret = match answer.secret {
             Some(s) if req.step == super::Step::Create => Some(
-                Secret::from_service(s)
+                Secret::from_service_checked(s, &self.secret_rule)
                     .map_err(|why| self.fail(step, format!("returned an unusable secret: {why}")))?,
             ),
             Some(s) => {

@@ -139,6 +139,7 @@ pub fn for_service(settings: &Settings, name: &str, env: &ExecEnv) -> Option<Box
             cwd: env.root.to_path_buf(),
             timeout: std::time::Duration::from_secs(service.timeout.secs().max(1) as u64),
             hide_env: env.hide_env.clone(),
+            secret_rule: service.secret_rule,
         })),
         ProviderSettings::Postgres { dsn_env, role } => Some(Box::new(postgres::Pg {
             dsn_env: dsn_env.clone(),

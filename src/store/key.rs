@@ -104,6 +104,25 @@ pub fn is_valid_fingerprint(fp: &str) -> bool {
     })
 }
 
+/// Permission names are `[a-z0-9_.:-]{1,64}`: a look-alike such as `withdrаw` (with a
+/// Cyrillic а) would pass every rule that names `withdraw`, so anything outside plain
+/// ASCII is refused wherever a permission is written (key files, `[service]`
+/// declarations, `restrict()`).
+pub fn check_permission(p: &str) -> Result<(), String> {
+    let ok = !p.is_empty()
+        && p.len() <= 64
+        && p.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a valid permission name: use 1 to 64 of a-z, 0-9, '_', '.', ':' and '-'",
+            p.escape_default()
+        ))
+    }
+}
+
 /// Service names appear inside generated secrets, so they are plain lowercase words.
 fn is_valid_service(s: &str) -> bool {
     let b = s.as_bytes();
@@ -193,6 +212,11 @@ pub fn parse(path: &str, text: &str) -> Result<Key, Vec<Problem>> {
             }
             out
         };
+    for p in &raw.permissions {
+        if let Err(why) = check_permission(p.get_ref()) {
+            bad(p.span(), format!("permissions: {why}"));
+        }
+    }
     let permissions = strings(raw.permissions, "permissions", &mut bad);
     let tags = strings(raw.tags, "tags", &mut bad);
     for cidr in &raw.ip_allowlist {

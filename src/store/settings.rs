@@ -41,6 +41,8 @@ pub struct Service {
     pub provider: Option<Provider>,
     /// How long one provider step may take.
     pub timeout: Dur,
+    /// What a secret the provider generates (its `create` answer) must at least be.
+    pub secret_rule: crate::secret::Strength,
 }
 
 /// Default for `[service.<name>] timeout`.
@@ -52,6 +54,7 @@ impl Default for Service {
             permissions: None,
             provider: None,
             timeout: Dur::from_secs(DEFAULT_PROVIDER_TIMEOUT_SECS),
+            secret_rule: crate::secret::Strength::default(),
         }
     }
 }
@@ -164,6 +167,8 @@ struct RawService {
     permissions: Option<Vec<String>>,
     provider: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    min_secret_length: Option<Spanned<i64>>,
+    min_secret_bits: Option<Spanned<i64>>,
     postgres: Option<Spanned<RawPostgres>>,
 }
 
@@ -309,6 +314,11 @@ impl Settings {
             }
         }
         for (name, raw) in raw.service {
+            for p in raw.permissions.iter().flatten() {
+                if let Err(why) = super::key::check_permission(p) {
+                    problems.push(Problem::new(path, format!("[service.{name}] permissions: {why}")));
+                }
+            }
             let mut service = Service {
                 permissions: raw.permissions,
                 ..Service::default()
@@ -328,6 +338,36 @@ impl Settings {
                         t.span(),
                         format!("service.{name}.timeout: {why}"),
                     )),
+                }
+            }
+            for (field, value, range, target) in [
+                (
+                    "min_secret_length",
+                    raw.min_secret_length,
+                    1..=4096,
+                    &mut service.secret_rule.min_length,
+                ),
+                (
+                    "min_secret_bits",
+                    raw.min_secret_bits,
+                    0..=1024,
+                    &mut service.secret_rule.min_bits,
+                ),
+            ] {
+                let Some(v) = value else { continue };
+                if range.contains(v.get_ref()) {
+                    *target = *v.get_ref() as usize;
+                } else {
+                    problems.push(span_problem(
+                        path,
+                        text,
+                        v.span(),
+                        format!(
+                            "service.{name}.{field} must be between {} and {}",
+                            range.start(),
+                            range.end()
+                        ),
+                    ));
                 }
             }
             match (raw.provider, raw.postgres) {

@@ -611,3 +611,99 @@ fn every_step_of_the_example_provider_is_safe_to_repeat() {
     // finish of a secret never set is refused, not recorded.
     assert!(ledger_step(tmp.path(), "finish", Some(&old), "").contains("\"ok\": false"));
 }
+
+/// A provider whose `create` answers `secret`, and every other step `ok`.
+fn creates(secret: &str) -> String {
+    format!(
+        "#!/bin/sh\ncase \"$(cat)\" in\n  *'\"step\":\"create\"'*) echo '{{\"ok\": true, \"secret\": \"{secret}\"}}' ;;\n  *) echo '{{\"ok\": true}}' ;;\nesac\n"
+    )
+}
+
+#[test]
+fn a_weak_secret_from_a_provider_is_refused_naming_the_provider() {
+    for (answer, why) in [
+        (
+            "password",
+            "8 characters long, shorter than the service's minimum of 16",
+        ),
+        (
+            "aaaaaaaaaaaaaaaaaaaaaaaa",
+            "less than the service's minimum of 48",
+        ),
+    ] {
+        let l = Ledger::new();
+        with_provider(&l, &creates(answer));
+        let base = l.s.head();
+        let run = l.apply(&[]).fails(1);
+        assert!(
+            run.stderr
+                .contains("provider providers/ledger (create): returned an unusable secret")
+                && run.stderr.contains(why),
+            "{answer}: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains(answer) && !run.stdout.contains(answer),
+            "{answer} was shown"
+        );
+        // k1 failed alone; k2 (another service) was rotated.
+        assert!(!l
+            .s
+            .git(&["diff", &base, "HEAD", "--", "keys/k1.toml"])
+            .contains("fingerprint"));
+    }
+    // A service that says its secrets are short.
+    let l = Ledger::new();
+    l.s.write(
+        "keyrot.toml",
+        &l.s.read("keyrot.toml").replace(
+            "timeout = \"1s\"\n",
+            "timeout = \"1s\"\nmin_secret_length = 8\nmin_secret_bits = 0\n",
+        ),
+    );
+    with_provider(&l, &creates("password"));
+    l.apply(&[]).ok();
+    let secret = fs::read_to_string(l.s.secret_file("k1")).unwrap();
+    assert_eq!(secret, "password\n");
+    let run = l.s.keyrot(&["check"]);
+    assert!(!run.stderr.contains("min_secret"), "{}", run.stderr);
+}
+
+#[test]
+fn look_alike_permissions_are_refused_wherever_they_are_written() {
+    let s = Store::with_keys(&[(
+        "k",
+        &key("[\"read\", \"withdr\u{430}w\"]", "2025-01-01T00:00:00Z", ""),
+    )]);
+    let run = s.keyrot(&["check"]).fails(1);
+    assert!(run.stderr.contains("keys/k.toml:3:"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not a valid permission name"),
+        "{}",
+        run.stderr
+    );
+    s.write("keys/k.toml", &key("[\"read\"]", "2025-01-01T00:00:00Z", ""));
+    s.write(
+        "keyrot.toml",
+        "[service.binance]\npermissions = [\"read\", \"Trade\"]\n",
+    );
+    let run = s.keyrot(&["check"]).fails(1);
+    assert!(
+        run.stderr.contains("[service.binance] permissions: `Trade`"),
+        "{}",
+        run.stderr
+    );
+    s.write("keyrot.toml", "");
+    s.write(
+        "policies/cut.rhai",
+        "fn evaluate(key) {\n    restrict(\"withdr\u{430}w\", \"x\")\n}\n",
+    );
+    let run = s.keyrot(&["plan", "--now", NOW]).fails(1);
+    assert!(run.stderr.contains("policies/cut.rhai:2:"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("restrict: `withdr\\u{430}w` is not a valid permission name"),
+        "{}",
+        run.stderr
+    );
+}
