@@ -78,22 +78,12 @@ fn providers(loaded: &Loaded, root: &Path, out: &mut Vec<Finding>) {
 /// not set are warnings: the policy's default applies, which may be intended.
 fn config_entries(loaded: &Loaded, out: &mut Vec<Finding>) {
     let settings = &loaded.store.settings;
+    out.extend(loaded.policies.warnings().iter().cloned().map(warning));
     for policy in loaded.policies.policies() {
         let used = config_use(&policy.ast);
-        let set = settings.policy_config.get(&policy.name);
-        for (entry, pos) in &used.reads {
-            if !set.is_some_and(|t| t.contains_key(entry)) {
-                out.push(warning(Problem::at(
-                    &policy.path,
-                    Some(*pos),
-                    format!(
-                        "reads config().{entry}, which keyrot.toml does not set ([policy.{}] {entry}); the policy's default applies",
-                        policy.name
-                    ),
-                )));
-            }
-        }
-        let Some(table) = set else { continue };
+        let Some(table) = settings.policy_config.get(&policy.name) else {
+            continue;
+        };
         let pos = settings.policy_config_pos.get(&policy.name).copied();
         if used.dynamic {
             continue; // its reads cannot be listed, so nothing is known to be unread

@@ -12,6 +12,8 @@ pub struct Cycle {
     pub plan: Plan,
     /// Set when the cycle applied (even when there was nothing to change).
     pub applied: Option<Applied>,
+    /// See [`crate::policy::PolicySet::warnings`].
+    pub warnings: Vec<crate::error::Problem>,
 }
 
 /// Runs one cycle at `now`. Without `secrets` it only plans the work tree, as
@@ -21,8 +23,12 @@ pub struct Cycle {
 pub fn cycle(ws: &Workspace, now: Time, secrets: Option<&SecretsDir>) -> Result<Cycle> {
     match secrets {
         None => {
-            let (plan, _) = ws.plan_worktree(now, None)?;
-            Ok(Cycle { plan, applied: None })
+            let planned = ws.plan_worktree(now, None)?;
+            Ok(Cycle {
+                plan: planned.plan,
+                applied: None,
+                warnings: planned.warnings,
+            })
         }
         Some(secrets) => {
             let guard = apply::begin(ws)?;
@@ -32,6 +38,7 @@ pub fn cycle(ws: &Workspace, now: Time, secrets: Option<&SecretsDir>) -> Result<
             Ok(Cycle {
                 plan,
                 applied: Some(applied),
+                warnings: loaded.policies.warnings().to_vec(),
             })
         }
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result};
 use crate::plan::{Memo, Plan, PlanDiff};
 use crate::policy::AstCache;
 use crate::store::files::{is_editor_artifact, ROOT_FILES, SETTINGS_FILE};
@@ -42,6 +42,8 @@ pub enum Outcome {
         diff: Option<PlanDiff>,
         /// Store-relative paths whose change triggered this plan.
         changed: Vec<String>,
+        /// The policies' warnings, when they differ from those shown last.
+        warnings: Vec<Problem>,
     },
     /// The store failed to load or a policy failed; the last good plan stands.
     Failed { error: Error, changed: Vec<String> },
@@ -70,6 +72,10 @@ pub struct Planner {
     /// Changed paths not yet asked about for the dirty flag (a failed re-plan stops
     /// before asking).
     unasked: BTreeSet<String>,
+    /// The policies' warnings as last shown, and those to show with the next plan
+    /// (shown again only when they change, not at every save).
+    warned: Vec<Problem>,
+    fresh_warnings: Vec<Problem>,
 }
 
 /// What bringing the live store up to date found besides the store itself.
@@ -192,6 +198,8 @@ impl Planner {
             live: None,
             pending: BTreeSet::new(),
             unasked: BTreeSet::new(),
+            warned: Vec::new(),
+            fresh_warnings: Vec::new(),
         }
     }
 
@@ -286,7 +294,12 @@ impl Planner {
         let result = self.plan(now, &changed);
         self.synced = result.is_ok();
         match result {
-            Ok((plan, diff)) => Outcome::Plan { plan, diff, changed },
+            Ok((plan, diff)) => Outcome::Plan {
+                plan,
+                diff,
+                changed,
+                warnings: std::mem::take(&mut self.fresh_warnings),
+            },
             Err(error) => Outcome::Failed { error, changed },
         }
     }
@@ -359,6 +372,10 @@ impl Planner {
         // Asked about at the first re-plan that gets that far, even if this one fails.
         self.unasked.extend(changed.iter().chain(pending).cloned());
         let policies = compile_policies(store, problems, now, Some(&self.asts))?;
+        if policies.warnings() != self.warned.as_slice() {
+            self.warned = policies.warnings().to_vec();
+            self.fresh_warnings = self.warned.clone();
+        }
         self.keys_dir = store.settings.keys_dir.clone();
         self.policies_dir = store.settings.policies_dir.clone();
         let asked: Vec<String> = self.unasked.iter().cloned().collect();
@@ -707,7 +724,7 @@ mod tests {
                 .unwrap()
                 .plan_worktree(now, None)
                 .unwrap()
-                .0
+                .plan
         };
         for i in 0..8 {
             write_key(&p, &format!("k{i}"), "2026-11-01T00:00:00Z");
@@ -891,7 +908,12 @@ mod tests {
         for seed in 1..5u64 {
             let (_tmp, mut p) = store();
             let now = p.fixed_now.unwrap();
-            let full = |p: &Planner| Workspace::open(p.root()).unwrap().plan_worktree(now, None);
+            let full = |p: &Planner| {
+                Workspace::open(p.root())
+                    .unwrap()
+                    .plan_worktree(now, None)
+                    .map(|w| (w.plan, w.dirty))
+            };
             let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             fs::write(p.root().join("policies/key-cap.rhai"), count_policy(1)).unwrap();
             let Outcome::Plan { plan, .. } = p.replan(vec![]) else {

@@ -42,6 +42,15 @@ impl Loaded {
     }
 }
 
+/// [`Workspace::plan_worktree`]'s answer.
+pub struct WorktreePlan {
+    pub plan: Plan,
+    /// Uncommitted paths among the files keyrot reads.
+    pub dirty: Vec<String>,
+    /// See [`crate::policy::PolicySet::warnings`].
+    pub warnings: Vec<Problem>,
+}
+
 /// Compiles a loaded store's policies (reusing `asts`), after checking its exceptions'
 /// dates. `Err` with every problem, the store's own (`problems`) first.
 pub fn compile_policies(
@@ -112,7 +121,7 @@ impl Workspace {
     }
 
     /// The plan of the work tree: what `plan` and `watch` show.
-    pub fn plan_worktree(&self, now: Time, progress: Progress) -> Result<(Plan, Vec<String>)> {
+    pub fn plan_worktree(&self, now: Time, progress: Progress) -> Result<WorktreePlan> {
         let (store, problems, seen) = Store::load_seen(&Source::WorkTree(self.root.clone()));
         let policies = compile_policies(&store, problems, now, None)?;
         let loaded = Loaded { store, policies };
@@ -127,6 +136,10 @@ impl Workspace {
             None => self.dirty_paths(&loaded.store)?,
         };
         let plan = loaded.plan(now, self.head_id()?, !dirty.is_empty(), progress)?;
-        Ok((plan, dirty))
+        Ok(WorktreePlan {
+            plan,
+            dirty,
+            warnings: loaded.policies.warnings().to_vec(),
+        })
     }
 }

@@ -114,6 +114,7 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         }
     };
 
+    super::warnings(loaded.policies.warnings());
     let applied = apply::execute(&ws, &guard, &loaded, &plan, &secrets)?;
     drop(guard);
     super::notes(&applied.notes);

@@ -30,11 +30,7 @@ fn problem_json(p: &Problem, severity: Severity) -> serde_json::Value {
 fn finding_line(f: &Finding) -> String {
     match f.severity {
         Severity::Error => f.problem.to_string(),
-        Severity::Warning => {
-            let mut p = f.problem.clone();
-            p.message = format!("warning: {}", p.message);
-            p.to_string()
-        }
+        Severity::Warning => super::warning_line(&f.problem),
     }
 }
 

@@ -180,6 +180,21 @@ fn notes(notes: &[String]) {
     }
 }
 
+/// `path:line:col: warning: message`, as `check` prints a warning.
+fn warning_line(p: &crate::error::Problem) -> String {
+    let mut p = p.clone();
+    p.message = format!("warning: {}", p.message);
+    p.to_string()
+}
+
+/// Prints warnings about the store on stderr, one line each, as `check` does: a
+/// scheduled `plan`, `apply`, `run` or `watch` shows them too.
+fn warnings(problems: &[crate::error::Problem]) {
+    for p in problems {
+        err_line(&warning_line(p));
+    }
+}
+
 /// Writes to stdout, ignoring a closed pipe (`keyrot log | head`). Store content in
 /// the text is shown escaped, never as terminal control sequences.
 fn out(text: &str) {

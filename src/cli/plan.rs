@@ -31,8 +31,13 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         bar.set_length(total);
         bar.inc(n)
     };
-    let (plan, dirty) = ws.plan_worktree(now, Some(&tick))?;
+    let crate::workspace::WorktreePlan {
+        plan,
+        dirty,
+        warnings,
+    } = ws.plan_worktree(now, Some(&tick))?;
     bar.finish_and_clear();
+    super::warnings(&warnings);
     if let Ok(Some(j)) = crate::apply::journal::Journal::read(ws.repo.path()) {
         super::notes(&[format!(
             "an apply was interrupted (commit {}); the next `keyrot apply` finishes or rolls it back, and brings the work tree along",

@@ -58,6 +58,7 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         let now = Time::now();
         let code = match runner::cycle(&ws, now, secrets.as_ref()) {
             Ok(cycle) => {
+                super::warnings(&cycle.warnings);
                 let commit = cycle.applied.as_ref().and_then(|a| a.commit.clone());
                 let failed = cycle
                     .applied

@@ -34,6 +34,9 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     }
     let mut line = PlanLine::default();
     watch::run(Planner::new(ws, args.now), tx, rx, |outcome| {
+        if let Outcome::Plan { warnings, .. } = outcome {
+            super::warnings(warnings);
+        }
         if json {
             match outcome {
                 // Streamed: a 100k-key plan is megabytes, not worth a JSON tree first;
@@ -61,6 +64,7 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
                 plan,
                 diff: Some(diff),
                 changed,
+                ..
             } => super::out(&super::render::plan_change(plan, diff, changed)),
             Outcome::Failed { error, changed } => {
                 super::report(error);

@@ -43,6 +43,8 @@ pub struct PolicySet {
     /// stopped (see [`locate`]).
     rebuild: EngineFactory,
     policies: Vec<Policy>,
+    /// `config()` entries the policies read that `keyrot.toml` does not set.
+    warnings: Vec<Problem>,
 }
 
 /// A policy's name is its file stem, and the `[policy.<name>]` table key.
@@ -202,11 +204,13 @@ impl PolicySet {
         }
         engine.set_default_tag(Dynamic::UNIT);
         let rebuild: EngineFactory = Box::new(move || make_engine(configs.clone()));
+        let warnings = unset_config_reads(&policies, settings);
         (
             PolicySet {
                 engine,
                 rebuild,
                 policies,
+                warnings,
             },
             problems,
         )
@@ -214,6 +218,13 @@ impl PolicySet {
 
     pub fn policies(&self) -> &[Policy] {
         &self.policies
+    }
+
+    /// What every command that evaluates these policies tells the user: each
+    /// `config()` entry a policy reads that `keyrot.toml` does not set (the policy's
+    /// default applies, which may be a typo: `cfg.max_dayz ?? 30`). In file order.
+    pub fn warnings(&self) -> &[Problem] {
+        &self.warnings
     }
 
     /// The index of the policy with this name.
@@ -379,6 +390,28 @@ fn decisions(value: Dynamic) -> Result<Vec<Decision>, String> {
         "evaluate returned {}; it must return nothing, a decision (rotate, revoke, restrict, warn) or an array of decisions",
         value.type_name()
     ))
+}
+
+/// See [`PolicySet::warnings`].
+fn unset_config_reads(policies: &[Policy], settings: &Settings) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for policy in policies {
+        let set = settings.policy_config.get(&policy.name);
+        for (entry, pos) in &config_use::config_use(&policy.ast).reads {
+            if !set.is_some_and(|t| t.contains_key(entry)) {
+                out.push(Problem::at(
+                    &policy.path,
+                    Some(*pos),
+                    format!(
+                        "reads config().{entry}, which keyrot.toml does not set ([policy.{}] {entry}); the policy's default applies",
+                        policy.name
+                    ),
+                ));
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.path, a.pos).cmp(&(&b.path, b.pos)));
+    out
 }
 
 /// A compiled script and the bytes it was compiled from.

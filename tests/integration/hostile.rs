@@ -425,3 +425,37 @@ fn store_content_never_reaches_the_terminal_as_control_sequences() {
     assert!(check.stderr.contains("keys/bad.toml"), "{}", check.stderr);
     seen(&s.keyrot(&["plan", "--now", NOW]).fails(1), "plan (error)");
 }
+
+#[test]
+fn a_config_entry_a_policy_reads_but_nobody_set_is_warned_about_by_every_command() {
+    let s = store_with_policy(
+        "typo",
+        "fn evaluate(key) {\n    let cfg = config();\n    if key.age > days(cfg.max_dayz ?? 30) { warn(\"old\") }\n}\n",
+    );
+    let warning = "policies/typo.rhai:3:";
+    let says = "warning: reads config().max_dayz, which keyrot.toml does not set";
+    let check = s.keyrot(&["check"]).ok();
+    assert!(
+        check.stderr.contains(warning) && check.stderr.contains(says),
+        "{}",
+        check.stderr
+    );
+    let secrets = s.secrets.to_str().unwrap().to_string();
+    for args in [
+        &["plan", "--now", NOW][..],
+        &["plan", "--json", "--now", NOW][..],
+        &["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets][..],
+        &["run", "--once"][..],
+        &["run", "--once", "--apply", "--secrets-dir", &secrets][..],
+    ] {
+        let run = s.keyrot(args);
+        assert!(
+            run.stderr.contains(warning) && run.stderr.contains(says),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    let mut live = s.spawn(&["watch", "--json", "--now", NOW], &[]);
+    live.wait_for(true, "the config warning", |line| line.contains(says));
+    live.next_event("plan");
+}
