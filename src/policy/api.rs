@@ -272,7 +272,10 @@ fn register_time(engine: &mut Engine, clock: &Clock) {
         .register_get("minutes", |d: &mut Dur| d.minutes())
         .register_get("seconds", |d: &mut Dur| d.secs())
         .register_fn("-", |a: Time, b: Time| {
-            Dur::from_secs(a.unix().saturating_sub(b.unix()))
+            a.unix()
+                .checked_sub(b.unix())
+                .map(Dur::from_secs)
+                .ok_or_else(overflow)
         })
         .register_fn("+", |a: Time, d: Dur| a.checked_add(d).ok_or_else(overflow))
         .register_fn("+", |d: Dur, a: Time| a.checked_add(d).ok_or_else(overflow))
