@@ -166,12 +166,15 @@ pub fn hidden_env(settings: &Settings) -> Vec<&str> {
 
 /// How this store's exec providers run: from their content in commit `base`, written
 /// to a private folder in `.git/keyrot` (the caller holds the lock, so no other apply
-/// uses it), in the store's root.
+/// uses it; it is emptied here), in the store's root.
 fn exec_env<'a>(ws: &'a Workspace, base: &str, settings: &Settings) -> provider::ExecEnv<'a> {
     let base = base.to_string();
+    let run_dir = super::lock::keyrot_dir(ws.repo.path()).join("providers");
+    // What is there was left by an apply that died (the lock is ours): nothing runs it.
+    let _ = std::fs::remove_dir_all(&run_dir);
     provider::ExecEnv {
         root: &ws.root,
-        run_dir: super::lock::keyrot_dir(ws.repo.path()).join("providers"),
+        run_dir,
         committed: Box::new(move |path| crate::store::repo::committed_executable(&ws.repo, &base, path)),
         hide_env: hidden_env(settings).into_iter().map(str::to_string).collect(),
     }

@@ -71,19 +71,23 @@ pub struct Program {
 
 impl Program {
     pub fn write(run_dir: &Path, display: &str, bytes: &[u8]) -> Result<Program, String> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Two services may name one program; each gets a file of its own.
+        static WRITTEN: AtomicUsize = AtomicUsize::new(0);
         let fail = |e: std::io::Error| format!("cannot prepare {display} to run: {e}");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(run_dir)
-            .map_err(fail)?;
-        std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
-        let path = run_dir.join(display.replace('/', "_"));
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+        match std::fs::DirBuilder::new().mode(0o700).create(run_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(fail(e)),
             _ => {}
         }
+        if !std::fs::symlink_metadata(run_dir).map_err(fail)?.is_dir() {
+            return Err(format!(
+                "cannot prepare {display} to run: {} is not a folder",
+                run_dir.display()
+            ));
+        }
+        let n = WRITTEN.fetch_add(1, Ordering::Relaxed);
+        let path = run_dir.join(format!("{n}-{}", display.replace('/', "_")));
         // Written and closed before it is ever run: a file still open for writing
         // cannot be executed (ETXTBSY).
         std::fs::OpenOptions::new()
