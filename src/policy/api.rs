@@ -34,8 +34,6 @@ pub mod limits {
     /// ~2 s per key when every operation copies a string near its size limit; an honest
     /// policy takes microseconds.
     pub const TIME_MS: u64 = 500;
-    /// Longest grace period a policy or `keyrot.toml` may give: a year (and a day).
-    pub const GRACE_DAYS: i64 = 366;
 }
 
 rhai::def_package! {
@@ -58,6 +56,7 @@ rhai::def_package! {
         BasicMapPackage,
         MoreStringPackage
     {
+        // Nothing of its own: the packages above are all it is.
         let _ = lib;
     }
 }
