@@ -23,7 +23,7 @@ fn now() -> Time {
 fn shipped() -> Vec<FileEntry> {
     keyrot::init::SHIPPED_POLICIES
         .iter()
-        .filter(|(name, _)| !name.ends_with(keyrot::policy::testing::TEST_SUFFIX))
+        .filter(|(name, _)| !name.ends_with(keyrot::store::layout::TEST_SUFFIX))
         .map(|(name, src)| FileEntry {
             path: format!("policies/{name}"),
             bytes: src.as_bytes().into(),

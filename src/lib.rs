@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod audit;
 pub mod cli;
+pub mod digest;
 pub mod durable;
 pub mod error;
 pub mod explain;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::policy::{Decision, KeyView, PolicySet, Verdict};
-use crate::store::{files, Exception, Key, KeyStatus, Store};
+use crate::store::{Exception, Key, KeyStatus, Store};
 use crate::time::{Dur, Time};
 
 pub const FORMAT: u32 = 1;
@@ -309,7 +309,7 @@ impl Plan {
 
     /// `sha256:` over the plan's canonical JSON; recorded as `Keyrot-Plan` in the commit.
     pub fn digest(&self) -> String {
-        files::sha256_tagged(serde_json::to_string(self).unwrap_or_default().as_bytes())
+        crate::digest::sha256_tagged(serde_json::to_string(self).unwrap_or_default().as_bytes())
     }
 
     pub fn has_changes(&self) -> bool {

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use rand::rngs::OsRng;
 use rand::TryRngCore;
 
+use crate::digest::sha256_tagged;
 use crate::error::{Error, Result};
-use crate::store::files::sha256_tagged;
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const CHECKSUM_CHARS: usize = 6;

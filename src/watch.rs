@@ -241,7 +241,7 @@ impl Planner {
         };
         in_dir(&self.keys_dir).is_some()
             || in_dir(&self.policies_dir)
-                .is_some_and(|n| n.contains(".rhai") && !n.ends_with(crate::policy::testing::TEST_SUFFIX))
+                .is_some_and(|n| n.contains(".rhai") && !crate::store::layout::is_policy_test(n))
     }
 
     /// After the watches are in place: the files that changed since the first load

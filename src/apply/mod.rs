@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::plan::{Action, Plan};
 use crate::secret::{Secret, SecretsDir};
-use crate::store::{files, repo};
+use crate::store::repo;
 use crate::time::Time;
 use crate::workspace::{Loaded, Workspace};
 
@@ -228,7 +228,7 @@ fn txid() -> Result<String> {
     OsRng
         .try_fill_bytes(&mut b)
         .map_err(|e| Error::Usage(format!("the operating system's random generator failed: {e}")))?;
-    Ok(files::hex(&b))
+    Ok(crate::digest::hex(&b))
 }
 
 /// Applies `plan` to the committed store `loaded` (which must be the plan's commit).

@@ -47,16 +47,6 @@ pub struct PolicySet {
     warnings: Vec<Problem>,
 }
 
-/// A policy's name is its file stem, and the `[policy.<name>]` table key.
-pub fn is_valid_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'))
-}
-
 fn rhai_pos(pos: Position) -> Option<(usize, usize)> {
     match (pos.line(), pos.position()) {
         (Some(l), Some(c)) => Some((l, c)),
@@ -152,7 +142,7 @@ impl PolicySet {
         for f in files {
             let file = f.path.rsplit('/').next().unwrap_or(&f.path);
             let name = file.strip_suffix(".rhai").unwrap_or(file).to_string();
-            if !is_valid_name(&name) {
+            if !crate::store::layout::is_valid_policy_name(&name) {
                 problems.push(Problem::new(
                     &f.path,
                     format!("`{name}` is not a valid policy name: use letters, digits, '-' and '_'"),
@@ -194,7 +184,7 @@ impl PolicySet {
                     p.identity = format!(
                         "{}\n{}\n{:?}",
                         f.path,
-                        crate::store::files::sha256_tagged(&f.bytes),
+                        crate::digest::sha256_tagged(&f.bytes),
                         settings.policy_config.get(&name)
                     );
                     policies.push(p)

@@ -15,13 +15,11 @@ use super::coverage::{self, Coverage};
 use super::decision::{Decision, Verdict};
 use super::{describe, PolicySet};
 use crate::error::{Error, Problem};
+use crate::store::layout::TEST_SUFFIX;
 use crate::store::{FileEntry, Key, KeyStatus, Store};
 use crate::time::{Dur, Time};
 
 type RResult<T> = Result<T, Box<EvalAltResult>>;
-
-/// The suffix that makes a file in the policy folder a test file.
-pub const TEST_SUFFIX: &str = "_test.rhai";
 
 /// The policy a test file tests: `policies/max-age_test.rhai` → `max-age`.
 pub fn tested_policy(path: &str) -> Option<&str> {

@@ -86,7 +86,7 @@ pub fn parse(path: &str, text: &str) -> (Vec<Exception>, Vec<Problem>) {
                 format!("`{}` is not a valid key id", e.key.get_ref()),
             );
         }
-        if !crate::policy::is_valid_name(e.policy.get_ref()) {
+        if !super::layout::is_valid_policy_name(e.policy.get_ref()) {
             bad(
                 e.policy.span(),
                 format!("`{}` is not a valid policy name", e.policy.get_ref()),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::cache::Cache;
+use crate::digest::hex;
 use crate::error::{Error, Problem, Result};
 
 /// Largest input file keyrot reads. Key files are a few hundred bytes; anything near
@@ -348,7 +349,7 @@ impl Snapshot {
         });
         (self.policy_tests, self.policies) = policies
             .into_iter()
-            .partition(|f| f.path.ends_with(crate::policy::testing::TEST_SUFFIX));
+            .partition(|f| super::layout::is_policy_test(&f.path));
     }
 
     fn read_folder(&mut self, source: &Source, dir: &str, pick: impl Fn(&str) -> Pick) -> Vec<FileEntry> {
@@ -566,22 +567,6 @@ fn digest<'a>(files: impl Iterator<Item = &'a FileEntry>) -> String {
         h.update(&f.bytes);
     }
     format!("sha256:{}", hex(&h.finalize()))
-}
-
-/// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
-
-/// `sha256:<hex>` of some bytes.
-pub fn sha256_tagged(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
 
 /// Reads a file from disk for a command-line argument (plan files and the like).

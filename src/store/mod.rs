@@ -4,6 +4,7 @@ pub mod cache;
 pub mod exceptions;
 pub mod files;
 pub mod key;
+pub mod layout;
 pub mod live;
 pub mod owners;
 mod parse;
