@@ -543,7 +543,13 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
             file.display()
         ))
     })?;
-    let settings = settings_at(ws, &j.base)?;
+    let settings = crate::store::repo::settings_at(&ws.repo, &j.base).map_err(|e| match e {
+        Error::Invalid(problems) => Error::Usage(format!(
+            "the interrupted apply's settings: {}",
+            problems.first().map(ToString::to_string).unwrap_or_default()
+        )),
+        e => e,
+    })?;
     let secrets = SecretsDir::existing(&j.secrets_dir);
     let branch = crate::store::repo::current_branch(&ws.repo)?;
     let tip = ws
@@ -560,8 +566,8 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     let mut left = Vec::new();
     for intent in std::mem::take(&mut j.intents) {
-        let landed =
-            intent.fingerprint.is_some() && fingerprint_at(ws, &tip, &intent.path) == intent.fingerprint;
+        let landed = intent.fingerprint.is_some()
+            && crate::store::repo::fingerprint_at(&ws.repo, &tip, &intent.path) == intent.fingerprint;
         let secret = secrets.as_ref().and_then(|s| {
             s.read_pending(&intent.key, &j.txid)
                 .or_else(|| landed.then(|| s.read_final(&intent.key)).flatten())
@@ -639,33 +645,6 @@ fn run_cleanup(v: &Vault, c: &Cleanup) -> Result<(), StepError> {
         None => v.delete_all(&c.vault_path),
         Some(fp) => v.destroy(&c.vault_path, Some(fp), None),
     }
-}
-
-fn settings_at(ws: &Workspace, commit: &str) -> Result<Settings> {
-    let tree = git2::Oid::from_str(commit)
-        .and_then(|id| ws.repo.find_commit(id))
-        .and_then(|c| c.tree())
-        .map_err(|e| Error::git("reading the interrupted apply's base commit", e))?;
-    let text = tree
-        .get_path(Path::new(crate::store::files::SETTINGS_FILE))
-        .ok()
-        .and_then(|e| ws.repo.find_blob(e.id()).ok())
-        .map(|b| String::from_utf8_lossy(b.content()).into_owned())
-        .unwrap_or_default();
-    let (settings, problems) = Settings::parse(crate::store::files::SETTINGS_FILE, &text);
-    if let Some(p) = problems.first() {
-        return Err(Error::Usage(format!("the interrupted apply's settings: {p}")));
-    }
-    Ok(settings)
-}
-
-fn fingerprint_at(ws: &Workspace, tree: &git2::Tree, path: &str) -> Option<String> {
-    let blob = ws
-        .repo
-        .find_blob(tree.get_path(Path::new(path)).ok()?.id())
-        .ok()?;
-    let table: toml::Table = std::str::from_utf8(blob.content()).ok()?.parse().ok()?;
-    table.get("fingerprint")?.as_str().map(str::to_string)
 }
 
 #[cfg(test)]

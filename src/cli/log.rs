@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use crate::audit;
 use crate::error::Error;
-use crate::time::Time;
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
@@ -24,12 +23,11 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
             return Err(Error::Usage(format!("`{k}` is not a valid key id")));
         }
     }
-    // The folder layout comes from the committed settings, as history is committed state.
+    // The folder layout comes from the committed settings, as history is committed
+    // state: only keyrot.toml is read, so a broken key file does not hide the history,
+    // and a broken keyrot.toml is reported, not replaced by the defaults.
     let settings = match ws.head_id()? {
-        Some(head) => match ws.load_commit(&head, Time::now()) {
-            Ok(loaded) => loaded.store.settings,
-            Err(_) => crate::store::Settings::default(),
-        },
+        Some(head) => crate::store::repo::settings_at(&ws.repo, &head)?,
         None => crate::store::Settings::default(),
     };
     let entries = audit::log(&ws.repo, &settings, args.key.as_deref())?;

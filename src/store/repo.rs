@@ -104,6 +104,37 @@ pub fn signature(repo: &Repository, settings: &Settings) -> Result<Signature<'st
 /// once. Looking files up one by one from the root re-reads and re-parses a folder's
 /// tree per file (libgit2 does not cache large trees), which is quadratic in the
 /// number of keys.
+/// The settings as committed in `commit` (a full SHA): its `keyrot.toml`, or the
+/// defaults when it has none. `Error::Invalid` when the file has problems.
+pub fn settings_at(repo: &Repository, commit: &str) -> Result<Settings> {
+    let tree = git2::Oid::from_str(commit)
+        .and_then(|id| repo.find_commit(id))
+        .and_then(|c| c.tree())
+        .map_err(|e| Error::git(format!("reading commit {commit}"), e))?;
+    let text = match tree.get_path(Path::new(super::files::SETTINGS_FILE)) {
+        Ok(entry) => {
+            let blob = repo
+                .find_blob(entry.id())
+                .map_err(|e| Error::git(format!("reading {} at {commit}", super::files::SETTINGS_FILE), e))?;
+            String::from_utf8_lossy(blob.content()).into_owned()
+        }
+        Err(_) => String::new(),
+    };
+    let (settings, problems) = Settings::parse(super::files::SETTINGS_FILE, &text);
+    if problems.is_empty() {
+        Ok(settings)
+    } else {
+        Err(Error::Invalid(problems))
+    }
+}
+
+/// The `fingerprint` a key file in `tree` records, if it has one and parses.
+pub fn fingerprint_at(repo: &Repository, tree: &git2::Tree, path: &str) -> Option<String> {
+    let blob = repo.find_blob(tree.get_path(Path::new(path)).ok()?.id()).ok()?;
+    let table: toml::Table = std::str::from_utf8(blob.content()).ok()?.parse().ok()?;
+    table.get("fingerprint")?.as_str().map(str::to_string)
+}
+
 /// The bytes of the file at `path` in `commit`, which must be committed as a regular
 /// executable file (git's mode 100755): what `check` vetted in the work tree, as the
 /// commit holds it. An error, safe to show, says what is there instead.

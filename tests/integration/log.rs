@@ -64,3 +64,23 @@ fn log_key_shows_only_that_key() {
         .stderr
         .contains("not a valid key id"));
 }
+
+#[test]
+fn log_reads_only_the_committed_settings_and_reports_them_broken() {
+    let s = every_action_store();
+    s.apply().ok();
+    // A broken key file does not hide the history.
+    s.write("keys/broken.toml", "service = \n");
+    s.commit("a broken key file");
+    let entries = s.keyrot(&["log", "--json"]).ok().json();
+    assert!(entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "rotate"));
+    // A broken keyrot.toml is reported, never replaced by the defaults.
+    s.write("keyrot.toml", "[store]\nkeys = \"elsewhere\"\nsurprise = 1\n");
+    s.commit("broken settings");
+    let run = s.keyrot(&["log"]).fails(1);
+    assert!(run.stderr.contains("keyrot.toml:3:"), "{}", run.stderr);
+}
