@@ -316,15 +316,8 @@ impl<'a> Services<'a> {
         let Some(p) = self.provider(&key.service) else {
             return Ok(());
         };
-        p.call(&Request {
-            step,
-            key: &info,
-            secret: None,
-            fingerprint,
-            remove,
-            grace: None,
-        })
-        .map(drop)
+        p.call(&Request::new(step, &info).fingerprint(fingerprint).remove(remove))
+            .map(drop)
     }
 
     /// `create`, `set` and `test` of a rotation, with the intent journaled and the new
@@ -350,14 +343,7 @@ impl<'a> Services<'a> {
         self.record(Record::Intent(Box::new(intent.clone())), true)?;
         let created = match self.provider(&key.service) {
             Some(p) => p
-                .call(&Request {
-                    step: Step::Create,
-                    key: &info,
-                    secret: None,
-                    fingerprint: None,
-                    remove: None,
-                    grace: Some(grace),
-                })
+                .call(&Request::new(Step::Create, &info).grace(grace))
                 .map(|r| r.secret),
             None => Ok(None),
         };
@@ -379,14 +365,12 @@ impl<'a> Services<'a> {
         let mut failure = None;
         if let Some(p) = self.provider(&key.service) {
             for step in [Step::Set, Step::Test] {
-                let result = p.call(&Request {
-                    step,
-                    key: &info,
-                    secret: Some(&secret),
-                    fingerprint: Some(&fp),
-                    remove: None,
-                    grace: Some(grace),
-                });
+                let result = p.call(
+                    &Request::new(step, &info)
+                        .secret(Some(&secret))
+                        .fingerprint(Some(&fp))
+                        .grace(grace),
+                );
                 if let Err(e) = result {
                     failure = Some(e);
                     break;
@@ -437,14 +421,11 @@ impl<'a> Services<'a> {
     /// the new secret, and its Vault version destroyed.
     fn undo(&mut self, intent: &Intent, secret: Option<&Secret>) -> Result<(), StepError> {
         if let Some(p) = self.provider(&intent.info.service) {
-            p.call(&Request {
-                step: Step::Revoke,
-                key: &intent.info,
-                secret,
-                fingerprint: intent.fingerprint.as_deref(),
-                remove: None,
-                grace: None,
-            })?;
+            p.call(
+                &Request::new(Step::Revoke, &intent.info)
+                    .secret(secret)
+                    .fingerprint(intent.fingerprint.as_deref()),
+            )?;
         }
         if let (Some(v), Some(version)) = (&self.vault, intent.vault_version) {
             v.destroy(
@@ -476,14 +457,11 @@ impl<'a> Services<'a> {
             let service = intent.info.service.clone();
             let result = match self.provider(&service) {
                 Some(p) => p
-                    .call(&Request {
-                        step: Step::Finish,
-                        key: &intent.info,
-                        secret: Some(&secret),
-                        fingerprint: intent.fingerprint.as_deref(),
-                        remove: None,
-                        grace: None,
-                    })
+                    .call(
+                        &Request::new(Step::Finish, &intent.info)
+                            .secret(Some(&secret))
+                            .fingerprint(intent.fingerprint.as_deref()),
+                    )
                     .map(drop),
                 None => Ok(()),
             };
@@ -580,14 +558,11 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
         let p = provider::for_service(&settings, &intent.info.service, &exec);
         let mut result = match &p {
             Some(p) => p
-                .call(&Request {
-                    step,
-                    key: &intent.info,
-                    secret: secret.as_ref(),
-                    fingerprint: intent.fingerprint.as_deref(),
-                    remove: None,
-                    grace: None,
-                })
+                .call(
+                    &Request::new(step, &intent.info)
+                        .secret(secret.as_ref())
+                        .fingerprint(intent.fingerprint.as_deref()),
+                )
                 .map(drop),
             None => Ok(()),
         };

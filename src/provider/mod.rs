@@ -89,6 +89,41 @@ pub struct Request<'a> {
     pub grace: Option<Dur>,
 }
 
+impl<'a> Request<'a> {
+    /// A request of `step` for `key`, with nothing else; the builders below add the
+    /// fields a step carries.
+    pub fn new(step: Step, key: &'a KeyInfo) -> Request<'a> {
+        Request {
+            step,
+            key,
+            secret: None,
+            fingerprint: None,
+            remove: None,
+            grace: None,
+        }
+    }
+
+    pub fn secret(mut self, secret: Option<&'a Secret>) -> Request<'a> {
+        self.secret = secret;
+        self
+    }
+
+    pub fn fingerprint(mut self, fingerprint: Option<&'a str>) -> Request<'a> {
+        self.fingerprint = fingerprint;
+        self
+    }
+
+    pub fn remove(mut self, remove: Option<&'a [String]>) -> Request<'a> {
+        self.remove = remove;
+        self
+    }
+
+    pub fn grace(mut self, grace: Dur) -> Request<'a> {
+        self.grace = Some(grace);
+        self
+    }
+}
+
 /// What a step answered.
 #[derive(Debug, Default)]
 pub struct Response {
