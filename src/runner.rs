@@ -31,10 +31,9 @@ pub fn cycle(ws: &Workspace, now: Time, secrets: Option<&SecretsDir>) -> Result<
             })
         }
         Some(secrets) => {
-            let guard = apply::begin(ws)?;
-            let (head, loaded) = apply::load_head(ws, now)?;
-            let plan = loaded.plan(now, Some(head), false, None)?;
-            let applied = apply::execute(ws, &guard, &loaded, &plan, secrets)?;
+            let tx = apply::Transaction::begin(ws)?;
+            let (plan, loaded) = tx.plan_head(now, None)?;
+            let applied = tx.commit(&loaded, &plan, secrets)?;
             Ok(Cycle {
                 plan,
                 applied: Some(applied),

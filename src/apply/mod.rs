@@ -100,9 +100,49 @@ pub struct Failure {
     pub after_commit: bool,
 }
 
+/// One apply as a transaction. [`Transaction::begin`] takes the store's lock and
+/// settles any interrupted apply; then the committed store is planned
+/// ([`Transaction::plan_head`]) or a saved plan is checked against it
+/// ([`Transaction::saved`]); [`Transaction::commit`] applies it as one commit. The lock
+/// is released when the transaction ends, committed or dropped; nothing before the
+/// commit has a lasting effect. `apply`, `run --apply` and `demo` all go through it.
+pub struct Transaction<'w> {
+    ws: &'w Workspace,
+    guard: Guard,
+}
+
+impl<'w> Transaction<'w> {
+    pub fn begin(ws: &'w Workspace) -> Result<Transaction<'w>> {
+        Ok(Transaction {
+            ws,
+            guard: begin(ws)?,
+        })
+    }
+
+    /// The committed store at HEAD, refused while the work tree has uncommitted
+    /// changes to the files keyrot reads, and its plan at `now`.
+    pub fn plan_head(&self, now: Time, progress: crate::progress::Progress) -> Result<(Plan, Loaded)> {
+        let (head, loaded) = load_head(self.ws, now)?;
+        let plan = loaded.plan(now, Some(head), false, progress)?;
+        Ok((plan, loaded))
+    }
+
+    /// Checks a saved plan against the store (see [`verify_saved`]) and returns the
+    /// committed store to apply it to.
+    pub fn saved(&self, plan: &Plan) -> Result<Loaded> {
+        verify_saved(self.ws, plan)
+    }
+
+    /// Applies `plan` to `loaded` (from [`Transaction::plan_head`] or
+    /// [`Transaction::saved`]) and ends the transaction.
+    pub fn commit(self, loaded: &Loaded, plan: &Plan, secrets: &SecretsDir) -> Result<Applied> {
+        execute(self.ws, &self.guard, loaded, plan, secrets)
+    }
+}
+
 /// Proof that this process holds the store's apply lock and that no interrupted apply
-/// is pending. Hold it from before reading the committed store until the apply ends.
-pub struct Guard {
+/// is pending. Held from before reading the committed store until the apply ends.
+struct Guard {
     _lock: Lock,
     txid: String,
     /// The id of a dead apply whose lock this one took over.
@@ -111,7 +151,7 @@ pub struct Guard {
 }
 
 /// Takes the store's lock and recovers from an interrupted apply, if any.
-pub fn begin(ws: &Workspace) -> Result<Guard> {
+fn begin(ws: &Workspace) -> Result<Guard> {
     let txid = txid()?;
     let lock = Lock::acquire(ws.repo.path(), &txid)?;
     let mut notes = Vec::new();
@@ -141,7 +181,7 @@ pub fn begin(ws: &Workspace) -> Result<Guard> {
 
 /// Loads the committed store at HEAD for applying, refusing while the work tree has
 /// uncommitted changes to the files keyrot reads.
-pub fn load_head(ws: &Workspace, now: Time) -> Result<(String, Loaded)> {
+fn load_head(ws: &Workspace, now: Time) -> Result<(String, Loaded)> {
     let head = ws
         .head_id()?
         .ok_or_else(|| Error::Usage("the store has no commits yet; commit its files first".into()))?;
@@ -156,7 +196,7 @@ pub fn load_head(ws: &Workspace, now: Time) -> Result<(String, Loaded)> {
 /// Checks a saved plan against the store: made on a clean tree, for this very commit
 /// and these very files, and identical to what the policies decide there at its `now`.
 /// Returns the loaded committed store to apply it to.
-pub fn verify_saved(ws: &Workspace, plan: &Plan) -> Result<Loaded> {
+fn verify_saved(ws: &Workspace, plan: &Plan) -> Result<Loaded> {
     if plan.dirty {
         return Err(Error::ForgedPlan(
             "it was made on a work tree with uncommitted changes; commit them and plan again".into(),
@@ -232,7 +272,7 @@ fn txid() -> Result<String> {
 }
 
 /// Applies `plan` to the committed store `loaded` (which must be the plan's commit).
-pub fn execute(
+fn execute(
     ws: &Workspace,
     guard: &Guard,
     loaded: &Loaded,

@@ -75,26 +75,25 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         None => secret::default_dir(&ws.root)?,
     };
     let secrets = SecretsDir::open(&secrets_path, &ws.root)?;
-    let guard = apply::begin(&ws)?;
+    let tx = apply::Transaction::begin(&ws)?;
 
     let (plan, loaded) = match &args.planfile {
         Some(path) => {
             let bytes = read_user_file(path)?;
             let plan = Plan::from_json(&path.display().to_string(), &bytes)?;
-            let loaded = apply::verify_saved(&ws, &plan)?;
+            let loaded = tx.saved(&plan)?;
             check_instant(plan.now()?, args.allow_future, true)?;
             (plan, loaded)
         }
         None => {
             let now = args.now.unwrap_or_else(Time::now);
             check_instant(now, args.allow_future, false)?;
-            let (head, loaded) = apply::load_head(&ws, now)?;
-            let bar = super::progress_bar(loaded.store.keys.len(), "planning", args.json);
+            let bar = super::progress_bar(0, "planning", args.json);
             let tick = |n, total| {
                 bar.set_length(total);
                 bar.inc(n)
             };
-            let plan = loaded.plan(now, Some(head), false, Some(&tick))?;
+            let (plan, loaded) = tx.plan_head(now, Some(&tick))?;
             bar.finish_and_clear();
             if !args.yes {
                 super::out(&super::render::plan(&plan));
@@ -115,8 +114,7 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     };
 
     super::warnings(loaded.policies.warnings());
-    let applied = apply::execute(&ws, &guard, &loaded, &plan, &secrets)?;
-    drop(guard);
+    let applied = tx.commit(&loaded, &plan, &secrets)?;
     super::notes(&applied.notes);
     if args.json {
         super::out(&format!(

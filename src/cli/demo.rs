@@ -39,9 +39,8 @@ pub fn run(args: &Args) -> Result<ExitCode, Error> {
     let ws = Workspace::open(&args.dir)?;
 
     super::out(&format!("== keyrot plan --now {now}\n"));
-    let guard = apply::begin(&ws)?;
-    let (head, loaded) = apply::load_head(&ws, now)?;
-    let plan = loaded.plan(now, Some(head), false, None)?;
+    let tx = apply::Transaction::begin(&ws)?;
+    let (plan, loaded) = tx.plan_head(now, None)?;
     super::out(&super::render::plan(&plan));
 
     let secrets_path = match &args.secrets_dir {
@@ -50,8 +49,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Error> {
     };
     let secrets = SecretsDir::open(&secrets_path, &ws.root)?;
     super::out("\n== keyrot apply --yes\n");
-    let applied = apply::execute(&ws, &guard, &loaded, &plan, &secrets)?;
-    drop(guard);
+    let applied = tx.commit(&loaded, &plan, &secrets)?;
     super::notes(&applied.notes);
     super::out(&super::render::applied(&plan, &applied, secrets.path()));
 
