@@ -161,7 +161,20 @@ fn begin(ws: &Workspace) -> Result<Guard> {
             old.pid, old.id, old.started
         ));
     }
-    notes.extend(service::recover(ws)?);
+    notes.extend(recover(ws)?);
+    Ok(Guard {
+        stale_txid: lock.took_over.as_ref().map(|h| h.id.clone()),
+        _lock: lock,
+        txid,
+        notes,
+    })
+}
+
+/// Settles what an interrupted apply left, both journals: first the steps it sent to
+/// services (or Vault), then the commit itself. The caller holds the lock. Returns
+/// what was done, as notes.
+fn recover(ws: &Workspace) -> Result<Vec<String>> {
+    let mut notes = service::recover(ws)?;
     match journal::recover(ws)? {
         Some(Recovery::Finished { commit }) => notes.push(format!(
             "finished an interrupted apply: commit {commit} had landed; its secrets and work tree are now in place"
@@ -171,12 +184,23 @@ fn begin(ws: &Workspace) -> Result<Guard> {
         )),
         None => {}
     }
-    Ok(Guard {
-        stale_txid: lock.took_over.as_ref().map(|h| h.id.clone()),
-        _lock: lock,
-        txid,
-        notes,
-    })
+    Ok(notes)
+}
+
+/// What an interrupted apply left for the next one to settle, as notes for `plan`
+/// (which takes no lock and changes nothing).
+pub fn interrupted(ws: &Workspace) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Ok(Some(j)) = Journal::read(ws.repo.path()) {
+        notes.push(format!(
+            "an apply was interrupted (commit {}); the next `keyrot apply` finishes or rolls it back, and brings the work tree along",
+            j.commit
+        ));
+    }
+    if service::unsettled(ws.repo.path()) {
+        notes.push("an apply was interrupted while it was changing keys at their services (or in Vault); the next `keyrot apply` settles that first".into());
+    }
+    notes
 }
 
 /// Loads the committed store at HEAD for applying, refusing while the work tree has

@@ -38,15 +38,7 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     } = ws.plan_worktree(now, Some(&tick))?;
     bar.finish_and_clear();
     super::warnings(&warnings);
-    if let Ok(Some(j)) = crate::apply::journal::Journal::read(ws.repo.path()) {
-        super::notes(&[format!(
-            "an apply was interrupted (commit {}); the next `keyrot apply` finishes or rolls it back, and brings the work tree along",
-            j.commit
-        )]);
-    }
-    if crate::apply::service::unsettled(ws.repo.path()) {
-        super::notes(&["an apply was interrupted while it was changing keys at their services (or in Vault); the next `keyrot apply` settles that first".into()]);
-    }
+    super::notes(&crate::apply::interrupted(&ws));
     if let Some(path) = &args.out {
         std::fs::File::create(path)
             .and_then(|f| plan.write_json(f))
