@@ -9,7 +9,6 @@ use serde_json::json;
 use crate::apply;
 use crate::error::Error;
 use crate::plan::Plan;
-use crate::secret::{self, SecretsDir};
 use crate::store::files::read_user_file;
 use crate::time::Time;
 use crate::workspace::Workspace;
@@ -28,9 +27,8 @@ pub struct Args {
     /// ahead of this machine's clock
     #[arg(long)]
     allow_future: bool,
-    /// Where new secrets are written (default: a per-user state folder outside the store)
-    #[arg(long, env = "KEYROT_SECRETS_DIR", value_name = "DIR")]
-    secrets_dir: Option<PathBuf>,
+    #[command(flatten)]
+    secrets: super::SecretsArgs,
     /// Remove the store's apply lock held under ID (left by a process that is gone), then exit
     #[arg(long, value_name = "ID", conflicts_with_all = ["planfile", "yes"])]
     force_unlock: Option<String>,
@@ -70,11 +68,7 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
             "apply without a plan file needs --yes when stdin is not a terminal (as `terraform apply -auto-approve`)".into(),
         ));
     }
-    let secrets_path = match &args.secrets_dir {
-        Some(p) => p.clone(),
-        None => secret::default_dir(&ws.root)?,
-    };
-    let secrets = SecretsDir::open(&secrets_path, &ws.root)?;
+    let secrets = args.secrets.open(&ws.root)?;
     let tx = apply::Transaction::begin(&ws)?;
 
     let (plan, loaded) = match &args.planfile {

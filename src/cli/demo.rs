@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use crate::apply;
 use crate::error::Error;
 use crate::init;
-use crate::secret::{self, SecretsDir};
 use crate::time::Time;
 use crate::workspace::Workspace;
 
@@ -16,9 +15,8 @@ pub struct Args {
     /// Folder of the demo store (reused if it exists)
     #[arg(default_value = "keyrot-demo")]
     dir: PathBuf,
-    /// Where new secrets are written (default: a per-user state folder outside the store)
-    #[arg(long, env = "KEYROT_SECRETS_DIR", value_name = "DIR")]
-    secrets_dir: Option<PathBuf>,
+    #[command(flatten)]
+    secrets: super::SecretsArgs,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, Error> {
@@ -43,11 +41,7 @@ pub fn run(args: &Args) -> Result<ExitCode, Error> {
     let (plan, loaded) = tx.plan_head(now, None)?;
     super::out(&super::render::plan(&plan));
 
-    let secrets_path = match &args.secrets_dir {
-        Some(p) => p.clone(),
-        None => secret::default_dir(&ws.root)?,
-    };
-    let secrets = SecretsDir::open(&secrets_path, &ws.root)?;
+    let secrets = args.secrets.open(&ws.root)?;
     super::out("\n== keyrot apply --yes\n");
     let applied = tx.commit(&loaded, &plan, &secrets)?;
     super::notes(&applied.notes);

@@ -60,6 +60,27 @@ enum Command {
     Demo(demo::Args),
 }
 
+/// `--secrets-dir`, the one place it is declared and resolved: `apply`, `run` and
+/// `demo` flatten it.
+#[derive(clap::Args)]
+struct SecretsArgs {
+    /// Where new secrets are written (default: a per-user state folder outside the store)
+    #[arg(long, env = "KEYROT_SECRETS_DIR", value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
+}
+
+impl SecretsArgs {
+    /// The secrets folder for the store at `root`: the one given, else the default;
+    /// created 0700 and refused inside the store.
+    fn open(&self, root: &std::path::Path) -> Result<crate::secret::SecretsDir, Error> {
+        let path = match &self.secrets_dir {
+            Some(p) => p.clone(),
+            None => crate::secret::default_dir(root)?,
+        };
+        crate::secret::SecretsDir::open(&path, root)
+    }
+}
+
 /// Parses an RFC 3339 `--now`.
 fn parse_now(s: &str) -> Result<Time, String> {
     Time::parse_rfc3339(s)

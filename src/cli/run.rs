@@ -1,7 +1,7 @@
 //! `keyrot run`: the scheduled runner. Plans (and with `--apply`, applies) at start and
 //! then every DURATION; `--once` runs one cycle for cron and CI.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
@@ -10,7 +10,6 @@ use serde_json::json;
 
 use crate::error::Error;
 use crate::runner;
-use crate::secret::{self, SecretsDir};
 use crate::time::{Dur, Time};
 use crate::watch::Signal;
 use crate::workspace::Workspace;
@@ -26,9 +25,8 @@ pub struct Args {
     /// Apply each cycle's plan of the committed store and commit it (otherwise only report)
     #[arg(long)]
     apply: bool,
-    /// Where new secrets are written (default: a per-user state folder outside the store)
-    #[arg(long, env = "KEYROT_SECRETS_DIR", value_name = "DIR")]
-    secrets_dir: Option<PathBuf>,
+    #[command(flatten)]
+    secrets: super::SecretsArgs,
     /// Write one JSON object per cycle
     #[arg(long)]
     json: bool,
@@ -45,11 +43,7 @@ fn parse_every(s: &str) -> Result<Dur, String> {
 pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
     let secrets = if args.apply {
-        let path = match &args.secrets_dir {
-            Some(p) => p.clone(),
-            None => secret::default_dir(&ws.root)?,
-        };
-        Some(SecretsDir::open(&path, &ws.root)?)
+        Some(args.secrets.open(&ws.root)?)
     } else {
         None
     };
