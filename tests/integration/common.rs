@@ -171,23 +171,26 @@ impl Store {
         self.keyrot_os(args)
     }
 
-    /// [`Store::keyrot`] with arguments that need not be UTF-8.
-    pub fn keyrot_os<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyrot"));
-        isolate(&mut cmd, &self.home);
-        cmd.arg("--store").arg(&self.root).args(args);
-        Run::from(cmd.output().unwrap())
-    }
-
-    /// [`Store::keyrot`] with extra environment variables.
-    pub fn keyrot_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+    /// The one way tests build a keyrot command: the real binary, git and HOME
+    /// isolated, `--store` set to this store, `env` added.
+    fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyrot"));
         isolate(&mut cmd, &self.home);
         cmd.arg("--store").arg(&self.root).args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Run::from(cmd.output().unwrap())
+        cmd
+    }
+
+    /// [`Store::keyrot`] with arguments that need not be UTF-8.
+    pub fn keyrot_os<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Run {
+        Run::from(self.command(args, &[]).output().unwrap())
+    }
+
+    /// [`Store::keyrot`] with extra environment variables.
+    pub fn keyrot_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        Run::from(self.command(args, env).output().unwrap())
     }
 
     /// Runs a bash command line in the store, as cron or systemd would.
@@ -408,12 +411,7 @@ impl Store {
     /// Starts keyrot with `--store` set, reading its stdout and stderr line by line.
     pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Live {
         use std::io::BufRead;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyrot"));
-        isolate(&mut cmd, &self.home);
-        cmd.arg("--store").arg(&self.root).args(args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        let mut cmd = self.command(args, env);
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let out = child.stdout.take().unwrap();
