@@ -1,0 +1,46 @@
+//! The file-system side of `watch`: which folders are watched (re-added when an editor
+//! re-creates one), which events mean nothing changed, and what a watch error means.
+
+use super::*;
+
+pub(super) fn watch_error(e: notify::Error, path: &Path) -> Error {
+    if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+        return Error::Usage(format!(
+            "cannot watch {}: the operating system's limit on file watches is reached\n  hint: raise it, e.g. `sudo sysctl fs.inotify.max_user_watches=524288` (persist it in /etc/sysctl.d/)",
+            path.display()
+        ));
+    }
+    Error::Usage(format!("cannot watch {}: {e}", path.display()))
+}
+
+/// Open, read and close-without-writing events: nothing changed on disk.
+pub(super) fn is_read_only(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    matches!(kind, EventKind::Access(a) if !matches!(a, AccessKind::Close(AccessMode::Write)))
+}
+
+/// Keeps a watch on each existing store folder; re-adds one that was re-created.
+pub(super) struct Watches {
+    pub(super) watcher: RecommendedWatcher,
+    pub(super) watched: BTreeSet<PathBuf>,
+}
+
+impl Watches {
+    pub(super) fn sync(&mut self, folders: &[PathBuf], touched: &BTreeSet<PathBuf>) -> Result<()> {
+        for dir in folders {
+            let exists = dir.is_dir();
+            let known = self.watched.contains(dir);
+            if known && (!exists || touched.contains(dir)) {
+                let _ = self.watcher.unwatch(dir);
+                self.watched.remove(dir);
+            }
+            if exists && !self.watched.contains(dir) {
+                self.watcher
+                    .watch(dir, RecursiveMode::NonRecursive)
+                    .map_err(|e| watch_error(e, dir))?;
+                self.watched.insert(dir.clone());
+            }
+        }
+        Ok(())
+    }
+}
