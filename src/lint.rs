@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::error::Problem;
-use crate::plan::{ActionKind, Plan};
+use crate::plan::{ActionKind, Plan, Provenance};
 use crate::policy::config_use::config_use;
 use crate::policy::testing::{orphan_test, tested_policy};
 use crate::store::files::{EXCEPTIONS_FILE, SETTINGS_FILE};
@@ -137,7 +137,7 @@ fn exceptions(loaded: &Loaded, now: Time, out: &mut Vec<Finding>) {
     if store.exceptions.is_empty() {
         return;
     }
-    let plan = match Plan::make(store, &loaded.policies, now, None, false, None) {
+    let plan = match Plan::make(store, &loaded.policies, now, Provenance::default(), None) {
         Ok(plan) => Some(plan),
         Err(e) => {
             // A policy that fails on some key fails every plan: that is check's business.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use git2::Repository;
 
 use crate::error::{Error, Problem, Result};
-use crate::plan::Plan;
+use crate::plan::{Plan, Provenance};
 use crate::policy::{AstCache, PolicySet};
 use crate::progress::Progress;
 use crate::store::{repo, status, Source, Store};
@@ -31,14 +31,9 @@ impl Loaded {
         Ok(Loaded { store, policies })
     }
 
-    pub fn plan(
-        &self,
-        now: Time,
-        store_commit: Option<String>,
-        dirty: bool,
-        progress: Progress,
-    ) -> Result<Plan> {
-        Plan::make(&self.store, &self.policies, now, store_commit, dirty, progress)
+    /// The plan of this store at `now`; `from` says where it was read.
+    pub fn plan(&self, now: Time, from: Provenance, progress: Progress) -> Result<Plan> {
+        Plan::make(&self.store, &self.policies, now, from, progress)
     }
 }
 
@@ -135,7 +130,11 @@ impl Workspace {
             Some(dirty) => dirty,
             None => self.dirty_paths(&loaded.store)?,
         };
-        let plan = loaded.plan(now, self.head_id()?, !dirty.is_empty(), progress)?;
+        let from = Provenance {
+            commit: self.head_id()?,
+            dirty: !dirty.is_empty(),
+        };
+        let plan = loaded.plan(now, from, progress)?;
         Ok(WorktreePlan {
             plan,
             dirty,

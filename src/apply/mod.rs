@@ -34,7 +34,7 @@ use lock::Lock;
 
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Plan, Provenance};
 use crate::secret::{Secret, SecretsDir};
 use crate::store::repo;
 use crate::time::Time;
@@ -123,7 +123,7 @@ impl<'w> Transaction<'w> {
     /// changes to the files keyrot reads, and its plan at `now`.
     pub fn plan_head(&self, now: Time, progress: crate::progress::Progress) -> Result<(Plan, Loaded)> {
         let (head, loaded) = load_head(self.ws, now)?;
-        let plan = loaded.plan(now, Some(head), false, progress)?;
+        let plan = loaded.plan(now, Provenance::committed(head), progress)?;
         Ok((plan, loaded))
     }
 
@@ -254,7 +254,7 @@ fn verify_saved(ws: &Workspace, plan: &Plan) -> Result<Loaded> {
             "keys_digest does not match the key files at HEAD".into(),
         ));
     }
-    let derived = loaded.plan(now, Some(head), false, None)?;
+    let derived = loaded.plan(now, Provenance::committed(head), None)?;
     if derived != *plan {
         let detail = match derived
             .actions

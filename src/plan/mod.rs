@@ -249,18 +249,34 @@ pub struct Plan {
     pub summary: Summary,
 }
 
+/// Where the store a plan was made from was read: the commit it was at (none before
+/// the first), and whether the work tree differed from it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Provenance {
+    pub commit: Option<String>,
+    pub dirty: bool,
+}
+
+impl Provenance {
+    /// The committed store at `commit`, as apply reads it.
+    pub fn committed(commit: String) -> Provenance {
+        Provenance {
+            commit: Some(commit),
+            dirty: false,
+        }
+    }
+}
+
 impl Plan {
-    /// Plans a loaded store at `now`. `store_commit` and `dirty` describe where the
-    /// store was read from.
+    /// Plans a loaded store at `now`; `from` says where the store was read.
     pub fn make(
         store: &Store,
         policies: &PolicySet,
         now: Time,
-        store_commit: Option<String>,
-        dirty: bool,
+        from: Provenance,
         progress: crate::progress::Progress,
     ) -> Result<Plan> {
-        Plan::make_memo(store, policies, now, store_commit, dirty, progress, None)
+        Plan::make_memo(store, policies, now, from, progress, None)
     }
 
     /// [`Plan::make`] through a [`Memo`] of the last plan's decisions (`watch`).
@@ -268,19 +284,18 @@ impl Plan {
         store: &Store,
         policies: &PolicySet,
         now: Time,
-        store_commit: Option<String>,
-        dirty: bool,
+        from: Provenance,
         progress: crate::progress::Progress,
         memo: Option<&mut Memo>,
     ) -> Result<Plan> {
         let actions = build::actions_memo(store, policies, now, progress, memo)?;
         Ok(Plan {
             format: FORMAT,
-            store_commit,
+            store_commit: from.commit,
             policies_digest: store.policies_digest.clone(),
             keys_digest: store.keys_digest.clone(),
             now: now.to_rfc3339(),
-            dirty,
+            dirty: from.dirty,
             summary: Summary::of(&actions),
             actions,
         })

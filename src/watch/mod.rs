@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
 use crate::error::{Error, Problem, Result};
-use crate::plan::{Memo, Plan, PlanDiff};
+use crate::plan::{Memo, Plan, PlanDiff, Provenance};
 use crate::policy::AstCache;
 use crate::store::files::{is_editor_artifact, ROOT_FILES, SETTINGS_FILE};
 use crate::store::live::Delta;

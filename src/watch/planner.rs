@@ -370,7 +370,8 @@ impl Planner {
         }
         // With a moving clock every decision may change: no memo to keep.
         let memo = self.fixed_now.map(|_| &mut self.memo);
-        let plan = Arc::new(Plan::make_memo(store, &policies, now, head, dirty, None, memo)?);
+        let from = Provenance { commit: head, dirty };
+        let plan = Arc::new(Plan::make_memo(store, &policies, now, from, None, memo)?);
         let diff = self.last_good.as_ref().map(|old| PlanDiff::between(old, &plan));
         if let Some(old) = self.last_good.replace(plan.clone()) {
             // Freeing a large plan takes a while; the new one need not wait.
