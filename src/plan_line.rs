@@ -102,7 +102,7 @@ fn shell(plan: &Plan) -> io::Result<(Vec<u8>, Vec<u8>)> {
         store_commit: plan.store_commit.clone(),
         policies_digest: plan.policies_digest.clone(),
         keys_digest: plan.keys_digest.clone(),
-        now: plan.now.clone(),
+        now: plan.now,
         dirty: plan.dirty,
         actions: Vec::new(),
         summary: plan.summary.clone(),
@@ -132,7 +132,7 @@ mod tests {
             &"max-age".into(),
             format!("r \"{reason}\""),
         );
-        a.grace_period = (reason.len() % 2 == 0).then(|| "1d".into());
+        a.grace_period = (reason.len() % 2 == 0).then(|| crate::time::Dur::parse("1d").unwrap());
         a
     }
 
@@ -142,7 +142,7 @@ mod tests {
             store_commit: (actions.len() > 1).then(|| "ab".repeat(20)),
             policies_digest: "sha256:00".into(),
             keys_digest: "sha256:11".into(),
-            now: "2026-11-22T20:00:00Z".into(),
+            now: crate::time::Time::parse_rfc3339("2026-11-22T20:00:00Z").unwrap(),
             dirty: actions.len() == 3,
             summary: Summary::of(&actions),
             actions,

@@ -120,6 +120,34 @@ impl Time {
     }
 }
 
+/// In JSON (plans, saved plans) an instant is its RFC 3339 form, `2026-11-22T20:00:00Z`.
+impl serde::Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Time {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Time, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Time::parse_rfc3339(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// In JSON a duration is its compact form, `1d`, `1h30m`, `0s`.
+impl serde::Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.compact())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Dur::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Time {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_rfc3339())

@@ -25,13 +25,7 @@ pub(super) fn merge(actions: &[&Action]) -> Result<KeyChanges> {
         match a.action {
             ActionKind::Revoke => c.revoke.push(a.reason.clone()),
             ActionKind::Rotate => {
-                let grace = a
-                    .grace_period
-                    .as_deref()
-                    .map(Dur::parse)
-                    .transpose()
-                    .map_err(|e| Error::ForgedPlan(format!("grace_period of {}: {e}", a.key)))?
-                    .unwrap_or_default();
+                let grace = a.grace_period.unwrap_or_default();
                 c.rotate_grace = Some(c.rotate_grace.map_or(grace, |g| g.min(grace)));
             }
             ActionKind::Restrict => {

@@ -226,7 +226,7 @@ fn verify_saved(ws: &Workspace, plan: &Plan) -> Result<Loaded> {
             "it was made on a work tree with uncommitted changes; commit them and plan again".into(),
         ));
     }
-    let now = plan.now()?;
+    let now = plan.now;
     let head = ws
         .head_id()?
         .ok_or_else(|| Error::Usage("the store has no commits yet".into()))?;
@@ -304,7 +304,7 @@ fn execute(
     secrets: &SecretsDir,
 ) -> Result<Applied> {
     let branch = repo::current_branch(&ws.repo)?;
-    let now = plan.now()?;
+    let now = plan.now;
     let mut notes = guard.notes.clone();
     let mut orphans = secrets.orphans(&guard.txid);
     // Pending files of the dead apply whose stale lock we took over are surely dead.

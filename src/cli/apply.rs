@@ -76,7 +76,7 @@ pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
             let bytes = read_user_file(path)?;
             let plan = Plan::from_json(&path.display().to_string(), &bytes)?;
             let loaded = tx.saved(&plan)?;
-            check_instant(plan.now()?, args.allow_future, true)?;
+            check_instant(plan.now, args.allow_future, true)?;
             (plan, loaded)
         }
         None => {

@@ -28,7 +28,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 fn detail(a: &Action) -> String {
     let mut d = a.reason.clone();
     if let Some(g) = &a.grace_period {
-        d.push_str(&format!(" (grace {g})"));
+        d.push_str(&format!(" (grace {})", g.compact()));
     }
     if let Some(r) = &a.remove {
         d.push_str(&format!(" (remove {})", r.join(", ")));

@@ -88,7 +88,7 @@ pub struct Action {
     pub reason: String,
     /// Rotate: how long the old secret stays valid (`1d`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grace_period: Option<String>,
+    pub grace_period: Option<Dur>,
     /// Restrict: the permissions removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remove: Option<Vec<String>>,
@@ -243,7 +243,8 @@ pub struct Plan {
     pub store_commit: Option<String>,
     pub policies_digest: String,
     pub keys_digest: String,
-    pub now: String,
+    /// The evaluation instant (RFC 3339 in JSON).
+    pub now: Time,
     pub dirty: bool,
     pub actions: Vec<Action>,
     pub summary: Summary,
@@ -294,16 +295,11 @@ impl Plan {
             store_commit: from.commit,
             policies_digest: store.policies_digest.clone(),
             keys_digest: store.keys_digest.clone(),
-            now: now.to_rfc3339(),
+            now,
             dirty: from.dirty,
             summary: Summary::of(&actions),
             actions,
         })
-    }
-
-    /// The instant the plan was made for.
-    pub fn now(&self) -> Result<Time> {
-        Time::parse_rfc3339(&self.now).map_err(|e| Error::ForgedPlan(format!("`now`: {e}")))
     }
 
     /// Writes the plan as pretty JSON and a newline, streaming: a 100k-key plan is tens

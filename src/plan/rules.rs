@@ -59,7 +59,7 @@ impl<'a> Rules<'a> {
                 Verdict::Revoke => a.action = ActionKind::Revoke,
                 Verdict::Rotate { grace } => {
                     a.action = ActionKind::Rotate;
-                    a.grace_period = Some(grace.unwrap_or(self.default_grace).compact());
+                    a.grace_period = Some(grace.unwrap_or(self.default_grace));
                 }
                 Verdict::Restrict { remove } => {
                     let held: Vec<String> = remove

@@ -233,8 +233,8 @@ fn rotate_and_restrict_combine_and_count_keys_once() {
         "2026-06-01T00:00:00Z",
     );
     assert!(actions.iter().all(|a| a.superseded_by.is_none()));
-    assert_eq!(actions[0].grace_period.as_deref(), Some("2h"));
-    assert_eq!(actions[1].grace_period.as_deref(), Some("1d"));
+    assert_eq!(actions[0].grace_period.map(Dur::compact).as_deref(), Some("2h"));
+    assert_eq!(actions[1].grace_period.map(Dur::compact).as_deref(), Some("1d"));
     assert_eq!(actions[2].remove, Some(vec!["withdraw".to_string()]));
     let s = Summary::of(&actions);
     assert_eq!((s.rotate, s.restrict), (1, 1));
@@ -337,7 +337,7 @@ fn plan_of(actions: Vec<Action>) -> Plan {
         store_commit: None,
         policies_digest: String::new(),
         keys_digest: String::new(),
-        now: String::new(),
+        now: Time::from_unix(0),
         dirty: false,
         summary: Summary::of(&actions),
         actions,
@@ -421,7 +421,7 @@ proptest::proptest! {
         let names = ["format", "store_commit", "policies_digest", "keys_digest", "now", "dirty", "actions", "summary"];
         v[names[field]] = serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value));
         if let Ok(plan) = Plan::from_json("fuzz.json", v.to_string().as_bytes()) {
-            let _ = plan.now();
+            let _ = plan.now.to_rfc3339();
         }
     }
 }
