@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::plan::{Action, ActionKind, Rules};
+use crate::plan::{Action, ActionKind, RuleStep, Rules};
 use crate::policy::{Decision, KeyView, Verdict};
 use crate::store::KeyStatus;
 use crate::time::Time;
@@ -182,8 +182,9 @@ pub fn explain(
         let name: std::sync::Arc<str> = std::sync::Arc::from(*name);
         all.extend(decisions.into_iter().map(|d| (name.clone(), d)));
     }
-    out.actions = rules.resolve(&view, all.iter().map(|(p, d)| (p, d)));
-    out.resolution = resolution(&all, &out.actions, key, &rules);
+    let mut steps = Vec::new();
+    out.actions = rules.resolve_traced(&view, all.iter().map(|(p, d)| (p, d)), |s| steps.push(s));
+    out.resolution = resolution(&steps, &out.actions, &rules);
     let applied: Vec<&Action> = out.actions.iter().filter(|a| a.is_applied()).collect();
     if !applied.is_empty() {
         out.after = Some(crate::apply::preview(key, &out.before, &applied, now)?);
@@ -192,23 +193,21 @@ pub fn explain(
 }
 
 /// One sentence per step from decisions to actions.
-fn resolution(
-    decisions: &[(std::sync::Arc<str>, Decision)],
-    actions: &[Action],
-    key: &crate::store::Key,
-    rules: &Rules,
-) -> Vec<String> {
+fn resolution(steps: &[RuleStep], actions: &[Action], rules: &Rules) -> Vec<String> {
     let mut out = Vec::new();
-    for (policy, d) in decisions {
-        if let Verdict::Restrict { remove } = &d.verdict {
-            if !remove.iter().any(|p| key.permissions.contains(p)) {
-                out.push(format!(
-                    "restrict by {policy} removes nothing the key holds ({}): dropped",
-                    remove.join(", ")
-                ));
-            }
+    for step in steps {
+        if let RuleStep::DroppedRestrict { policy, remove } = step {
+            out.push(format!(
+                "restrict by {policy} removes nothing the key holds ({}): dropped",
+                remove.join(", ")
+            ));
         }
     }
+    let skipped_cooldown = |policy: &str| {
+        steps
+            .iter()
+            .any(|s| matches!(s, RuleStep::CooldownSkipped { policy: p } if &**p == policy))
+    };
     for a in actions {
         let what = format!("{} by {}", a.action, a.policy);
         let line = if let Some(by) = a.superseded_by {
@@ -229,7 +228,7 @@ fn resolution(
                     "expire by keyrot: the grace period of secret {} has ended",
                     a.fingerprint.as_deref().unwrap_or("?")
                 ),
-                ActionKind::Rotate if key.compromised && rules.cooling_down(key) => {
+                ActionKind::Rotate if skipped_cooldown(&a.policy) => {
                     format!("{what} is applied: a compromised key skips the cooldown")
                 }
                 _ => format!("{what} is applied"),

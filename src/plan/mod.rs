@@ -18,7 +18,7 @@ mod rules;
 
 pub use build::Memo;
 pub use diff::PlanDiff;
-pub use rules::Rules;
+pub use rules::{RuleStep, Rules};
 
 pub const FORMAT: u32 = 1;
 

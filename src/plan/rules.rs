@@ -5,6 +5,18 @@ use std::sync::Arc;
 
 use super::*;
 
+/// A rule that changed what a decision became without leaving a mark on the actions
+/// (what does leave one, a supersede, an exception, a deferral, is in the action
+/// itself). [`Rules::resolve_traced`] reports them, so `explain` tells the rules as they
+/// ran instead of restating them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleStep {
+    /// A restrict that removes nothing the key holds: dropped, so plans settle.
+    DroppedRestrict { policy: Arc<str>, remove: Vec<String> },
+    /// A rotate inside the cooldown, applied anyway: the key is compromised.
+    CooldownSkipped { policy: Arc<str> },
+}
+
 /// What turns a key's decisions into its actions besides the decisions themselves:
 /// the store's grace period and cooldown, its exceptions, and the instant.
 pub struct Rules<'a> {
@@ -47,6 +59,16 @@ impl<'a> Rules<'a> {
         view: &KeyView,
         decisions: impl Iterator<Item = (&'d Arc<str>, &'d Decision)>,
     ) -> Vec<Action> {
+        self.resolve_traced(view, decisions, |_| {})
+    }
+
+    /// [`Rules::resolve`], telling `trace` each [`RuleStep`] it took.
+    pub fn resolve_traced<'d>(
+        &self,
+        view: &KeyView,
+        decisions: impl Iterator<Item = (&'d Arc<str>, &'d Decision)>,
+        mut trace: impl FnMut(RuleStep),
+    ) -> Vec<Action> {
         let now = self.now;
         let key = &view.facts().key;
         let exceptions = self.exceptions_for(&key.id);
@@ -68,7 +90,11 @@ impl<'a> Rules<'a> {
                         .cloned()
                         .collect();
                     if held.is_empty() {
-                        continue; // removes nothing: dropped, so plans settle
+                        trace(RuleStep::DroppedRestrict {
+                            policy: policy.clone(),
+                            remove: remove.clone(),
+                        });
+                        continue;
                     }
                     a.action = ActionKind::Restrict;
                     a.remove = Some(held);
@@ -128,11 +154,13 @@ impl<'a> Rules<'a> {
         for a in &mut actions {
             if revoked && a.action != ActionKind::Revoke && a.action != ActionKind::Warn {
                 a.superseded_by = Some(ActionKind::Revoke);
-            } else if a.action == ActionKind::Rotate
-                && a.excepted.is_none()
-                && !key.compromised
-                && self.cooling_down(key)
-            {
+            } else if a.action == ActionKind::Rotate && a.excepted.is_none() && self.cooling_down(key) {
+                if key.compromised {
+                    trace(RuleStep::CooldownSkipped {
+                        policy: a.policy.clone(),
+                    });
+                    continue;
+                }
                 a.action = ActionKind::Deferred;
                 a.grace_period = None;
                 a.reason = format!(

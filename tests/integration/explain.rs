@@ -149,3 +149,47 @@ fn explain_shows_exceptions_and_keys_with_nothing_to_do() {
         run.stderr
     );
 }
+
+#[test]
+fn explain_tells_the_rules_that_leave_no_mark_on_the_actions() {
+    // A restrict of a permission the key does not hold is dropped; a compromised key's
+    // rotate inside the cooldown goes ahead. Neither shows in the plan's actions.
+    let s = Store::with_keys(&[(
+        "hot",
+        &key("[\"read\"]", "2026-11-22T12:00:00Z", "compromised = true\n"),
+    )]);
+    for p in [
+        "compromised",
+        "departed-owner",
+        "idle",
+        "key-cap",
+        "least-privilege",
+        "max-age",
+    ] {
+        s.remove(&format!("policies/{p}.rhai"));
+        s.remove(&format!("policies/{p}_test.rhai"));
+    }
+    s.write("keyrot.toml", "");
+    s.write(
+        "policies/cut.rhai",
+        "fn evaluate(key) {\n    [restrict(\"withdraw\", \"no withdrawals\"), rotate(\"leaked\")]\n}\n",
+    );
+    s.commit("one policy");
+    let out = s.keyrot(&["explain", "hot", "--now", NOW]).ok().stdout;
+    for expected in [
+        "  - restrict by cut removes nothing the key holds (withdraw): dropped",
+        "  - rotate by cut is applied: a compromised key skips the cooldown",
+    ] {
+        assert!(out.contains(expected), "expected `{expected}` in:\n{out}");
+    }
+    // Without the compromise, the same rotate is deferred by the cooldown.
+    s.write(
+        "keys/hot.toml",
+        &s.read("keys/hot.toml").replace("compromised = true\n", ""),
+    );
+    let out = s.keyrot(&["explain", "hot", "--now", NOW]).ok().stdout;
+    assert!(
+        out.contains("rotate by cut is deferred: the key was rotated less than min_interval (1d) ago"),
+        "{out}"
+    );
+}
