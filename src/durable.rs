@@ -4,7 +4,6 @@
 //! the whole filesystem they are on before the step that depends on them.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -13,9 +12,6 @@ use crate::error::{Error, Result};
 /// then the folder itself, so new names in it are durable too.
 pub fn sync_filesystem(path: &Path) -> Result<()> {
     let dir = File::open(path).map_err(|e| Error::io(path, e))?;
-    // SAFETY: `dir` is an open file descriptor for the duration of the call.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-        return Err(Error::io(path, std::io::Error::last_os_error()));
-    }
+    rustix::fs::syncfs(&dir).map_err(|e| Error::io(path, e.into()))?;
     dir.sync_all().map_err(|e| Error::io(path, e))
 }

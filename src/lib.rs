@@ -6,6 +6,10 @@
 //! new secrets from the OS CSPRNG ([`secret`]) as one git commit, so the history is the
 //! audit trail ([`audit`]). The library never prints; the `cli` module renders.
 
+// System calls go through `rustix` and memory wiping through `zeroize`; the binary's
+// allocator tuning (`main.rs`) is the only `unsafe` left, outside the library.
+#![forbid(unsafe_code)]
+
 pub mod apply;
 pub mod audit;
 pub mod cli;

@@ -169,13 +169,10 @@ fn read_secret_file(path: &Path) -> Option<Secret> {
     }
 }
 
-/// Overwrites memory in a way the optimiser may not remove.
+/// Overwrites memory in a way the optimiser may not remove (volatile writes and a
+/// compiler fence, by `zeroize`).
 pub(crate) fn wipe(bytes: &mut [u8]) {
-    for b in bytes.iter_mut() {
-        // SAFETY: `b` is a valid, aligned, exclusive reference to one byte.
-        unsafe { std::ptr::write_volatile(b, 0) };
-    }
-    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    zeroize::Zeroize::zeroize(bytes);
 }
 
 /// Whether `s` is shaped like a keyrot secret and its checksum matches: lets scanners

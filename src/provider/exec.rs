@@ -154,9 +154,12 @@ fn kill_holders(pipes: &[PathBuf]) {
         let holds = fds
             .flatten()
             .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| pipes.contains(&target)));
-        if holds {
-            // SAFETY: kill(2) with a pid read from /proc; at worst the process is gone.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        if let Some(pid) = holds
+            .then(|| rustix::process::Pid::from_raw(pid as i32))
+            .flatten()
+        {
+            // At worst the process is gone already.
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }
 }
@@ -165,9 +168,10 @@ fn kill_holders(pipes: &[PathBuf]) {
 /// reaped, its id may be reused), then whoever else still holds its output pipes.
 fn stop(child: &mut std::process::Child, pipes: &[PathBuf]) {
     if matches!(child.try_wait(), Ok(None)) {
-        // SAFETY: kill(2) on the provider's process group, which we created and
-        // whose leader is not reaped yet.
-        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        // The provider's process group, which we created and whose leader is not
+        // reaped yet.
+        let group = rustix::process::Pid::from_child(child);
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
     }
     kill_holders(pipes);
     let _ = child.wait();
