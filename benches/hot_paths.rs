@@ -1,6 +1,10 @@
 //! Micro-benchmarks of the hot paths: `cargo bench`. Whole-command timings against the
 //! read-and-parse floor are in `examples/bench.sh`; results in BENCHMARKS.md.
 
+// Tests, benchmarks and measuring tools fail loudly on purpose: `unwrap` is their
+// assert. They have no public surface, so `pub` in their modules is only for siblings.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 #[path = "../examples/synth/mod.rs"]
 mod synth;
 

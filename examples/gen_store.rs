@@ -7,6 +7,10 @@
 //! `--seed S` changes the data; `--stale` makes every key old enough to rotate (for
 //! apply benchmarks). Plan it with `--now 2026-11-22T00:00:00Z`.
 
+// Tests, benchmarks and measuring tools fail loudly on purpose: `unwrap` is their
+// assert. They have no public surface, so `pub` in their modules is only for siblings.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod synth;
 
 use std::path::PathBuf;

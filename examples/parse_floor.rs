@@ -3,6 +3,10 @@
 //!
 //!     cargo run --release --example parse_floor -- DIR
 
+// Tests, benchmarks and measuring tools fail loudly on purpose: `unwrap` is their
+// assert. They have no public surface, so `pub` in their modules is only for siblings.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 use std::path::PathBuf;
 
 #[allow(dead_code)]

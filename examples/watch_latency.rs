@@ -9,6 +9,10 @@
 //! the changes and the summary line. Prints the medians in milliseconds. The files are
 //! restored afterwards.
 
+// Tests, benchmarks and measuring tools fail loudly on purpose: `unwrap` is their
+// assert. They have no public surface, so `pub` in their modules is only for siblings.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -11,7 +11,7 @@ use crate::time::{Dur, Time};
 
 /// The changes one key gets, merged from all its applied actions.
 #[derive(Default)]
-pub struct KeyChanges {
+pub(super) struct KeyChanges {
     pub revoke: Vec<String>,
     /// The shortest grace period asked for, when any policy asked for a rotation.
     pub rotate_grace: Option<Dur>,

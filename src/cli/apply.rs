@@ -14,7 +14,7 @@ use crate::time::Time;
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// A plan saved by `keyrot plan --out`
     planfile: Option<PathBuf>,
     /// Evaluation instant (RFC 3339) when planning here; default: now
@@ -53,7 +53,7 @@ fn check_instant(instant: Time, future_ok: bool, saved: bool) -> Result<(), Erro
     }
 }
 
-pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
+pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
     if let Some(id) = &args.force_unlock {
         let h = apply::lock::force_unlock(ws.repo.path(), id)?;

@@ -12,7 +12,7 @@ use crate::time::Time;
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// The instant exceptions are matched against the plan at (RFC 3339); default: now
     #[arg(long, value_parser = super::parse_now, value_name = "TIME")]
     now: Option<Time>,
@@ -34,7 +34,7 @@ fn finding_line(f: &Finding) -> String {
     }
 }
 
-pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
+pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
     let now = args.now.unwrap_or_else(Time::now);
     let loaded = match ws.load_worktree(now) {

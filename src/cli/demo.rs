@@ -11,7 +11,7 @@ use crate::time::Time;
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Folder of the demo store (reused if it exists)
     #[arg(default_value = "keyrot-demo")]
     dir: PathBuf,
@@ -19,7 +19,7 @@ pub struct Args {
     secrets: super::SecretsArgs,
 }
 
-pub fn run(args: &Args) -> Result<ExitCode, Error> {
+pub(super) fn run(args: &Args) -> Result<ExitCode, Error> {
     let now = Time::now();
     if init::is_store(&args.dir) {
         super::out(&format!(

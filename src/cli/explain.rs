@@ -9,7 +9,7 @@ use crate::time::{Dur, Time};
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// The key's id (its file name without .toml)
     key: String,
     /// Evaluation instant (RFC 3339); default: now
@@ -20,7 +20,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
+pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
     let now = args.now.unwrap_or_else(Time::now);
     let loaded = ws.load_worktree(now)?;

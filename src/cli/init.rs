@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::time::Time;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Folder to create the store in (default: --store, else the current directory)
     dir: Option<PathBuf>,
     /// Also add the example keys and owners, dated so the first plan shows every action
@@ -15,7 +15,7 @@ pub struct Args {
     example: bool,
 }
 
-pub fn run(args: &Args, store: Option<&Path>) -> Result<ExitCode, Error> {
+pub(super) fn run(args: &Args, store: Option<&Path>) -> Result<ExitCode, Error> {
     let dir = args
         .dir
         .clone()

@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Only this key's entries
     key: Option<String>,
     /// Print the entries as JSON
@@ -16,7 +16,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
+pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
     if let Some(k) = &args.key {
         if !crate::store::key::is_valid_id(k) {

@@ -8,7 +8,7 @@ use crate::time::Time;
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Evaluation instant (RFC 3339), for reproducible plans; default: now
     #[arg(long, value_parser = super::parse_now, value_name = "TIME")]
     now: Option<Time>,
@@ -23,7 +23,7 @@ pub struct Args {
     detailed_exitcode: bool,
 }
 
-pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
+pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
     let now = args.now.unwrap_or_else(Time::now);
     let bar = super::progress_bar(0, "planning", args.json);

@@ -65,7 +65,7 @@ fn short_fp(fp: &str) -> String {
 }
 
 /// The plan table, then the summary line.
-pub fn plan(plan: &Plan) -> String {
+pub(super) fn plan(plan: &Plan) -> String {
     let mut out = String::new();
     if plan.actions.is_empty() {
         out.push_str(&format!(
@@ -92,7 +92,7 @@ pub fn plan(plan: &Plan) -> String {
 }
 
 /// A re-plan in `watch`: which files changed, what changed in the plan, the summary.
-pub fn plan_change(plan: &Plan, diff: &PlanDiff, changed: &[String]) -> String {
+pub(super) fn plan_change(plan: &Plan, diff: &PlanDiff, changed: &[String]) -> String {
     let mut out = format!(
         "--- {} changed\n",
         if changed.is_empty() {
@@ -136,7 +136,7 @@ pub fn plan_change(plan: &Plan, diff: &PlanDiff, changed: &[String]) -> String {
     out
 }
 
-pub fn applied(plan: &Plan, applied: &Applied, secrets_dir: &Path) -> String {
+pub(super) fn applied(plan: &Plan, applied: &Applied, secrets_dir: &Path) -> String {
     let Some(commit) = &applied.commit else {
         if !applied.failed.is_empty() {
             return "Nothing applied: every change failed at its service (see the errors). No commit made.\n"
@@ -174,7 +174,7 @@ pub fn applied(plan: &Plan, applied: &Applied, secrets_dir: &Path) -> String {
     out
 }
 
-pub fn log(entries: &[Entry]) -> String {
+pub(super) fn log(entries: &[Entry]) -> String {
     if entries.is_empty() {
         return "No history yet.\n".into();
     }

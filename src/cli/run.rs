@@ -15,7 +15,7 @@ use crate::watch::Signal;
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Time between cycles, e.g. "1h", "30m", "1d"
     #[arg(long, value_parser = parse_every, value_name = "DURATION", required_unless_present = "once")]
     every: Option<Dur>,
@@ -40,7 +40,7 @@ fn parse_every(s: &str) -> Result<Dur, String> {
     Ok(d)
 }
 
-pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
+pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
     let secrets = if args.apply {
         Some(args.secrets.open(&ws.root)?)

@@ -12,7 +12,7 @@ use crate::time::Time;
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Run only the tests whose `policy::test_name` contains this text
     filter: Option<String>,
     /// Report, per policy, the lines the tests ran
@@ -29,7 +29,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
+pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
     let now = args.now.unwrap_or_else(Time::now);
     let loaded = ws.load_worktree(now)?;

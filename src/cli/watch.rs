@@ -12,7 +12,7 @@ use crate::watch::{self, Outcome, Planner};
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Evaluation instant (RFC 3339) for every plan; default: the time of each re-plan
     #[arg(long, value_parser = super::parse_now, value_name = "TIME")]
     now: Option<Time>,
@@ -21,7 +21,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
+pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
     let root = ws.root.clone();
     let (tx, rx) = super::stop_channel()?;

@@ -1,6 +1,10 @@
 //! Integration tests: the real `keyrot` binary against real git repositories in
 //! temporary folders. One binary, one module per area.
 
+// Tests, benchmarks and measuring tools fail loudly on purpose: `unwrap` is their
+// assert. They have no public surface, so `pub` in their modules is only for siblings.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod apply;
 mod bench_tools;
 mod check;
