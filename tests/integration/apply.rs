@@ -14,7 +14,7 @@ fn apply_makes_one_commit_with_subject_body_and_trailers() {
     let run = s.apply().ok();
     assert_eq!(s.commit_count(), 3, "init, keys, apply");
     let head = s.head();
-    assert!(run.stdout.contains(&format!("commit {head}")), "{}", run.stdout);
+    run.stdout_has(&format!("commit {head}"));
     assert_eq!(s.git(&["rev-parse", "HEAD^"]).trim(), before);
 
     let msg = s.git(&["log", "-1", "--format=%B"]);
@@ -236,7 +236,7 @@ fn apply_without_yes_off_a_terminal_is_refused() {
             s.secrets.to_str().unwrap(),
         ])
         .fails(1);
-    assert!(run.stderr.contains("--yes"), "{}", run.stderr);
+    run.stderr_has("--yes");
     assert_eq!(s.commit_count(), 2);
 }
 
@@ -245,15 +245,11 @@ fn apply_refuses_uncommitted_changes() {
     let s = every_action_store();
     s.write("keys/old.toml", &key("[\"read\"]", "2026-11-01T00:00:00Z", ""));
     let run = s.apply().fails(1);
-    assert!(
-        run.stderr.contains("uncommitted changes: keys/old.toml"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("uncommitted changes: keys/old.toml");
     s.git(&["checkout", "--", "keys/old.toml"]);
     s.write("policies/new.rhai", "fn evaluate(key) { }");
     let run = s.apply().fails(1);
-    assert!(run.stderr.contains("policies/new.rhai"), "{}", run.stderr);
+    run.stderr_has("policies/new.rhai");
     s.remove("policies/new.rhai");
     s.write("owners.toml", "[alice]\n");
     assert!(s.apply().fails(1).stderr.contains("owners.toml"));
@@ -269,7 +265,7 @@ fn apply_refuses_uncommitted_changes() {
 fn nothing_to_do_makes_no_commit() {
     let s = Store::with_keys(&[("k", &key("[\"read\"]", "2026-11-01T00:00:00Z", ""))]);
     let run = s.apply().ok();
-    assert!(run.stdout.contains("No commit made"), "{}", run.stdout);
+    run.stdout_has("No commit made");
     assert_eq!(s.commit_count(), 2);
     let json = s.apply_with(&["--json"]).ok().json();
     assert_eq!(json["commit"], serde_json::Value::Null);
@@ -283,7 +279,7 @@ fn a_secrets_folder_inside_the_store_is_refused() {
     let run = s
         .keyrot(&["apply", "--yes", "--now", NOW, "--secrets-dir", inside])
         .fails(1);
-    assert!(run.stderr.contains("inside the store"), "{}", run.stderr);
+    run.stderr_has("inside the store");
     assert_eq!(s.commit_count(), 2);
 }
 
@@ -357,12 +353,8 @@ fn an_instant_ahead_of_the_clock_is_refused_unless_meant_and_an_old_saved_plan_i
     let run = s
         .keyrot(&["apply", "--yes", "--now", future, "--secrets-dir", &secrets])
         .fails(1);
-    assert!(
-        run.stderr.contains("ahead of this machine's clock"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("--allow-future"), "{}", run.stderr);
+    run.stderr_has("ahead of this machine's clock");
+    run.stderr_has("--allow-future");
     assert_eq!(s.commit_count(), before);
 
     // A saved plan made for the future is refused the same way.
@@ -372,11 +364,7 @@ fn an_instant_ahead_of_the_clock_is_refused_unless_meant_and_an_old_saved_plan_i
     let run = s
         .keyrot(&["apply", file.to_str().unwrap(), "--secrets-dir", &secrets])
         .fails(1);
-    assert!(
-        run.stderr.contains("ahead of this machine's clock"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("ahead of this machine's clock");
     assert_eq!(s.commit_count(), before);
 
     // A saved plan from the past applies, with a warning that it is old.

@@ -110,7 +110,7 @@ fn a_large_apply_writes_one_pack_and_leaves_a_consistent_store() {
             s.secrets.to_str().unwrap(),
         ])
         .ok();
-    assert!(run.stdout.contains("Apply complete"), "{}", run.stdout);
+    run.stdout_has("Apply complete");
     assert_eq!(packs(&s), before + 1, "the apply's objects are one pack");
     s.assert_fsck_clean();
     assert_eq!(s.git(&["status", "--porcelain"]), "");

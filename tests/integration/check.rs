@@ -85,11 +85,7 @@ fn symlinks_in_the_keys_folder_are_refused() {
     std::fs::write(&outside, key("[\"read\"]", "2026-11-01T00:00:00Z", "")).unwrap();
     std::os::unix::fs::symlink(&outside, s.path("keys/link.toml")).unwrap();
     let run = s.keyrot(&["check"]).fails(1);
-    assert!(
-        run.stderr.contains("keys/link.toml: is a symbolic link"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("keys/link.toml: is a symbolic link");
 }
 
 #[test]
@@ -99,16 +95,8 @@ fn binary_and_oversized_files_are_errors_not_panics() {
     std::fs::write(s.path("keys/bin.toml"), [0xff, 0xfe, 0x00, 0x41]).unwrap();
     s.write("keys/huge.toml", &"# x\n".repeat(300_000));
     let run = s.keyrot(&["check"]).fails(1);
-    assert!(
-        run.stderr.contains("keys/bin.toml:1:1: file is not valid UTF-8"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("keys/huge.toml: is 1200000 bytes, over the"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("keys/bin.toml:1:1: file is not valid UTF-8");
+    run.stderr_has("keys/huge.toml: is 1200000 bytes, over the");
     assert!(!run.stderr.contains("panicked"));
 }
 
@@ -117,8 +105,8 @@ fn not_a_store_says_how_to_make_one() {
     let s = Store::bare();
     std::fs::create_dir_all(&s.root).unwrap();
     let run = s.keyrot(&["plan"]).fails(1);
-    assert!(run.stderr.contains("is not a keyrot store"), "{}", run.stderr);
-    assert!(run.stderr.contains("keyrot init"), "{}", run.stderr);
+    run.stderr_has("is not a keyrot store");
+    run.stderr_has("keyrot init");
 }
 
 #[test]
@@ -158,11 +146,7 @@ fn check_finds_what_loads_but_is_still_wrong() {
     s.remove("policies/ghost_test.rhai");
     let run = s.keyrot(&["check"]).ok();
     assert!(run.stdout.starts_with("ok: "), "{}", run.stdout);
-    assert!(
-        run.stderr.contains("warning: policy key-cap has no tests"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("warning: policy key-cap has no tests");
 }
 
 #[test]
@@ -200,11 +184,7 @@ fn declared_service_permissions_catch_misspelt_ones() {
         &key("[\"read\", \"withdarw\"]", "2026-11-01T00:00:00Z", ""),
     );
     let run = s.keyrot(&["check"]).fails(1);
-    assert!(
-        run.stderr.contains("keys/typo.toml:3:24: permission `withdarw` is not one of service binance's permissions (read, trade, withdraw)"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("keys/typo.toml:3:24: permission `withdarw` is not one of service binance's permissions (read, trade, withdraw)");
     assert!(!run.stderr.contains("keys/ok.toml"), "{}", run.stderr);
     // Keys of services without a declaration may hold anything.
     s.write(

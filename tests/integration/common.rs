@@ -45,6 +45,28 @@ impl Run {
         self
     }
 
+    /// Asserts stderr contains `text`, showing all of it when not.
+    #[track_caller]
+    pub fn stderr_has(&self, text: &str) -> &Run {
+        assert!(
+            self.stderr.contains(text),
+            "expected `{text}` on stderr:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts stdout contains `text`, showing all of it when not.
+    #[track_caller]
+    pub fn stdout_has(&self, text: &str) -> &Run {
+        assert!(
+            self.stdout.contains(text),
+            "expected `{text}` on stdout:\n{}",
+            self.stdout
+        );
+        self
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
     }

@@ -77,11 +77,7 @@ fn sigkill_at_every_step_leaves_old_or_new_and_the_next_apply_converges() {
         if point == "apply-after-commit" {
             // The work tree lags behind the commit until then, and plan says why.
             let plan = s.keyrot(&["plan", "--now", NOW]).ok();
-            assert!(
-                plan.stderr.contains("an apply was interrupted"),
-                "{}",
-                plan.stderr
-            );
+            plan.stderr_has("an apply was interrupted");
         }
         // The next apply recovers (or rolls back) and converges.
         let next = s.apply().ok();
@@ -171,7 +167,7 @@ fn a_lock_left_by_a_dead_process_is_taken_over() {
     )
     .unwrap();
     let run = s.apply().ok();
-    assert!(run.stderr.contains("took over a stale lock"), "{}", run.stderr);
+    run.stderr_has("took over a stale lock");
     assert_applied_once(&s, &base);
 }
 
@@ -193,12 +189,8 @@ fn a_live_lock_is_refused_until_force_unlocked_by_id() {
     )
     .unwrap();
     let run = s.apply().fails(1);
-    assert!(
-        run.stderr.contains(&format!("locked by pid {me}")),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("--force-unlock cafe01"), "{}", run.stderr);
+    run.stderr_has(&format!("locked by pid {me}"));
+    run.stderr_has("--force-unlock cafe01");
     assert_eq!(s.head(), base);
     assert!(s
         .keyrot(&["apply", "--force-unlock", "wrong"])
@@ -268,10 +260,6 @@ fn a_key_file_saved_while_apply_updates_the_work_tree_keeps_the_edit() {
     assert!(s.root.join(".git/keyrot/journal").exists());
     s.git(&["checkout", "--", "keys/old.toml"]);
     let next = s.apply().ok();
-    assert!(
-        next.stderr.contains("finished an interrupted apply"),
-        "{}",
-        next.stderr
-    );
+    next.stderr_has("finished an interrupted apply");
     assert_applied_once(&s, &base);
 }

@@ -116,11 +116,7 @@ fn a_compromised_keys_revoke_cannot_be_excepted() {
         .unwrap()
         .contains("cannot be excepted"));
     let check = s.keyrot(&["check", "--now", NOW]).fails(1);
-    assert!(
-        check.stderr.contains("exceptions.toml:1:1: exception for key leaked and policy compromised would hold back the revoke of a compromised key"),
-        "{}",
-        check.stderr
-    );
+    check.stderr_has("exceptions.toml:1:1: exception for key leaked and policy compromised would hold back the revoke of a compromised key");
     s.apply().ok();
     assert!(s.read("keys/leaked.toml").contains("status = \"revoked\""));
 }
@@ -136,11 +132,7 @@ fn bad_exceptions_stop_the_plan_with_file_and_line() {
         ),
     );
     let run = s.keyrot(&["plan", "--now", NOW]).fails(1);
-    assert!(
-        run.stderr.contains("exceptions.toml:6:11: exception for key wide and policy least-privilege expires 2027-06-01, more than 90 days ahead"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("exceptions.toml:6:11: exception for key wide and policy least-privilege expires 2027-06-01, more than 90 days ahead");
     assert!(
         run.stderr
             .contains("exceptions.toml:11:10: reason must not be empty"),
@@ -171,10 +163,10 @@ fn exceptions_are_part_of_the_policies_digest() {
     s.commit("accept SEC-123");
     assert_ne!(s.plan()["policies_digest"], before);
     let run = s.keyrot(&["apply", "--yes", out.to_str().unwrap()]).fails(1);
-    assert!(run.stderr.contains("stale"), "{}", run.stderr);
+    run.stderr_has("stale");
 
     // And apply refuses an uncommitted exception like any other uncommitted input.
     s.write("exceptions.toml", &exception("old", "max-age", "2026-12-31"));
     let run = s.apply().fails(1);
-    assert!(run.stderr.contains("exceptions.toml"), "{}", run.stderr);
+    run.stderr_has("exceptions.toml");
 }

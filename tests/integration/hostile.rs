@@ -122,7 +122,7 @@ fn forbidden_capabilities_are_compile_errors_naming_the_file() {
     // The clock is not there at all.
     let s = store_with_policy("clock", "fn evaluate(key) { if timestamp() > 0 { warn(\"x\") } }");
     let run = s.keyrot(&["plan", "--now", NOW]).fails(1);
-    assert!(run.stderr.contains("timestamp"), "{}", run.stderr);
+    run.stderr_has("timestamp");
 }
 
 #[test]
@@ -193,16 +193,8 @@ fn fifos_in_place_of_files_are_refused_without_waiting_on_them() {
     // Opening a FIFO for reading blocks until a writer comes: a hang here is the bug.
     for command in [&["check"][..], &["plan", "--now", NOW][..]] {
         let run = s.keyrot(command).fails(1);
-        assert!(
-            run.stderr.contains("keys/pipe.toml: is not a regular file"),
-            "{}",
-            run.stderr
-        );
-        assert!(
-            run.stderr.contains("exceptions.toml: is not a regular file"),
-            "{}",
-            run.stderr
-        );
+        run.stderr_has("keys/pipe.toml: is not a regular file");
+        run.stderr_has("exceptions.toml: is not a regular file");
     }
 }
 
@@ -220,7 +212,7 @@ fn a_keys_folder_that_is_a_symlink_out_of_the_store_is_refused() {
     fs::remove_dir(s.path("keys")).unwrap();
     std::os::unix::fs::symlink(&outside, s.path("keys")).unwrap();
     let run = s.keyrot(&["check"]).fails(1);
-    assert!(run.stderr.contains("keys/: is a symbolic link"), "{}", run.stderr);
+    run.stderr_has("keys/: is a symbolic link");
 }
 
 #[test]
@@ -232,9 +224,9 @@ fn hostile_settings_and_owners_are_reported_not_applied() {
     );
     s.write("owners.toml", "[alice]\nstatus = \"retired\"\n");
     let run = s.keyrot(&["check"]).fails(1);
-    assert!(run.stderr.contains("keyrot.toml:"), "{}", run.stderr);
-    assert!(run.stderr.contains("surprise"), "{}", run.stderr);
-    assert!(run.stderr.contains("owners.toml:2:10:"), "{}", run.stderr);
+    run.stderr_has("keyrot.toml:");
+    run.stderr_has("surprise");
+    run.stderr_has("owners.toml:2:10:");
     s.commit("hostile settings");
     assert_nothing_applied(&s);
 }
@@ -279,8 +271,8 @@ fn policies_cannot_sleep_and_a_slow_policy_is_stopped_by_its_time_budget() {
     let s = store_with_policy("nap", "fn evaluate(key) {\n    sleep(100);\n}\n");
     let started = std::time::Instant::now();
     let run = s.keyrot(&["plan", "--now", NOW]).fails(1);
-    assert!(run.stderr.contains("policies/nap.rhai:2:5"), "{}", run.stderr);
-    assert!(run.stderr.contains("Function not found: sleep"), "{}", run.stderr);
+    run.stderr_has("policies/nap.rhai:2:5");
+    run.stderr_has("Function not found: sleep");
     // Not a speed target: a policy that slept would hold this test for 100 s.
     assert!(started.elapsed().as_secs() < 60);
     assert_nothing_applied(&s);
@@ -290,8 +282,8 @@ fn policies_cannot_sleep_and_a_slow_policy_is_stopped_by_its_time_budget() {
     let slow = "fn evaluate(key) {\n    let a = [];\n    a.pad(500, 0);\n    loop { a.contains(-1); }\n}\n";
     let s = store_with_policy("slow", slow);
     let run = s.keyrot(&["plan", "--now", NOW]).fails(1);
-    assert!(run.stderr.contains("policy slow: key k:"), "{}", run.stderr);
-    assert!(run.stderr.contains("time budget of 500 ms"), "{}", run.stderr);
+    run.stderr_has("policy slow: key k:");
+    run.stderr_has("time budget of 500 ms");
     assert_nothing_applied(&s);
 }
 
@@ -302,27 +294,15 @@ fn grace_periods_are_bounded_where_they_are_set() {
         "fn evaluate(key) {\n    rotate(\"x\", days(100000000))\n}\n",
     );
     let run = s.keyrot(&["plan", "--now", NOW]).fails(1);
-    assert!(
-        run.stderr.contains("policies/long-grace.rhai:2:"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("longer than the limit of 366d"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("policies/long-grace.rhai:2:");
+    run.stderr_has("longer than the limit of 366d");
     assert_nothing_applied(&s);
 
     let s = Store::with_keys(&[("k", &key("[\"read\"]", "2025-01-01T00:00:00Z", ""))]);
     s.write("keyrot.toml", "[rotation]\ngrace_period = \"100000000d\"\n");
     let run = s.keyrot(&["check"]).fails(1);
-    assert!(run.stderr.contains("keyrot.toml:2:"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("longer than the limit of 366d"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("keyrot.toml:2:");
+    run.stderr_has("longer than the limit of 366d");
     s.commit("a century of grace");
     assert_nothing_applied(&s);
 
@@ -386,7 +366,7 @@ fn a_secrets_folder_whose_path_is_not_utf8_is_refused_before_anything_happens() 
         dir.as_os_str(),
     ];
     let run = s.keyrot_os(&args).fails(1);
-    assert!(run.stderr.contains("not valid UTF-8"), "{}", run.stderr);
+    run.stderr_has("not valid UTF-8");
     assert_eq!(s.commit_count(), before);
     assert!(!s.root.join(".git/keyrot/journal").exists());
 }
@@ -409,11 +389,7 @@ fn store_content_never_reaches_the_terminal_as_control_sequences() {
     };
     let explain = s.keyrot(&["explain", "evil", "--now", NOW]).ok();
     seen(&explain, "explain");
-    assert!(
-        explain.stdout.contains("mal\\u001b[31mlory\\u202eevil"),
-        "{}",
-        explain.stdout
-    );
+    explain.stdout_has("mal\\u001b[31mlory\\u202eevil");
     seen(&s.keyrot(&["plan", "--now", NOW]), "plan");
     seen(&s.keyrot(&["check"]), "check");
     s.apply().ok();
@@ -422,7 +398,7 @@ fn store_content_never_reaches_the_terminal_as_control_sequences() {
     s.write("keys/bad.toml", check_bad);
     let check = s.keyrot(&["check"]).fails(1);
     seen(&check, "check (error)");
-    assert!(check.stderr.contains("keys/bad.toml"), "{}", check.stderr);
+    check.stderr_has("keys/bad.toml");
     seen(&s.keyrot(&["plan", "--now", NOW]).fails(1), "plan (error)");
 }
 

@@ -28,11 +28,11 @@ fn init_refuses_a_non_empty_folder() {
     fs::create_dir_all(&s.root).unwrap();
     fs::write(s.root.join("notes.txt"), "mine").unwrap();
     let run = s.keyrot_in(s.root.parent().unwrap(), &["init", "store"]).fails(1);
-    assert!(run.stderr.contains("not empty"), "{}", run.stderr);
+    run.stderr_has("not empty");
     assert!(!s.root.join(".git").exists());
     let s = Store::new();
     let run = s.keyrot_in(s.root.parent().unwrap(), &["init", "store"]).fails(1);
-    assert!(run.stderr.contains("already a keyrot store"), "{}", run.stderr);
+    run.stderr_has("already a keyrot store");
 }
 
 #[test]
@@ -73,11 +73,7 @@ fn demo_runs_plan_apply_and_log_and_reuses_its_store() {
             &["demo", "store", "--secrets-dir", s.secrets.to_str().unwrap()],
         )
         .ok();
-    assert!(
-        again.stdout.contains("Reusing the demo store"),
-        "{}",
-        again.stdout
-    );
+    again.stdout_has("Reusing the demo store");
 }
 
 #[test]

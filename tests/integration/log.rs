@@ -82,5 +82,5 @@ fn log_reads_only_the_committed_settings_and_reports_them_broken() {
     s.write("keyrot.toml", "[store]\nkeys = \"elsewhere\"\nsurprise = 1\n");
     s.commit("broken settings");
     let run = s.keyrot(&["log"]).fails(1);
-    assert!(run.stderr.contains("keyrot.toml:3:"), "{}", run.stderr);
+    run.stderr_has("keyrot.toml:3:");
 }

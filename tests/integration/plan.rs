@@ -247,8 +247,8 @@ fn a_failing_policy_fails_the_run_naming_policy_key_and_position() {
     );
     let run = s.keyrot(&["plan", "--now", NOW]).fails(1);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
-    assert!(run.stderr.contains("policies/typo.rhai:2:"), "{}", run.stderr);
-    assert!(run.stderr.contains("policy typo: key k:"), "{}", run.stderr);
+    run.stderr_has("policies/typo.rhai:2:");
+    run.stderr_has("policy typo: key k:");
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
 }
 
@@ -260,8 +260,8 @@ fn a_missing_config_value_in_an_ordering_comparison_is_an_error() {
         "fn evaluate(key) {\n  if key.age.days > config().max_days { return rotate(\"x\"); }\n}\n",
     );
     let run = s.keyrot(&["plan", "--now", NOW]).fails(1);
-    assert!(run.stderr.contains("policy cmp: key k:"), "{}", run.stderr);
-    assert!(run.stderr.contains("missing value"), "{}", run.stderr);
+    run.stderr_has("policy cmp: key k:");
+    run.stderr_has("missing value");
 }
 
 #[test]
@@ -281,5 +281,5 @@ fn revoked_keys_are_not_evaluated() {
 fn now_must_be_rfc3339() {
     let s = Store::new();
     let run = s.keyrot(&["plan", "--now", "yesterday"]).fails(1);
-    assert!(run.stderr.contains("RFC 3339"), "{}", run.stderr);
+    run.stderr_has("RFC 3339");
 }

@@ -147,11 +147,7 @@ fn broken_test_files_fail_the_run() {
         "{}",
         run.stdout
     );
-    assert!(
-        run.stdout.contains("policies/max-age_test.rhai:2:9:"),
-        "{}",
-        run.stdout
-    );
+    run.stdout_has("policies/max-age_test.rhai:2:9:");
 }
 
 #[test]
@@ -176,12 +172,8 @@ fn coverage_counts_the_lines_the_tests_ran_and_min_coverage_is_exact() {
     );
     s.keyrot(&["test", "env::", "--min-coverage", "50"]).ok();
     let below = s.keyrot(&["test", "env::", "--min-coverage", "50.001"]).fails(1);
-    assert!(below.stdout.contains("BELOW MINIMUM"), "{}", below.stdout);
-    assert!(
-        below.stdout.contains("coverage below the minimum: env"),
-        "{}",
-        below.stdout
-    );
+    below.stdout_has("BELOW MINIMUM");
+    below.stdout_has("coverage below the minimum: env");
     let json = s
         .keyrot(&["test", "env::", "--min-coverage", "51", "--json"])
         .fails(1)
@@ -193,23 +185,15 @@ fn coverage_counts_the_lines_the_tests_ran_and_min_coverage_is_exact() {
                            "missed": [4, 5, 7], "below_minimum": true})
     );
     let bad = s.keyrot(&["test", "--min-coverage", "101"]).fails(1);
-    assert!(bad.stderr.contains("not a percentage"), "{}", bad.stderr);
+    bad.stderr_has("not a percentage");
 }
 
 #[test]
 fn a_policy_without_tests_has_no_coverage() {
     let s = store_with_policy();
     let run = s.keyrot(&["test", "--min-coverage", "100"]).fails(1);
-    assert!(
-        run.stdout.contains("env                     0/6    lines   0.0%"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains("coverage below the minimum: env\n"),
-        "{}",
-        run.stdout
-    );
+    run.stdout_has("env                     0/6    lines   0.0%");
+    run.stdout_has("coverage below the minimum: env\n");
 }
 
 /// The shipped policies come with tests that cover every line, run by the binary.

@@ -141,11 +141,7 @@ fn a_missing_or_wrong_admin_connection_fails_the_key() {
     let run = s
         .keyrot(&["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets])
         .fails(1);
-    assert!(
-        run.stderr.contains("$KEYROT_PG_ADMIN_DSN is not set"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("$KEYROT_PG_ADMIN_DSN is not set");
     let run = s
         .keyrot_env(
             &["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets],
@@ -155,7 +151,7 @@ fn a_missing_or_wrong_admin_connection_fails_the_key() {
             )],
         )
         .fails(1);
-    assert!(run.stderr.contains("cannot connect as admin"), "{}", run.stderr);
+    run.stderr_has("cannot connect as admin");
     assert_eq!(s.head(), base);
     assert!(logs_in(&pg, "payments", OLD));
 }

@@ -159,7 +159,7 @@ fn when_every_change_fails_there_is_no_commit() {
     l.s.commit("only k1");
     let base = l.s.head();
     let run = l.apply(&[("LEDGER_FAIL", "restrict")]).fails(1);
-    assert!(run.stdout.contains("Nothing applied"), "{}", run.stdout);
+    run.stdout_has("Nothing applied");
     assert_eq!(l.s.head(), base);
     assert_eq!(l.calls(), ["k1 restrict"]);
 }
@@ -168,16 +168,8 @@ fn when_every_change_fails_there_is_no_commit() {
 fn a_failed_finish_is_reported_and_finished_by_the_next_apply() {
     let l = Ledger::new();
     let run = l.apply(&[("LEDGER_FAIL", "finish")]).fails(1);
-    assert!(
-        run.stderr.contains("error: key k1: finish not applied"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("the next keyrot apply retries this"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("error: key k1: finish not applied");
+    run.stderr_has("the next keyrot apply retries this");
     let new = l.committed_fp("k1").unwrap();
     assert_eq!(l.table("k1"), format!("restricted withdraw\n{new} pending\n"));
     let next = l.apply(&[]).ok();
@@ -234,11 +226,7 @@ fn sigkill_after_the_commit_is_finished_by_the_next_apply() {
     let new = l.committed_fp("k1").unwrap();
     assert_eq!(l.table("k1"), format!("restricted withdraw\n{new} pending\n"));
     let next = l.apply(&[]).ok();
-    assert!(
-        next.stderr.contains("finished the interrupted rotation of k1"),
-        "{}",
-        next.stderr
-    );
+    next.stderr_has("finished the interrupted rotation of k1");
     assert_eq!(l.table("k1"), format!("restricted withdraw\n{new} current\n"));
     let secret = fs::read_to_string(l.s.secret_file("k1")).unwrap();
     assert_eq!(
@@ -289,11 +277,7 @@ fn an_uncommitted_provider_is_never_run() {
     let l = Ledger::new();
     l.s.write("providers/ledger", "#!/bin/sh\necho '{\"ok\": true}'\n");
     let run = l.apply(&[]).fails(1);
-    assert!(
-        run.stderr.contains("uncommitted changes: providers/ledger"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("uncommitted changes: providers/ledger");
     assert!(l.calls().is_empty());
 }
 
@@ -349,7 +333,7 @@ fn a_failed_revoke_or_expire_leaves_the_key_as_it_was() {
         &[("LEDGER_DIR", &dir), ("LEDGER_FAIL", "revoke")],
     );
     let run = run.fails(1);
-    assert!(run.stderr.contains("error: key k1: revoke"), "{}", run.stderr);
+    run.stderr_has("error: key k1: revoke");
     assert!(
         !l.s.read("keys/k1.toml").contains("status = \"revoked\""),
         "the store must not claim a revoke the service refused"
@@ -390,11 +374,7 @@ fn the_runner_exits_1_when_a_change_failed_at_its_service() {
         &[("LEDGER_DIR", &dir), ("LEDGER_FAIL", "set")],
     );
     let run = run.fails(1);
-    assert!(
-        run.stderr.contains("error: key k1: rotate, restrict not applied"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("error: key k1: rotate, restrict not applied");
     assert!(
         run.stdout.contains("applied, commit"),
         "k2 was applied: {}",
@@ -406,7 +386,7 @@ fn the_runner_exits_1_when_a_change_failed_at_its_service() {
 fn a_rollback_that_fails_is_retried_by_the_next_apply_before_anything_else() {
     let l = Ledger::new();
     let run = l.apply(&[("LEDGER_FAIL", "test,revoke")]).fails(1);
-    assert!(run.stderr.contains("rolling back also failed"), "{}", run.stderr);
+    run.stderr_has("rolling back also failed");
     assert!(
         l.s.root.join(".git/keyrot/services").exists(),
         "the intent stays journaled"
@@ -423,17 +403,9 @@ fn a_rollback_that_fails_is_retried_by_the_next_apply_before_anything_else() {
     assert!(orphan.ends_with(" pending\n"), "{orphan}");
     // While the service still refuses, nothing else happens.
     let stuck = l.apply(&[("LEDGER_FAIL", "revoke")]).fails(1);
-    assert!(
-        stuck.stderr.contains("cannot be completed yet"),
-        "{}",
-        stuck.stderr
-    );
+    stuck.stderr_has("cannot be completed yet");
     let next = l.apply(&[]).ok();
-    assert!(
-        next.stderr.contains("took back the new secret of k1"),
-        "{}",
-        next.stderr
-    );
+    next.stderr_has("took back the new secret of k1");
     assert!(!l.table("k1").contains(&orphan_fp));
     assert!(
         !next.stderr.contains("pending secret file(s) left"),
@@ -471,11 +443,7 @@ fn a_provider_committed_as_a_symlink_out_of_the_store_is_never_run() {
     fs::set_permissions(&outside, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     l.s.commit("a provider that points out of the store");
     let check = l.s.keyrot(&["check"]).fails(1);
-    assert!(
-        check.stderr.contains("provider providers/ledger"),
-        "{}",
-        check.stderr
-    );
+    check.stderr_has("provider providers/ledger");
     let run = l.apply(&[]).fails(1);
     assert!(
         run.stderr
@@ -676,30 +644,22 @@ fn look_alike_permissions_are_refused_wherever_they_are_written() {
         &key("[\"read\", \"withdr\u{430}w\"]", "2025-01-01T00:00:00Z", ""),
     )]);
     let run = s.keyrot(&["check"]).fails(1);
-    assert!(run.stderr.contains("keys/k.toml:3:"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("not a valid permission name"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("keys/k.toml:3:");
+    run.stderr_has("not a valid permission name");
     s.write("keys/k.toml", &key("[\"read\"]", "2025-01-01T00:00:00Z", ""));
     s.write(
         "keyrot.toml",
         "[service.binance]\npermissions = [\"read\", \"Trade\"]\n",
     );
     let run = s.keyrot(&["check"]).fails(1);
-    assert!(
-        run.stderr.contains("[service.binance] permissions: `Trade`"),
-        "{}",
-        run.stderr
-    );
+    run.stderr_has("[service.binance] permissions: `Trade`");
     s.write("keyrot.toml", "");
     s.write(
         "policies/cut.rhai",
         "fn evaluate(key) {\n    restrict(\"withdr\u{430}w\", \"x\")\n}\n",
     );
     let run = s.keyrot(&["plan", "--now", NOW]).fails(1);
-    assert!(run.stderr.contains("policies/cut.rhai:2:"), "{}", run.stderr);
+    run.stderr_has("policies/cut.rhai:2:");
     assert!(
         run.stderr
             .contains("restrict: `withdr\\u{430}w` is not a valid permission name"),

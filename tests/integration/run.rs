@@ -8,7 +8,7 @@ use crate::common::*;
 fn once_exits_with_the_detailed_exit_code() {
     let s = Store::with_keys(&[("k", &key("[\"read\"]", "2026-11-01T00:00:00Z", ""))]);
     let run = s.keyrot(&["run", "--once"]).ok();
-    assert!(run.stdout.contains("Plan: 0 rotate"), "{}", run.stdout);
+    run.stdout_has("Plan: 0 rotate");
     assert!(run.stdout.trim_end().ends_with("planned"), "{}", run.stdout);
 
     s.write("keys/old.toml", &key("[\"read\"]", "2025-01-01T00:00:00Z", ""));
@@ -18,7 +18,7 @@ fn once_exits_with_the_detailed_exit_code() {
 
     s.write("policies/bad.rhai", "fn evaluate(key) {");
     let run = s.keyrot(&["run", "--once"]).fails(1);
-    assert!(run.stderr.contains("policies/bad.rhai:"), "{}", run.stderr);
+    run.stderr_has("policies/bad.rhai:");
 }
 
 #[test]
@@ -30,7 +30,7 @@ fn once_with_apply_commits_and_never_applies_a_broken_policy_set() {
     let run = s
         .keyrot(&["run", "--once", "--apply", "--secrets-dir", &secrets])
         .fails(1);
-    assert!(run.stderr.contains("policies/bad.rhai"), "{}", run.stderr);
+    run.stderr_has("policies/bad.rhai");
     assert_eq!(s.commit_count(), 3);
 
     s.remove("policies/bad.rhai");
@@ -38,11 +38,7 @@ fn once_with_apply_commits_and_never_applies_a_broken_policy_set() {
     let run = s
         .keyrot(&["run", "--once", "--apply", "--secrets-dir", &secrets])
         .fails(2);
-    assert!(
-        run.stdout.contains(&format!("applied, commit {}", s.head())),
-        "{}",
-        run.stdout
-    );
+    run.stdout_has(&format!("applied, commit {}", s.head()));
     // Every count, zeros included, in one fixed shape.
     assert_eq!(
         s.git(&["log", "-1", "--format=%s"]).trim(),
@@ -52,7 +48,7 @@ fn once_with_apply_commits_and_never_applies_a_broken_policy_set() {
     let run = s
         .keyrot(&["run", "--once", "--apply", "--secrets-dir", &secrets])
         .ok();
-    assert!(run.stdout.contains("nothing to apply"), "{}", run.stdout);
+    run.stdout_has("nothing to apply");
 }
 
 #[test]
@@ -109,7 +105,7 @@ fn sigterm_during_an_apply_lets_the_apply_finish() {
 fn every_needs_a_valid_duration() {
     let s = Store::new();
     let run = s.keyrot(&["run", "--every", "soon"]).fails(1);
-    assert!(run.stderr.contains("not a duration"), "{}", run.stderr);
+    run.stderr_has("not a duration");
     assert!(s.keyrot(&["run"]).fails(1).stderr.contains("--every"));
 }
 

@@ -32,8 +32,8 @@ fn a_saved_plan_applies_and_cannot_be_replayed() {
         .git(&["log", "-1", "--format=%B"])
         .contains(&format!("Keyrot-Now: {NOW}")));
     let run = apply_file(&s, &file).fails(1);
-    assert!(run.stderr.contains("stale"), "{}", run.stderr);
-    assert!(run.stderr.contains("already applied"), "{}", run.stderr);
+    run.stderr_has("stale");
+    run.stderr_has("already applied");
     assert_eq!(s.commit_count(), 3);
 }
 
@@ -47,7 +47,7 @@ fn a_plan_goes_stale_when_the_store_moves() {
     );
     s.commit("another key");
     let run = apply_file(&s, &file).fails(1);
-    assert!(run.stderr.contains("stale"), "{}", run.stderr);
+    run.stderr_has("stale");
 }
 
 #[test]
@@ -118,5 +118,5 @@ fn a_plan_made_on_a_dirty_tree_is_refused() {
     let file = save(&s);
     s.remove("keys/extra.toml");
     let run = apply_file(&s, &file).fails(1);
-    assert!(run.stderr.contains("uncommitted changes"), "{}", run.stderr);
+    run.stderr_has("uncommitted changes");
 }

@@ -147,15 +147,11 @@ fn a_wrong_token_or_a_server_that_is_down_fails_the_key_and_changes_nothing() {
             s.secrets.to_str().unwrap(),
         ])
         .fails(1);
-    assert!(
-        missing.stderr.contains("$TEST_BAO_TOKEN is not set"),
-        "{}",
-        missing.stderr
-    );
+    missing.stderr_has("$TEST_BAO_TOKEN is not set");
 
     drop(bao);
     let run = apply(&s, "whatever", NOW).fails(1);
-    assert!(run.stderr.contains("cannot reach it"), "{}", run.stderr);
+    run.stderr_has("cannot reach it");
     assert_eq!(s.head(), base);
 }
 
