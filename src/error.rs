@@ -83,12 +83,33 @@ pub enum Error {
     Dirty(Vec<String>),
 
     /// A saved plan no longer matches the store.
-    #[error("stale plan: {0}\n  hint: run `keyrot plan --out FILE` again")]
+    #[error("stale plan: {0}")]
     StalePlan(String),
 
     /// A saved plan's actions are not what the policies decide.
-    #[error("plan file rejected: {0}\n  hint: plan files are re-derived before apply; run `keyrot plan --out FILE` again")]
+    #[error("plan file rejected: {0}")]
     ForgedPlan(String),
+
+    /// The folder is not the root of a git work tree.
+    #[error("{} is not a keyrot store (no git repository at its root)", .0.display())]
+    NotAStore(PathBuf),
+
+    /// Another apply holds the store's lock.
+    #[error("the store is locked by pid {pid} on {host} since {since} (id {id})")]
+    Locked {
+        pid: u32,
+        host: String,
+        since: String,
+        id: String,
+    },
+
+    /// The secrets folder asked for is inside the store's work tree.
+    #[error("the secrets folder {} is inside the store {}; secrets must never be where git can commit them", .dir.display(), .store.display())]
+    SecretsInStore { dir: PathBuf, store: PathBuf },
+
+    /// No secrets folder was given and there is no per-user state folder for one.
+    #[error("cannot find a per-user state folder ($XDG_STATE_HOME and $HOME are unset)")]
+    NoStateFolder,
 
     /// The apply commit landed, but a step after it (delivering secrets, updating the
     /// work tree) failed. The store's history is correct; the local copies lag.

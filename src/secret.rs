@@ -252,11 +252,7 @@ impl SecretsDir {
         }
         let store = store_root.canonicalize().map_err(|e| Error::io(store_root, e))?;
         if real.starts_with(&store) {
-            return Err(Error::Usage(format!(
-                "the secrets folder {} is inside the store {}; secrets must never be where git can commit them\n  hint: pass --secrets-dir with a folder outside the store",
-                real.display(),
-                store.display()
-            )));
+            return Err(Error::SecretsInStore { dir: real, store });
         }
         let meta = fs::metadata(&real).map_err(|e| Error::io(&real, e))?;
         if meta.permissions().mode() & 0o077 != 0 {
@@ -387,11 +383,7 @@ pub fn default_dir(store_root: &Path) -> Result<PathBuf> {
         Some(state) => PathBuf::from(state),
         None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
             Some(home) => PathBuf::from(home).join(".local").join("state"),
-            None => {
-                return Err(Error::Usage(
-                    "cannot find a per-user state folder ($XDG_STATE_HOME and $HOME are unset)\n  hint: pass --secrets-dir DIR".into(),
-                ))
-            }
+            None => return Err(Error::NoStateFolder),
         },
     };
     let real = store_root.canonicalize().map_err(|e| Error::io(store_root, e))?;

@@ -110,10 +110,12 @@ fn take(path: &Path, tmp: &Path) -> Result<Option<Holder>> {
                     }
                 };
                 if !is_stale(&other) {
-                    return Err(Error::Usage(format!(
-                        "the store is locked by pid {} on {} since {} (id {})\n  hint: wait for it to finish; if that process is gone, run `keyrot apply --force-unlock {}`",
-                        other.pid, other.host, other.started, other.id, other.id
-                    )));
+                    return Err(Error::Locked {
+                        pid: other.pid,
+                        host: other.host,
+                        since: other.started,
+                        id: other.id,
+                    });
                 }
                 let _ = fs::remove_file(path);
                 took_over = Some(other);
@@ -169,7 +171,7 @@ mod tests {
             e.contains(&format!("locked by pid {}", std::process::id())),
             "{e}"
         );
-        assert!(e.contains("--force-unlock a"), "{e}");
+        assert!(e.contains("(id a)"), "{e}");
         drop(a);
         Lock::acquire(tmp.path(), "b").unwrap();
     }

@@ -164,6 +164,30 @@ fn report(e: &Error) {
             let _ = writeln!(err, "error: {}", safe(&other.to_string()));
         }
     }
+    if let Some(h) = hint(e) {
+        let _ = writeln!(err, "  hint: {}", safe(&h));
+    }
+}
+
+/// What to do about an error, in terms of this command line: the library's errors
+/// say what is wrong; which flag or command helps is the CLI's to say.
+fn hint(e: &Error) -> Option<String> {
+    Some(match e {
+        Error::StalePlan(_) => "run `keyrot plan --out FILE` again".into(),
+        Error::ForgedPlan(_) => {
+            "plan files are re-derived before apply; run `keyrot plan --out FILE` again".into()
+        }
+        Error::NotAStore(dir) => format!(
+            "create one with `keyrot init {}`, or pass --store DIR",
+            dir.display()
+        ),
+        Error::Locked { id, .. } => {
+            format!("wait for it to finish; if that process is gone, run `keyrot apply --force-unlock {id}`")
+        }
+        Error::SecretsInStore { .. } => "pass --secrets-dir with a folder outside the store".into(),
+        Error::NoStateFolder => "pass --secrets-dir DIR".into(),
+        _ => return None,
+    })
 }
 
 /// A channel that receives [`Signal::Stop`] on Ctrl-C or SIGTERM, so long-running

@@ -13,11 +13,7 @@ use crate::error::{Error, Result};
 pub fn open(dir: &Path) -> Result<Repository> {
     let repo = Repository::open(dir).map_err(|e| {
         if e.code() == git2::ErrorCode::NotFound {
-            Error::Usage(format!(
-                "{} is not a keyrot store (no git repository at its root)\n  hint: create one with `keyrot init {}`, or pass --store DIR",
-                dir.display(),
-                dir.display()
-            ))
+            Error::NotAStore(dir.to_path_buf())
         } else {
             Error::git(format!("opening {}", dir.display()), e)
         }

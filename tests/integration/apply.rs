@@ -399,3 +399,37 @@ fn an_instant_ahead_of_the_clock_is_refused_unless_meant_and_an_old_saved_plan_i
         .read("keys/k.toml")
         .contains("revoked_at = 2099-01-01T00:00:00Z"));
 }
+
+#[test]
+fn errors_end_with_a_hint_naming_the_flag_or_command_that_helps() {
+    let s = every_action_store();
+    let inside = s.root.join("secrets");
+    s.keyrot(&[
+        "apply",
+        "--yes",
+        "--now",
+        NOW,
+        "--secrets-dir",
+        inside.to_str().unwrap(),
+    ])
+    .fails(1)
+    .stderr_has("\n  hint: pass --secrets-dir with a folder outside the store");
+
+    let not_a_store = s.root.parent().unwrap().join("empty");
+    std::fs::create_dir_all(&not_a_store).unwrap();
+    s.keyrot_in(&not_a_store, &["plan"])
+        .fails(1)
+        .stderr_has("is not a keyrot store")
+        .stderr_has("hint: create one with `keyrot init .`, or pass --store DIR");
+
+    let file = s.root.parent().unwrap().join("plan.json");
+    s.keyrot(&["plan", "--now", NOW, "--out", file.to_str().unwrap()])
+        .ok();
+    s.write("keys/old.toml", &format!("{}# edited\n", s.read("keys/old.toml")));
+    s.commit("an edit after the plan");
+    let secrets = s.secrets.to_str().unwrap().to_string();
+    s.keyrot(&["apply", file.to_str().unwrap(), "--secrets-dir", &secrets])
+        .fails(1)
+        .stderr_has("stale plan")
+        .stderr_has("\n  hint: run `keyrot plan --out FILE` again");
+}
