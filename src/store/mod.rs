@@ -1,6 +1,7 @@
 //! The key store: settings, owners and keys, read from the work tree or a commit.
 
 pub mod cache;
+pub mod dirty;
 pub mod exceptions;
 pub mod files;
 pub mod key;

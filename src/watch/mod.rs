@@ -16,9 +16,8 @@ use crate::plan::{Memo, Plan, PlanDiff, Provenance};
 use crate::policy::AstCache;
 use crate::store::files::{is_editor_artifact, ROOT_FILES, SETTINGS_FILE};
 use crate::store::live::Delta;
-use crate::store::repo::HeadFiles;
-use crate::store::status::{self, Seen};
-use crate::store::{Cache, LiveStore, Source, Store};
+use crate::store::status::Seen;
+use crate::store::{Cache, LiveStore, Source};
 use crate::time::Time;
 use crate::workspace::{compile_policies, Workspace};
 

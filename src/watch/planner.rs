@@ -18,7 +18,7 @@ pub struct Planner {
     policies_dir: String,
     /// The last plan's decisions, reused when the instant is fixed (`--now`).
     memo: Memo,
-    dirty: Dirty,
+    dirty: crate::store::dirty::Tracker,
     /// The store as last loaded without a problem, patched with the files each batch
     /// names; `None` after a problem or a change that can change every file's meaning.
     live: Option<LiveStore>,
@@ -43,100 +43,6 @@ struct Loading {
     seen: Option<Seen>,
 }
 
-/// The uncommitted paths, with the HEAD they were compared against (and its files,
-/// read when first needed): kept up to date from the paths each batch names, instead
-/// of a `git status` over the whole store per save. `None`: compute them all (at the
-/// start, after a wide change).
-#[derive(Default)]
-struct Dirty(Option<(Option<String>, BTreeSet<String>, Option<HeadFiles>)>);
-
-impl Dirty {
-    /// The store's uncommitted paths: all of them the first time or after a wide change;
-    /// otherwise only the `changed` ones are asked about again, and when HEAD moved
-    /// (a commit, a checkout), also the paths HEAD's files changed at and the ones
-    /// that were uncommitted.
-    fn paths(
-        &mut self,
-        ws: &Workspace,
-        store: &Store,
-        changed: &[String],
-        worktree: Option<&Seen>,
-    ) -> Result<Vec<String>> {
-        let head = ws.head_id()?;
-        let Some((seen, set, files)) = &mut self.0 else {
-            return self.all(ws, store, head, worktree);
-        };
-        let mut ask: BTreeSet<String> = changed.iter().cloned().collect();
-        if *seen != head {
-            // Only HEAD's files as last read can tell what moved; and a changed ignore
-            // or attributes file can change any path's status.
-            let Some(head_files) = files else {
-                return self.all(ws, store, head, None);
-            };
-            let moved = head_files.advance(&ws.repo)?;
-            if moved
-                .iter()
-                .any(|p| p.ends_with(".gitignore") || p.ends_with(".gitattributes"))
-            {
-                return self.all(ws, store, head, None);
-            }
-            let tracked = store.tracked_paths();
-            let is_tracked = |p: &str| {
-                tracked.iter().any(|t| {
-                    p == t
-                        || p.strip_prefix(t.as_str())
-                            .is_some_and(|rest| rest.starts_with('/'))
-                })
-            };
-            ask.extend(moved.into_iter().filter(|p| is_tracked(p)));
-            ask.append(set);
-            *seen = head;
-        }
-        if !ask.is_empty() {
-            let files = match files {
-                Some(f) => f,
-                None => files.insert(HeadFiles::read(&ws.repo)?),
-            };
-            let mut ask_git = Vec::new();
-            for c in ask {
-                set.remove(&c);
-                match files.file_changed(&ws.repo, &c)? {
-                    Some(true) => {
-                        set.insert(c);
-                    }
-                    Some(false) => {}
-                    None => ask_git.push(c),
-                }
-            }
-            if !ask_git.is_empty() {
-                set.extend(crate::store::repo::dirty_paths(&ws.repo, &ask_git)?);
-            }
-        }
-        Ok(set.iter().cloned().collect())
-    }
-
-    /// Every uncommitted path: from what the load saw in the work tree when it can
-    /// tell (as `plan` does), else from `git status`.
-    fn all(
-        &mut self,
-        ws: &Workspace,
-        store: &Store,
-        head: Option<String>,
-        worktree: Option<&Seen>,
-    ) -> Result<Vec<String>> {
-        let fast = match worktree {
-            Some(seen) => status::uncommitted(&ws.repo, seen, &store.tracked_files())?,
-            None => None,
-        };
-        let all = match fast {
-            Some(all) => all,
-            None => ws.dirty_paths(store)?,
-        };
-        self.0 = Some((head, all.iter().cloned().collect(), None));
-        Ok(all)
-    }
-}
-
 impl Planner {
     pub fn new(ws: Workspace, fixed_now: Option<Time>) -> Planner {
         Planner {
@@ -149,7 +55,7 @@ impl Planner {
             keys_dir: "keys".into(),
             policies_dir: "policies".into(),
             memo: Memo::default(),
-            dirty: Dirty::default(),
+            dirty: crate::store::dirty::Tracker::default(),
             live: None,
             pending: BTreeSet::new(),
             unasked: BTreeSet::new(),
@@ -237,7 +143,7 @@ impl Planner {
             }
             None => {
                 self.cache.invalidate_all();
-                self.dirty = Dirty::default();
+                self.dirty.forget();
                 self.live = None;
             }
         }
@@ -265,7 +171,7 @@ impl Planner {
         // them all, else loaded whole (which reports every problem, as `plan` would).
         // What the work tree held is needed only when every uncommitted path is to be
         // found (the first plan, after a wide change): then it spares a `git status`.
-        let see = self.dirty.0.is_none();
+        let see = !self.dirty.knows();
         let (live, read) = {
             let source = Source::Cached {
                 root: self.ws.root.clone(),
@@ -336,7 +242,7 @@ impl Planner {
         let asked: Vec<String> = self.unasked.iter().cloned().collect();
         let dirty = !self
             .dirty
-            .paths(&self.ws, store, &asked, seen.as_ref())?
+            .paths(&self.ws.repo, store, &asked, seen.as_ref())?
             .is_empty();
         // A path and blob id per file: not needed for planning.
         drop(seen);
