@@ -12,6 +12,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::cache::Cache;
+use super::layout::{self, PolicyFolderFile};
 use crate::digest::hex;
 use crate::error::{Error, Problem, Result};
 
@@ -333,18 +334,13 @@ impl Snapshot {
     /// Reads the policy files and, apart, the policy tests.
     pub fn read_policies(&mut self, source: &Source, policies_dir: &str) {
         let policies = self.read_folder(source, policies_dir, |name| {
-            if is_editor_artifact(name) {
-                Pick::Skip
-            } else if name.ends_with(".rhai") {
-                Pick::Take
-            } else if name.contains(".rhai") {
-                // `deny.rhai.bak`, `deny.rhai.off`: a rule someone may believe is in
-                // force. Other files (a README) are fine beside the policies.
-                Pick::Refuse(
+            match layout::policy_folder_file(name) {
+                PolicyFolderFile::Policy | PolicyFolderFile::Test => Pick::Take,
+                // `deny.rhai.bak`, `deny.rhai.off`: a rule someone may believe is in force.
+                PolicyFolderFile::Misnamed => Pick::Refuse(
                     "looks like a policy but is not named *.rhai, so it is not in force; rename or remove it",
-                )
-            } else {
-                Pick::Skip
+                ),
+                PolicyFolderFile::Other => Pick::Skip,
             }
         });
         (self.policy_tests, self.policies) = policies
@@ -483,7 +479,7 @@ pub fn read_key_entry(source: &Source, rel: &str) -> Result<Option<FileEntry>, P
 
 /// What the keys folder may hold: key files, and editors' artifacts (skipped).
 fn pick_key_file(name: &str) -> Pick {
-    if is_editor_artifact(name) {
+    if layout::is_editor_artifact(name) {
         Pick::Skip
     } else if name.ends_with(".toml") {
         Pick::Take
@@ -531,21 +527,6 @@ pub fn keys_digest_of<'a>(files: impl Iterator<Item = (&'a str, impl AsRef<[u8]>
         h.update(leaf.as_ref());
     }
     format!("sha256:{}", hex(&h.finalize()))
-}
-
-/// Files editors and keyrot itself leave beside the real ones: hidden files that are
-/// not key or policy files (vim's `.x.toml.swp`, `.gitkeep`), emacs locks (`.#x.toml`)
-/// and autosaves (`#x#`), backups (`x~`), vim's write test `4913`, and keyrot's own
-/// `*.keyrot-tmp`. A hidden `.x.toml` is not an artifact: it is a key file with a bad id,
-/// and reported as such rather than silently skipped.
-pub fn is_editor_artifact(name: &str) -> bool {
-    let hidden = name.starts_with('.')
-        && (name.starts_with(".#") || !(name.ends_with(".toml") || name.ends_with(".rhai")));
-    hidden
-        || name.ends_with('~')
-        || (name.starts_with('#') && name.ends_with('#'))
-        || name == "4913"
-        || name.ends_with(".keyrot-tmp")
 }
 
 enum Pick {

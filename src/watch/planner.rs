@@ -101,8 +101,12 @@ impl Planner {
                 .filter(|name| !name.contains('/') && !is_editor_artifact(name))
         };
         in_dir(&self.keys_dir).is_some()
-            || in_dir(&self.policies_dir)
-                .is_some_and(|n| n.contains(".rhai") && !crate::store::layout::is_policy_test(n))
+            || in_dir(&self.policies_dir).is_some_and(|n| {
+                matches!(
+                    policy_folder_file(n),
+                    PolicyFolderFile::Policy | PolicyFolderFile::Misnamed
+                )
+            })
     }
 
     /// After the watches are in place: the files that changed since the first load
@@ -121,7 +125,7 @@ impl Planner {
                 let rel = format!("{dir}/{name}");
                 // Only what a load reads: key files and policies (not policy tests).
                 let read_by_load =
-                    name.ends_with(".toml") || (name.ends_with(".rhai") && !name.ends_with("_test.rhai"));
+                    name.ends_with(".toml") || policy_folder_file(&name) == PolicyFolderFile::Policy;
                 if read_by_load
                     && self.is_relevant(&rel)
                     && !self.cache.contains(&rel)
