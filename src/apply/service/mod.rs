@@ -23,7 +23,6 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::provider::{self, KeyInfo, Provider, Request, Step, StepError};
 use crate::secret::{Secret, SecretsDir};
-use crate::sink::vault::Vault;
 use crate::store::settings::Sink;
 use crate::store::{Key, Settings};
 use crate::workspace::Workspace;
@@ -33,7 +32,6 @@ mod recover;
 
 pub use journal::{Cleanup, Intent, Stage};
 use journal::{Journal, Record, FILE};
-use recover::run_cleanup;
 pub use recover::{recover, unsettled};
 
 /// One apply's provider calls.
@@ -46,7 +44,7 @@ pub struct Services<'a> {
     providers: BTreeMap<String, Option<Box<dyn Provider>>>,
     /// The new secrets of rotations that reached their service, for `finish`.
     rotated: BTreeMap<String, Secret>,
-    vault: Option<Vault>,
+    sink: Box<dyn crate::sink::Sink>,
     /// Where each key's new secret was delivered in Vault, and as which version.
     pub delivered: BTreeMap<String, (String, u64)>,
     /// The journal file, once this apply started it.
@@ -85,10 +83,6 @@ impl<'a> Services<'a> {
         txid: &str,
         base: &str,
     ) -> Result<Services<'a>> {
-        let vault = match &settings.sink {
-            Sink::Vault(v) => Some(Vault::new(v)?),
-            Sink::Dir => None,
-        };
         Ok(Services {
             git_dir: ws.repo.path().to_path_buf(),
             exec: exec_env(ws, base, settings),
@@ -103,7 +97,7 @@ impl<'a> Services<'a> {
             },
             providers: BTreeMap::new(),
             rotated: BTreeMap::new(),
-            vault,
+            sink: crate::sink::from_settings(settings)?,
             delivered: BTreeMap::new(),
             file: None,
         })
@@ -112,21 +106,23 @@ impl<'a> Services<'a> {
     /// Whether a key of this service involves more than the secrets folder: a provider
     /// at its service, or delivery to Vault.
     pub fn involves(&mut self, service: &str) -> bool {
-        self.vault.is_some() || self.provider(service).is_some()
+        self.sink.is_remote() || self.provider(service).is_some()
     }
 
     /// Whether new secrets stay in the secrets folder (no Vault sink).
     pub fn keeps_local_copies(&self) -> bool {
-        self.vault.is_none()
+        !self.sink.is_remote()
     }
 
     /// Registers the Vault clean-up of a revoke (`fingerprint` `None`) or an expire, to
     /// run after the commit.
     pub fn clean_up_later(&mut self, key: &Key, fingerprint: Option<&str>) -> Result<()> {
-        let Some(v) = &self.vault else { return Ok(()) };
+        let Some(path) = self.sink.clean_up_path(&key.service, &key.id) else {
+            return Ok(());
+        };
         let c = Cleanup {
             key: key.id.clone(),
-            vault_path: v.path_for(&key.service, &key.id),
+            vault_path: path,
             fingerprint: fingerprint.map(str::to_string),
         };
         self.record(Record::Cleanup(c), false)
@@ -137,16 +133,14 @@ impl<'a> Services<'a> {
     /// what failed, for the next apply to retry.
     pub fn clean_up(&mut self) -> Result<Vec<(String, StepError)>> {
         let mut failed = Vec::new();
-        if let Some(v) = &self.vault {
-            let mut left = Vec::new();
-            for c in std::mem::take(&mut self.journal.cleanup) {
-                if let Err(e) = run_cleanup(v, &c) {
-                    failed.push((c.key.clone(), e));
-                    left.push(c);
-                }
+        let mut left = Vec::new();
+        for c in std::mem::take(&mut self.journal.cleanup) {
+            if let Err(e) = self.sink.clean_up(&c.vault_path, c.fingerprint.as_deref()) {
+                failed.push((c.key.clone(), e));
+                left.push(c);
             }
-            self.journal.cleanup = left;
         }
+        self.journal.cleanup = left;
         self.settle()?;
         Ok(failed)
     }
@@ -275,17 +269,14 @@ impl<'a> Services<'a> {
             }
         }
         if failure.is_none() {
-            if let Some(v) = &self.vault {
-                let path = v.path_for(&key.service, &key.id);
-                match v.deliver(&path, &secret) {
-                    Ok(version) => {
-                        self.delivered
-                            .insert(key.id.clone(), (v.location(&path), version));
-                        intent.vault_version = Some(version);
-                        self.record(Record::Intent(Box::new(intent.clone())), true)?;
-                    }
-                    Err(e) => failure = Some(e),
+            match self.sink.deliver(&key.service, &key.id, &secret) {
+                Ok(Some(d)) => {
+                    self.delivered.insert(key.id.clone(), (d.location, d.version));
+                    intent.vault_version = Some(d.version);
+                    self.record(Record::Intent(Box::new(intent.clone())), true)?;
                 }
+                Ok(None) => {}
+                Err(e) => failure = Some(e),
             }
         }
         if let Some(e) = failure {
@@ -324,12 +315,8 @@ impl<'a> Services<'a> {
                     .fingerprint(intent.fingerprint.as_deref()),
             )?;
         }
-        if let (Some(v), Some(version)) = (&self.vault, intent.vault_version) {
-            v.destroy(
-                &v.path_for(&intent.info.service, &intent.key),
-                None,
-                Some(version),
-            )?;
+        if let Some(version) = intent.vault_version {
+            self.sink.take_back(&intent.info.service, &intent.key, version)?;
         }
         Ok(())
     }

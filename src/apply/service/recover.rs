@@ -39,10 +39,7 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
         .and_then(|c| c.tree())
         .map_err(|e| Error::git("reading the branch tip", e))?;
     let exec = exec_env(ws, &j.base, &settings);
-    let vault = match &settings.sink {
-        Sink::Vault(v) => Some(Vault::new(v)?),
-        Sink::Dir => None,
-    };
+    let sink = crate::sink::from_settings(&settings)?;
     let mut notes = Vec::new();
     let mut left = Vec::new();
     for intent in std::mem::take(&mut j.intents) {
@@ -68,13 +65,8 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
                 .map(drop),
             None => Ok(()),
         };
-        if let (Ok(()), Step::Revoke, Some(v), Some(version)) = (&result, step, &vault, intent.vault_version)
-        {
-            result = v.destroy(
-                &v.path_for(&intent.info.service, &intent.key),
-                None,
-                Some(version),
-            );
+        if let (Ok(()), Step::Revoke, Some(version)) = (&result, step, intent.vault_version) {
+            result = sink.take_back(&intent.info.service, &intent.key, version);
         }
         match result {
             Ok(()) if step == Step::Finish => notes.push(format!(
@@ -98,7 +90,7 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
     }
     let mut undone = Vec::new();
     for c in std::mem::take(&mut j.cleanup) {
-        if let Some(Err(e)) = vault.as_ref().map(|v| run_cleanup(v, &c)) {
+        if let Err(e) = sink.clean_up(&c.vault_path, c.fingerprint.as_deref()) {
             notes.push(format!("could not clean up {} in Vault: {e}", c.key));
             undone.push(c);
         }
@@ -114,12 +106,5 @@ pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
             "an interrupted apply left provider steps that cannot be completed yet; nothing else is done until they are:\n  {}",
             notes.join("\n  ")
         )))
-    }
-}
-
-pub(super) fn run_cleanup(v: &Vault, c: &Cleanup) -> Result<(), StepError> {
-    match &c.fingerprint {
-        None => v.delete_all(&c.vault_path),
-        Some(fp) => v.destroy(&c.vault_path, Some(fp), None),
     }
 }
