@@ -139,7 +139,8 @@ mod tests {
     fn plan(actions: Vec<Action>) -> Plan {
         Plan {
             format: FORMAT,
-            store_commit: (actions.len() > 1).then(|| "ab".repeat(20)),
+            store_commit: (actions.len() > 1)
+                .then(|| crate::store::repo::CommitId::parse(&"ab".repeat(20)).unwrap()),
             policies_digest: "sha256:00".into(),
             keys_digest: "sha256:11".into(),
             now: crate::time::Time::parse_rfc3339("2026-11-22T20:00:00Z").unwrap(),

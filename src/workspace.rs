@@ -82,8 +82,8 @@ impl Workspace {
         Ok(Workspace { repo, root })
     }
 
-    pub fn head_id(&self) -> Result<Option<String>> {
-        Ok(repo::head_commit(&self.repo)?.map(|c| c.id().to_string()))
+    pub fn head_id(&self) -> Result<Option<repo::CommitId>> {
+        Ok(repo::head_commit(&self.repo)?.map(|c| c.id().into()))
     }
 
     /// Loads the work tree as it is on disk.

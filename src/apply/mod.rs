@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::plan::{Action, Plan, Provenance};
 use crate::secret::{Secret, SecretsDir};
-use crate::store::repo;
+use crate::store::repo::{self, CommitId};
 use crate::time::Time;
 use crate::workspace::{Loaded, Workspace};
 
@@ -205,11 +205,11 @@ pub fn interrupted(ws: &Workspace) -> Vec<String> {
 
 /// Loads the committed store at HEAD for applying, refusing while the work tree has
 /// uncommitted changes to the files keyrot reads.
-fn load_head(ws: &Workspace, now: Time) -> Result<(String, Loaded)> {
+fn load_head(ws: &Workspace, now: Time) -> Result<(CommitId, Loaded)> {
     let head = ws
         .head_id()?
         .ok_or_else(|| Error::Usage("the store has no commits yet; commit its files first".into()))?;
-    let loaded = ws.load_commit(&head, now)?;
+    let loaded = ws.load_commit(head.as_str(), now)?;
     let dirty = ws.dirty_paths(&loaded.store)?;
     if !dirty.is_empty() {
         return Err(Error::Dirty(dirty));
@@ -230,11 +230,12 @@ fn verify_saved(ws: &Workspace, plan: &Plan) -> Result<Loaded> {
     let head = ws
         .head_id()?
         .ok_or_else(|| Error::Usage("the store has no commits yet".into()))?;
-    let planned = plan.store_commit.as_deref().unwrap_or("(none)");
-    if planned != head {
-        let known = git2::Oid::from_str(planned)
-            .ok()
-            .is_some_and(|oid| ws.repo.find_commit(oid).is_ok());
+    if plan.store_commit.as_ref() != Some(&head) {
+        let planned = plan.store_commit.as_ref().map_or("(none)", CommitId::as_str);
+        let known = plan
+            .store_commit
+            .as_ref()
+            .is_some_and(|c| ws.repo.find_commit(c.oid()).is_ok());
         return Err(Error::StalePlan(if known {
             format!("it was made at commit {planned}, but the store is now at {head} (already applied, or changed since)")
         } else {
@@ -275,7 +276,7 @@ fn verify_saved(ws: &Workspace, plan: &Plan) -> Result<Loaded> {
         };
         return Err(Error::ForgedPlan(format!(
             "its actions are not what the policies decide at {} for {} (edited or forged?): {detail}",
-            plan.store_commit.as_deref().unwrap_or("?"),
+            plan.store_commit.as_ref().map_or("?", CommitId::as_str),
             plan.now
         )));
     }
@@ -341,8 +342,8 @@ fn execute(
     }
     let base_id = plan
         .store_commit
-        .as_deref()
-        .and_then(|s| Oid::from_str(s).ok())
+        .as_ref()
+        .map(CommitId::oid)
         .ok_or_else(|| Error::ForgedPlan("the plan names no store commit".into()))?;
     let base = ws
         .repo

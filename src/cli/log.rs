@@ -27,7 +27,7 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     // state: only keyrot.toml is read, so a broken key file does not hide the history,
     // and a broken keyrot.toml is reported, not replaced by the defaults.
     let settings = match ws.head_id()? {
-        Some(head) => crate::store::repo::settings_at(&ws.repo, &head)?,
+        Some(head) => crate::store::repo::settings_at(&ws.repo, head.as_str())?,
         None => crate::store::Settings::default(),
     };
     let entries = audit::log(&ws.repo, &settings, args.key.as_deref())?;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::policy::{Decision, KeyView, PolicySet, Verdict};
+use crate::store::repo::CommitId;
 use crate::store::{Exception, Key, KeyStatus, Store};
 use crate::time::{Dur, Time};
 
@@ -240,7 +241,7 @@ impl fmt::Display for Summary {
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     pub format: u32,
-    pub store_commit: Option<String>,
+    pub store_commit: Option<CommitId>,
     pub policies_digest: String,
     pub keys_digest: String,
     /// The evaluation instant (RFC 3339 in JSON).
@@ -254,13 +255,13 @@ pub struct Plan {
 /// the first), and whether the work tree differed from it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Provenance {
-    pub commit: Option<String>,
+    pub commit: Option<CommitId>,
     pub dirty: bool,
 }
 
 impl Provenance {
     /// The committed store at `commit`, as apply reads it.
-    pub fn committed(commit: String) -> Provenance {
+    pub fn committed(commit: CommitId) -> Provenance {
         Provenance {
             commit: Some(commit),
             dirty: false,

@@ -442,3 +442,28 @@ fn summary_line_format() {
         "Plan: 2 rotate, 1 revoke, 1 restrict, 1 expire, 0 deferred, 3 warn."
     );
 }
+
+#[test]
+fn a_plans_store_commit_is_a_commit_id_or_the_file_is_refused() {
+    let with = |commit: &str| {
+        serde_json::json!({"format": 1, "store_commit": commit, "policies_digest": "sha256:x",
+            "keys_digest": "sha256:y", "now": "2026-11-22T20:00:00Z", "dirty": false, "actions": [],
+            "summary": {"rotate": 0, "revoke": 0, "restrict": 0, "expire": 0, "deferred": 0, "warn": 0}})
+        .to_string()
+    };
+    let good = "0123456789abcdef0123456789abcdef01234567";
+    let plan = Plan::from_json("p.json", with(good).as_bytes()).unwrap();
+    assert_eq!(plan.store_commit.as_ref().map(CommitId::as_str), Some(good));
+    assert_eq!(serde_json::to_value(&plan).unwrap()["store_commit"], good);
+    for bad in [
+        "abc",
+        &good.to_uppercase(),
+        &format!("{good}0"),
+        "0123456789abcdef0123456789abcdef0123456g",
+    ] {
+        let e = Plan::from_json("p.json", with(bad).as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a commit id"), "{bad}: {e}");
+    }
+}

@@ -9,6 +9,59 @@ use git2::{Repository, Signature, StatusOptions};
 use super::Settings;
 use crate::error::{Error, Result};
 
+/// A commit's id, as plans carry it: 40 lowercase hex digits, checked when made, so a
+/// saved plan with anything else in `store_commit` is refused as it is read.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CommitId(String);
+
+impl CommitId {
+    pub fn parse(text: &str) -> std::result::Result<CommitId, String> {
+        if text.len() == 40
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(CommitId(text.to_string()))
+        } else {
+            Err(format!("`{text}` is not a commit id (40 lowercase hex digits)"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn oid(&self) -> git2::Oid {
+        // Checked to be 40 hex digits when made, which `from_str` always accepts.
+        git2::Oid::from_str(&self.0).unwrap_or_else(|_| git2::Oid::zero())
+    }
+}
+
+impl From<git2::Oid> for CommitId {
+    fn from(oid: git2::Oid) -> CommitId {
+        CommitId(oid.to_string())
+    }
+}
+
+impl std::fmt::Display for CommitId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl serde::Serialize for CommitId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CommitId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<CommitId, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        CommitId::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Opens the store at `dir`, which must be the root of a git work tree.
 pub fn open(dir: &Path) -> Result<Repository> {
     let repo = Repository::open(dir).map_err(|e| {
