@@ -13,7 +13,7 @@ use crate::store::{files, Settings};
 use crate::time::Time;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub time: String,
     pub commit: String,
     /// The key, or `-` for a manual change to policies or settings.
@@ -72,7 +72,7 @@ fn touched_paths(repo: &Repository, commit: &git2::Commit, pathspecs: &[String])
 }
 
 /// The trail from HEAD back, newest first; only entries for `key` when given.
-pub fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> Result<Vec<Entry>> {
+pub(crate) fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> Result<Vec<Entry>> {
     let head = match crate::store::repo::head_commit(repo)? {
         Some(c) => c,
         None => return Ok(Vec::new()),

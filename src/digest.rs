@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 
 /// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -15,7 +15,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// `sha256:<hex>` of some bytes.
-pub fn sha256_tagged(bytes: &[u8]) -> String {
+pub(crate) fn sha256_tagged(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
 

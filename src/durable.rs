@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 
 /// Flushes every file written so far on the filesystem holding `path` (a folder),
 /// then the folder itself, so new names in it are durable too.
-pub fn sync_filesystem(path: &Path) -> Result<()> {
+pub(crate) fn sync_filesystem(path: &Path) -> Result<()> {
     let dir = File::open(path).map_err(|e| Error::io(path, e))?;
     rustix::fs::syncfs(&dir).map_err(|e| Error::io(path, e.into()))?;
     dir.sync_all().map_err(|e| Error::io(path, e))

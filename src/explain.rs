@@ -12,7 +12,7 @@ use crate::time::Time;
 use crate::workspace::Loaded;
 
 #[derive(Debug, Serialize)]
-pub struct Explanation {
+pub(crate) struct Explanation {
     pub key: String,
     pub path: String,
     pub now: String,
@@ -35,7 +35,7 @@ pub struct Explanation {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Facts {
+pub(crate) struct Facts {
     pub service: String,
     pub owner: String,
     pub owner_status: String,
@@ -55,14 +55,14 @@ pub struct Facts {
 }
 
 #[derive(Debug, Serialize)]
-pub struct PolicyOutcome {
+pub(crate) struct PolicyOutcome {
     pub policy: String,
     /// Empty: no finding.
     pub decisions: Vec<DecisionView>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct DecisionView {
+pub(crate) struct DecisionView {
     pub action: String,
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,7 +88,7 @@ impl From<&Decision> for DecisionView {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ExceptionState {
+pub(crate) struct ExceptionState {
     pub policy: String,
     pub reason: String,
     pub approved_by: String,
@@ -97,7 +97,7 @@ pub struct ExceptionState {
 }
 
 /// Explains key `id` of a loaded work tree at `now`; `text` reads a key file's bytes.
-pub fn explain(
+pub(crate) fn explain(
     loaded: &Loaded,
     id: &str,
     now: Time,
@@ -246,7 +246,7 @@ fn resolution(steps: &[RuleStep], actions: &[Action], rules: &Rules) -> Vec<Stri
 
 /// A line diff of `before` → `after`: `  ` kept, `- ` removed, `+ ` added lines. Key
 /// files are small, so the quadratic longest-common-subsequence table is fine.
-pub fn line_diff(before: &str, after: &str) -> Vec<String> {
+pub(crate) fn line_diff(before: &str, after: &str) -> Vec<String> {
     let a: Vec<&str> = before.lines().collect();
     let b: Vec<&str> = after.lines().collect();
     let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];

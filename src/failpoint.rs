@@ -4,7 +4,7 @@
 //! or `KEYROT_TEST_FAIL=<point>` names the point.
 
 /// Pauses here if the test environment asks for it, announcing it on stderr first.
-pub fn pause(point: &str) {
+pub(crate) fn pause(point: &str) {
     #[cfg(debug_assertions)]
     {
         let Ok(spec) = std::env::var("KEYROT_TEST_PAUSE") else {
@@ -26,7 +26,7 @@ pub fn pause(point: &str) {
 
 /// Fails here if the test environment asks for it (`KEYROT_TEST_FAIL=<point>`), as if
 /// the step's I/O had failed. Never fails in release builds.
-pub fn fail(point: &str) -> crate::error::Result<()> {
+pub(crate) fn fail(point: &str) -> crate::error::Result<()> {
     #[cfg(debug_assertions)]
     if std::env::var("KEYROT_TEST_FAIL").is_ok_and(|p| p == point) {
         return Err(crate::error::Error::Usage(format!(

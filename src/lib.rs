@@ -10,30 +10,30 @@
 // allocator tuning (`main.rs`) is the only `unsafe` left, outside the library.
 #![forbid(unsafe_code)]
 
-pub mod apply;
-pub mod audit;
+pub(crate) mod apply;
+pub(crate) mod audit;
 pub mod cli;
-pub mod digest;
-pub mod durable;
+pub(crate) mod digest;
+pub(crate) mod durable;
 pub mod error;
-pub mod explain;
-pub mod failpoint;
+pub(crate) mod explain;
+pub(crate) mod failpoint;
 pub mod init;
-pub mod lint;
-pub mod parallel;
-pub mod plan;
-pub mod plan_line;
+pub(crate) mod lint;
+pub(crate) mod parallel;
+pub(crate) mod plan;
+pub(crate) mod plan_line;
 pub mod policy;
-pub mod progress;
-pub mod provider;
-pub mod runner;
-pub mod secret;
-pub mod sink;
-pub mod state_file;
+pub(crate) mod progress;
+pub(crate) mod provider;
+pub(crate) mod runner;
+pub(crate) mod secret;
+pub(crate) mod sink;
+pub(crate) mod state_file;
 pub mod store;
-pub mod term;
+pub(crate) mod term;
 pub mod time;
-pub mod watch;
-pub mod workspace;
+pub(crate) mod watch;
+pub(crate) mod workspace;
 
 pub use error::{Error, Problem, Result};

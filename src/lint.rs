@@ -17,13 +17,13 @@ use crate::workspace::Loaded;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Severity {
+pub(crate) enum Severity {
     Error,
     Warning,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub severity: Severity,
     pub problem: Problem,
 }
@@ -44,7 +44,7 @@ fn warning(problem: Problem) -> Finding {
 
 /// Everything `check` reports about a loaded store, errors first, each in file order.
 /// `now` is the instant exceptions are matched against the plan at.
-pub fn lint(loaded: &Loaded, root: &Path, now: Time) -> Vec<Finding> {
+pub(crate) fn lint(loaded: &Loaded, root: &Path, now: Time) -> Vec<Finding> {
     let mut out = Vec::new();
     providers(loaded, root, &mut out);
     config_entries(loaded, &mut out);

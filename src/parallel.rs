@@ -14,12 +14,12 @@ const MIN_PARALLEL: usize = 2048;
 const CHUNKS_PER_THREAD: usize = 8;
 
 /// The number of threads to use.
-pub fn threads() -> usize {
+pub(crate) fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `items.iter().map(f).collect()`, on one thread per core for large inputs.
-pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub(crate) fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     match chunk_len(items.len()) {
         None => items.iter().map(f).collect(),
         Some(n) => on_threads(items.chunks(n), |c| c.iter().map(&f).collect::<Vec<R>>())
@@ -30,7 +30,7 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 }
 
 /// [`map`] over chunks: `f` gets a contiguous slice and returns its results.
-pub fn map_chunks<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
+pub(crate) fn map_chunks<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
     match chunk_len(items.len()) {
         None => vec![f(items)],
         Some(n) => on_threads(items.chunks(n), f),
@@ -39,7 +39,7 @@ pub fn map_chunks<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -
 
 /// `out[i] = f(&items[i])` for every `i`, on one thread per core for large inputs,
 /// into memory the caller allocated.
-pub fn fill<T: Sync, R: Send>(out: &mut [R], items: &[T], f: impl Fn(&T) -> R + Sync) {
+pub(crate) fn fill<T: Sync, R: Send>(out: &mut [R], items: &[T], f: impl Fn(&T) -> R + Sync) {
     assert_eq!(out.len(), items.len());
     match chunk_len(items.len()) {
         None => out.iter_mut().zip(items).for_each(|(o, i)| *o = f(i)),
@@ -52,7 +52,7 @@ pub fn fill<T: Sync, R: Send>(out: &mut [R], items: &[T], f: impl Fn(&T) -> R + 
 }
 
 /// [`map_chunks`] over mutable chunks.
-pub fn map_chunks_mut<T: Send, R: Send>(items: &mut [T], f: impl Fn(&mut [T]) -> R + Sync) -> Vec<R> {
+pub(crate) fn map_chunks_mut<T: Send, R: Send>(items: &mut [T], f: impl Fn(&mut [T]) -> R + Sync) -> Vec<R> {
     match chunk_len(items.len()) {
         None => vec![f(items)],
         Some(n) => on_threads(items.chunks_mut(n), f),

@@ -13,7 +13,7 @@ const MAX_PATCHED_KEYS: usize = 64;
 
 /// The actions of the last plan written, as JSON.
 #[derive(Default)]
-pub struct PlanLine {
+pub(crate) struct PlanLine {
     /// Each action's JSON followed by a comma, in plan order.
     actions: Vec<u8>,
     /// Per action: its key, and where its JSON (and comma) ends in `actions`.
@@ -26,7 +26,12 @@ pub struct PlanLine {
 impl PlanLine {
     /// Writes `plan` as compact JSON, byte for byte what `serde_json::to_writer`
     /// writes. `diff`: how `plan` differs from the plan this last wrote, if it does.
-    pub fn write(&mut self, plan: &Plan, diff: Option<&PlanDiff>, out: &mut impl Write) -> io::Result<()> {
+    pub(crate) fn write(
+        &mut self,
+        plan: &Plan,
+        diff: Option<&PlanDiff>,
+        out: &mut impl Write,
+    ) -> io::Result<()> {
         let patch = match diff {
             Some(d) if self.valid && d.keys.len() <= MAX_PATCHED_KEYS => Some(&d.keys),
             _ => None,

@@ -2,7 +2,7 @@
 //! a terminal; the library only counts.
 
 /// Called with the number of items just finished and the total (from any thread).
-pub type Progress<'a> = Option<&'a (dyn Fn(u64, u64) + Sync)>;
+pub(crate) type Progress<'a> = Option<&'a (dyn Fn(u64, u64) + Sync)>;
 
 pub(crate) fn tick(progress: Progress, done: u64, total: u64) {
     if let Some(f) = progress {

@@ -8,7 +8,7 @@ use crate::secret::SecretsDir;
 use crate::time::Time;
 use crate::workspace::Workspace;
 
-pub struct Cycle {
+pub(crate) struct Cycle {
     pub plan: Plan,
     /// Set when the cycle applied (even when there was nothing to change).
     pub applied: Option<Applied>,
@@ -20,7 +20,7 @@ pub struct Cycle {
 /// `keyrot plan` does; with it, it plans the committed state and applies it, as
 /// `keyrot apply --yes` does. Everything is re-read from disk, so edited policies take
 /// effect at the next cycle, and a store that fails to load applies nothing.
-pub fn cycle(ws: &Workspace, now: Time, secrets: Option<&SecretsDir>) -> Result<Cycle> {
+pub(crate) fn cycle(ws: &Workspace, now: Time, secrets: Option<&SecretsDir>) -> Result<Cycle> {
     match secrets {
         None => {
             let planned = ws.plan_worktree(now, None)?;

@@ -18,11 +18,11 @@ const CHECKSUM_CHARS: usize = 6;
 
 /// A secret's plaintext. Never printed or logged (no `Display`, a redacting
 /// `Debug`), and overwritten in memory when dropped.
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// Draws `bytes` random bytes from the OS CSPRNG and formats them.
-    pub fn generate(prefix: &str, service: &str, bytes: usize) -> Result<Secret> {
+    pub(crate) fn generate(prefix: &str, service: &str, bytes: usize) -> Result<Secret> {
         let mut raw = vec![0u8; bytes];
         OsRng
             .try_fill_bytes(&mut raw)
@@ -46,7 +46,7 @@ impl Secret {
 
     /// A secret a service generated (a provider's `create`). Refuses what cannot be
     /// written as one line of a secret file.
-    pub fn from_service(s: String) -> std::result::Result<Secret, String> {
+    pub(crate) fn from_service(s: String) -> std::result::Result<Secret, String> {
         let secret = Secret(s);
         let text = secret.expose();
         if text.is_empty() || text.len() > 4096 {
@@ -59,18 +59,18 @@ impl Secret {
     }
 
     /// A secret a service generated, refused when it is weaker than `rule` says.
-    pub fn from_service_checked(s: String, rule: &Strength) -> std::result::Result<Secret, String> {
+    pub(crate) fn from_service_checked(s: String, rule: &Strength) -> std::result::Result<Secret, String> {
         let secret = Secret::from_service(s)?;
         rule.check(secret.expose())?;
         Ok(secret)
     }
 
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// `sha256:<hex>` of the secret's bytes: what the store records.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         sha256_tagged(self.0.as_bytes())
     }
 }
@@ -122,7 +122,7 @@ impl Strength {
 /// dictionary-like string (`aaaa…`, `password`) scores low; a random one scores near
 /// its length times log2 of its distinct characters. An upper bound of what an attacker
 /// faces, not a proof of randomness: it catches the mistakes, not a clever weak secret.
-pub fn estimated_bits(secret: &str) -> f64 {
+pub(crate) fn estimated_bits(secret: &str) -> f64 {
     let mut counts: std::collections::HashMap<char, usize> = std::collections::HashMap::new();
     let mut n = 0usize;
     for c in secret.chars() {
@@ -176,8 +176,10 @@ pub(crate) fn wipe(bytes: &mut [u8]) {
 }
 
 /// Whether `s` is shaped like a keyrot secret and its checksum matches: lets scanners
-/// tell a leaked keyrot secret from random text without a network call.
-pub fn checksum_ok(s: &str) -> bool {
+/// tell a leaked keyrot secret from random text without a network call. Only its
+/// tests call it until `keyrot scan` (issue 19) does.
+#[allow(dead_code)]
+pub(crate) fn checksum_ok(s: &str) -> bool {
     if s.len() <= CHECKSUM_CHARS || !s.is_ascii() {
         return false;
     }
@@ -229,13 +231,13 @@ fn crc32(data: &[u8]) -> u32 {
 
 /// The folder new secrets are written to: `<id>.secret`, 0600, in a 0700 folder
 /// outside the store.
-pub struct SecretsDir {
+pub(crate) struct SecretsDir {
     path: PathBuf,
 }
 
 impl SecretsDir {
     /// Opens (creating) the folder, refusing one inside the store's work tree.
-    pub fn open(path: &Path, store_root: &Path) -> Result<SecretsDir> {
+    pub(crate) fn open(path: &Path, store_root: &Path) -> Result<SecretsDir> {
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -262,17 +264,17 @@ impl SecretsDir {
     }
 
     /// The folder at `path` if it exists (for recovery, which must not create one).
-    pub fn existing(path: &Path) -> Option<SecretsDir> {
+    pub(crate) fn existing(path: &Path) -> Option<SecretsDir> {
         path.is_dir().then(|| SecretsDir {
             path: path.to_path_buf(),
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn final_path(&self, id: &str) -> PathBuf {
+    pub(crate) fn final_path(&self, id: &str) -> PathBuf {
         self.path.join(format!("{id}.secret"))
     }
 
@@ -282,7 +284,7 @@ impl SecretsDir {
 
     /// Writes the secret and a newline to a pending file, created 0600 (never readable
     /// by others, not even briefly). Durable after [`SecretsDir::sync`].
-    pub fn write_pending(&self, id: &str, txid: &str, secret: &Secret) -> Result<()> {
+    pub(crate) fn write_pending(&self, id: &str, txid: &str, secret: &Secret) -> Result<()> {
         let path = self.pending_path(id, txid);
         let mut f = OpenOptions::new()
             .write(true)
@@ -299,7 +301,7 @@ impl SecretsDir {
     }
 
     /// Moves a pending secret into place as `<id>.secret`, replacing the old one.
-    pub fn promote(&self, id: &str, txid: &str) -> Result<PathBuf> {
+    pub(crate) fn promote(&self, id: &str, txid: &str) -> Result<PathBuf> {
         let from = self.pending_path(id, txid);
         let to = self.final_path(id);
         fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
@@ -308,7 +310,7 @@ impl SecretsDir {
 
     /// [`SecretsDir::promote`], or nothing if an earlier run already promoted it: then
     /// `<id>.secret` must hold the secret whose fingerprint the commit recorded.
-    pub fn promote_if_pending(&self, id: &str, txid: &str, fingerprint: &str) -> Result<PathBuf> {
+    pub(crate) fn promote_if_pending(&self, id: &str, txid: &str, fingerprint: &str) -> Result<PathBuf> {
         if self.pending_path(id, txid).exists() {
             return self.promote(id, txid);
         }
@@ -330,7 +332,7 @@ impl SecretsDir {
 
     /// Pending secret files that no apply in progress owns: left by an apply that died
     /// before its commit. Never live; safe to delete.
-    pub fn orphans(&self, except_txid: &str) -> Vec<PathBuf> {
+    pub(crate) fn orphans(&self, except_txid: &str) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = fs::read_dir(&self.path)
             .into_iter()
             .flatten()
@@ -346,21 +348,21 @@ impl SecretsDir {
     }
 
     /// The secret in a pending file, if it is there.
-    pub fn read_pending(&self, id: &str, txid: &str) -> Option<Secret> {
+    pub(crate) fn read_pending(&self, id: &str, txid: &str) -> Option<Secret> {
         read_secret_file(&self.pending_path(id, txid))
     }
 
     /// The secret in `<id>.secret`, if it is there.
-    pub fn read_final(&self, id: &str) -> Option<Secret> {
+    pub(crate) fn read_final(&self, id: &str) -> Option<Secret> {
         read_secret_file(&self.final_path(id))
     }
 
-    pub fn discard(&self, id: &str, txid: &str) {
+    pub(crate) fn discard(&self, id: &str, txid: &str) {
         let _ = fs::remove_file(self.pending_path(id, txid));
     }
 
     /// Removes a revoked key's secret file, if there is one.
-    pub fn remove(&self, id: &str) -> Result<()> {
+    pub(crate) fn remove(&self, id: &str) -> Result<()> {
         let path = self.final_path(id);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
@@ -370,7 +372,7 @@ impl SecretsDir {
 
     /// Makes everything written to the folder durable: file contents and entries
     /// (new files, renames).
-    pub fn sync(&self) -> Result<()> {
+    pub(crate) fn sync(&self) -> Result<()> {
         crate::durable::sync_filesystem(&self.path)
     }
 }
@@ -378,7 +380,7 @@ impl SecretsDir {
 /// The default secrets folder for a store: `$XDG_STATE_HOME/keyrot/secrets/<store>-<hash>`
 /// (or `~/.local/state/…`), one folder per store so that two stores with a key of the
 /// same id never overwrite each other's secret.
-pub fn default_dir(store_root: &Path) -> Result<PathBuf> {
+pub(crate) fn default_dir(store_root: &Path) -> Result<PathBuf> {
     let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         Some(state) => PathBuf::from(state),
         None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {

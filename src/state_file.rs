@@ -35,7 +35,7 @@ fn open_checked(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
 }
 
 /// The file's bytes, or `None` when there is no file.
-pub fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
+pub(crate) fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
     let file = match open_checked(OpenOptions::new().read(true), path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -50,13 +50,13 @@ pub fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// Opens an existing regular file for appending.
-pub fn open_append(path: &Path) -> io::Result<File> {
+pub(crate) fn open_append(path: &Path) -> io::Result<File> {
     open_checked(OpenOptions::new().append(true), path)
 }
 
 /// Creates the file anew (mode 0600), replacing whatever had its name: a symbolic
 /// link there is removed, not followed.
-pub fn create(path: &Path) -> io::Result<File> {
+pub(crate) fn create(path: &Path) -> io::Result<File> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}

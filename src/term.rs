@@ -21,7 +21,7 @@ fn is_unsafe(c: char) -> bool {
 /// escape, so a JSON document passed through stays valid and means the same; it also
 /// shows a person exactly which character was there. Text without such characters is
 /// returned as it is, without a copy.
-pub fn safe(text: &str) -> Cow<'_, str> {
+pub(crate) fn safe(text: &str) -> Cow<'_, str> {
     if !text.chars().any(is_unsafe) {
         return Cow::Borrowed(text);
     }

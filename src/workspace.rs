@@ -13,32 +13,32 @@ use crate::store::{repo, Source, Store};
 use crate::time::Time;
 
 /// A store and its compiled policies, loaded without a single problem.
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub store: Store,
     pub policies: PolicySet,
 }
 
 impl Loaded {
     /// Loads and compiles everything; every problem in every file is reported at once.
-    pub fn from_source(source: &Source, now: Time) -> Result<Loaded> {
+    pub(crate) fn from_source(source: &Source, now: Time) -> Result<Loaded> {
         Loaded::from_source_cached(source, now, None)
     }
 
     /// [`Loaded::from_source`], reusing compiled policies from `asts`.
-    pub fn from_source_cached(source: &Source, now: Time, asts: Option<&AstCache>) -> Result<Loaded> {
+    pub(crate) fn from_source_cached(source: &Source, now: Time, asts: Option<&AstCache>) -> Result<Loaded> {
         let (store, problems) = Store::load(source);
         let policies = compile_policies(&store, problems, now, asts)?;
         Ok(Loaded { store, policies })
     }
 
     /// The plan of this store at `now`; `from` says where it was read.
-    pub fn plan(&self, now: Time, from: Provenance, progress: Progress) -> Result<Plan> {
+    pub(crate) fn plan(&self, now: Time, from: Provenance, progress: Progress) -> Result<Plan> {
         Plan::make(&self.store, &self.policies, now, from, progress)
     }
 }
 
 /// [`Workspace::plan_worktree`]'s answer.
-pub struct WorktreePlan {
+pub(crate) struct WorktreePlan {
     pub plan: Plan,
     /// Uncommitted paths among the files keyrot reads.
     pub dirty: Vec<String>,
@@ -48,7 +48,7 @@ pub struct WorktreePlan {
 
 /// Compiles a loaded store's policies (reusing `asts`), after checking its exceptions'
 /// dates. `Err` with every problem, the store's own (`problems`) first.
-pub fn compile_policies(
+pub(crate) fn compile_policies(
     store: &Store,
     mut problems: Vec<Problem>,
     now: Time,
@@ -70,29 +70,29 @@ pub fn compile_policies(
 }
 
 /// An opened store: its git repository and work tree.
-pub struct Workspace {
+pub(crate) struct Workspace {
     pub repo: Repository,
     pub root: PathBuf,
 }
 
 impl Workspace {
-    pub fn open(dir: &Path) -> Result<Workspace> {
+    pub(crate) fn open(dir: &Path) -> Result<Workspace> {
         let repo = repo::open(dir)?;
         let root = repo::workdir(&repo);
         Ok(Workspace { repo, root })
     }
 
-    pub fn head_id(&self) -> Result<Option<repo::CommitId>> {
+    pub(crate) fn head_id(&self) -> Result<Option<repo::CommitId>> {
         Ok(repo::head_commit(&self.repo)?.map(|c| c.id().into()))
     }
 
     /// Loads the work tree as it is on disk.
-    pub fn load_worktree(&self, now: Time) -> Result<Loaded> {
+    pub(crate) fn load_worktree(&self, now: Time) -> Result<Loaded> {
         Loaded::from_source(&Source::WorkTree(self.root.clone()), now)
     }
 
     /// Loads the store as committed at `commit` (a full SHA).
-    pub fn load_commit(&self, commit: &str, now: Time) -> Result<Loaded> {
+    pub(crate) fn load_commit(&self, commit: &str, now: Time) -> Result<Loaded> {
         let oid = git2::Oid::from_str(commit).map_err(|e| Error::git("reading a commit id", e))?;
         let commit = self
             .repo
@@ -111,12 +111,12 @@ impl Workspace {
     }
 
     /// Uncommitted changes (against HEAD) in the files keyrot reads.
-    pub fn dirty_paths(&self, store: &Store) -> Result<Vec<String>> {
+    pub(crate) fn dirty_paths(&self, store: &Store) -> Result<Vec<String>> {
         repo::dirty_paths(&self.repo, &store.tracked_paths())
     }
 
     /// The plan of the work tree: what `plan` and `watch` show.
-    pub fn plan_worktree(&self, now: Time, progress: Progress) -> Result<WorktreePlan> {
+    pub(crate) fn plan_worktree(&self, now: Time, progress: Progress) -> Result<WorktreePlan> {
         let (store, problems, seen) = Store::load_seen(&Source::WorkTree(self.root.clone()));
         let policies = compile_policies(&store, problems, now, None)?;
         let loaded = Loaded { store, policies };

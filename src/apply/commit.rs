@@ -12,7 +12,7 @@ use crate::plan::{ActionKind, Plan, Summary};
 /// The apply commit's message: subject, one line per applied action (and warning),
 /// then the trailers that tie it to its plan. Keys in `failed` were not applied: they
 /// are left out of the counts and listed with `failed` lines and `Keyrot-Failed`.
-pub fn commit_message(plan: &Plan, failed: &[Failure]) -> String {
+pub(crate) fn commit_message(plan: &Plan, failed: &[Failure]) -> String {
     let is_failed = |key: &str| failed.iter().any(|f| f.key == key && !f.after_commit);
     let done: Vec<_> = plan
         .actions
@@ -67,15 +67,15 @@ pub fn commit_message(plan: &Plan, failed: &[Failure]) -> String {
     msg
 }
 
-pub const SUBJECT_PREFIX: &str = "keyrot apply:";
+pub(crate) const SUBJECT_PREFIX: &str = "keyrot apply:";
 /// The first word of a commit body line for a key a provider step failed.
-pub const FAILED: &str = "failed";
-pub const TRAILER_FAILED: &str = "Keyrot-Failed";
+pub(crate) const FAILED: &str = "failed";
+pub(crate) const TRAILER_FAILED: &str = "Keyrot-Failed";
 /// The first word of a commit body line for an excepted decision.
-pub const EXCEPTED: &str = "excepted";
-pub const TRAILER_PLAN: &str = "Keyrot-Plan";
-pub const TRAILER_POLICIES: &str = "Keyrot-Policies";
-pub const TRAILER_NOW: &str = "Keyrot-Now";
+pub(crate) const EXCEPTED: &str = "excepted";
+pub(crate) const TRAILER_PLAN: &str = "Keyrot-Plan";
+pub(crate) const TRAILER_POLICIES: &str = "Keyrot-Policies";
+pub(crate) const TRAILER_NOW: &str = "Keyrot-Now";
 
 /// A new tree: `base` with each `(path, blob)` written in, touching only the trees on
 /// those paths.

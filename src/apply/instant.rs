@@ -9,15 +9,15 @@ use crate::error::{Error, Result};
 use crate::time::{Dur, Time};
 
 /// How far ahead of the clock an instant may be: clocks of two machines differ.
-pub const MAX_AHEAD: Dur = Dur::from_secs(5 * 60);
+pub(crate) const MAX_AHEAD: Dur = Dur::from_secs(5 * 60);
 
 /// Age past which applying a saved plan is warned about.
-pub const OLD_PLAN: Dur = Dur::from_secs(24 * 60 * 60);
+pub(crate) const OLD_PLAN: Dur = Dur::from_secs(24 * 60 * 60);
 
 /// Whether an apply at `instant` may go ahead at `clock`. `future_ok`: the operator
 /// said an instant ahead of the clock is meant. `saved`: the instant is a saved
 /// plan's. Returns a warning to show, if any.
-pub fn check(instant: Time, clock: Time, future_ok: bool, saved: bool) -> Result<Option<String>> {
+pub(crate) fn check(instant: Time, clock: Time, future_ok: bool, saved: bool) -> Result<Option<String>> {
     let ahead = instant.since(clock);
     if ahead > MAX_AHEAD && !future_ok {
         return Err(Error::FutureInstant {

@@ -20,7 +20,7 @@ use crate::workspace::Workspace;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Journal {
+pub(crate) struct Journal {
     pub txid: String,
     /// `refs/heads/…`
     pub branch: String,
@@ -78,7 +78,7 @@ pub(super) fn sync_dir(dir: &Path) -> Result<()> {
 
 impl Journal {
     /// Writes the journal durably.
-    pub fn write(&self, git_dir: &Path) -> Result<()> {
+    pub(crate) fn write(&self, git_dir: &Path) -> Result<()> {
         // Never a default in place of what failed to encode: an empty journal would
         // make a crash after the commit unrecoverable.
         let body = serde_json::to_vec_pretty(self)
@@ -86,7 +86,7 @@ impl Journal {
         write_durable(git_dir, "journal", &body)
     }
 
-    pub fn read(git_dir: &Path) -> Result<Option<Journal>> {
+    pub(crate) fn read(git_dir: &Path) -> Result<Option<Journal>> {
         let p = path(git_dir);
         match crate::state_file::read(&p) {
             Ok(None) => Ok(None),
@@ -100,7 +100,7 @@ impl Journal {
         }
     }
 
-    pub fn remove(git_dir: &Path) -> Result<()> {
+    pub(crate) fn remove(git_dir: &Path) -> Result<()> {
         let p = path(git_dir);
         match fs::remove_file(&p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(p, e)),
@@ -111,7 +111,7 @@ impl Journal {
 
 /// What [`recover`] did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Recovery {
+pub(crate) enum Recovery {
     /// The interrupted apply had landed; its secrets and work tree are now in place.
     Finished { commit: String },
     /// It had not landed; its pending secrets are deleted.
@@ -124,7 +124,7 @@ fn oid(s: &str) -> Result<Oid> {
 
 /// Finishes or rolls back an interrupted apply, if the journal names one. The caller
 /// holds the store's lock.
-pub fn recover(ws: &Workspace) -> Result<Option<Recovery>> {
+pub(crate) fn recover(ws: &Workspace) -> Result<Option<Recovery>> {
     let git_dir = ws.repo.path().to_path_buf();
     let Some(j) = Journal::read(&git_dir)? else {
         return Ok(None);
@@ -162,7 +162,7 @@ pub fn recover(ws: &Workspace) -> Result<Option<Recovery>> {
 /// it: deliver the pending secrets, remove revoked keys' secrets, bring the work tree
 /// and index to the commit, and delete the journal. `written` holds the new key files'
 /// contents when the caller has them (a live apply); recovery reads them from the commit.
-pub fn complete(ws: &Workspace, j: &Journal, written: &[(String, String)]) -> Result<Vec<Delivered>> {
+pub(crate) fn complete(ws: &Workspace, j: &Journal, written: &[(String, String)]) -> Result<Vec<Delivered>> {
     let git_dir = ws.repo.path().to_path_buf();
     let mut delivered = Vec::new();
     if !j.pending.is_empty() || !j.revoked.is_empty() {

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::time::Time;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Holder {
+pub(crate) struct Holder {
     pub id: String,
     pub pid: u32,
     pub host: String,
@@ -25,14 +25,14 @@ pub struct Holder {
 
 /// A held lock, released on drop.
 #[derive(Debug)]
-pub struct Lock {
+pub(crate) struct Lock {
     path: PathBuf,
     holder: Holder,
     /// Set when this lock replaced a stale one.
     pub took_over: Option<Holder>,
 }
 
-pub fn keyrot_dir(git_dir: &Path) -> PathBuf {
+pub(crate) fn keyrot_dir(git_dir: &Path) -> PathBuf {
     git_dir.join("keyrot")
 }
 
@@ -61,7 +61,7 @@ fn read_holder(path: &Path) -> std::result::Result<Option<Holder>, String> {
 }
 
 impl Lock {
-    pub fn acquire(git_dir: &Path, id: &str) -> Result<Lock> {
+    pub(crate) fn acquire(git_dir: &Path, id: &str) -> Result<Lock> {
         let dir = keyrot_dir(git_dir);
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join("lock");
@@ -139,7 +139,7 @@ impl Drop for Lock {
 }
 
 /// Removes the lock if its id is `id`.
-pub fn force_unlock(git_dir: &Path, id: &str) -> Result<Holder> {
+pub(crate) fn force_unlock(git_dir: &Path, id: &str) -> Result<Holder> {
     let path = keyrot_dir(git_dir).join("lock");
     match read_holder(&path) {
         Ok(Some(h)) if h.id == id => {

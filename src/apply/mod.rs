@@ -13,10 +13,10 @@
 
 mod commit;
 mod edit;
-pub mod instant;
-pub mod journal;
-pub mod lock;
-pub mod service;
+pub(crate) mod instant;
+pub(crate) mod journal;
+pub(crate) mod lock;
+pub(crate) mod service;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,10 +25,7 @@ use git2::Oid;
 use rand::rngs::OsRng;
 use rand::TryRngCore;
 
-pub use commit::{
-    commit_message, EXCEPTED, FAILED, SUBJECT_PREFIX, TRAILER_FAILED, TRAILER_NOW, TRAILER_PLAN,
-    TRAILER_POLICIES,
-};
+pub(crate) use commit::{commit_message, EXCEPTED, FAILED, SUBJECT_PREFIX, TRAILER_PLAN};
 use journal::{Journal, Recovery};
 use lock::Lock;
 
@@ -42,17 +39,17 @@ use crate::workspace::{Loaded, Workspace};
 
 /// What apply stands in for the new fingerprint in a preview: the secret does not
 /// exist until apply generates it.
-pub const NEW_FINGERPRINT: &str = "sha256:<new secret's fingerprint>";
+pub(crate) const NEW_FINGERPRINT: &str = "sha256:<new secret's fingerprint>";
 
 /// The key file as one key's applied actions would leave it (`keyrot explain`).
-pub fn preview(key: &crate::store::Key, text: &str, actions: &[&Action], now: Time) -> Result<String> {
+pub(crate) fn preview(key: &crate::store::Key, text: &str, actions: &[&Action], now: Time) -> Result<String> {
     let changes = edit::merge(actions)?;
     edit::edit_key_file(key, text, &changes, Some(NEW_FINGERPRINT), now)
 }
 
 /// A new secret that an apply delivered.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct Delivered {
+pub(crate) struct Delivered {
     pub key: String,
     pub fingerprint: String,
     pub path: PathBuf,
@@ -60,7 +57,7 @@ pub struct Delivered {
 
 /// What an apply did.
 #[derive(Debug, serde::Serialize)]
-pub struct Applied {
+pub(crate) struct Applied {
     /// The new commit, or `None` when the plan changed nothing.
     pub commit: Option<String>,
     pub branch: String,
@@ -88,7 +85,7 @@ impl Applied {
 
 /// A key whose actions a provider step failed.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub key: String,
     /// The actions that were not applied (`rotate`, `restrict`…), or `finish` when the
     /// commit landed but the service did not confirm it.
@@ -106,13 +103,13 @@ pub struct Failure {
 /// ([`Transaction::saved`]); [`Transaction::commit`] applies it as one commit. The lock
 /// is released when the transaction ends, committed or dropped; nothing before the
 /// commit has a lasting effect. `apply`, `run --apply` and `demo` all go through it.
-pub struct Transaction<'w> {
+pub(crate) struct Transaction<'w> {
     ws: &'w Workspace,
     guard: Guard,
 }
 
 impl<'w> Transaction<'w> {
-    pub fn begin(ws: &'w Workspace) -> Result<Transaction<'w>> {
+    pub(crate) fn begin(ws: &'w Workspace) -> Result<Transaction<'w>> {
         Ok(Transaction {
             ws,
             guard: begin(ws)?,
@@ -121,7 +118,7 @@ impl<'w> Transaction<'w> {
 
     /// The committed store at HEAD, refused while the work tree has uncommitted
     /// changes to the files keyrot reads, and its plan at `now`.
-    pub fn plan_head(&self, now: Time, progress: crate::progress::Progress) -> Result<(Plan, Loaded)> {
+    pub(crate) fn plan_head(&self, now: Time, progress: crate::progress::Progress) -> Result<(Plan, Loaded)> {
         let (head, loaded) = load_head(self.ws, now)?;
         let plan = loaded.plan(now, Provenance::committed(head), progress)?;
         Ok((plan, loaded))
@@ -129,13 +126,13 @@ impl<'w> Transaction<'w> {
 
     /// Checks a saved plan against the store (see [`verify_saved`]) and returns the
     /// committed store to apply it to.
-    pub fn saved(&self, plan: &Plan) -> Result<Loaded> {
+    pub(crate) fn saved(&self, plan: &Plan) -> Result<Loaded> {
         verify_saved(self.ws, plan)
     }
 
     /// Applies `plan` to `loaded` (from [`Transaction::plan_head`] or
     /// [`Transaction::saved`]) and ends the transaction.
-    pub fn commit(self, loaded: &Loaded, plan: &Plan, secrets: &SecretsDir) -> Result<Applied> {
+    pub(crate) fn commit(self, loaded: &Loaded, plan: &Plan, secrets: &SecretsDir) -> Result<Applied> {
         execute(self.ws, &self.guard, loaded, plan, secrets)
     }
 }
@@ -189,7 +186,7 @@ fn recover(ws: &Workspace) -> Result<Vec<String>> {
 
 /// What an interrupted apply left for the next one to settle, as notes for `plan`
 /// (which takes no lock and changes nothing).
-pub fn interrupted(ws: &Workspace) -> Vec<String> {
+pub(crate) fn interrupted(ws: &Workspace) -> Vec<String> {
     let mut notes = Vec::new();
     if let Ok(Some(j)) = Journal::read(ws.repo.path()) {
         notes.push(format!(

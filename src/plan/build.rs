@@ -14,7 +14,7 @@ use super::*;
 /// changed (against every key). A decision depends on nothing else, so the plan is the
 /// one a full evaluation gives. A different instant invalidates everything.
 #[derive(Default)]
-pub struct Memo {
+pub(crate) struct Memo {
     now: Option<Time>,
     /// Policy identities, by the index their decisions are stored under.
     policies: Vec<String>,
@@ -136,7 +136,7 @@ impl Memo {
     /// count of active keys changed; `active_keys_of` counts them. Returns what
     /// changed, or `None` (and changes nothing) when the memo cannot vouch for the
     /// other keys: a different instant or other policies.
-    pub fn replan_keys(
+    pub(crate) fn replan_keys(
         &mut self,
         plan: &mut Plan,
         store: &Store,
@@ -186,7 +186,7 @@ impl Memo {
     /// plan was made from through this memo): every key is evaluated again by the
     /// changed policies only, and only keys whose decisions changed are resolved into
     /// actions again. `None` (nothing changed) when the memo cannot vouch for the rest.
-    pub fn replan_policies(
+    pub(crate) fn replan_policies(
         &mut self,
         plan: &mut Plan,
         store: &Store,

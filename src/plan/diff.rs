@@ -7,7 +7,7 @@ use super::*;
 
 /// What changed between two plans, action by action.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct PlanDiff {
+pub(crate) struct PlanDiff {
     /// In the newer plan only.
     pub added: Vec<Action>,
     /// In the older plan only.
@@ -21,7 +21,7 @@ pub struct PlanDiff {
 impl PlanDiff {
     /// Compares the actions of two plans as multisets (an action whose reason or grace
     /// changed is one removal plus one addition), in plan order.
-    pub fn between(old: &Plan, new: &Plan) -> PlanDiff {
+    pub(crate) fn between(old: &Plan, new: &Plan) -> PlanDiff {
         // Both plans are sorted by key: walk them key by key, and compare as multisets
         // only the keys whose actions differ (hashing every action of a 100k-key plan
         // took longer than planning it).
@@ -45,7 +45,7 @@ impl PlanDiff {
         diff
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty()
     }
 

@@ -17,16 +17,16 @@ mod build;
 mod diff;
 mod rules;
 
-pub use build::Memo;
-pub use diff::PlanDiff;
-pub use rules::{RuleStep, Rules};
+pub(crate) use build::Memo;
+pub(crate) use diff::PlanDiff;
+pub(crate) use rules::{RuleStep, Rules};
 
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 /// What happens to a key. The declaration order is the order within one key in a plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ActionKind {
+pub(crate) enum ActionKind {
     Revoke,
     Rotate,
     Restrict,
@@ -36,7 +36,7 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ActionKind::Revoke => "revoke",
             ActionKind::Rotate => "rotate",
@@ -48,14 +48,14 @@ impl ActionKind {
     }
 
     /// Whether this action, when not superseded, changes the store.
-    pub fn changes_store(self) -> bool {
+    pub(crate) fn changes_store(self) -> bool {
         matches!(
             self,
             ActionKind::Revoke | ActionKind::Rotate | ActionKind::Restrict | ActionKind::Expire
         )
     }
 
-    pub fn parse(s: &str) -> Option<ActionKind> {
+    pub(crate) fn parse(s: &str) -> Option<ActionKind> {
         [
             ActionKind::Revoke,
             ActionKind::Rotate,
@@ -76,11 +76,11 @@ impl fmt::Display for ActionKind {
 }
 
 /// The policy name keyrot uses for its own actions (`expire`).
-pub const KEYROT_POLICY: &str = "keyrot";
+pub(crate) const KEYROT_POLICY: &str = "keyrot";
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Action {
+pub(crate) struct Action {
     /// Shared by the actions of one key (a 100k-key plan holds every action in memory).
     pub key: Arc<str>,
     pub action: ActionKind,
@@ -107,7 +107,7 @@ pub struct Action {
 /// The exception that holds an action back, as the plan shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Excepted {
+pub(crate) struct Excepted {
     pub reason: String,
     pub approved_by: String,
     /// As written in `exceptions.toml` (`2026-12-31`).
@@ -141,7 +141,7 @@ impl Action {
 
     /// Whether apply acts on it: an action that changes the store, neither superseded
     /// nor excepted.
-    pub fn is_applied(&self) -> bool {
+    pub(crate) fn is_applied(&self) -> bool {
         self.superseded_by.is_none() && self.excepted.is_none() && self.action.changes_store()
     }
 
@@ -154,7 +154,7 @@ impl Action {
 /// Keys per action (a key two policies want rotated is one rotate).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub rotate: usize,
     pub revoke: usize,
     pub restrict: usize,
@@ -172,7 +172,7 @@ fn is_zero(n: &usize) -> bool {
 
 impl Summary {
     /// Counts a plan's actions, which come sorted by key (as every plan's do).
-    pub fn of(actions: &[Action]) -> Summary {
+    pub(crate) fn of(actions: &[Action]) -> Summary {
         debug_assert!(
             actions.windows(2).all(|w| w[0].key <= w[1].key),
             "actions not sorted by key"
@@ -217,7 +217,7 @@ impl Summary {
     }
 
     /// Whether applying would change the store (for `--detailed-exitcode`).
-    pub fn has_changes(&self) -> bool {
+    pub(crate) fn has_changes(&self) -> bool {
         self.rotate + self.revoke + self.restrict + self.expire > 0
     }
 }
@@ -239,7 +239,7 @@ impl fmt::Display for Summary {
 /// A plan, as printed by `plan --json` and saved by `plan --out`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub format: u32,
     pub store_commit: Option<CommitId>,
     pub policies_digest: String,
@@ -254,14 +254,14 @@ pub struct Plan {
 /// Where the store a plan was made from was read: the commit it was at (none before
 /// the first), and whether the work tree differed from it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Provenance {
+pub(crate) struct Provenance {
     pub commit: Option<CommitId>,
     pub dirty: bool,
 }
 
 impl Provenance {
     /// The committed store at `commit`, as apply reads it.
-    pub fn committed(commit: CommitId) -> Provenance {
+    pub(crate) fn committed(commit: CommitId) -> Provenance {
         Provenance {
             commit: Some(commit),
             dirty: false,
@@ -271,7 +271,7 @@ impl Provenance {
 
 impl Plan {
     /// Plans a loaded store at `now`; `from` says where the store was read.
-    pub fn make(
+    pub(crate) fn make(
         store: &Store,
         policies: &PolicySet,
         now: Time,
@@ -282,7 +282,7 @@ impl Plan {
     }
 
     /// [`Plan::make`] through a [`Memo`] of the last plan's decisions (`watch`).
-    pub fn make_memo(
+    pub(crate) fn make_memo(
         store: &Store,
         policies: &PolicySet,
         now: Time,
@@ -305,7 +305,7 @@ impl Plan {
 
     /// Writes the plan as pretty JSON and a newline, streaming: a 100k-key plan is tens
     /// of megabytes, which need not be held in memory as one string.
-    pub fn write_json(&self, out: impl std::io::Write) -> std::io::Result<()> {
+    pub(crate) fn write_json(&self, out: impl std::io::Write) -> std::io::Result<()> {
         use std::io::Write;
         let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
         serde_json::to_writer_pretty(&mut out, self)?;
@@ -314,7 +314,7 @@ impl Plan {
     }
 
     /// Reads a saved plan file, refusing anything that is not exactly a keyrot plan.
-    pub fn from_json(path: &str, bytes: &[u8]) -> Result<Plan> {
+    pub(crate) fn from_json(path: &str, bytes: &[u8]) -> Result<Plan> {
         let plan: Plan = serde_json::from_slice(bytes)
             .map_err(|e| Error::ForgedPlan(format!("{path}: not a keyrot plan file: {e}")))?;
         if plan.format != FORMAT {
@@ -327,11 +327,11 @@ impl Plan {
     }
 
     /// `sha256:` over the plan's canonical JSON; recorded as `Keyrot-Plan` in the commit.
-    pub fn digest(&self) -> String {
+    pub(crate) fn digest(&self) -> String {
         crate::digest::sha256_tagged(serde_json::to_string(self).unwrap_or_default().as_bytes())
     }
 
-    pub fn has_changes(&self) -> bool {
+    pub(crate) fn has_changes(&self) -> bool {
         self.summary.has_changes()
     }
 }

@@ -10,7 +10,7 @@ use super::*;
 /// itself). [`Rules::resolve_traced`] reports them, so `explain` tells the rules as they
 /// ran instead of restating them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RuleStep {
+pub(crate) enum RuleStep {
     /// A restrict that removes nothing the key holds: dropped, so plans settle.
     DroppedRestrict { policy: Arc<str>, remove: Vec<String> },
     /// A rotate inside the cooldown, applied anyway: the key is compromised.
@@ -19,7 +19,7 @@ pub enum RuleStep {
 
 /// What turns a key's decisions into its actions besides the decisions themselves:
 /// the store's grace period and cooldown, its exceptions, and the instant.
-pub struct Rules<'a> {
+pub(crate) struct Rules<'a> {
     pub default_grace: Dur,
     pub min_interval: Dur,
     pub now: Time,
@@ -27,7 +27,7 @@ pub struct Rules<'a> {
 }
 
 impl<'a> Rules<'a> {
-    pub fn new(store: &'a Store, now: Time) -> Rules<'a> {
+    pub(crate) fn new(store: &'a Store, now: Time) -> Rules<'a> {
         let mut exceptions: HashMap<&str, Vec<&Exception>> = HashMap::new();
         for e in &store.exceptions {
             exceptions.entry(e.key.as_str()).or_default().push(e);
@@ -42,19 +42,19 @@ impl<'a> Rules<'a> {
 
     /// Whether the key was rotated less than `min_interval` ago: a rotate of it is
     /// deferred, unless it is compromised.
-    pub fn cooling_down(&self, key: &crate::store::Key) -> bool {
+    pub(crate) fn cooling_down(&self, key: &crate::store::Key) -> bool {
         self.now.since(key.rotated_at) < self.min_interval
     }
 
     /// The exceptions naming this key.
-    pub fn exceptions_for(&self, key: &str) -> &[&'a Exception] {
+    pub(crate) fn exceptions_for(&self, key: &str) -> &[&'a Exception] {
         self.exceptions.get(key).map_or(&[], Vec::as_slice)
     }
 
     /// Turns one key's decisions into its actions: drop no-op restricts, hold back
     /// excepted decisions, add `expire` for ended grace periods, defer rotations inside
     /// the cooldown, let revoke supersede, sort.
-    pub fn resolve<'d>(
+    pub(crate) fn resolve<'d>(
         &self,
         view: &KeyView,
         decisions: impl Iterator<Item = (&'d Arc<str>, &'d Decision)>,
@@ -63,7 +63,7 @@ impl<'a> Rules<'a> {
     }
 
     /// [`Rules::resolve`], telling `trace` each [`RuleStep`] it took.
-    pub fn resolve_traced<'d>(
+    pub(crate) fn resolve_traced<'d>(
         &self,
         view: &KeyView,
         decisions: impl Iterator<Item = (&'d Arc<str>, &'d Decision)>,

@@ -25,7 +25,7 @@ use crate::secret::{wipe, Secret};
 /// Most a provider may print: an answer is a line of JSON.
 const MAX_OUTPUT: u64 = 64 * 1024;
 
-pub struct Exec {
+pub(crate) struct Exec {
     /// The committed program, written out to run; or why it cannot run.
     pub program: Result<Program, String>,
     /// The program as configured (`providers/binance`), for messages.
@@ -65,12 +65,12 @@ struct Answer {
 /// A provider's committed content written to a private file (mode 0700 in a 0700
 /// folder) to be executed, removed when dropped. Running this copy, not the work
 /// tree's file, is what makes apply run exactly what was committed.
-pub struct Program {
+pub(crate) struct Program {
     path: PathBuf,
 }
 
 impl Program {
-    pub fn write(run_dir: &Path, display: &str, bytes: &[u8]) -> Result<Program, String> {
+    pub(crate) fn write(run_dir: &Path, display: &str, bytes: &[u8]) -> Result<Program, String> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         use std::sync::atomic::{AtomicUsize, Ordering};
         // Two services may name one program; each gets a file of its own.

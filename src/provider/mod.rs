@@ -6,8 +6,8 @@
 //! Each step is one call that succeeds or fails with a message. A step's message never
 //! holds a secret: providers' own output is redacted before it is shown.
 
-pub mod exec;
-pub mod postgres;
+pub(crate) mod exec;
+pub(crate) mod postgres;
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +21,7 @@ use crate::time::Dur;
 /// One step of the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Step {
+pub(crate) enum Step {
     Create,
     Set,
     Test,
@@ -32,7 +32,7 @@ pub enum Step {
 }
 
 impl Step {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Step::Create => "create",
             Step::Set => "set",
@@ -47,7 +47,7 @@ impl Step {
 
 /// What a provider is told about the key: its own metadata, never another key's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct KeyInfo {
+pub(crate) struct KeyInfo {
     pub id: String,
     pub service: String,
     pub owner: String,
@@ -76,7 +76,7 @@ impl From<&Key> for KeyInfo {
 }
 
 /// One step's request.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     pub step: Step,
     pub key: &'a KeyInfo,
     /// The new secret (`set`, `test`, `finish`), or the one to revoke when rolling back.
@@ -92,7 +92,7 @@ pub struct Request<'a> {
 impl<'a> Request<'a> {
     /// A request of `step` for `key`, with nothing else; the builders below add the
     /// fields a step carries.
-    pub fn new(step: Step, key: &'a KeyInfo) -> Request<'a> {
+    pub(crate) fn new(step: Step, key: &'a KeyInfo) -> Request<'a> {
         Request {
             step,
             key,
@@ -103,22 +103,22 @@ impl<'a> Request<'a> {
         }
     }
 
-    pub fn secret(mut self, secret: Option<&'a Secret>) -> Request<'a> {
+    pub(crate) fn secret(mut self, secret: Option<&'a Secret>) -> Request<'a> {
         self.secret = secret;
         self
     }
 
-    pub fn fingerprint(mut self, fingerprint: Option<&'a str>) -> Request<'a> {
+    pub(crate) fn fingerprint(mut self, fingerprint: Option<&'a str>) -> Request<'a> {
         self.fingerprint = fingerprint;
         self
     }
 
-    pub fn remove(mut self, remove: Option<&'a [String]>) -> Request<'a> {
+    pub(crate) fn remove(mut self, remove: Option<&'a [String]>) -> Request<'a> {
         self.remove = remove;
         self
     }
 
-    pub fn grace(mut self, grace: Dur) -> Request<'a> {
+    pub(crate) fn grace(mut self, grace: Dur) -> Request<'a> {
         self.grace = Some(grace);
         self
     }
@@ -126,14 +126,14 @@ impl<'a> Request<'a> {
 
 /// What a step answered.
 #[derive(Debug, Default)]
-pub struct Response {
+pub(crate) struct Response {
     /// `create` only: a secret the service generated.
     pub secret: Option<Secret>,
 }
 
 /// Why a step failed, safe to show (no secret in it).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StepError(pub String);
+pub(crate) struct StepError(pub String);
 
 impl std::fmt::Display for StepError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,15 +141,15 @@ impl std::fmt::Display for StepError {
     }
 }
 
-pub trait Provider {
+pub(crate) trait Provider {
     fn call(&self, req: &Request) -> Result<Response, StepError>;
 }
 
 /// Reads a program's committed bytes by its path in the store, or says why not.
-pub type CommittedProgram<'a> = Box<dyn Fn(&str) -> Result<Vec<u8>, String> + 'a>;
+pub(crate) type CommittedProgram<'a> = Box<dyn Fn(&str) -> Result<Vec<u8>, String> + 'a>;
 
 /// Where and how exec providers run.
-pub struct ExecEnv<'a> {
+pub(crate) struct ExecEnv<'a> {
     /// Their working directory: the store's root.
     pub root: &'a Path,
     /// A private folder the committed programs are written to, to be run from there.
@@ -164,7 +164,7 @@ pub struct ExecEnv<'a> {
 /// rotates the service's keys. An exec provider runs the program as committed, never
 /// the work tree's file: apply acts on committed state, and a work-tree file can be a
 /// symbolic link out of the store or hidden from `git status` (`--skip-worktree`).
-pub fn for_service(settings: &Settings, name: &str, env: &ExecEnv) -> Option<Box<dyn Provider>> {
+pub(crate) fn for_service(settings: &Settings, name: &str, env: &ExecEnv) -> Option<Box<dyn Provider>> {
     let service = settings.services.get(name)?;
     match service.provider.as_ref()? {
         ProviderSettings::Exec { program } => Some(Box::new(exec::Exec {
@@ -187,7 +187,7 @@ pub fn for_service(settings: &Settings, name: &str, env: &ExecEnv) -> Option<Box
 }
 
 /// Replaces every occurrence of the secrets in `text` with `<redacted>`.
-pub fn redact(text: &str, secrets: &[&Secret]) -> String {
+pub(crate) fn redact(text: &str, secrets: &[&Secret]) -> String {
     let mut out = text.to_string();
     for s in secrets {
         let plain = s.expose();

@@ -22,7 +22,7 @@ use std::time::Duration;
 use super::{Provider, Request, Response, Step, StepError};
 use crate::secret::Secret;
 
-pub struct Pg {
+pub(crate) struct Pg {
     /// The environment variable with the admin connection string.
     pub dsn_env: String,
     /// The role, with `{id}` and `{service}` not yet expanded.

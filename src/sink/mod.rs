@@ -3,7 +3,7 @@
 //! The folder sink keeps that file as the delivered secret; the Vault sink writes it to
 //! a KV v2 mount before the commit and the folder keeps nothing after.
 
-pub mod vault;
+pub(crate) mod vault;
 
 use crate::error::Result;
 use crate::secret::Secret;
@@ -13,13 +13,13 @@ use vault::Vault;
 
 /// Where a secret was delivered: a location to show, and the version to take back.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub location: String,
     pub version: u64,
 }
 
 /// A place new secrets are delivered to besides the secrets folder's pending file.
-pub trait Sink {
+pub(crate) trait Sink {
     /// Whether secrets leave this machine (then every key's rotation involves the
     /// sink, and the secrets folder keeps no copy after the commit).
     fn is_remote(&self) -> bool;
@@ -56,7 +56,7 @@ pub trait Sink {
 
 /// The secrets folder alone: the pending file, promoted after the commit, is the
 /// delivered secret, and nothing else is kept anywhere.
-pub struct Folder;
+pub(crate) struct Folder;
 
 impl Sink for Folder {
     fn is_remote(&self) -> bool {
@@ -130,7 +130,7 @@ impl Sink for Vault {
 }
 
 /// The sink `keyrot.toml` configures.
-pub fn from_settings(settings: &Settings) -> Result<Box<dyn Sink>> {
+pub(crate) fn from_settings(settings: &Settings) -> Result<Box<dyn Sink>> {
     Ok(match &settings.sink {
         SinkSettings::Vault(v) => Box::new(Vault::new(v)?),
         SinkSettings::Dir => Box::new(Folder),

@@ -15,7 +15,7 @@ use crate::provider::StepError;
 use crate::secret::Secret;
 use crate::store::settings::VaultSettings;
 
-pub struct Vault {
+pub(crate) struct Vault {
     agent: ureq::Agent,
     address: String,
     token: Token,
@@ -47,7 +47,7 @@ struct Reply {
 
 impl Vault {
     /// A client for `settings`, with the token from its environment variable.
-    pub fn new(settings: &VaultSettings) -> Result<Vault> {
+    pub(crate) fn new(settings: &VaultSettings) -> Result<Vault> {
         let token = std::env::var(&settings.token_env).unwrap_or_default();
         if token.trim().is_empty() {
             return Err(Error::Usage(format!(
@@ -70,12 +70,12 @@ impl Vault {
     }
 
     /// The secret's path under the mount for one key.
-    pub fn path_for(&self, service: &str, id: &str) -> String {
+    pub(crate) fn path_for(&self, service: &str, id: &str) -> String {
         self.path.replace("{service}", service).replace("{id}", id)
     }
 
     /// `vault:<mount>/<path>`, for messages and `apply --json`.
-    pub fn location(&self, path: &str) -> String {
+    pub(crate) fn location(&self, path: &str) -> String {
         format!("vault:{}/{path}", self.mount)
     }
 
@@ -134,7 +134,7 @@ impl Vault {
 
     /// Writes a new version holding the secret, with check-and-set on the version read
     /// just before, then reads it back. Returns the version.
-    pub fn deliver(&self, path: &str, secret: &Secret) -> Result<u64, StepError> {
+    pub(crate) fn deliver(&self, path: &str, secret: &Secret) -> Result<u64, StepError> {
         let seen = self.current_version(path)?;
         crate::failpoint::pause("vault-before-write");
         let body = json!({"options": {"cas": seen}, "data": {"secret": secret.expose(), "fingerprint": secret.fingerprint()}});
@@ -171,7 +171,7 @@ impl Vault {
 
     /// Destroys the versions of `path` whose fingerprint is `fingerprint` (an expired
     /// secret), or `version` when given (a rotation rolled back).
-    pub fn destroy(
+    pub(crate) fn destroy(
         &self,
         path: &str,
         fingerprint: Option<&str>,
@@ -223,7 +223,7 @@ impl Vault {
     }
 
     /// Deletes the secret and every version of it (a revoked key).
-    pub fn delete_all(&self, path: &str) -> Result<(), StepError> {
+    pub(crate) fn delete_all(&self, path: &str) -> Result<(), StepError> {
         let r = self.exchange("delete", "DELETE", &self.url("metadata", path), None)?;
         match r.status {
             200 | 204 | 404 => Ok(()),

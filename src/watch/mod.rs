@@ -26,22 +26,22 @@ mod events;
 mod planner;
 
 use events::{is_read_only, watch_error, Watches};
-pub use planner::Planner;
+pub(crate) use planner::Planner;
 
 /// Events closer together than this are one batch (an editor's save is several).
-pub const DEBOUNCE: Duration = Duration::from_millis(50);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(50);
 /// A steady stream of events still yields a plan this often.
-pub const MAX_BATCH: Duration = Duration::from_millis(500);
+pub(crate) const MAX_BATCH: Duration = Duration::from_millis(500);
 
 /// What the watcher's channel carries.
-pub enum Signal {
+pub(crate) enum Signal {
     Fs(notify::Result<notify::Event>),
     /// Ctrl-C or SIGTERM: finish and return.
     Stop,
 }
 
 /// One re-plan's result.
-pub enum Outcome {
+pub(crate) enum Outcome {
     Plan {
         plan: Arc<Plan>,
         /// Against the last good plan; `None` for the first.
@@ -58,7 +58,7 @@ pub enum Outcome {
 /// Runs the watch loop until a [`Signal::Stop`] arrives: reports the first plan, then
 /// one [`Outcome`] per batch of relevant changes. `tx` is the sending side of `rx`,
 /// handed to the file watcher.
-pub fn run(
+pub(crate) fn run(
     mut planner: Planner,
     tx: Sender<Signal>,
     rx: Receiver<Signal>,

@@ -5,7 +5,7 @@
 use super::*;
 
 /// Plans the work tree again and again, through caches.
-pub struct Planner {
+pub(crate) struct Planner {
     ws: Workspace,
     pub(super) fixed_now: Option<Time>,
     cache: Cache,
@@ -44,7 +44,7 @@ struct Loading {
 }
 
 impl Planner {
-    pub fn new(ws: Workspace, fixed_now: Option<Time>) -> Planner {
+    pub(crate) fn new(ws: Workspace, fixed_now: Option<Time>) -> Planner {
         Planner {
             ws,
             fixed_now,
@@ -64,25 +64,28 @@ impl Planner {
         }
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.ws.root
     }
 
-    pub fn cache(&self) -> &Cache {
+    #[cfg(test)]
+    pub(crate) fn cache(&self) -> &Cache {
         &self.cache
     }
 
-    pub fn asts(&self) -> &AstCache {
+    #[cfg(test)]
+    pub(crate) fn asts(&self) -> &AstCache {
         &self.asts
     }
 
     /// (key, policy) evaluations run and reused by the last re-plan.
-    pub fn evaluations(&self) -> (usize, usize) {
+    #[cfg(test)]
+    pub(crate) fn evaluations(&self) -> (usize, usize) {
         self.memo.last_counts
     }
 
     /// The folders to watch: the store root (settings, owners), keys and policies.
-    pub fn folders(&self) -> [PathBuf; 3] {
+    pub(crate) fn folders(&self) -> [PathBuf; 3] {
         [
             self.ws.root.clone(),
             self.ws.root.join(&self.keys_dir),
@@ -91,7 +94,7 @@ impl Planner {
     }
 
     /// Whether a change at this store-relative path can change the plan.
-    pub fn is_relevant(&self, rel: &str) -> bool {
+    pub(crate) fn is_relevant(&self, rel: &str) -> bool {
         if ROOT_FILES.contains(&rel) || rel == self.keys_dir || rel == self.policies_dir {
             return true;
         }
@@ -111,7 +114,7 @@ impl Planner {
 
     /// After the watches are in place: the files that changed since the first load
     /// (by `stat`, which raises no event) and the new ones in the store's folders.
-    pub fn changed_since_load(&self) -> Vec<String> {
+    pub(crate) fn changed_since_load(&self) -> Vec<String> {
         let mut changed = self.cache.revalidate(&self.ws.root);
         let known: std::collections::HashSet<String> = changed.iter().cloned().collect();
         for dir in [&self.keys_dir, &self.policies_dir] {
@@ -139,7 +142,7 @@ impl Planner {
     }
 
     /// Forgets the cached reads of these paths (`None`: of everything).
-    pub fn invalidate(&mut self, paths: Option<&[String]>) {
+    pub(crate) fn invalidate(&mut self, paths: Option<&[String]>) {
         match paths {
             Some(paths) => {
                 paths.iter().for_each(|p| self.cache.invalidate(p));
@@ -154,7 +157,7 @@ impl Planner {
     }
 
     /// Plans the work tree now; remembers the plan if it is good.
-    pub fn replan(&mut self, changed: Vec<String>) -> Outcome {
+    pub(crate) fn replan(&mut self, changed: Vec<String>) -> Outcome {
         let now = self.fixed_now.unwrap_or_else(Time::now);
         let result = self.plan(now, &changed);
         self.synced = result.is_ok();

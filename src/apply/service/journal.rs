@@ -9,7 +9,7 @@ pub(super) const FILE: &str = "services";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Stage {
+pub(crate) enum Stage {
     /// About to ask the service to create a secret (nothing to undo yet).
     Create,
     /// About to `set` the secret, or done: the service may honour it.
@@ -18,7 +18,7 @@ pub enum Stage {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Intent {
+pub(crate) struct Intent {
     pub key: String,
     /// The key file, to see whether the commit landed.
     pub path: String,
@@ -37,7 +37,7 @@ pub struct Intent {
 /// the service already stopped honouring them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Cleanup {
+pub(crate) struct Cleanup {
     pub key: String,
     pub vault_path: String,
     /// `None`: every version (revoke).

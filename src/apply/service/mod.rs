@@ -30,12 +30,12 @@ use crate::workspace::Workspace;
 mod journal;
 mod recover;
 
-pub use journal::{Cleanup, Intent, Stage};
+pub(crate) use journal::{Cleanup, Intent, Stage};
 use journal::{Journal, Record, FILE};
-pub use recover::{recover, unsettled};
+pub(crate) use recover::{recover, unsettled};
 
 /// One apply's provider calls.
-pub struct Services<'a> {
+pub(crate) struct Services<'a> {
     git_dir: PathBuf,
     exec: provider::ExecEnv<'a>,
     settings: &'a Settings,
@@ -52,7 +52,7 @@ pub struct Services<'a> {
 }
 
 /// Environment variables no provider may see.
-pub fn hidden_env(settings: &Settings) -> Vec<&str> {
+pub(crate) fn hidden_env(settings: &Settings) -> Vec<&str> {
     match &settings.sink {
         Sink::Vault(v) => vec![v.token_env.as_str()],
         Sink::Dir => Vec::new(),
@@ -76,7 +76,7 @@ fn exec_env<'a>(ws: &'a Workspace, base: &str, settings: &Settings) -> provider:
 }
 
 impl<'a> Services<'a> {
-    pub fn new(
+    pub(crate) fn new(
         ws: &'a Workspace,
         settings: &'a Settings,
         secrets: &'a SecretsDir,
@@ -105,18 +105,18 @@ impl<'a> Services<'a> {
 
     /// Whether a key of this service involves more than the secrets folder: a provider
     /// at its service, or delivery to Vault.
-    pub fn involves(&mut self, service: &str) -> bool {
+    pub(crate) fn involves(&mut self, service: &str) -> bool {
         self.sink.is_remote() || self.provider(service).is_some()
     }
 
     /// Whether new secrets stay in the secrets folder (no Vault sink).
-    pub fn keeps_local_copies(&self) -> bool {
+    pub(crate) fn keeps_local_copies(&self) -> bool {
         !self.sink.is_remote()
     }
 
     /// Registers the Vault clean-up of a revoke (`fingerprint` `None`) or an expire, to
     /// run after the commit.
-    pub fn clean_up_later(&mut self, key: &Key, fingerprint: Option<&str>) -> Result<()> {
+    pub(crate) fn clean_up_later(&mut self, key: &Key, fingerprint: Option<&str>) -> Result<()> {
         let Some(path) = self.sink.clean_up_path(&key.service, &key.id) else {
             return Ok(());
         };
@@ -131,7 +131,7 @@ impl<'a> Services<'a> {
     /// After the commit and [`Services::finish_all`]: destroys what
     /// [`Services::clean_up_later`] registered, then leaves the journal holding only
     /// what failed, for the next apply to retry.
-    pub fn clean_up(&mut self) -> Result<Vec<(String, StepError)>> {
+    pub(crate) fn clean_up(&mut self) -> Result<Vec<(String, StepError)>> {
         let mut failed = Vec::new();
         let mut left = Vec::new();
         for c in std::mem::take(&mut self.journal.cleanup) {
@@ -196,7 +196,7 @@ impl<'a> Services<'a> {
     }
 
     /// A step that only takes away (`revoke`, `restrict`, `expire`).
-    pub fn take_away(
+    pub(crate) fn take_away(
         &mut self,
         key: &Key,
         step: Step,
@@ -215,7 +215,7 @@ impl<'a> Services<'a> {
     /// secret written as a pending file before the service can hold it. On failure the
     /// service's copy is revoked and nothing of the rotation is left. Returns the new
     /// secret's fingerprint.
-    pub fn rotate(
+    pub(crate) fn rotate(
         &mut self,
         key: &Key,
         grace: crate::time::Dur,
@@ -329,7 +329,7 @@ impl<'a> Services<'a> {
 
     /// After the commit landed: `finish` each rotation. A failure leaves its intent, so
     /// the next apply finishes it; the returned messages say which.
-    pub fn finish_all(&mut self) -> Result<Vec<(String, StepError)>> {
+    pub(crate) fn finish_all(&mut self) -> Result<Vec<(String, StepError)>> {
         let mut failed = Vec::new();
         let intents = std::mem::take(&mut self.journal.intents);
         let mut left = Vec::new();
@@ -359,7 +359,7 @@ impl<'a> Services<'a> {
     }
 
     /// The commit did not land: revoke every secret a service may hold.
-    pub fn rollback_all(&mut self) -> Result<()> {
+    pub(crate) fn rollback_all(&mut self) -> Result<()> {
         let intents = std::mem::take(&mut self.journal.intents);
         let mut left = Vec::new();
         for intent in intents {

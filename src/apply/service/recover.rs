@@ -4,12 +4,12 @@
 use super::*;
 
 /// Whether an interrupted apply left provider steps or Vault clean-ups to settle.
-pub fn unsettled(git_dir: &Path) -> bool {
+pub(crate) fn unsettled(git_dir: &Path) -> bool {
     crate::apply::lock::keyrot_dir(git_dir).join(FILE).exists()
 }
 
 /// What [`recover`] did, one line per key.
-pub fn recover(ws: &Workspace) -> Result<Vec<String>> {
+pub(crate) fn recover(ws: &Workspace) -> Result<Vec<String>> {
     let git_dir = ws.repo.path().to_path_buf();
     let file = crate::apply::lock::keyrot_dir(&git_dir).join(FILE);
     let bytes = match crate::state_file::read(&file) {
