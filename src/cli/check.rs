@@ -8,17 +8,13 @@ use serde_json::json;
 
 use crate::error::{Error, Problem};
 use crate::lint::{Finding, Severity};
-use crate::time::Time;
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
+#[command(mut_arg("now", |a| a.help("The instant exceptions are matched against the plan at (RFC 3339); default: now")))]
 pub(super) struct Args {
-    /// The instant exceptions are matched against the plan at (RFC 3339); default: now
-    #[arg(long, value_parser = super::parse_now, value_name = "TIME")]
-    now: Option<Time>,
-    /// Print the result as JSON
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    eval: super::EvalArgs,
 }
 
 fn problem_json(p: &Problem, severity: Severity) -> serde_json::Value {
@@ -36,10 +32,10 @@ fn finding_line(f: &Finding) -> String {
 
 pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
-    let now = args.now.unwrap_or_else(Time::now);
+    let now = args.eval.now();
     let loaded = match ws.load_worktree(now) {
         Ok(loaded) => loaded,
-        Err(Error::Invalid(problems)) if args.json => {
+        Err(Error::Invalid(problems)) if args.eval.json => {
             let list: Vec<_> = problems
                 .iter()
                 .map(|p| problem_json(p, Severity::Error))
@@ -52,7 +48,7 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let findings = crate::lint::lint(&loaded, &ws.root, now);
     let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
     let policies = loaded.policies.policies();
-    if args.json {
+    if args.eval.json {
         let list: Vec<_> = policies
             .iter()
             .map(|p| json!({"name": p.name, "path": p.path, "description": p.description}))

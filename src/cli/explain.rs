@@ -5,31 +5,28 @@ use std::process::ExitCode;
 
 use crate::error::Error;
 use crate::explain::{explain, line_diff, Explanation};
-use crate::time::{Dur, Time};
+use crate::time::Dur;
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
+#[command(mut_arg("json", |a| a.help("Print the explanation as JSON")))]
 pub(super) struct Args {
     /// The key's id (its file name without .toml)
     key: String,
-    /// Evaluation instant (RFC 3339); default: now
-    #[arg(long, value_parser = super::parse_now, value_name = "TIME")]
-    now: Option<Time>,
-    /// Print the explanation as JSON
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    eval: super::EvalArgs,
 }
 
 pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
-    let now = args.now.unwrap_or_else(Time::now);
+    let now = args.eval.now();
     let loaded = ws.load_worktree(now)?;
     let read = |rel: &str| {
         let path = ws.root.join(rel);
         std::fs::read_to_string(&path).map_err(|e| Error::io(path, e))
     };
     let e = explain(&loaded, &args.key, now, read)?;
-    if args.json {
+    if args.eval.json {
         super::out(&format!(
             "{}\n",
             serde_json::to_string_pretty(&e).unwrap_or_default()

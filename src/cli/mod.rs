@@ -60,6 +60,25 @@ enum Command {
     Demo(demo::Args),
 }
 
+/// `--now` and `--json`, declared once for the commands that evaluate policies; a
+/// command whose flags mean something more specific says so with `mut_arg`.
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Evaluation instant (RFC 3339), for reproducible output; default: now
+    #[arg(long, value_parser = parse_now, value_name = "TIME")]
+    now: Option<Time>,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+impl EvalArgs {
+    /// The instant asked for, else the current time.
+    fn now(&self) -> Time {
+        self.now.unwrap_or_else(Time::now)
+    }
+}
+
 /// `--secrets-dir`, the one place it is declared and resolved: `apply`, `run` and
 /// `demo` flatten it.
 #[derive(clap::Args)]

@@ -4,17 +4,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::error::Error;
-use crate::time::Time;
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
+#[command(
+    mut_arg("now", |a| a.help("Evaluation instant (RFC 3339), for reproducible plans; default: now")),
+    mut_arg("json", |a| a.help("Print the plan as JSON")),
+)]
 pub(super) struct Args {
-    /// Evaluation instant (RFC 3339), for reproducible plans; default: now
-    #[arg(long, value_parser = super::parse_now, value_name = "TIME")]
-    now: Option<Time>,
-    /// Print the plan as JSON
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    eval: super::EvalArgs,
     /// Save the plan to FILE, for `keyrot apply FILE`
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -25,8 +24,8 @@ pub(super) struct Args {
 
 pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
-    let now = args.now.unwrap_or_else(Time::now);
-    let bar = super::progress_bar(0, "planning", args.json);
+    let now = args.eval.now();
+    let bar = super::progress_bar(0, "planning", args.eval.json);
     let tick = |n, total| {
         bar.set_length(total);
         bar.inc(n)
@@ -44,7 +43,7 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
             .and_then(|f| plan.write_json(f))
             .map_err(|e| Error::io(path, e))?;
     }
-    if args.json {
+    if args.eval.json {
         // A closed pipe (`keyrot plan --json | head`) is not an error.
         let _ = plan.write_json(std::io::stdout().lock());
     } else {

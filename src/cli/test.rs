@@ -8,10 +8,13 @@ use serde_json::json;
 use crate::error::Error;
 use crate::policy::coverage::{MinCoverage, Report};
 use crate::policy::testing::{self, Outcome};
-use crate::time::Time;
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
+#[command(
+    mut_arg("now", |a| a.help("The instant each test starts at until it calls at(…) (RFC 3339); default: now")),
+    mut_arg("json", |a| a.help("Print the results as JSON")),
+)]
 pub(super) struct Args {
     /// Run only the tests whose `policy::test_name` contains this text
     filter: Option<String>,
@@ -21,17 +24,13 @@ pub(super) struct Args {
     /// Fail when any policy's line coverage is below PCT percent (implies --coverage)
     #[arg(long, value_name = "PCT", value_parser = MinCoverage::parse)]
     min_coverage: Option<MinCoverage>,
-    /// The instant each test starts at until it calls at(…) (RFC 3339); default: now
-    #[arg(long, value_parser = super::parse_now, value_name = "TIME")]
-    now: Option<Time>,
-    /// Print the results as JSON
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    eval: super::EvalArgs,
 }
 
 pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
-    let now = args.now.unwrap_or_else(Time::now);
+    let now = args.eval.now();
     let loaded = ws.load_worktree(now)?;
     let outcome = testing::run(&loaded.store, args.filter.as_deref(), now)?;
     let show_coverage = args.coverage || args.min_coverage.is_some();
@@ -39,7 +38,7 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         Some(min) => outcome.coverage.iter().filter(|r| !r.meets(min)).collect(),
         None => Vec::new(),
     };
-    if args.json {
+    if args.eval.json {
         super::out(&format!("{}\n", to_json(&outcome, show_coverage, &below)));
     } else {
         super::out(&render(

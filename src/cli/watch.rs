@@ -7,25 +7,24 @@ use serde_json::json;
 
 use crate::error::Error;
 use crate::plan_line::PlanLine;
-use crate::time::Time;
 use crate::watch::{self, Outcome, Planner};
 use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
+#[command(
+    mut_arg("now", |a| a.help("Evaluation instant (RFC 3339) for every plan; default: the time of each re-plan")),
+    mut_arg("json", |a| a.help("Write one JSON object per line: {\"event\":\"plan\",\"plan\":…} or {\"event\":\"error\",\"error\":…}")),
+)]
 pub(super) struct Args {
-    /// Evaluation instant (RFC 3339) for every plan; default: the time of each re-plan
-    #[arg(long, value_parser = super::parse_now, value_name = "TIME")]
-    now: Option<Time>,
-    /// Write one JSON object per line: {"event":"plan","plan":…} or {"event":"error","error":…}
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    eval: super::EvalArgs,
 }
 
 pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
     let root = ws.root.clone();
     let (tx, rx) = super::stop_channel()?;
-    let json = args.json;
+    let json = args.eval.json;
     if !json {
         super::out(&format!(
             "Watching {} (policies, keys, owners.toml, keyrot.toml). Ctrl-C to stop.\n\n",
@@ -33,7 +32,7 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         ));
     }
     let mut line = PlanLine::default();
-    watch::run(Planner::new(ws, args.now), tx, rx, |outcome| {
+    watch::run(Planner::new(ws, args.eval.now), tx, rx, |outcome| {
         if let Outcome::Plan { warnings, .. } = outcome {
             super::warnings(warnings);
         }
