@@ -19,7 +19,7 @@ pub(super) struct KeyChanges {
     pub expire: Vec<String>,
 }
 
-pub(super) fn merge(actions: &[&Action]) -> Result<KeyChanges> {
+pub(super) fn merge(actions: &[&Action]) -> KeyChanges {
     let mut c = KeyChanges::default();
     for a in actions {
         match a.action {
@@ -39,7 +39,7 @@ pub(super) fn merge(actions: &[&Action]) -> Result<KeyChanges> {
             ActionKind::Deferred | ActionKind::Warn => {}
         }
     }
-    Ok(c)
+    c
 }
 
 fn toml_time(key: &Key, t: Time) -> Result<Value> {

@@ -43,7 +43,7 @@ pub(crate) const NEW_FINGERPRINT: &str = "sha256:<new secret's fingerprint>";
 
 /// The key file as one key's applied actions would leave it (`keyrot explain`).
 pub(crate) fn preview(key: &crate::store::Key, text: &str, actions: &[&Action], now: Time) -> Result<String> {
-    let changes = edit::merge(actions)?;
+    let changes = edit::merge(actions);
     edit::edit_key_file(key, text, &changes, Some(NEW_FINGERPRINT), now)
 }
 
@@ -379,7 +379,7 @@ fn execute(
             let key = store
                 .key(id)
                 .ok_or_else(|| Error::ForgedPlan(format!("key `{id}` is not in the store")))?;
-            let changes = edit::merge(actions)?;
+            let changes = edit::merge(actions);
             let blob_id = base_blobs
                 .get(&key.path)
                 .ok_or_else(|| Error::ForgedPlan(format!("{} is not in the base commit", key.path)))?;

@@ -205,6 +205,9 @@ fn hint(e: &Error) -> Option<String> {
         }
         Error::SecretsInStore { .. } => "pass --secrets-dir with a folder outside the store".into(),
         Error::NoStateFolder => "pass --secrets-dir DIR".into(),
+        Error::FutureInstant { .. } => {
+            "if you mean that instant (a replay, a test), pass --allow-future".into()
+        }
         _ => return None,
     })
 }
