@@ -251,6 +251,22 @@ impl Store {
         self.keyrot(&args)
     }
 
+    /// `apply --yes` at `now`, which may be after today (`--allow-future`: tests step
+    /// months past NOW), with `env`, secrets into the test's secrets folder.
+    pub fn apply_at(&self, now: &str, env: &[(&str, &str)]) -> Run {
+        let secrets = self.secrets.to_str().unwrap().to_string();
+        let args = [
+            "apply",
+            "--yes",
+            "--allow-future",
+            "--now",
+            now,
+            "--secrets-dir",
+            &secrets,
+        ];
+        self.keyrot_env(&args, env)
+    }
+
     /// [`Store::apply`] started in the background with `env` (failpoints, pauses).
     pub fn spawn_apply(&self, env: &[(&str, &str)]) -> Live {
         let secrets = self.secrets.to_str().unwrap().to_string();

@@ -46,20 +46,7 @@ fn setup() -> (Store, Postgres) {
 }
 
 fn apply(s: &Store, pg: &Postgres, now: &str) -> Run {
-    let secrets = s.secrets.to_str().unwrap().to_string();
-    s.keyrot_env(
-        // Some steps of these tests are months after NOW: past today's date when written.
-        &[
-            "apply",
-            "--yes",
-            "--allow-future",
-            "--now",
-            now,
-            "--secrets-dir",
-            &secrets,
-        ],
-        &[("KEYROT_PG_ADMIN_DSN", &pg.admin_dsn())],
-    )
+    s.apply_at(now, &[("KEYROT_PG_ADMIN_DSN", &pg.admin_dsn())])
 }
 
 fn secret(s: &Store) -> (String, String) {

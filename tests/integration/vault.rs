@@ -30,20 +30,7 @@ fn store(bao: &Bao) -> Store {
 }
 
 fn apply(s: &Store, token: &str, now: &str) -> Run {
-    let secrets = s.secrets.to_str().unwrap().to_string();
-    s.keyrot_env(
-        // Some steps of these tests are months after NOW: past today's date when written.
-        &[
-            "apply",
-            "--yes",
-            "--allow-future",
-            "--now",
-            now,
-            "--secrets-dir",
-            &secrets,
-        ],
-        &[("TEST_BAO_TOKEN", token)],
-    )
+    s.apply_at(now, &[("TEST_BAO_TOKEN", token)])
 }
 
 fn committed_fp(s: &Store, id: &str) -> String {
