@@ -129,6 +129,16 @@ pub enum Error {
         max: crate::time::Dur,
     },
 
+    /// An apply commit could not be signed as git's settings or `[commit] sign` ask;
+    /// nothing was applied.
+    #[error("cannot sign the apply commit: {0}; nothing was applied")]
+    Signing(String),
+
+    /// The branch no longer contains a commit keyrot verified or fetched before: someone
+    /// rewrote the history (amend, rebase, force push).
+    #[error("history rewritten since {since}: that commit is no longer in the branch's history")]
+    HistoryRewritten { since: String },
+
     /// Anything else the user asked for that cannot be done, with what to do instead.
     #[error("{0}")]
     Usage(String),

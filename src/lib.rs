@@ -28,6 +28,7 @@ pub(crate) mod progress;
 pub(crate) mod provider;
 pub(crate) mod runner;
 pub(crate) mod secret;
+pub(crate) mod signing;
 pub(crate) mod sink;
 pub(crate) mod state_file;
 pub mod store;

@@ -12,7 +12,8 @@ use crate::plan::{ActionKind, Plan, Summary};
 /// The apply commit's message: subject, one line per applied action (and warning),
 /// then the trailers that tie it to its plan. Keys in `failed` were not applied: they
 /// are left out of the counts and listed with `failed` lines and `Keyrot-Failed`.
-pub(crate) fn commit_message(plan: &Plan, failed: &[Failure]) -> String {
+/// `previous` is the apply commit before this one on the branch, if any.
+pub(crate) fn commit_message(plan: &Plan, failed: &[Failure], previous: Option<Oid>) -> String {
     let is_failed = |key: &str| failed.iter().any(|f| f.key == key && !f.after_commit);
     let done: Vec<_> = plan
         .actions
@@ -56,10 +57,11 @@ pub(crate) fn commit_message(plan: &Plan, failed: &[Failure]) -> String {
         ));
     }
     msg.push_str(&format!(
-        "\n{TRAILER_PLAN}: {}\n{TRAILER_POLICIES}: {}\n{TRAILER_NOW}: {}\n",
+        "\n{TRAILER_PLAN}: {}\n{TRAILER_POLICIES}: {}\n{TRAILER_NOW}: {}\n{TRAILER_PREVIOUS}: {}\n",
         plan.digest(),
         plan.policies_digest,
-        plan.now
+        plan.now,
+        previous.map_or_else(|| NO_PREVIOUS.to_string(), |p| p.to_string())
     ));
     for f in failed.iter().filter(|f| is_failed(&f.key)) {
         msg.push_str(&format!("{TRAILER_FAILED}: {}\n", f.key));
@@ -76,6 +78,45 @@ pub(crate) const EXCEPTED: &str = "excepted";
 pub(crate) const TRAILER_PLAN: &str = "Keyrot-Plan";
 pub(crate) const TRAILER_POLICIES: &str = "Keyrot-Policies";
 pub(crate) const TRAILER_NOW: &str = "Keyrot-Now";
+/// Chains the apply commits: the previous one's id, or [`NO_PREVIOUS`].
+pub(crate) const TRAILER_PREVIOUS: &str = "Keyrot-Previous";
+pub(crate) const NO_PREVIOUS: &str = "none";
+
+/// Whether a commit message is an apply commit's: the subject and a plan trailer.
+pub(crate) fn is_apply_commit(message: &str) -> bool {
+    message.starts_with(SUBJECT_PREFIX) && trailer(message, TRAILER_PLAN).is_some()
+}
+
+/// The value of the first `name: value` trailer line in `message`.
+pub(crate) fn trailer<'m>(message: &'m str, name: &'m str) -> Option<&'m str> {
+    trailers(message, name).next()
+}
+
+/// The values of every `name: value` trailer line in `message`.
+pub(crate) fn trailers<'m>(message: &'m str, name: &'m str) -> impl Iterator<Item = &'m str> + 'm {
+    message.lines().filter_map(move |l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(": "))
+            .map(str::trim)
+    })
+}
+
+/// The nearest apply commit at or before `from` on the first-parent line: what the
+/// next apply commit names as `Keyrot-Previous`.
+pub(crate) fn previous_apply(repo: &Repository, from: Oid) -> Result<Option<Oid>> {
+    let git = |e| Error::git("walking the history for the previous apply", e);
+    let mut walk = repo.revwalk().map_err(git)?;
+    walk.simplify_first_parent().map_err(git)?;
+    walk.push(from).map_err(git)?;
+    for id in walk {
+        let id = id.map_err(git)?;
+        let commit = repo.find_commit(id).map_err(git)?;
+        if is_apply_commit(&String::from_utf8_lossy(commit.message_bytes())) {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
 
 /// A new tree: `base` with each `(path, blob)` written in, touching only the trees on
 /// those paths.
@@ -126,6 +167,7 @@ pub(super) fn write_objects(
     edited: &[(String, String)],
     sig: &git2::Signature,
     message: &str,
+    signer: Option<&crate::signing::Signer>,
 ) -> Result<Oid> {
     let git = |what: &'static str| move |e| Error::git(what, e);
     // A private handle: the in-memory backend is attached to its object database only,
@@ -152,9 +194,24 @@ pub(super) fn write_objects(
     let tree_id = write_tree(&repo, Some(&base_tree), &changes)?;
     let tree = repo.find_tree(tree_id).map_err(git("reading the new tree"))?;
     crate::failpoint::fail("apply-write-commit")?;
-    let commit = repo
-        .commit(None, sig, sig, message, &tree, &[&base])
-        .map_err(git("writing the commit"))?;
+    let commit = match signer {
+        None => repo
+            .commit(None, sig, sig, message, &tree, &[&base])
+            .map_err(git("writing the commit"))?,
+        Some(signer) => {
+            // Signed as git signs: the commit object without its signature header is
+            // what the signature covers, and the header goes in as `gpgsig`.
+            let buffer = repo
+                .commit_create_buffer(sig, sig, message, &tree, &[&base])
+                .map_err(git("building the commit"))?;
+            let buffer = buffer
+                .as_str()
+                .ok_or_else(|| Error::Signing("the commit is not UTF-8".into()))?;
+            let signature = signer.sign(buffer)?;
+            repo.commit_signed(buffer, &signature, None)
+                .map_err(git("writing the signed commit"))?
+        }
+    };
     if let Some(mempack) = mempack {
         let mut pack = git2::Buf::new();
         mempack

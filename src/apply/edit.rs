@@ -19,6 +19,13 @@ pub(super) struct KeyChanges {
     pub expire: Vec<String>,
 }
 
+impl KeyChanges {
+    /// A rotation that no revoke overrides: the key gets a new secret.
+    pub(super) fn gets_new_secret(&self) -> bool {
+        self.revoke.is_empty() && self.rotate_grace.is_some()
+    }
+}
+
 pub(super) fn merge(actions: &[&Action]) -> KeyChanges {
     let mut c = KeyChanges::default();
     for a in actions {

@@ -25,7 +25,10 @@ use git2::Oid;
 use rand::rngs::OsRng;
 use rand::TryRngCore;
 
-pub(crate) use commit::{commit_message, EXCEPTED, FAILED, SUBJECT_PREFIX, TRAILER_PLAN};
+pub(crate) use commit::{
+    commit_message, is_apply_commit, previous_apply, trailer, trailers, EXCEPTED, FAILED, NO_PREVIOUS,
+    TRAILER_FAILED, TRAILER_NOW, TRAILER_PLAN, TRAILER_POLICIES, TRAILER_PREVIOUS,
+};
 use journal::{Journal, Recovery};
 use lock::Lock;
 
@@ -43,8 +46,25 @@ pub(crate) const NEW_FINGERPRINT: &str = "sha256:<new secret's fingerprint>";
 
 /// The key file as one key's applied actions would leave it (`keyrot explain`).
 pub(crate) fn preview(key: &crate::store::Key, text: &str, actions: &[&Action], now: Time) -> Result<String> {
-    let changes = edit::merge(actions);
-    edit::edit_key_file(key, text, &changes, Some(NEW_FINGERPRINT), now)
+    applied_file(key, text, actions, Some(NEW_FINGERPRINT), now)
+}
+
+/// The key file `text` as one key's applied actions leave it, `new_fp` being the new
+/// secret's fingerprint when they rotate: what apply writes, byte for byte.
+pub(crate) fn applied_file(
+    key: &crate::store::Key,
+    text: &str,
+    actions: &[&Action],
+    new_fp: Option<&str>,
+    now: Time,
+) -> Result<String> {
+    edit::edit_key_file(key, text, &edit::merge(actions), new_fp, now)
+}
+
+/// Whether one key's applied actions give it a new secret (a rotation that no revoke
+/// overrides).
+pub(crate) fn rotates(actions: &[&Action]) -> bool {
+    edit::merge(actions).gets_new_secret()
 }
 
 /// A new secret that an apply delivered.
@@ -95,6 +115,19 @@ pub(crate) struct Failure {
     /// It failed after the commit landed (`finish`, a Vault clean-up): the actions are
     /// in the store, and the next apply retries what failed.
     pub after_commit: bool,
+}
+
+impl Failure {
+    /// A key whose service refused its `actions` before the commit: it is left out.
+    pub(crate) fn before_commit(key: &str, actions: &[&Action], error: String) -> Failure {
+        Failure {
+            key: key.to_string(),
+            actions: actions.iter().map(|a| a.action.to_string()).collect(),
+            policies: actions.iter().map(|a| a.policy.to_string()).collect(),
+            error,
+            after_commit: false,
+        }
+    }
 }
 
 /// One apply as a transaction. [`Transaction::begin`] takes the store's lock and
@@ -349,6 +382,16 @@ fn execute(
     let base_tree = base.tree().map_err(|e| Error::git("reading the base tree", e))?;
     let txid = guard.txid.as_str();
     let store = &loaded.store;
+    // Resolved before any service is touched: a signature that cannot be made must
+    // stop the apply while nothing has happened yet.
+    let author = repo::signature(&ws.repo, &store.settings)?;
+    let committer = format!(
+        "{} <{}>",
+        author.name().unwrap_or_default(),
+        author.email().unwrap_or_default()
+    );
+    let signer = crate::signing::Signer::from_config(&ws.repo, &store.settings, &committer)?;
+    let previous = previous_apply(&ws.repo, base_id)?;
     let mut j = Journal {
         txid: txid.to_string(),
         branch: branch.clone(),
@@ -398,17 +441,11 @@ fn execute(
                 match at_service(&mut svc, key, &changes, make)? {
                     Ok(fp) => new_fp = fp,
                     Err(e) => {
-                        failed.push(Failure {
-                            key: id.to_string(),
-                            actions: actions.iter().map(|a| a.action.to_string()).collect(),
-                            policies: actions.iter().map(|a| a.policy.to_string()).collect(),
-                            error: e.0,
-                            after_commit: false,
-                        });
+                        failed.push(Failure::before_commit(id, actions, e.0));
                         continue;
                     }
                 }
-            } else if changes.revoke.is_empty() && changes.rotate_grace.is_some() {
+            } else if changes.gets_new_secret() {
                 let secret = make()?;
                 secrets.write_pending(id, txid, &secret)?;
                 new_fp = Some(secret.fingerprint());
@@ -433,8 +470,9 @@ fn execute(
             &ws.repo,
             base_id,
             &edited_text,
-            &repo::signature(&ws.repo, &store.settings)?,
-            &commit_message(plan, &failed),
+            &author,
+            &commit_message(plan, &failed, previous),
+            signer.as_ref(),
         )?;
         // The objects must be on disk before any ref can point at them.
         crate::durable::sync_filesystem(ws.repo.path())?;
@@ -505,7 +543,10 @@ fn execute(
     Ok(Applied {
         commit: Some(commit.to_string()),
         branch,
-        subject: commit_message(plan, &failed).lines().next().map(str::to_string),
+        subject: commit_message(plan, &failed, previous)
+            .lines()
+            .next()
+            .map(str::to_string),
         secrets: delivered,
         notes,
         failed,

@@ -2,6 +2,7 @@
 //! command calls the library and prints; errors come back here to be printed once.
 
 mod apply;
+mod audit;
 mod check;
 mod demo;
 mod explain;
@@ -50,6 +51,8 @@ enum Command {
     Explain(explain::Args),
     /// The audit trail from git history
     Log(log::Args),
+    /// Check the audit trail: every apply commit re-derived from its policies
+    Audit(audit::Args),
     /// Print the plan, then what changes in it every time a policy, key or setting is saved
     Watch(watch::Args),
     /// Plan (and with --apply, apply) now and then every DURATION, or once for cron
@@ -157,6 +160,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Apply(args) => apply::run(args, &store),
         Command::Explain(args) => explain::run(args, &store),
         Command::Log(args) => log::run(args, &store),
+        Command::Audit(args) => audit::run(args, &store),
         Command::Watch(args) => watch::run(args, &store),
         Command::Run(args) => run::run(args, &store),
         Command::Test(args) => test::run(args, &store),
@@ -205,6 +209,10 @@ fn hint(e: &Error) -> Option<String> {
         }
         Error::SecretsInStore { .. } => "pass --secrets-dir with a folder outside the store".into(),
         Error::NoStateFolder => "pass --secrets-dir DIR".into(),
+        Error::HistoryRewritten { .. } => {
+            "someone amended, rebased or force-pushed the branch; compare it with the commit named (git log, git reflog) before trusting it".into()
+        }
+        Error::Signing(_) => "fix git's signing settings (gpg.format, user.signingKey) and try `git commit -S` by hand; apply again once that signs".into(),
         Error::FutureInstant { .. } => {
             "if you mean that instant (a replay, a test), pass --allow-future".into()
         }

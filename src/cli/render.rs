@@ -193,3 +193,41 @@ pub(super) fn log(entries: &[Entry]) -> String {
         .collect();
     table(&["TIME", "COMMIT", "KEY", "ACTION", "POLICY", "REASON"], rows)
 }
+
+/// `keyrot audit verify`: one line per checked commit, then the summary.
+pub(super) fn audit(report: &crate::audit::verify::Report) -> String {
+    let mut out = String::new();
+    for c in &report.commits {
+        let verdict = match c.verdict {
+            "fail" => "FAIL",
+            v => v,
+        };
+        let signed = match &c.signer {
+            Some(who) => format!("{} by {who}", c.signed),
+            None => c.signed.to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{verdict:<6} {} {} ({}; {signed})",
+            &c.commit[..10.min(c.commit.len())],
+            c.subject,
+            c.author
+        );
+        for p in &c.problems {
+            let _ = writeln!(out, "         {p}");
+        }
+    }
+    let s = &report.summary;
+    let _ = writeln!(
+        out,
+        "{}: {} commit(s) checked on {}: {} apply ok, {} manual, {} failed; {} signed.",
+        if report.ok() { "Verified" } else { "NOT verified" },
+        s.checked,
+        report.branch,
+        s.apply,
+        s.manual,
+        s.failed,
+        s.signed
+    );
+    out
+}

@@ -20,6 +20,8 @@ pub struct Settings {
     pub secret_prefix: String,
     pub commit_name: String,
     pub commit_email: String,
+    /// `[commit] sign`: every apply commit must be signed with git's signing settings.
+    pub commit_sign: bool,
     /// `[policy.<name>]` tables, handed to each policy as `config()`.
     pub policy_config: BTreeMap<String, toml::Table>,
     /// Where each `[policy.<name>]` table starts, for errors about it.
@@ -102,6 +104,7 @@ impl Default for Settings {
             secret_prefix: "kr".into(),
             commit_name: "keyrot".into(),
             commit_email: "keyrot@localhost".into(),
+            commit_sign: false,
             policy_config: BTreeMap::new(),
             policy_config_pos: BTreeMap::new(),
             exceptions_max_days: super::exceptions::DEFAULT_MAX_DAYS,
@@ -198,6 +201,7 @@ struct RawSecrets {
 struct RawCommit {
     name: Option<Spanned<String>>,
     email: Option<Spanned<String>>,
+    sign: Option<bool>,
 }
 
 /// Smallest and largest secret sizes keyrot will generate: below 16 bytes (128 bits) a
@@ -297,6 +301,7 @@ impl Settings {
         if let Some(e) = raw.commit.email {
             s.commit_email = e.into_inner();
         }
+        s.commit_sign = raw.commit.sign.unwrap_or(false);
         if let Some(d) = raw.exceptions.max_days {
             if EXCEPTION_DAYS.contains(d.get_ref()) {
                 s.exceptions_max_days = *d.get_ref();

@@ -1,12 +1,15 @@
 //! The audit trail, read back from git history: each apply commit's action lines, and
-//! every other commit that touched the store as `manual`.
+//! every other commit that touched the store as `manual` ([`log`]); and the proof
+//! that each apply commit is exactly what the committed policies decided ([`verify`]).
+
+pub(crate) mod verify;
 
 use std::collections::BTreeSet;
 
 use git2::{DiffOptions, Repository, Sort};
 use serde::Serialize;
 
-use crate::apply::{EXCEPTED, FAILED, SUBJECT_PREFIX, TRAILER_PLAN};
+use crate::apply::{is_apply_commit, EXCEPTED, FAILED};
 use crate::error::{Error, Result};
 use crate::plan::ActionKind;
 use crate::store::{files, Settings};
@@ -35,13 +38,6 @@ fn parse_action_line(line: &str) -> Option<(&str, &str, &str, &str)> {
     let rest = rest.strip_prefix('[')?;
     let (policy, reason) = rest.split_once("] ")?;
     Some((action, key, policy, reason))
-}
-
-fn is_apply_commit(message: &str) -> bool {
-    message.starts_with(SUBJECT_PREFIX)
-        && message
-            .lines()
-            .any(|l| l.starts_with(&format!("{TRAILER_PLAN}: ")))
 }
 
 /// Store files a commit changed against its first parent (all files for a root commit).

@@ -1,0 +1,664 @@
+//! `keyrot audit verify`: re-derives every apply commit on the branch from its parent
+//! and `Keyrot-Now`, and checks the commit is exactly that plan applied. A plan is a
+//! pure function of (commit, instant), so a reviewer needs to trust only the policies
+//! as committed, not whoever ran the apply.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::PathBuf;
+
+use git2::{Commit, Oid, Repository};
+use serde::Serialize;
+
+use crate::apply::{self, Failure, FAILED, NO_PREVIOUS, TRAILER_FAILED, TRAILER_NOW, TRAILER_PLAN};
+use crate::apply::{TRAILER_POLICIES, TRAILER_PREVIOUS};
+use crate::error::{Error, Result};
+use crate::plan::{Action, Provenance};
+use crate::policy::AstCache;
+use crate::signing::{Checker, Status};
+use crate::store::{files, repo, Settings, Source};
+use crate::time::Time;
+use crate::workspace::{Loaded, Workspace};
+
+/// The ref that remembers the last verified tip, so a later run can tell the history
+/// it verified was rewritten.
+pub(crate) const VERIFIED_REF: &str = "refs/keyrot/verified";
+
+/// How far an apply's instant may be ahead of its commit: apply itself refuses more.
+const CLOCK_SKEW: i64 = 5 * 60;
+
+pub(crate) struct Options {
+    /// Check only the commits after this one (a commit id or revision).
+    pub since: Option<String>,
+    pub allowed_signers: Option<PathBuf>,
+    pub require_signed: bool,
+}
+
+/// One checked commit.
+#[derive(Debug, Serialize)]
+pub(crate) struct Checked {
+    pub commit: String,
+    /// `apply` or `manual`.
+    pub kind: &'static str,
+    pub subject: String,
+    /// `Name <email>`.
+    pub author: String,
+    pub committer: String,
+    /// `unsigned`, `good`, `untrusted` or `bad`.
+    pub signed: &'static str,
+    /// Who signed (`good`), or what is known of the key (`untrusted`).
+    pub signer: Option<String>,
+    /// `ok`, `manual` or `fail`.
+    pub verdict: &'static str,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Summary {
+    pub checked: usize,
+    pub apply: usize,
+    pub manual: usize,
+    pub failed: usize,
+    pub signed: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub branch: String,
+    /// The tip that was verified.
+    pub tip: Option<String>,
+    pub commits: Vec<Checked>,
+    pub summary: Summary,
+}
+
+impl Report {
+    pub(crate) fn ok(&self) -> bool {
+        self.summary.failed == 0
+    }
+}
+
+/// Verifies the current branch's first-parent history (after `since`, when given).
+/// On success `refs/keyrot/verified` moves to the tip.
+pub(crate) fn verify(ws: &Workspace, opts: &Options) -> Result<Report> {
+    let repo = &ws.repo;
+    let branch = repo::current_branch(repo)?;
+    let branch = branch.strip_prefix("refs/heads/").unwrap_or(&branch).to_string();
+    let Some(tip) = repo::head_commit(repo)? else {
+        return Ok(Report {
+            branch,
+            tip: None,
+            commits: Vec::new(),
+            summary: Summary::default(),
+        });
+    };
+    let tip = tip.id();
+    check_not_rewritten(repo, tip)?;
+    let checker = Checker::from_config(repo, opts.allowed_signers.clone()).map_err(Error::Usage)?;
+    if opts.require_signed && !checker.has_allowed_signers() {
+        return Err(Error::Usage(
+            "--require-signed needs the keys to trust: give --allowed-signers FILE or set git's gpg.ssh.allowedSignersFile".into(),
+        ));
+    }
+    let since = match &opts.since {
+        Some(rev) => Some(resolve(repo, rev)?),
+        None => None,
+    };
+    let chain = first_parent_chain(repo, tip, since)?;
+
+    let mut walk = Walk {
+        repo,
+        asts: AstCache::default(),
+        seen: HashSet::new(),
+        previous: None,
+        chained: false,
+    };
+    if let Some(since) = since {
+        walk.previous = apply::previous_apply(repo, since)?;
+        if let Some(p) = walk.previous {
+            let message = message(&find(repo, p)?);
+            walk.chained = apply::trailer(&message, TRAILER_PREVIOUS).is_some();
+        }
+        walk.remember_all(since)?;
+    }
+
+    let mut report = Report {
+        branch,
+        tip: Some(tip.to_string()),
+        commits: Vec::new(),
+        summary: Summary::default(),
+    };
+    for id in chain {
+        let commit = find(repo, id)?;
+        let Some(mut checked) = walk.commit(&commit)? else {
+            continue;
+        };
+        let status = checker.check(repo, id);
+        if opts.require_signed && !matches!(status, Status::Good(_)) {
+            checked.problems.push(match &status {
+                Status::None => "not signed".to_string(),
+                Status::Untrusted(who) => format!("signed by {who}, who is not an allowed signer"),
+                Status::Bad(why) => format!("bad signature: {why}"),
+                Status::Good(_) => String::new(),
+            });
+        }
+        checked.signed = status.word();
+        checked.signer = status.signer().map(str::to_string);
+        if !checked.problems.is_empty() {
+            checked.verdict = "fail";
+        }
+        let s = &mut report.summary;
+        s.checked += 1;
+        match (checked.kind, checked.verdict) {
+            (_, "fail") => s.failed += 1,
+            ("apply", _) => s.apply += 1,
+            _ => s.manual += 1,
+        }
+        if checked.signed != "unsigned" {
+            s.signed += 1;
+        }
+        report.commits.push(checked);
+    }
+    if report.ok() {
+        repo.reference(VERIFIED_REF, tip, true, "keyrot audit verify")
+            .map_err(|e| Error::git(format!("recording the verified tip in {VERIFIED_REF}"), e))?;
+    }
+    Ok(report)
+}
+
+/// Refuses when the tip verified last time is no longer in the branch's history.
+fn check_not_rewritten(repo: &Repository, tip: Oid) -> Result<()> {
+    let Ok(verified) = repo.refname_to_id(VERIFIED_REF) else {
+        return Ok(());
+    };
+    let kept = verified == tip
+        || repo
+            .graph_descendant_of(tip, verified)
+            .map_err(|e| Error::git("comparing the branch with the verified tip", e))?;
+    if kept {
+        Ok(())
+    } else {
+        Err(Error::HistoryRewritten {
+            since: verified.to_string(),
+        })
+    }
+}
+
+fn resolve(repo: &Repository, rev: &str) -> Result<Oid> {
+    repo.revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .map(|c| c.id())
+        .map_err(|e| Error::Usage(format!("--since {rev}: {}", e.message())))
+}
+
+fn find<'r>(repo: &'r Repository, id: Oid) -> Result<Commit<'r>> {
+    repo.find_commit(id)
+        .map_err(|e| Error::git(format!("reading commit {id}"), e))
+}
+
+fn message(commit: &Commit) -> String {
+    String::from_utf8_lossy(commit.message_bytes()).into_owned()
+}
+
+/// The first-parent line from the root (or after `since`) to `tip`, oldest first.
+fn first_parent_chain(repo: &Repository, tip: Oid, since: Option<Oid>) -> Result<Vec<Oid>> {
+    let mut chain = Vec::new();
+    let mut at = Some(tip);
+    while let Some(id) = at {
+        if Some(id) == since {
+            return Ok(chain.into_iter().rev().collect());
+        }
+        chain.push(id);
+        at = find(repo, id)?.parent_ids().next();
+    }
+    match since {
+        Some(s) => Err(Error::Usage(format!(
+            "--since {s}: not on the branch's first-parent history"
+        ))),
+        None => Ok(chain.into_iter().rev().collect()),
+    }
+}
+
+/// `Name <email>` of a commit's author or committer.
+fn person(sig: &git2::Signature) -> String {
+    format!(
+        "{} <{}>",
+        String::from_utf8_lossy(sig.name_bytes()),
+        String::from_utf8_lossy(sig.email_bytes())
+    )
+}
+
+/// The state carried along the history.
+struct Walk<'r> {
+    repo: &'r Repository,
+    /// Policies compiled once per distinct file content.
+    asts: AstCache,
+    /// Every fingerprint the history has shown so far: a rotation must bring a new one.
+    seen: HashSet<String>,
+    /// The last apply commit passed.
+    previous: Option<Oid>,
+    /// Whether an apply commit so far carried `Keyrot-Previous` (older keyrot versions
+    /// did not write it; once one does, every later one must).
+    chained: bool,
+}
+
+/// The store folders as a commit's settings lay them out.
+fn store_paths(settings: &Settings) -> [String; 2] {
+    [
+        format!("{}/", settings.keys_dir),
+        format!("{}/", settings.policies_dir),
+    ]
+}
+
+fn is_store_path(path: &str, layouts: &[[String; 2]]) -> bool {
+    files::ROOT_FILES.contains(&path) || layouts.iter().flatten().any(|dir| path.starts_with(dir.as_str()))
+}
+
+/// The settings a commit holds, or the defaults when its keyrot.toml does not parse
+/// (only used to find the store's folders).
+fn layout_at(repo: &Repository, id: Oid) -> Settings {
+    repo::settings_at(repo, &id.to_string()).unwrap_or_default()
+}
+
+impl Walk<'_> {
+    /// Checks one commit; `None` when it neither changes the store nor claims to be an
+    /// apply commit.
+    fn commit(&mut self, commit: &Commit) -> Result<Option<Checked>> {
+        let message = message(commit);
+        let changed = changed_paths(self.repo, commit)?;
+        let is_apply = apply::is_apply_commit(&message);
+        let mut layouts = vec![store_paths(&layout_at(self.repo, commit.id()))];
+        if let Some(parent) = commit.parent_ids().next() {
+            layouts.push(store_paths(&layout_at(self.repo, parent)));
+        }
+        let touches_store = changed.keys().any(|p| is_store_path(p, &layouts));
+        if !is_apply && !touches_store {
+            return Ok(None);
+        }
+        let mut checked = Checked {
+            commit: commit.id().to_string(),
+            kind: if is_apply { "apply" } else { "manual" },
+            subject: message.lines().next().unwrap_or_default().to_string(),
+            author: person(&commit.author()),
+            committer: person(&commit.committer()),
+            signed: "unsigned",
+            signer: None,
+            verdict: if is_apply { "ok" } else { "manual" },
+            problems: Vec::new(),
+        };
+        if is_apply {
+            checked.problems = self.apply_commit(commit, &message, &changed)?;
+            self.previous = Some(commit.id());
+        }
+        self.remember(&changed)?;
+        Ok(Some(checked))
+    }
+
+    /// Everything wrong with an apply commit; empty when it is exactly its plan applied.
+    fn apply_commit(
+        &mut self,
+        commit: &Commit,
+        message: &str,
+        changed: &BTreeMap<String, Change>,
+    ) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        // The chain first: it holds whatever else is wrong.
+        match apply::trailer(message, TRAILER_PREVIOUS) {
+            Some(named) => {
+                self.chained = true;
+                let expected = self
+                    .previous
+                    .map_or_else(|| NO_PREVIOUS.to_string(), |p| p.to_string());
+                if named != expected {
+                    problems.push(format!(
+                        "{TRAILER_PREVIOUS} names {named}, but the previous apply commit on the branch is {expected} (an apply commit was dropped or the history reordered)"
+                    ));
+                }
+            }
+            None if self.chained => problems.push(format!(
+                "no {TRAILER_PREVIOUS} trailer, though earlier apply commits are chained"
+            )),
+            None => {}
+        }
+        let Some(parent) = commit.parent_ids().next() else {
+            problems.push("an apply commit without a parent".into());
+            return Ok(problems);
+        };
+        let now = match apply::trailer(message, TRAILER_NOW).map(Time::parse_rfc3339) {
+            Some(Ok(now)) => now,
+            Some(Err(e)) => {
+                problems.push(format!("{TRAILER_NOW}: {e}"));
+                return Ok(problems);
+            }
+            None => {
+                problems.push(format!("no {TRAILER_NOW} trailer"));
+                return Ok(problems);
+            }
+        };
+        let committed = commit.committer().when().seconds();
+        if now.unix() > committed + CLOCK_SKEW {
+            problems.push(format!(
+                "{TRAILER_NOW} {now} is after the commit was made ({}): an apply is never dated in the future",
+                Time::from_unix(committed)
+            ));
+        }
+        let parent_commit = find(self.repo, parent)?;
+        let parent_tree = parent_commit
+            .tree()
+            .map_err(|e| Error::git("reading the parent tree", e))?;
+        let loaded = match Loaded::from_source_cached(
+            &Source::Commit {
+                repo: self.repo,
+                tree: parent_tree.clone(),
+            },
+            now,
+            Some(&self.asts),
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                problems.push(format!(
+                    "the store at its parent {parent} does not load, so no apply could have been planned there: {}",
+                    first_line(&e.to_string())
+                ));
+                return Ok(problems);
+            }
+        };
+        let plan = match loaded.plan(now, Provenance::committed(parent.into()), None) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(format!(
+                    "the policies fail at its parent: {}",
+                    first_line(&e.to_string())
+                ));
+                return Ok(problems);
+            }
+        };
+        if apply::trailer(message, TRAILER_POLICIES) != Some(plan.policies_digest.as_str()) {
+            problems.push(format!(
+                "{TRAILER_POLICIES} does not match the policies, keyrot.toml and owners.toml of its parent ({})",
+                plan.policies_digest
+            ));
+        }
+        if apply::trailer(message, TRAILER_PLAN) != Some(plan.digest().as_str()) {
+            problems.push(format!(
+                "{TRAILER_PLAN} is not the digest of what the policies decide at its parent at {now} ({}: {})",
+                plan.digest(),
+                plan.summary
+            ));
+        }
+        let failed: BTreeSet<&str> = apply::trailers(message, TRAILER_FAILED).collect();
+        let mut by_key: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
+        for a in plan.actions.iter().filter(|a| a.is_applied()) {
+            by_key.entry(&*a.key).or_default().push(a);
+        }
+        for key in &failed {
+            if !by_key.contains_key(key) {
+                problems.push(format!(
+                    "{TRAILER_FAILED} names {key}, which the plan does not change"
+                ));
+            }
+        }
+        // Each key the plan changes, as applying its actions leaves the file.
+        let mut expected: BTreeSet<String> = BTreeSet::new();
+        let mut failures = Vec::new();
+        for (id, actions) in &by_key {
+            let Some(key) = loaded.store.key(id) else {
+                continue;
+            };
+            if failed.contains(id) {
+                failures.push(Failure::before_commit(
+                    id,
+                    actions,
+                    failure_error(message, id, actions),
+                ));
+                if changed.contains_key(&key.path) {
+                    problems.push(format!(
+                        "{} changed, but {TRAILER_FAILED} says its actions failed",
+                        key.path
+                    ));
+                }
+                continue;
+            }
+            expected.insert(key.path.clone());
+            problems.extend(self.key_file(commit, key, &parent_tree, actions, changed, now)?);
+        }
+        for (path, change) in changed.iter().filter(|(p, _)| !expected.contains(*p)) {
+            problems.push(format!(
+                "{path} {}, but the plan does not touch it",
+                self.what_changed(&parent_tree, path, change)
+            ));
+        }
+        let previous = apply::trailer(message, TRAILER_PREVIOUS).and_then(|p| Oid::from_str(p).ok());
+        let written = apply::commit_message(&plan, &failures, previous);
+        if problems.is_empty() && message.trim_end() != written.trim_end() {
+            problems.push(
+                "its message is not what keyrot writes for this plan (edited action lines or trailers)"
+                    .into(),
+            );
+        }
+        Ok(problems)
+    }
+
+    /// Problems with one key file the plan changes: it must be exactly the parent's
+    /// file with the actions applied, a rotation bringing a fingerprint never seen.
+    fn key_file(
+        &self,
+        commit: &Commit,
+        key: &crate::store::Key,
+        parent_tree: &git2::Tree,
+        actions: &[&Action],
+        changed: &BTreeMap<String, Change>,
+        now: Time,
+    ) -> Result<Vec<String>> {
+        let path = &key.path;
+        let Some(change) = changed.get(path) else {
+            return Ok(vec![format!(
+                "{path}: the plan changes it, but the commit does not"
+            )]);
+        };
+        let Some(new_blob) = change.new else {
+            return Ok(vec![format!("{path}: deleted, but the plan only edits it")]);
+        };
+        let old = blob_text(self.repo, parent_tree, path)?;
+        let new = match self.repo.find_blob(new_blob) {
+            Ok(b) => String::from_utf8_lossy(b.content()).into_owned(),
+            Err(e) => return Err(Error::git(format!("reading {path} in {}", commit.id()), e)),
+        };
+        let mut problems = Vec::new();
+        let mut new_fp = None;
+        if apply::rotates(actions) {
+            let fp = fingerprint_of(&new);
+            match &fp {
+                None => problems.push(format!(
+                    "{path}: rotated, but it holds no well-formed fingerprint"
+                )),
+                Some(fp) if self.seen.contains(fp) || key.fingerprint.as_deref() == Some(fp.as_str()) => {
+                    problems.push(format!(
+                        "{path}: rotated to {fp}, a fingerprint seen before (not a new secret)"
+                    ));
+                }
+                Some(_) => {}
+            }
+            new_fp = fp;
+        }
+        let expected = apply::applied_file(key, &old, actions, new_fp.as_deref(), now)?;
+        if expected != new {
+            let fields = differing_fields(&expected, &new);
+            problems.push(if fields.is_empty() {
+                format!("{path}: not byte for byte what its actions write (comments or layout changed)")
+            } else {
+                format!(
+                    "{path}: {} not what its actions ({}) write",
+                    fields.join(", "),
+                    actions
+                        .iter()
+                        .map(|a| format!("{} [{}]", a.action, a.policy))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
+        }
+        Ok(problems)
+    }
+
+    /// `added`, `deleted`, or which fields changed (`changed (\`permissions\`)`).
+    fn what_changed(&self, parent_tree: &git2::Tree, path: &str, change: &Change) -> String {
+        let Some(new) = change.new.and_then(|id| self.repo.find_blob(id).ok()) else {
+            return "deleted".into();
+        };
+        let Ok(old) = blob_text(self.repo, parent_tree, path) else {
+            return "added".into();
+        };
+        if !path.ends_with(".toml") {
+            return "changed".into();
+        }
+        let fields = differing_fields(&old, &String::from_utf8_lossy(new.content()));
+        if fields.is_empty() {
+            "changed".into()
+        } else {
+            format!("changed ({})", fields.join(", "))
+        }
+    }
+
+    /// Adds the fingerprints of every changed key file to what was seen.
+    fn remember(&mut self, changed: &BTreeMap<String, Change>) -> Result<()> {
+        for change in changed.values() {
+            if let Some(blob) = change.new {
+                if let Ok(b) = self.repo.find_blob(blob) {
+                    self.seen
+                        .extend(all_fingerprints(&String::from_utf8_lossy(b.content())));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the fingerprints of every key file in `commit` (the starting point of a
+    /// `--since` run).
+    fn remember_all(&mut self, commit: Oid) -> Result<()> {
+        let settings = layout_at(self.repo, commit);
+        let tree = find(self.repo, commit)?
+            .tree()
+            .map_err(|e| Error::git("reading a tree", e))?;
+        let Ok(entry) = tree.get_path(std::path::Path::new(&settings.keys_dir)) else {
+            return Ok(());
+        };
+        let Ok(keys) = self.repo.find_tree(entry.id()) else {
+            return Ok(());
+        };
+        for e in keys.iter() {
+            if let Ok(b) = self.repo.find_blob(e.id()) {
+                self.seen
+                    .extend(all_fingerprints(&String::from_utf8_lossy(b.content())));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One changed path: its blob after the commit (`None`: deleted).
+struct Change {
+    new: Option<Oid>,
+}
+
+/// Every path a commit changed against its first parent (every path, for a root).
+fn changed_paths(repo: &Repository, commit: &Commit) -> Result<BTreeMap<String, Change>> {
+    let git = |e| Error::git(format!("diffing commit {}", commit.id()), e);
+    let tree = commit.tree().map_err(git)?;
+    let parent_tree = match commit.parent(0) {
+        Ok(p) => Some(p.tree().map_err(git)?),
+        Err(_) => None,
+    };
+    let diff = repo
+        .diff_tree_to_tree(parent_tree.as_ref(), Some(&tree), None)
+        .map_err(git)?;
+    let mut out = BTreeMap::new();
+    for d in diff.deltas() {
+        let new = (d.status() != git2::Delta::Deleted).then(|| d.new_file().id());
+        for f in [d.old_file(), d.new_file()] {
+            if let Some(p) = f.path().and_then(|p| p.to_str()) {
+                out.entry(p.to_string()).or_insert(Change { new });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn blob_text(repo: &Repository, tree: &git2::Tree, path: &str) -> Result<String> {
+    let entry = tree
+        .get_path(std::path::Path::new(path))
+        .map_err(|e| Error::git(format!("finding {path}"), e))?;
+    let blob = repo
+        .find_blob(entry.id())
+        .map_err(|e| Error::git(format!("reading {path}"), e))?;
+    Ok(String::from_utf8_lossy(blob.content()).into_owned())
+}
+
+/// A `sha256:<64 lowercase hex>` fingerprint, as apply writes it.
+fn is_fingerprint(text: &str) -> bool {
+    text.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The current `fingerprint` of a key file, when well-formed.
+fn fingerprint_of(text: &str) -> Option<String> {
+    let table: toml::Table = text.parse().ok()?;
+    let fp = table.get("fingerprint")?.as_str()?;
+    is_fingerprint(fp).then(|| fp.to_string())
+}
+
+/// The current and previous fingerprints of a key file.
+fn all_fingerprints(text: &str) -> Vec<String> {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = table
+        .get("fingerprint")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .into_iter()
+        .collect();
+    if let Some(previous) = table.get("previous").and_then(|v| v.as_array()) {
+        out.extend(
+            previous
+                .iter()
+                .filter_map(|p| p.get("fingerprint")?.as_str().map(str::to_string)),
+        );
+    }
+    out
+}
+
+/// The top-level fields whose values differ between two key files.
+fn differing_fields(expected: &str, actual: &str) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (expected.parse::<toml::Table>(), actual.parse::<toml::Table>()) else {
+        return vec!["the file".into()];
+    };
+    let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    names
+        .into_iter()
+        .filter(|n| a.get(*n) != b.get(*n))
+        .map(|n| format!("`{n}`"))
+        .collect()
+}
+
+/// The error an apply commit recorded for a key its service refused: the text after
+/// `not applied: ` on its `failed` line.
+fn failure_error(message: &str, key: &str, actions: &[&Action]) -> String {
+    let policies: Vec<&str> = actions.iter().map(|a| &*a.policy).collect();
+    let names: Vec<String> = actions.iter().map(|a| a.action.to_string()).collect();
+    let prefix = format!(
+        "{FAILED} {key} [{}] {} not applied: ",
+        policies.join(","),
+        names.join(", ")
+    );
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}

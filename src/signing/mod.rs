@@ -1,0 +1,190 @@
+//! Commit signatures the way git makes and checks them: git's own settings
+//! (`commit.gpgSign`, `gpg.format`, `user.signingKey`, `gpg.program`,
+//! `gpg.<format>.program`, `gpg.ssh.allowedSignersFile`) and the same programs
+//! (`ssh-keygen -Y sign -n git`, `gpg -bsau`), so `git verify-commit` and a forge's
+//! "Verified" badge accept keyrot's commits and keyrot reads everyone else's. Keys stay
+//! where the user keeps them (a file or the agent); keyrot never sees one.
+
+mod check;
+mod make;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub(crate) use check::{Checker, Status};
+pub(crate) use make::Signer;
+
+/// The signature formats git knows (`gpg.format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    OpenPgp,
+    Ssh,
+    X509,
+}
+
+impl Format {
+    fn parse(text: &str) -> Option<Format> {
+        match text {
+            "openpgp" => Some(Format::OpenPgp),
+            "ssh" => Some(Format::Ssh),
+            "x509" => Some(Format::X509),
+            _ => None,
+        }
+    }
+
+    /// Which format an armored signature is, by its first line.
+    fn of_signature(signature: &str) -> Option<Format> {
+        let first = signature.trim_start().lines().next()?;
+        match first {
+            "-----BEGIN SSH SIGNATURE-----" => Some(Format::Ssh),
+            "-----BEGIN PGP SIGNATURE-----" => Some(Format::OpenPgp),
+            "-----BEGIN SIGNED MESSAGE-----" => Some(Format::X509),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Format::OpenPgp => "openpgp",
+            Format::Ssh => "ssh",
+            Format::X509 => "x509",
+        }
+    }
+}
+
+/// The git settings that concern signatures, read once.
+struct GitConfig(git2::Config);
+
+impl GitConfig {
+    fn of(repo: &git2::Repository) -> Result<GitConfig, String> {
+        repo.config()
+            .and_then(|mut c| c.snapshot())
+            .map(GitConfig)
+            .map_err(|e| format!("reading git's configuration: {}", e.message()))
+    }
+
+    fn string(&self, name: &str) -> Option<String> {
+        self.0.get_string(name).ok().filter(|s| !s.is_empty())
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, String> {
+        match self.0.get_bool(name) {
+            Ok(b) => Ok(b),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(false),
+            Err(e) => Err(format!("git config {name}: {}", e.message())),
+        }
+    }
+
+    /// A path setting, with `~/` expanded as git does.
+    fn path(&self, name: &str) -> Option<PathBuf> {
+        self.string(name).map(|p| expand_home(&p))
+    }
+
+    /// `gpg.format`, openpgp when unset.
+    fn format(&self) -> Result<Format, String> {
+        match self.string("gpg.format") {
+            None => Ok(Format::OpenPgp),
+            Some(f) => {
+                Format::parse(&f).ok_or_else(|| format!("gpg.format `{f}` is not one of openpgp, ssh, x509"))
+            }
+        }
+    }
+
+    /// The program for `format`: `gpg.<format>.program`, for openpgp also the older
+    /// `gpg.program`, else git's default.
+    fn program(&self, format: Format) -> String {
+        let specific = self.string(&format!("gpg.{}.program", format.name()));
+        let legacy = (format == Format::OpenPgp)
+            .then(|| self.string("gpg.program"))
+            .flatten();
+        specific.or(legacy).unwrap_or_else(|| {
+            match format {
+                Format::OpenPgp => "gpg",
+                Format::Ssh => "ssh-keygen",
+                Format::X509 => "gpgsm",
+            }
+            .to_string()
+        })
+    }
+}
+
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+/// Runs `program args…` with `input` on its standard input (written from a thread, so
+/// a program that answers before it has read everything cannot deadlock us).
+fn run_with_input(program: &str, args: &[&str], input: &[u8]) -> Result<Output, String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+    let mut stdin = child.stdin.take();
+    let output = std::thread::scope(|s| {
+        s.spawn(move || {
+            if let Some(stdin) = stdin.as_mut() {
+                // A program that exits early closes the pipe; its exit status says why.
+                let _ = stdin.write_all(input);
+            }
+            drop(stdin);
+        });
+        child.wait_with_output()
+    });
+    output.map_err(|e| format!("running `{program}`: {e}"))
+}
+
+/// What a program said on standard error, on one line, for an error message.
+fn stderr_line(output: &Output) -> String {
+    let text = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("[GNUPG:]"))
+        .collect();
+    if lines.is_empty() {
+        format!("exit status {}", output.status)
+    } else {
+        lines.join("; ")
+    }
+}
+
+/// A file in the temp folder, created new (never following a planted link) and
+/// private, deleted when dropped. For the public key or signature a program reads.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(what: &str, contents: &[u8]) -> Result<TempFile, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut name = [0u8; 8];
+        rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut name)
+            .map_err(|e| format!("the operating system's random generator failed: {e}"))?;
+        let path = std::env::temp_dir().join(format!("keyrot-{what}-{}", crate::digest::hex(&name)));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let temp = TempFile(path);
+        file.write_all(contents)
+            .map_err(|e| format!("{}: {e}", temp.0.display()))?;
+        Ok(temp)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
