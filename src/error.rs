@@ -139,6 +139,10 @@ pub enum Error {
     #[error("history rewritten since {since}: that commit is no longer in the branch's history")]
     HistoryRewritten { since: String },
 
+    /// A key id that is not in the store and never was.
+    #[error("no key `{0}` in the store or its history")]
+    UnknownKey(String),
+
     /// Anything else the user asked for that cannot be done, with what to do instead.
     #[error("{0}")]
     Usage(String),

@@ -96,6 +96,7 @@ prefix = "kr"          # secrets look like kr_<service>_<body><checksum>
 [commit]
 name = "keyrot"        # used only when git has no user configured
 email = "keyrot@localhost"
+sign = false           # true: every apply commit must be signed with git's signing key, or not made
 
 # Each [policy.<name>] table is that policy's config().
 [policy.max-age]
@@ -203,9 +204,16 @@ fn commit_all(git_repo: &Repository, message: &str) -> Result<String> {
     index.write().map_err(git)?;
     let tree_id = index.write_tree().map_err(git)?;
     let tree = git_repo.find_tree(tree_id).map_err(git)?;
-    let sig = repo::signature(git_repo, &Settings::default())?;
-    let oid = git_repo
-        .commit(Some("HEAD"), &sig, &sig, message, &tree, &[])
+    let settings = Settings::default();
+    let sig = repo::signature(git_repo, &settings)?;
+    // Signed when git's settings say so (`commit.gpgSign`), like every commit git makes.
+    let signer = crate::signing::Signer::from_config(git_repo, &settings, &sig)?;
+    let oid = crate::signing::write_commit(git_repo, &sig, message, &tree, &[], signer.as_ref())?;
+    // HEAD of a new repository names a branch that does not exist yet.
+    let head = git_repo.find_reference("HEAD").map_err(git)?;
+    let branch = head.symbolic_target().unwrap_or("refs/heads/main").to_string();
+    git_repo
+        .reference(&branch, oid, false, "keyrot init")
         .map_err(git)?;
     Ok(oid.to_string())
 }

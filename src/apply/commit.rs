@@ -194,24 +194,7 @@ pub(super) fn write_objects(
     let tree_id = write_tree(&repo, Some(&base_tree), &changes)?;
     let tree = repo.find_tree(tree_id).map_err(git("reading the new tree"))?;
     crate::failpoint::fail("apply-write-commit")?;
-    let commit = match signer {
-        None => repo
-            .commit(None, sig, sig, message, &tree, &[&base])
-            .map_err(git("writing the commit"))?,
-        Some(signer) => {
-            // Signed as git signs: the commit object without its signature header is
-            // what the signature covers, and the header goes in as `gpgsig`.
-            let buffer = repo
-                .commit_create_buffer(sig, sig, message, &tree, &[&base])
-                .map_err(git("building the commit"))?;
-            let buffer = buffer
-                .as_str()
-                .ok_or_else(|| Error::Signing("the commit is not UTF-8".into()))?;
-            let signature = signer.sign(buffer)?;
-            repo.commit_signed(buffer, &signature, None)
-                .map_err(git("writing the signed commit"))?
-        }
-    };
+    let commit = crate::signing::write_commit(&repo, sig, message, &tree, &[&base], signer)?;
     if let Some(mempack) = mempack {
         let mut pack = git2::Buf::new();
         mempack

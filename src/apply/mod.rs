@@ -385,12 +385,7 @@ fn execute(
     // Resolved before any service is touched: a signature that cannot be made must
     // stop the apply while nothing has happened yet.
     let author = repo::signature(&ws.repo, &store.settings)?;
-    let committer = format!(
-        "{} <{}>",
-        author.name().unwrap_or_default(),
-        author.email().unwrap_or_default()
-    );
-    let signer = crate::signing::Signer::from_config(&ws.repo, &store.settings, &committer)?;
+    let signer = crate::signing::Signer::from_config(&ws.repo, &store.settings, &author)?;
     let previous = previous_apply(&ws.repo, base_id)?;
     let mut j = Journal {
         txid: txid.to_string(),

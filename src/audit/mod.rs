@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::apply::{is_apply_commit, EXCEPTED, FAILED};
 use crate::error::{Error, Result};
 use crate::plan::ActionKind;
+use crate::signing::Checker;
 use crate::store::{files, Settings};
 use crate::time::Time;
 
@@ -25,6 +26,12 @@ pub(crate) struct Entry {
     pub action: String,
     pub policy: String,
     pub reason: String,
+    /// Who made the commit: `Name <email>` of its author.
+    pub author: String,
+    /// Who signed it (an allowed signer, or the key when not allowed); `None` unsigned.
+    pub signer: Option<String>,
+    /// `unsigned`, `good`, `untrusted` or `bad`.
+    pub signed: &'static str,
 }
 
 /// Parses one `<action> <key> [<policy>] <reason>` body line of an apply commit
@@ -67,8 +74,42 @@ fn touched_paths(repo: &Repository, commit: &git2::Commit, pathspecs: &[String])
     Ok(out.into_iter().collect())
 }
 
-/// The trail from HEAD back, newest first; only entries for `key` when given.
+/// Who made and who signed a commit, as log entries carry it.
+struct Who {
+    author: String,
+    signer: Option<String>,
+    signed: &'static str,
+}
+
+impl Who {
+    fn of(repo: &Repository, commit: &git2::Commit, checker: &Checker) -> Who {
+        let status = checker.check(repo, commit.id());
+        Who {
+            author: verify::person(&commit.author()),
+            signer: status.signer().map(str::to_string),
+            signed: status.word(),
+        }
+    }
+
+    fn entry(&self, time: &str, commit: &str, key: &str, action: &str, policy: &str, reason: &str) -> Entry {
+        Entry {
+            time: time.to_string(),
+            commit: commit.to_string(),
+            key: key.to_string(),
+            action: action.to_string(),
+            policy: policy.to_string(),
+            reason: reason.to_string(),
+            author: self.author.clone(),
+            signer: self.signer.clone(),
+            signed: self.signed,
+        }
+    }
+}
+
+/// The trail from HEAD back, newest first; only entries for `key` when given, and
+/// then an error when that key is not in the store and never was.
 pub(crate) fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> Result<Vec<Entry>> {
+    let checker = Checker::from_config(repo, None).map_err(Error::Usage)?;
     let head = match crate::store::repo::head_commit(repo)? {
         Some(c) => c,
         None => return Ok(Vec::new()),
@@ -95,17 +136,11 @@ pub(crate) fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> 
         let time = Time::from_unix(commit.time().seconds()).to_rfc3339();
         let id = oid.to_string();
         if is_apply_commit(&message) {
+            let who = Who::of(repo, &commit, &checker);
             for line in message.lines().skip(1) {
                 if let Some((action, k, policy, reason)) = parse_action_line(line) {
                     if key.is_none_or(|want| want == k) {
-                        out.push(Entry {
-                            time: time.clone(),
-                            commit: id.clone(),
-                            key: k.to_string(),
-                            action: action.to_string(),
-                            policy: policy.to_string(),
-                            reason: reason.to_string(),
-                        });
+                        out.push(who.entry(&time, &id, k, action, policy, reason));
                     }
                 }
             }
@@ -127,15 +162,16 @@ pub(crate) fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> 
         if ids.len() < touched.len() && key.is_none() {
             ids.insert(0, "-".to_string()); // policies, owners or settings changed
         }
+        let who = Who::of(repo, &commit, &checker);
         for k in ids {
-            out.push(Entry {
-                time: time.clone(),
-                commit: id.clone(),
-                key: k,
-                action: "manual".into(),
-                policy: "-".into(),
-                reason: subject.clone(),
-            });
+            out.push(who.entry(&time, &id, &k, "manual", "-", &subject));
+        }
+    }
+    if let Some(id) = key {
+        // Every commit that added the key's file is in the trail as `manual`, so an
+        // empty trail means the key never existed (a typo, most likely).
+        if out.is_empty() {
+            return Err(Error::UnknownKey(id.to_string()));
         }
     }
     Ok(out)

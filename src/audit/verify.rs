@@ -218,7 +218,7 @@ fn first_parent_chain(repo: &Repository, tip: Oid, since: Option<Oid>) -> Result
 }
 
 /// `Name <email>` of a commit's author or committer.
-fn person(sig: &git2::Signature) -> String {
+pub(super) fn person(sig: &git2::Signature) -> String {
     format!(
         "{} <{}>",
         String::from_utf8_lossy(sig.name_bytes()),

@@ -209,6 +209,7 @@ fn hint(e: &Error) -> Option<String> {
         }
         Error::SecretsInStore { .. } => "pass --secrets-dir with a folder outside the store".into(),
         Error::NoStateFolder => "pass --secrets-dir DIR".into(),
+        Error::UnknownKey(_) => "`keyrot log` without a key lists every key's entries".into(),
         Error::HistoryRewritten { .. } => {
             "someone amended, rebased or force-pushed the branch; compare it with the commit named (git log, git reflog) before trusting it".into()
         }

@@ -188,10 +188,25 @@ pub(super) fn log(entries: &[Entry]) -> String {
                 e.action.clone(),
                 e.policy.clone(),
                 e.reason.clone(),
+                who(e),
             ]
         })
         .collect();
-    table(&["TIME", "COMMIT", "KEY", "ACTION", "POLICY", "REASON"], rows)
+    table(
+        &["TIME", "COMMIT", "KEY", "ACTION", "POLICY", "REASON", "BY"],
+        rows,
+    )
+}
+
+/// The author's name, and the signature: `alice (signed by alice@example.com)`.
+fn who(e: &Entry) -> String {
+    let name = e.author.split(" <").next().unwrap_or(&e.author);
+    match (e.signed, &e.signer) {
+        ("good", Some(signer)) => format!("{name} (signed by {signer})"),
+        ("untrusted", Some(key)) => format!("{name} (signed, not an allowed signer: {key})"),
+        ("bad", _) => format!("{name} (BAD signature)"),
+        _ => name.to_string(),
+    }
 }
 
 /// `keyrot audit verify`: one line per checked commit, then the summary.

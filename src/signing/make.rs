@@ -29,11 +29,11 @@ impl Signer {
     /// The signer for apply commits: `Some` when `commit.gpgSign` is set in git's
     /// configuration or `[commit] sign = true` in keyrot.toml. Either way signing is
     /// fail-closed, as it is for git itself: a signature that cannot be made stops the
-    /// apply. `committer` is the commit's `Name <email>`, the default OpenPGP key.
+    /// apply. The committer's `Name <email>` is the default OpenPGP key, as for git.
     pub(crate) fn from_config(
         repo: &git2::Repository,
         settings: &Settings,
-        committer: &str,
+        committer: &git2::Signature,
     ) -> Result<Option<Signer>> {
         let config = GitConfig::of(repo).map_err(Error::Signing)?;
         let wanted = settings.commit_sign || config.bool("commit.gpgsign").map_err(Error::Signing)?;
@@ -58,7 +58,11 @@ impl Signer {
                 }
             },
             (_, Some(k)) => Key::Id(k),
-            (_, None) => Key::Id(committer.to_string()),
+            (_, None) => Key::Id(format!(
+                "{} <{}>",
+                String::from_utf8_lossy(committer.name_bytes()),
+                String::from_utf8_lossy(committer.email_bytes())
+            )),
         };
         if let Key::Path(p) = &key {
             if !std::path::Path::new(p).is_file() {

@@ -15,6 +15,34 @@ use std::process::{Command, Output, Stdio};
 pub(crate) use check::{Checker, Status};
 pub(crate) use make::Signer;
 
+/// Writes a commit object (no ref moves), signed by `signer` when given, as git signs:
+/// the commit without its signature header is what the signature covers, and the
+/// signature goes in as the `gpgsig` header.
+pub(crate) fn write_commit(
+    repo: &git2::Repository,
+    sig: &git2::Signature,
+    message: &str,
+    tree: &git2::Tree,
+    parents: &[&git2::Commit],
+    signer: Option<&Signer>,
+) -> crate::error::Result<git2::Oid> {
+    let git = |what: &'static str| move |e| crate::error::Error::git(what, e);
+    let Some(signer) = signer else {
+        return repo
+            .commit(None, sig, sig, message, tree, parents)
+            .map_err(git("writing the commit"));
+    };
+    let buffer = repo
+        .commit_create_buffer(sig, sig, message, tree, parents)
+        .map_err(git("building the commit"))?;
+    let buffer = buffer
+        .as_str()
+        .ok_or_else(|| crate::error::Error::Signing("the commit is not UTF-8".into()))?;
+    let signature = signer.sign(buffer)?;
+    repo.commit_signed(buffer, &signature, None)
+        .map_err(git("writing the signed commit"))
+}
+
 /// The signature formats git knows (`gpg.format`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Format {
@@ -149,7 +177,7 @@ fn stderr_line(output: &Output) -> String {
         .filter(|l| !l.is_empty() && !l.starts_with("[GNUPG:]"))
         .collect();
     if lines.is_empty() {
-        format!("exit status {}", output.status)
+        output.status.to_string()
     } else {
         lines.join("; ")
     }

@@ -142,9 +142,17 @@ pub fn dirty_paths(repo: &Repository, paths: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Who signs keyrot's commits: git's configured user, else `[commit]` from keyrot.toml.
+/// Who keyrot's commits are by, as git decides it: `GIT_AUTHOR_NAME` and
+/// `GIT_AUTHOR_EMAIL` (what a CI job sets), else git's configured user, else `[commit]`
+/// from keyrot.toml.
 pub fn signature(repo: &Repository, settings: &Settings) -> Result<Signature<'static>> {
-    repo.signature()
+    let env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    let from_env = match (env("GIT_AUTHOR_NAME"), env("GIT_AUTHOR_EMAIL")) {
+        (Some(name), Some(email)) => Some(Signature::now(&name, &email)),
+        _ => None,
+    };
+    from_env
+        .unwrap_or_else(|| repo.signature())
         .or_else(|_| Signature::now(&settings.commit_name, &settings.commit_email))
         .map_err(|e| Error::git("making the commit signature", e))
 }

@@ -291,10 +291,10 @@ fn bad_provider_settings_name_the_line() {
     );
     let err = s.keyrot(&["check"]).fails(1).stderr;
     for expected in [
-        "keyrot.toml:39:12: exec provider `/usr/bin/env` must be a relative path",
-        "keyrot.toml:41:12: provider must be \"postgres\" or \"exec:<path in the store>\"",
-        "keyrot.toml:43:12: provider = \"postgres\" needs a [service.c.postgres] table",
-        "keyrot.toml:45:11: service.d.timeout",
+        "keyrot.toml:40:12: exec provider `/usr/bin/env` must be a relative path",
+        "keyrot.toml:42:12: provider must be \"postgres\" or \"exec:<path in the store>\"",
+        "keyrot.toml:44:12: provider = \"postgres\" needs a [service.c.postgres] table",
+        "keyrot.toml:46:11: service.d.timeout",
     ] {
         assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
     }
@@ -666,4 +666,60 @@ fn look_alike_permissions_are_refused_wherever_they_are_written() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn an_apply_commit_with_a_failed_key_verifies_and_an_unfailed_claim_does_not() {
+    let l = Ledger::new();
+    l.apply(&[("LEDGER_FAIL", "create")]).fails(1);
+    let msg = l.s.git(&["log", "-1", "--format=%B"]);
+    assert!(msg.contains("Keyrot-Failed: k1"), "{msg}");
+    // Re-derived: k2 rotated, k1 unchanged as Keyrot-Failed says.
+    l.s.keyrot(&["audit", "verify"]).ok();
+    // Claiming k1 failed while changing it anyway is named.
+    l.s.write(
+        "keys/k1.toml",
+        &l.s.read("keys/k1.toml")
+            .replace("\"read\", \"withdraw\"", "\"read\""),
+    );
+    l.s.git(&["add", "-A"]);
+    l.s.git(&["commit", "-q", "--amend", "--no-edit"]);
+    // (The amend is itself a rewrite of the verified history; forget that to see the
+    // commit's own problem.)
+    l.s.git(&["update-ref", "-d", "refs/keyrot/verified"]);
+    let run = l.s.keyrot(&["audit", "verify"]).fails(1);
+    assert!(
+        run.stdout
+            .contains("keys/k1.toml changed, but Keyrot-Failed says its actions failed"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+}
+
+#[test]
+fn a_signature_that_cannot_be_made_rolls_back_at_the_service() {
+    let l = Ledger::new();
+    l.s.write(
+        "keyrot.toml",
+        &l.s.read("keyrot.toml").replace("sign = false", "sign = true"),
+    );
+    l.s.commit("every apply signed");
+    let base = l.s.head();
+    // A signing key that exists, and a signing program that fails: the apply gets as
+    // far as its commit, after the ledger was asked to rotate.
+    let key = l.s.root.parent().unwrap().join("signing-key");
+    fs::write(&key, "not really a key\n").unwrap();
+    l.s.git(&["config", "gpg.format", "ssh"]);
+    l.s.git(&["config", "user.signingKey", key.to_str().unwrap()]);
+    l.s.git(&["config", "gpg.ssh.program", "false"]);
+    let run = l.apply(&[]).fails(1);
+    run.stderr_has("cannot sign the apply commit");
+    assert_eq!(l.s.head(), base);
+    assert!(l.calls().contains(&"k1 create".to_string()), "{:?}", l.calls());
+    assert_eq!(l.calls().last().unwrap(), "k1 revoke");
+    assert!(!l.table("k1").contains(" pending"), "{}", l.table("k1"));
+    assert!(!l.s.secret_file("k1").exists());
+    assert!(!l.s.secret_file("k2").exists());
+    assert_eq!(l.s.git(&["status", "--porcelain"]), "");
 }
