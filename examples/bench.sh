@@ -5,6 +5,7 @@
 #   examples/bench.sh                 # 10k and 100k keys, 5 runs each (several minutes)
 #   SIZES="1000" RUNS=3 examples/bench.sh
 #   QUICK=1 examples/bench.sh         # tiny sizes, one run: what CI does so it cannot rot
+#   ONLY="audit" examples/bench.sh    # only these sections: plan apply log audit startup watch
 #
 # Prints a Markdown table; BENCHMARKS.md holds the last full run and its reading.
 set -euo pipefail
@@ -15,6 +16,9 @@ SIZES=${SIZES:-$([ -n "$QUICK" ] && echo 200 || echo "10000 100000")}
 RUNS=${RUNS:-$([ -n "$QUICK" ] && echo 1 || echo 5)}
 APPLY_KEYS=${APPLY_KEYS:-$([ -n "$QUICK" ] && echo 50 || echo 10000)}
 LOG_COMMITS=${LOG_COMMITS:-$([ -n "$QUICK" ] && echo 5 || echo 1000)}
+AUDIT_COMMITS=${AUDIT_COMMITS:-$([ -n "$QUICK" ] && echo 3 || echo 1000)}
+AUDIT_KEYS=${AUDIT_KEYS:-$([ -n "$QUICK" ] && echo 200 || echo 10000)}
+ONLY=${ONLY:-}
 WORK=${BENCH_DIR:-${TMPDIR:-/tmp}/keyrot-bench}
 NOW=2026-11-22T00:00:00Z
 
@@ -46,6 +50,9 @@ median_ms() {
   printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
 }
 
+# want SECTION: whether ONLY (when set) names it.
+want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }'; }
 
 row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
@@ -64,7 +71,7 @@ echo
 row "what" "keyrot (ms, median)" "baseline (ms, median)" "ratio" "baseline is"
 row "---" "---" "---" "---" "---"
 
-for n in $SIZES; do
+want plan && for n in $SIZES; do
   dir=$(store "$n")
   floor=$(median_ms "$EX/parse_floor" "$dir")
   plan=$(median_ms "$KEYROT" --store "$dir" plan --json --now "$NOW")
@@ -76,6 +83,7 @@ for n in $SIZES; do
 done
 
 # apply of APPLY_KEYS rotations vs git add -A && git commit of the same changes
+if want apply; then
 dir=$(store "$APPLY_KEYS" --stale)
 apply_times=(); git_times=()
 for _ in $(seq "$RUNS"); do
@@ -92,8 +100,10 @@ done
 med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ap=$(med "${apply_times[@]}"); gi=$(med "${git_times[@]}")
 row "apply, $APPLY_KEYS rotations, commit included" "$ap" "$gi" "$(ratio "$ap" "$gi")" "git add -A && git commit of the same file changes"
+fi
 
 # log KEY over LOG_COMMITS apply commits
+if want log; then
 logdir="$WORK/log-$LOG_COMMITS"
 if [ ! -d "$logdir/.git" ]; then
   rm -rf "$logdir"
@@ -110,16 +120,46 @@ logkey=$(ls "$logdir/keys" | head -1); logkey=${logkey%.toml}
 kl=$(median_ms "$KEYROT" --store "$logdir" log "$logkey")
 gl=$(median_ms git -C "$logdir" log --format=%H -- "keys/$logkey.toml")
 row "log KEY, $LOG_COMMITS apply commits" "$kl" "$gl" "$(ratio "$kl" "$gl")" "git log --format=%H -- keys/KEY.toml"
+fi
+
+# audit verify over AUDIT_COMMITS apply commits on an AUDIT_KEYS-key store, against
+# planning that store once per apply commit: what re-deriving them costs at the least
+if want audit; then
+auditdir="$WORK/audit-$AUDIT_KEYS-$AUDIT_COMMITS"
+t=1795305600
+if [ ! -d "$auditdir/.git" ]; then
+  rm -rf "$auditdir"
+  "$EX/gen_store" --keys "$AUDIT_KEYS" "$auditdir" >/dev/null
+  # Every thousandth key rotates at every apply (no grace, no cooldown), so each apply
+  # commit changes a few key files, as a day of real rotations does.
+  echo 'fn evaluate(key) { if key.id.ends_with("000") { rotate("bench churn", minutes(0)) } }' > "$auditdir/policies/churn.rhai"
+  sed -i 's/^min_interval = .*/min_interval = "0s"/' "$auditdir/keyrot.toml"
+  git -C "$auditdir" add -A && git -C "$auditdir" commit -q -m "churn"
+  for i in $(seq "$AUDIT_COMMITS"); do
+    "$KEYROT" --store "$auditdir" apply --yes --now "$(date -u -d "@$((t + i * 60))" +%Y-%m-%dT%H:%M:%SZ)" --secrets-dir "$WORK/audit-secrets" >/dev/null
+  done
+fi
+git -C "$auditdir" update-ref -d refs/keyrot/verified 2>/dev/null || true
+s=$(date +%s%N)
+"$KEYROT" --store "$auditdir" audit verify >/dev/null || { echo "audit verify failed on $auditdir" >&2; exit 1; }
+e=$(date +%s%N); av=$(( (e - s) / 1000000 ))
+pl=$(median_ms "$KEYROT" --store "$auditdir" plan --json --now "$(date -u -d "@$((t + AUDIT_COMMITS * 60))" +%Y-%m-%dT%H:%M:%SZ)")
+row "audit verify, $AUDIT_COMMITS apply commits, $AUDIT_KEYS keys" "$av" "$((pl * AUDIT_COMMITS))" "$(ratio "$av" "$((pl * AUDIT_COMMITS))")" "plan --json of the store ($pl ms) × $AUDIT_COMMITS"
+fi
 
 # start-up
+if want startup; then
 empty="$WORK/empty"; [ -d "$empty/.git" ] || "$KEYROT" init "$empty" >/dev/null
 v=$(RUNS=$((RUNS * 4)) median_ms "$KEYROT" --version)
 c=$(RUNS=$((RUNS * 4)) median_ms "$KEYROT" --store "$empty" check)
 g=$(RUNS=$((RUNS * 4)) median_ms git --version)
 row "keyrot --version" "$v" "$g" "$(ratio "$v" "$g")" "git --version"
 row "check, empty store" "$c" "$g" "$(ratio "$c" "$g")" "git --version"
+fi
 
 # watch: save to printed plan, on the largest store
+if want watch; then
 largest=$(store "${SIZES##* }")
 echo
 KEYROT_BIN=$KEYROT "$EX/watch_latency" "$largest" "$RUNS" | sed 's/^/    /'
+fi

@@ -662,3 +662,81 @@ fn failure_error(message: &str, key: &str, actions: &[&Action]) -> String {
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_sha256_and_64_lowercase_hex() {
+        let good = format!("sha256:{}", "0123456789abcdef".repeat(4));
+        assert!(is_fingerprint(&good));
+        assert!(!is_fingerprint(&good.to_uppercase()));
+        assert!(!is_fingerprint(&good[..good.len() - 1]));
+        assert!(!is_fingerprint(&good.replace("sha256:", "sha1:")));
+        assert!(!is_fingerprint(&format!("{good}0")));
+        let file = format!(
+            "service = \"x\"\nfingerprint = \"{good}\"\n\n[[previous]]\nfingerprint = \"sha256:old\"\nvalid_until = 2026-01-01T00:00:00Z\n"
+        );
+        assert_eq!(fingerprint_of(&file), Some(good.clone()));
+        assert_eq!(all_fingerprints(&file), [good, "sha256:old".to_string()]);
+        assert_eq!(fingerprint_of("fingerprint = \"sha256:short\"\n"), None);
+        assert!(all_fingerprints("not toml [").is_empty());
+    }
+
+    #[test]
+    fn differing_fields_names_each_changed_top_level_field() {
+        let a = "a = 1\nb = [\"x\"]\n# comment\n";
+        assert!(differing_fields(a, "a = 1\nb = [\"x\"]\n").is_empty());
+        assert_eq!(
+            differing_fields(a, "a = 2\nb = [\"x\", \"y\"]\nc = 3\n"),
+            ["`a`", "`b`", "`c`"]
+        );
+        assert_eq!(differing_fields(a, "a = ["), ["the file"]);
+    }
+
+    #[test]
+    fn a_failed_keys_error_is_read_back_from_its_line() {
+        let message = "keyrot apply: 0 rotate, 0 revoke, 0 restrict, 0 expire\n\nfailed k1 [max-age,least-privilege] rotate, restrict not applied: provider p (create): refused\n\nKeyrot-Failed: k1\n";
+        let rotate = Action::new(
+            &"k1".into(),
+            crate::plan::ActionKind::Rotate,
+            &"max-age".into(),
+            "old".into(),
+        );
+        let restrict = Action::new(
+            &"k1".into(),
+            crate::plan::ActionKind::Restrict,
+            &"least-privilege".into(),
+            "w".into(),
+        );
+        assert_eq!(
+            failure_error(message, "k1", &[&rotate, &restrict]),
+            "provider p (create): refused"
+        );
+        assert_eq!(failure_error(message, "k1", &[&rotate]), "");
+        assert_eq!(failure_error(message, "k2", &[&rotate, &restrict]), "");
+    }
+
+    #[test]
+    fn store_paths_are_the_root_files_and_both_layouts_folders() {
+        let moved = Settings {
+            keys_dir: "inventory".into(),
+            ..Settings::default()
+        };
+        let layouts = [store_paths(&Settings::default()), store_paths(&moved)];
+        for path in [
+            "keyrot.toml",
+            "owners.toml",
+            "exceptions.toml",
+            "keys/a.toml",
+            "inventory/a.toml",
+            "policies/x.rhai",
+        ] {
+            assert!(is_store_path(path, &layouts), "{path}");
+        }
+        for path in ["README.md", "keysx/a.toml", "providers/ledger", "sub/keyrot.toml"] {
+            assert!(!is_store_path(path, &layouts), "{path}");
+        }
+    }
+}

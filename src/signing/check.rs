@@ -220,3 +220,22 @@ fn gpg(program: &str, signature: &str, signed: &[u8]) -> Status {
         _ => Status::Bad(stderr_line(&out)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_times_are_utc_digits() {
+        assert_eq!(ssh_time(0), "19700101000000Z");
+        assert_eq!(ssh_time(1_795_305_600), "20261122000000Z");
+    }
+
+    #[test]
+    fn statuses_name_their_signer_and_word() {
+        assert_eq!(Status::Good("a".into()).signer(), Some("a"));
+        assert_eq!(Status::Bad("x".into()).signer(), None);
+        assert_eq!(Status::None.word(), "unsigned");
+        assert_eq!(Status::Untrusted("k".into()).word(), "untrusted");
+    }
+}

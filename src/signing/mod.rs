@@ -216,3 +216,59 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_format_is_told_by_its_armor() {
+        assert_eq!(
+            Format::of_signature("-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n"),
+            Some(Format::Ssh)
+        );
+        assert_eq!(
+            Format::of_signature("\n-----BEGIN PGP SIGNATURE-----\n"),
+            Some(Format::OpenPgp)
+        );
+        assert_eq!(
+            Format::of_signature("-----BEGIN SIGNED MESSAGE-----\n"),
+            Some(Format::X509)
+        );
+        assert_eq!(Format::of_signature("garbage"), None);
+        assert_eq!(Format::parse("ssh"), Some(Format::Ssh));
+        assert_eq!(Format::parse("SSH"), None);
+    }
+
+    #[test]
+    fn a_program_gets_its_input_and_says_why_it_failed() {
+        let out = run_with_input("cat", &[], &vec![b'x'; 1 << 20]).unwrap();
+        assert_eq!(out.stdout.len(), 1 << 20);
+        let out = run_with_input(
+            "sh",
+            &["-c", "echo '[GNUPG:] NOISE' >&2; echo nope >&2; exit 3"],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(stderr_line(&out), "nope");
+        let out = run_with_input("false", &[], b"").unwrap();
+        assert_eq!(stderr_line(&out), "exit status: 1");
+        assert!(run_with_input("/nonexistent/program", &[], b"")
+            .unwrap_err()
+            .contains("cannot run"));
+    }
+
+    #[test]
+    fn temp_files_are_private_and_go_when_dropped() {
+        use std::os::unix::fs::PermissionsExt;
+        let file = TempFile::new("test", b"contents").unwrap();
+        let path = std::path::PathBuf::from(file.path());
+        assert_eq!(std::fs::read(&path).unwrap(), b"contents");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        drop(file);
+        assert!(!path.exists());
+    }
+}
