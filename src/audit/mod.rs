@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::apply::{is_apply_commit, EXCEPTED, FAILED};
 use crate::error::{Error, Result};
 use crate::plan::ActionKind;
-use crate::signing::Checker;
+use crate::signing::{Checker, Status};
 use crate::store::{files, Settings};
 use crate::time::Time;
 
@@ -30,8 +30,10 @@ pub(crate) struct Entry {
     pub author: String,
     /// Who signed it (an allowed signer, or the key when not allowed); `None` unsigned.
     pub signer: Option<String>,
-    /// `unsigned`, `good`, `untrusted` or `bad`.
-    pub signed: &'static str,
+    /// Whether the commit is signed.
+    pub signed: bool,
+    /// What the signature is worth: `none`, `good`, `untrusted` or `bad`.
+    pub signature: &'static str,
 }
 
 /// Parses one `<action> <key> [<policy>] <reason>` body line of an apply commit
@@ -78,7 +80,7 @@ fn touched_paths(repo: &Repository, commit: &git2::Commit, pathspecs: &[String])
 struct Who {
     author: String,
     signer: Option<String>,
-    signed: &'static str,
+    signature: Status,
 }
 
 impl Who {
@@ -87,7 +89,7 @@ impl Who {
         Who {
             author: verify::person(&commit.author()),
             signer: status.signer().map(str::to_string),
-            signed: status.word(),
+            signature: status,
         }
     }
 
@@ -101,7 +103,8 @@ impl Who {
             reason: reason.to_string(),
             author: self.author.clone(),
             signer: self.signer.clone(),
-            signed: self.signed,
+            signed: self.signature != Status::None,
+            signature: self.signature.word(),
         }
     }
 }

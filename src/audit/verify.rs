@@ -43,8 +43,10 @@ pub(crate) struct Checked {
     /// `Name <email>`.
     pub author: String,
     pub committer: String,
-    /// `unsigned`, `good`, `untrusted` or `bad`.
-    pub signed: &'static str,
+    /// Whether the commit carries a signature at all.
+    pub signed: bool,
+    /// What the signature is worth: `none`, `good`, `untrusted` or `bad`.
+    pub signature: &'static str,
     /// Who signed (`good`), or what is known of the key (`untrusted`).
     pub signer: Option<String>,
     /// `ok`, `manual` or `fail`.
@@ -140,7 +142,8 @@ pub(crate) fn verify(ws: &Workspace, opts: &Options) -> Result<Report> {
                 Status::Good(_) => String::new(),
             });
         }
-        checked.signed = status.word();
+        checked.signed = status != Status::None;
+        checked.signature = status.word();
         checked.signer = status.signer().map(str::to_string);
         if !checked.problems.is_empty() {
             checked.verdict = "fail";
@@ -152,7 +155,7 @@ pub(crate) fn verify(ws: &Workspace, opts: &Options) -> Result<Report> {
             ("apply", _) => s.apply += 1,
             _ => s.manual += 1,
         }
-        if checked.signed != "unsigned" {
+        if checked.signed {
             s.signed += 1;
         }
         report.commits.push(checked);
@@ -279,7 +282,8 @@ impl Walk<'_> {
             subject: message.lines().next().unwrap_or_default().to_string(),
             author: person(&commit.author()),
             committer: person(&commit.committer()),
-            signed: "unsigned",
+            signed: false,
+            signature: Status::None.word(),
             signer: None,
             verdict: if is_apply { "ok" } else { "manual" },
             problems: Vec::new(),

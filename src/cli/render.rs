@@ -201,7 +201,7 @@ pub(super) fn log(entries: &[Entry]) -> String {
 /// The author's name, and the signature: `alice (signed by alice@example.com)`.
 fn who(e: &Entry) -> String {
     let name = e.author.split(" <").next().unwrap_or(&e.author);
-    match (e.signed, &e.signer) {
+    match (e.signature, &e.signer) {
         ("good", Some(signer)) => format!("{name} (signed by {signer})"),
         ("untrusted", Some(key)) => format!("{name} (signed, not an allowed signer: {key})"),
         ("bad", _) => format!("{name} (BAD signature)"),
@@ -217,9 +217,10 @@ pub(super) fn audit(report: &crate::audit::verify::Report) -> String {
             "fail" => "FAIL",
             v => v,
         };
-        let signed = match &c.signer {
-            Some(who) => format!("{} by {who}", c.signed),
-            None => c.signed.to_string(),
+        let signed = match (&c.signer, c.signed) {
+            (Some(who), _) => format!("{} signature by {who}", c.signature),
+            (None, true) => format!("{} signature", c.signature),
+            (None, false) => "unsigned".to_string(),
         };
         let _ = writeln!(
             out,

@@ -34,10 +34,10 @@ impl Status {
         }
     }
 
-    /// One word for tables: `good`, `untrusted`, `bad`, `unsigned`.
+    /// One word for tables and JSON: `good`, `untrusted`, `bad`, `none`.
     pub(crate) fn word(&self) -> &'static str {
         match self {
-            Status::None => "unsigned",
+            Status::None => "none",
             Status::Good(_) => "good",
             Status::Untrusted(_) => "untrusted",
             Status::Bad(_) => "bad",
@@ -235,7 +235,7 @@ mod tests {
     fn statuses_name_their_signer_and_word() {
         assert_eq!(Status::Good("a".into()).signer(), Some("a"));
         assert_eq!(Status::Bad("x".into()).signer(), None);
-        assert_eq!(Status::None.word(), "unsigned");
+        assert_eq!(Status::None.word(), "none");
         assert_eq!(Status::Untrusted("k".into()).word(), "untrusted");
     }
 }

@@ -109,7 +109,8 @@ fn honest_applies_verify_and_each_names_the_one_before() {
     );
     let manual = &report["commits"][3];
     assert_eq!(manual["author"], "Test Engineer <eng@example.com>");
-    assert_eq!(manual["signed"], "unsigned");
+    assert_eq!(manual["signed"], false);
+    assert_eq!(manual["signature"], "none");
     assert_eq!(report["summary"]["failed"], 0);
     assert_eq!(report["summary"]["apply"], 2);
     // The verified tip is remembered, so a rewrite is noticed later.
@@ -173,7 +174,8 @@ fn apply_commits_signed_with_ssh_pass_git_verify_commit() {
         ],
     );
     assert_eq!(code, 0, "{report}");
-    assert_eq!(report["commits"][0]["signed"], "good");
+    assert_eq!(report["commits"][0]["signed"], true);
+    assert_eq!(report["commits"][0]["signature"], "good");
     assert_eq!(report["commits"][0]["signer"], "eng@example.com");
     // Without --since the unsigned manual commits fail --require-signed, named.
     let (code, report) = verify_json(&s, &["--require-signed", "--allowed-signers", allowed]);
@@ -213,7 +215,7 @@ fn a_signature_by_a_key_nobody_allowed_fails_require_signed() {
         ],
     );
     assert_eq!(code, 1, "{report}");
-    assert_eq!(report["commits"][0]["signed"], "untrusted");
+    assert_eq!(report["commits"][0]["signature"], "untrusted");
     let problem = report["commits"][0]["problems"][0].as_str().unwrap();
     assert!(problem.contains("who is not an allowed signer"), "{problem}");
     // The apply itself is still exactly its plan: only the signature fails.
@@ -278,7 +280,8 @@ fn apply_commits_signed_with_openpgp_pass_git_verify_commit() {
     let report = run.json();
     assert_eq!(run.code, 0, "{report}");
     // The key made here is ultimately trusted in its own keyring.
-    assert_eq!(report["commits"][0]["signed"], "good");
+    assert_eq!(report["commits"][0]["signed"], true);
+    assert_eq!(report["commits"][0]["signature"], "good");
     assert_eq!(report["commits"][0]["signer"], "Test Engineer <eng@example.com>");
     // The agent gpg started goes with the test's keyring.
     let _ = Command::new("gpgconf")
@@ -550,7 +553,9 @@ fn log_says_who_and_refuses_a_key_that_never_existed() {
         .as_array()
         .unwrap()
         .iter()
-        .all(|e| e["author"] == "Test Engineer <eng@example.com>" && e["signed"] == "unsigned"));
+        .all(|e| e["author"] == "Test Engineer <eng@example.com>"
+            && e["signed"] == false
+            && e["signature"] == "none"));
     let run = s.keyrot(&["log", "olld"]).fails(1);
     run.stderr_has("error: no key `olld` in the store or its history");
     assert_eq!(run.stdout, "");
