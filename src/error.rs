@@ -139,6 +139,18 @@ pub enum Error {
     #[error("history rewritten since {since}: that commit is no longer in the branch's history")]
     HistoryRewritten { since: String },
 
+    /// Talking to the shared remote failed (fetch, push), or it is not as keyrot needs it.
+    #[error("remote: {0}")]
+    Remote(String),
+
+    /// Another runner holds the shared remote's lease.
+    #[error("locked by {holder} until {until} (lease {id})")]
+    Leased {
+        holder: String,
+        until: crate::time::Time,
+        id: String,
+    },
+
     /// A key id that is not in the store and never was.
     #[error("no key `{0}` in the store or its history")]
     UnknownKey(String),

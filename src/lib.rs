@@ -26,6 +26,7 @@ pub(crate) mod plan_line;
 pub mod policy;
 pub(crate) mod progress;
 pub(crate) mod provider;
+pub(crate) mod remote;
 pub(crate) mod runner;
 pub(crate) mod secret;
 pub(crate) mod signing;

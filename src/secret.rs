@@ -13,6 +13,16 @@ use rand::TryRngCore;
 use crate::digest::sha256_tagged;
 use crate::error::{Error, Result};
 
+/// `n` random bytes from the operating system's CSPRNG, as lowercase hex: ids for
+/// applies, leases and temp files (not secrets).
+pub(crate) fn random_hex(n: usize) -> Result<String> {
+    let mut b = vec![0u8; n];
+    OsRng
+        .try_fill_bytes(&mut b)
+        .map_err(|e| Error::Usage(format!("the operating system's random generator failed: {e}")))?;
+    Ok(crate::digest::hex(&b))
+}
+
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const CHECKSUM_CHARS: usize = 6;
 

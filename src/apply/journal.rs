@@ -38,6 +38,10 @@ pub(crate) struct Journal {
     /// Vault, and the pending files are deleted instead of promoted).
     #[serde(default = "yes")]
     pub keep_local: bool,
+    /// The shared remote the commit is pushed to: it has landed when the remote holds
+    /// it, not before.
+    #[serde(default)]
+    pub remote: Option<String>,
 }
 
 fn yes() -> bool {
@@ -220,6 +224,11 @@ fn update_worktree(ws: &Workspace, j: &Journal, written: &[(String, String)]) ->
     let written: std::collections::HashMap<&str, &str> =
         written.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
     let mut index = repo.index().map_err(|e| Error::git("reading the index", e))?;
+    // The handle may hold the index as it was when first read; a shared apply's
+    // fast-forward (`git merge --ff-only`) has changed it on disk since.
+    index
+        .read(false)
+        .map_err(|e| Error::git("reading the index", e))?;
     let mut conflicts = Vec::new();
     // Files already at the new version, and new versions written beside their files.
     let mut in_place: Vec<&String> = Vec::new();

@@ -22,8 +22,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use git2::Oid;
-use rand::rngs::OsRng;
-use rand::TryRngCore;
 
 pub(crate) use commit::{
     commit_message, is_apply_commit, previous_apply, trailer, trailers, EXCEPTED, FAILED, NO_PREVIOUS,
@@ -35,6 +33,7 @@ use lock::Lock;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::plan::{Action, Plan, Provenance};
+use crate::remote::Session;
 use crate::secret::{Secret, SecretsDir};
 use crate::store::repo::{self, CommitId};
 use crate::time::Time;
@@ -139,13 +138,31 @@ impl Failure {
 pub(crate) struct Transaction<'w> {
     ws: &'w Workspace,
     guard: Guard,
+    /// The shared remote, when the store has one: the lease is held, and the commit
+    /// becomes real by an atomic push.
+    shared: Option<Session<'w>>,
 }
 
 impl<'w> Transaction<'w> {
     pub(crate) fn begin(ws: &'w Workspace) -> Result<Transaction<'w>> {
         Ok(Transaction {
             ws,
-            guard: begin(ws)?,
+            guard: begin(ws, None)?,
+            shared: None,
+        })
+    }
+
+    /// [`Transaction::begin`] for a store shared through a remote (`session`, just
+    /// fetched): takes the remote's lease, settles an interrupted apply by what the
+    /// remote holds, and brings the local branch up to the remote's.
+    pub(crate) fn begin_shared(ws: &'w Workspace, mut session: Session<'w>) -> Result<Transaction<'w>> {
+        session.take_lease()?;
+        let guard = begin(ws, Some(&session))?;
+        session.catch_up()?;
+        Ok(Transaction {
+            ws,
+            guard,
+            shared: Some(session),
         })
     }
 
@@ -165,8 +182,53 @@ impl<'w> Transaction<'w> {
 
     /// Applies `plan` to `loaded` (from [`Transaction::plan_head`] or
     /// [`Transaction::saved`]) and ends the transaction.
-    pub(crate) fn commit(self, loaded: &Loaded, plan: &Plan, secrets: &SecretsDir) -> Result<Applied> {
-        execute(self.ws, &self.guard, loaded, plan, secrets)
+    pub(crate) fn commit(mut self, loaded: &Loaded, plan: &Plan, secrets: &SecretsDir) -> Result<Applied> {
+        let mut publisher = match self.shared.as_mut() {
+            Some(session) => Publisher::Shared(session),
+            None => Publisher::Local,
+        };
+        execute(self.ws, &self.guard, loaded, plan, secrets, &mut publisher)
+    }
+}
+
+/// Where an apply's commit becomes real: the local branch's compare-and-swap, or,
+/// for a shared store, the atomic push to the remote (then the local branch).
+enum Publisher<'s, 'w> {
+    Local,
+    Shared(&'s mut Session<'w>),
+}
+
+impl Publisher<'_, '_> {
+    fn remote(&self) -> Option<String> {
+        match self {
+            Publisher::Local => None,
+            Publisher::Shared(s) => Some(s.git.remote.clone()),
+        }
+    }
+
+    /// Makes `commit`, a child of `base`, the branch tip; the local branch is at
+    /// `local`. `Some(tip)`: the shared branch moved to `tip` meanwhile, nothing done.
+    fn publish(
+        &mut self,
+        ws: &Workspace,
+        branch: &str,
+        local: Oid,
+        base: Oid,
+        commit: Oid,
+    ) -> Result<Option<Oid>> {
+        match self {
+            Publisher::Local => ws
+                .repo
+                .reference_matching(branch, commit, true, base, "keyrot apply")
+                .map(|_| None)
+                .map_err(|e| {
+                    Error::Usage(format!(
+                        "{branch} moved while applying (another apply or commit won the race): {}; nothing was applied\n  hint: run `keyrot plan` again",
+                        e.message()
+                    ))
+                }),
+            Publisher::Shared(session) => session.publish(local, base, commit),
+        }
     }
 }
 
@@ -180,10 +242,23 @@ struct Guard {
     notes: Vec<String>,
 }
 
-/// Takes the store's lock and recovers from an interrupted apply, if any.
-fn begin(ws: &Workspace) -> Result<Guard> {
+/// Takes the store's lock and recovers from an interrupted apply, if any. With a
+/// shared remote (`shared`), an apply interrupted around its push counts as landed
+/// exactly when the remote holds its commit.
+fn begin(ws: &Workspace, shared: Option<&Session>) -> Result<Guard> {
     let txid = txid()?;
     let lock = Lock::acquire(ws.repo.path(), &txid)?;
+    if let Some(j) = Journal::read(ws.repo.path())? {
+        match (&j.remote, shared) {
+            (Some(remote), None) => {
+                return Err(Error::Remote(format!(
+                    "an interrupted apply was pushing to {remote}; run `keyrot apply` with that remote to settle it"
+                )))
+            }
+            (Some(_), Some(session)) => settle_pushed(ws, session, j)?,
+            (None, _) => {}
+        }
+    }
     let mut notes = Vec::new();
     if let Some(old) = &lock.took_over {
         notes.push(format!(
@@ -198,6 +273,23 @@ fn begin(ws: &Workspace) -> Result<Guard> {
         txid,
         notes,
     })
+}
+
+/// Prepares an interrupted shared apply for [`recover`]: if the remote holds its
+/// commit, the local branch is brought to it (so recovery finishes it); if not, the
+/// journal is pointed at where the local branch is (so recovery rolls it back).
+fn settle_pushed(ws: &Workspace, session: &Session, mut j: Journal) -> Result<()> {
+    let commit = Oid::from_str(&j.commit).map_err(|e| Error::git("reading the apply journal", e))?;
+    let base = Oid::from_str(&j.base).map_err(|e| Error::git("reading the apply journal", e))?;
+    if session.has(commit) {
+        return session.adopt(base, commit);
+    }
+    let local = ws.head_id()?.map(|c| c.oid());
+    if let Some(local) = local.filter(|l| *l != base && *l != commit) {
+        j.base = local.to_string();
+        j.write(ws.repo.path())?;
+    }
+    Ok(())
 }
 
 /// Settles what an interrupted apply left, both journals: first the steps it sent to
@@ -319,11 +411,7 @@ fn describe(a: &Action) -> String {
 
 /// A random id for this apply: names its lock and its pending files.
 fn txid() -> Result<String> {
-    let mut b = [0u8; 8];
-    OsRng
-        .try_fill_bytes(&mut b)
-        .map_err(|e| Error::Usage(format!("the operating system's random generator failed: {e}")))?;
-    Ok(crate::digest::hex(&b))
+    crate::secret::random_hex(8)
 }
 
 /// Applies `plan` to the committed store `loaded` (which must be the plan's commit).
@@ -333,6 +421,7 @@ fn execute(
     loaded: &Loaded,
     plan: &Plan,
     secrets: &SecretsDir,
+    publisher: &mut Publisher,
 ) -> Result<Applied> {
     let branch = repo::current_branch(&ws.repo)?;
     let now = plan.now;
@@ -397,6 +486,7 @@ fn execute(
         revoked: Vec::new(),
         edited: Vec::new(),
         keep_local: true,
+        remote: publisher.remote(),
     };
 
     // Steps before the commit point; on any failure, delete what they wrote.
@@ -476,16 +566,36 @@ fn execute(
         j.edited = edited_text.iter().map(|(p, _)| p.clone()).collect();
         j.write(ws.repo.path())?;
         failpoint::pause("apply-before-commit");
-        // The commit point: move the branch only if it still points at the base.
-        failpoint::fail("apply-move-branch")?;
-        ws.repo
-            .reference_matching(&branch, new, true, base_id, "keyrot apply")
-            .map_err(|e| {
-                Error::Usage(format!(
-                    "{branch} moved while applying (another apply or commit won the race): {}; nothing was applied\n  hint: run `keyrot plan` again",
-                    e.message()
-                ))
-            })?;
+        // The commit point: move the branch only if it still points at the base (with
+        // a remote: push it so). If a shared branch moved meanwhile, the same commit is
+        // made again on its new tip when the policies still decide exactly the same
+        // there; otherwise the apply is rolled back.
+        let (mut new, mut base) = (new, base_id);
+        for attempt in 1.. {
+            failpoint::fail("apply-move-branch")?;
+            let Some(tip) = publisher.publish(ws, &branch, base_id, base, new)? else {
+                break;
+            };
+            if attempt > 3 {
+                return Err(Error::Remote(format!(
+                    "{branch} kept moving on the remote while this apply tried to push; nothing was applied"
+                )));
+            }
+            let derived = still_decided(ws, tip, base, plan, &edited_text)?;
+            new = commit::write_objects(
+                &ws.repo,
+                tip,
+                &edited_text,
+                &author,
+                &commit_message(&derived, &failed, previous_apply(&ws.repo, tip)?),
+                signer.as_ref(),
+            )?;
+            crate::durable::sync_filesystem(ws.repo.path())?;
+            base = tip;
+            j.base = tip.to_string();
+            j.commit = new.to_string();
+            j.write(ws.repo.path())?;
+        }
         // Durable before secrets are promoted, so a power cut cannot undo the ref move
         // after the secret files changed.
         crate::durable::sync_filesystem(ws.repo.path())?;
@@ -546,6 +656,48 @@ fn execute(
         notes,
         failed,
     })
+}
+
+/// The plan at `tip`, when it decides exactly what `plan` (made at `base`) does and the
+/// key files the apply edits are the same there: then the apply's commit can be made
+/// again on `tip`. Otherwise an error that says why the apply must be rolled back.
+fn still_decided(
+    ws: &Workspace,
+    tip: Oid,
+    base: Oid,
+    plan: &Plan,
+    edited: &[(String, String)],
+) -> Result<Plan> {
+    let moved = |why: String| {
+        Error::Remote(format!(
+            "someone pushed to the shared branch while this apply ran ({tip}), and {why}; the apply was rolled back: nothing was pushed, and nothing changed at any service"
+        ))
+    };
+    let derived = ws
+        .load_commit(&tip.to_string(), plan.now)
+        .and_then(|l| l.plan(plan.now, Provenance::committed(tip.into()), None))
+        .map_err(|e| moved(format!("the store there does not plan: {e}")))?;
+    if derived.actions != plan.actions {
+        return Err(moved(format!(
+            "the policies decide differently there ({})",
+            derived.summary
+        )));
+    }
+    let tree = |id: Oid| {
+        ws.repo
+            .find_commit(id)
+            .and_then(|c| c.tree())
+            .map_err(|e| Error::git("reading a tree", e))
+    };
+    let paths: Vec<&str> = edited.iter().map(|(p, _)| p.as_str()).collect();
+    let (at_base, at_tip) = (
+        repo::blob_ids(&ws.repo, &tree(base)?, &paths)?,
+        repo::blob_ids(&ws.repo, &tree(tip)?, &paths)?,
+    );
+    if let Some(p) = paths.iter().find(|p| at_base.get(**p) != at_tip.get(**p)) {
+        return Err(moved(format!("{p} changed there")));
+    }
+    Ok(derived)
 }
 
 /// One key's actions at its service, before the commit: revoke; or expire, restrict

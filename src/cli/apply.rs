@@ -35,6 +35,8 @@ pub(super) struct Args {
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    remote: super::RemoteArgs,
 }
 
 /// Refuses an instant ahead of the clock (unless `--allow-future`), and warns about a
@@ -61,8 +63,23 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
             "apply without a plan file needs --yes when stdin is not a terminal (as `terraform apply -auto-approve`)".into(),
         ));
     }
+    let remote = args.remote.resolve(&ws)?;
+    if remote.is_some() && args.secrets.secrets_dir.is_none() && std::env::var_os("CI").is_some() {
+        let sink = match ws.head_id()? {
+            Some(head) => crate::store::repo::settings_at(&ws.repo, head.as_str())?.sink,
+            None => crate::store::settings::Sink::Dir,
+        };
+        if sink == crate::store::settings::Sink::Dir {
+            return Err(Error::Usage(
+                "CI is set and new secrets would go to this runner's secrets folder, which is deleted with the runner; deliver them to Vault ([delivery] sink = \"vault\") or pass --secrets-dir to a folder that outlives it".into(),
+            ));
+        }
+    }
     let secrets = args.secrets.open(&ws.root)?;
-    let tx = apply::Transaction::begin(&ws)?;
+    let tx = match &remote {
+        Some(r) => apply::Transaction::begin_shared(&ws, crate::remote::Session::open(&ws, r)?)?,
+        None => apply::Transaction::begin(&ws)?,
+    };
 
     let (plan, loaded) = match &args.planfile {
         Some(path) => {

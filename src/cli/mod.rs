@@ -7,6 +7,7 @@ mod check;
 mod demo;
 mod explain;
 mod init;
+mod lease;
 mod log;
 mod plan;
 mod render;
@@ -61,6 +62,10 @@ enum Command {
     Test(test::Args),
     /// Quick start: make an example store, then plan, apply and log it
     Demo(demo::Args),
+    /// Show the shared remote's lease: who holds it, until when
+    Lease(lease::Args),
+    /// Remove the shared remote's lease LEASE_ID (like terraform force-unlock)
+    Unlock(lease::UnlockArgs),
 }
 
 /// `--now` and `--json`, declared once for the commands that evaluate policies; a
@@ -101,6 +106,44 @@ impl SecretsArgs {
         };
         crate::secret::SecretsDir::open(&path, root)
     }
+}
+
+/// `--remote NAME` / `--no-remote`, declared once: `plan`, `apply`, `run`, `lease` and
+/// `unlock` flatten it.
+#[derive(clap::Args)]
+struct RemoteArgs {
+    /// Share the store through this git remote (overrides [remote] name in keyrot.toml)
+    #[arg(long, value_name = "NAME", value_parser = parse_remote)]
+    remote: Option<String>,
+    /// Work locally even though keyrot.toml names a [remote]
+    #[arg(long, conflicts_with = "remote")]
+    no_remote: bool,
+}
+
+impl RemoteArgs {
+    /// The remote to use: `--remote`, else the committed keyrot.toml's `[remote]`
+    /// (its branch and lease kept when only the name is overridden); `None`: local.
+    fn resolve(&self, ws: &crate::workspace::Workspace) -> Result<Option<crate::store::Remote>, Error> {
+        if self.no_remote {
+            return Ok(None);
+        }
+        let configured = match ws.head_id()? {
+            Some(head) => crate::store::repo::settings_at(&ws.repo, head.as_str())?.remote,
+            None => None,
+        };
+        Ok(match (&self.remote, configured) {
+            (Some(name), Some(mut r)) => {
+                r.name = name.clone();
+                Some(r)
+            }
+            (Some(name), None) => Some(crate::store::Remote::named(name).map_err(Error::Usage)?),
+            (None, r) => r,
+        })
+    }
+}
+
+fn parse_remote(s: &str) -> Result<String, String> {
+    crate::store::settings::check_remote_name(s).map(|()| s.to_string())
 }
 
 /// Parses an RFC 3339 `--now`.
@@ -165,6 +208,8 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Run(args) => run::run(args, &store),
         Command::Test(args) => test::run(args, &store),
         Command::Demo(args) => demo::run(args),
+        Command::Lease(args) => lease::run(args, &store),
+        Command::Unlock(args) => lease::unlock(args, &store),
     }
 }
 
@@ -214,6 +259,9 @@ fn hint(e: &Error) -> Option<String> {
             "someone amended, rebased or force-pushed the branch; compare it with the commit named (git log, git reflog) before trusting it".into()
         }
         Error::Signing(_) => "fix git's signing settings (gpg.format, user.signingKey) and try `git commit -S` by hand; apply again once that signs".into(),
+        Error::Leased { id, .. } => format!(
+            "wait for that run to finish; if it died, the lease expires by itself, or remove it with `keyrot unlock {id}`"
+        ),
         Error::FutureInstant { .. } => {
             "if you mean that instant (a replay, a test), pass --allow-future".into()
         }

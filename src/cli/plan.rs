@@ -20,10 +20,18 @@ pub(super) struct Args {
     /// Exit 2 when the plan would change the store (rotate, revoke, restrict or expire)
     #[arg(long)]
     detailed_exitcode: bool,
+    #[command(flatten)]
+    remote: super::RemoteArgs,
 }
 
 pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
+    // With a shared remote: fetch, refuse a rewritten history, and say where the local
+    // branch stands. The plan is still the work tree's.
+    if let Some(remote) = args.remote.resolve(&ws)? {
+        let session = crate::remote::Session::open(&ws, &remote)?;
+        super::notes(&[session.standing()?.describe(&session.branch, &remote.name)]);
+    }
     let now = args.eval.now();
     let bar = super::progress_bar(0, "planning", args.eval.json);
     let tick = |n, total| {

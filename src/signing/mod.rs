@@ -190,10 +190,8 @@ struct TempFile(PathBuf);
 impl TempFile {
     fn new(what: &str, contents: &[u8]) -> Result<TempFile, String> {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut name = [0u8; 8];
-        rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut name)
-            .map_err(|e| format!("the operating system's random generator failed: {e}"))?;
-        let path = std::env::temp_dir().join(format!("keyrot-{what}-{}", crate::digest::hex(&name)));
+        let name = crate::secret::random_hex(8).map_err(|e| e.to_string())?;
+        let path = std::env::temp_dir().join(format!("keyrot-{what}-{name}"));
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

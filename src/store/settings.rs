@@ -32,6 +32,57 @@ pub struct Settings {
     pub services: BTreeMap<String, Service>,
     /// `[delivery]`: where new secrets go.
     pub sink: Sink,
+    /// `[remote]`: the git remote the store is shared through; `None`: local only.
+    pub remote: Option<Remote>,
+}
+
+/// `[remote]`: the shared remote, its branch, and how long an apply's lease lasts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remote {
+    pub name: String,
+    /// `None`: the store's current branch.
+    pub branch: Option<String>,
+    pub lease: Dur,
+}
+
+/// Default `[remote] lease`.
+pub const DEFAULT_LEASE_SECS: i64 = 15 * 60;
+
+impl Remote {
+    /// A remote named on the command line, with the other fields at their defaults.
+    pub fn named(name: &str) -> Result<Remote, String> {
+        check_remote_name(name)?;
+        Ok(Remote {
+            name: name.to_string(),
+            branch: None,
+            lease: Dur::from_secs(DEFAULT_LEASE_SECS),
+        })
+    }
+}
+
+/// A remote's name as git allows it, and never one that `git` would read as an option.
+pub fn check_remote_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && !name.starts_with('-')
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+        && git2::Remote::is_valid_name(name);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{name}` is not a git remote name"))
+    }
+}
+
+/// A branch name git accepts under `refs/heads/`, not read as an option.
+pub fn check_branch_name(name: &str) -> Result<(), String> {
+    if !name.starts_with('-') && git2::Reference::is_valid_name(&format!("refs/heads/{name}")) {
+        Ok(())
+    } else {
+        Err(format!("`{name}` is not a branch name"))
+    }
 }
 
 /// What `keyrot.toml` declares about one service.
@@ -110,6 +161,7 @@ impl Default for Settings {
             exceptions_max_days: super::exceptions::DEFAULT_MAX_DAYS,
             services: BTreeMap::new(),
             sink: Sink::Dir,
+            remote: None,
         }
     }
 }
@@ -133,6 +185,15 @@ struct Raw {
     service: BTreeMap<String, RawService>,
     #[serde(default)]
     delivery: RawDelivery,
+    remote: Option<RawRemote>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRemote {
+    name: Option<Spanned<String>>,
+    branch: Option<Spanned<String>>,
+    lease: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -262,6 +323,48 @@ impl Settings {
                     Err(why) => problems.push(span_problem(path, text, v.span(), format!("{field}: {why}"))),
                 }
             }
+        }
+        if let Some(r) = raw.remote {
+            let mut remote = Remote {
+                name: "origin".into(),
+                branch: None,
+                lease: Dur::from_secs(DEFAULT_LEASE_SECS),
+            };
+            if let Some(n) = r.name {
+                match check_remote_name(n.get_ref()) {
+                    Ok(()) => remote.name = n.get_ref().clone(),
+                    Err(why) => {
+                        problems.push(span_problem(path, text, n.span(), format!("remote.name: {why}")))
+                    }
+                }
+            }
+            if let Some(b) = r.branch {
+                match check_branch_name(b.get_ref()) {
+                    Ok(()) => remote.branch = Some(b.get_ref().clone()),
+                    Err(why) => problems.push(span_problem(
+                        path,
+                        text,
+                        b.span(),
+                        format!("remote.branch: {why}"),
+                    )),
+                }
+            }
+            if let Some(l) = r.lease {
+                let bounded = |d: Dur| {
+                    if (60..=24 * 3600).contains(&d.secs()) {
+                        Ok(d)
+                    } else {
+                        Err("must be between 1m and 24h".to_string())
+                    }
+                };
+                match Dur::parse(l.get_ref()).and_then(bounded) {
+                    Ok(d) => remote.lease = d,
+                    Err(why) => {
+                        problems.push(span_problem(path, text, l.span(), format!("remote.lease: {why}")))
+                    }
+                }
+            }
+            s.remote = Some(remote);
         }
         if let Some(b) = raw.secrets.bytes {
             if SECRET_BYTES.contains(b.get_ref()) {

@@ -20,6 +20,7 @@ mod plan;
 mod policy_tests;
 mod postgres;
 mod providers;
+mod remote;
 mod run;
 mod saved_plans;
 mod servers;

@@ -1,0 +1,282 @@
+//! Team operation: a store shared through one git remote. Git hosting already gives
+//! atomic ref updates, so keyrot builds on them instead of a server of its own:
+//! [`lease`] is a compare-and-swap lock on the remote, and an apply's commit becomes
+//! real by one atomic push of the branch (from the tip it was planned on) together
+//! with the lease's release. See [`Session`].
+
+pub(crate) mod git;
+pub(crate) mod lease;
+
+use git2::Oid;
+
+use crate::error::{Error, Result};
+use crate::store::Remote;
+use crate::workspace::Workspace;
+use git::{Git, Pushed};
+use lease::Lease;
+
+/// Where keyrot records the remote tip it last fetched, to tell a rewritten history.
+fn fetched_ref(remote: &str, branch: &str) -> String {
+    format!("refs/keyrot/fetched/{remote}/{branch}")
+}
+
+/// How the local branch stands against the remote's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Standing {
+    UpToDate,
+    Behind(usize),
+    Ahead(usize),
+    Diverged { ahead: usize, behind: usize },
+}
+
+impl Standing {
+    /// `main is 2 behind origin/main`, and so on.
+    pub(crate) fn describe(self, branch: &str, remote: &str) -> String {
+        match self {
+            Standing::UpToDate => format!("{branch} is up to date with {remote}/{branch}"),
+            Standing::Behind(n) => format!("{branch} is {n} commit(s) behind {remote}/{branch}"),
+            Standing::Ahead(n) => format!("{branch} is {n} commit(s) ahead of {remote}/{branch} (not pushed)"),
+            Standing::Diverged { ahead, behind } => format!(
+                "{branch} and {remote}/{branch} have diverged ({ahead} commit(s) not pushed, {behind} not pulled)"
+            ),
+        }
+    }
+}
+
+/// One command's dealings with the shared remote: fetched once, the lease held (for an
+/// apply) until the session ends, on every path out.
+pub(crate) struct Session<'w> {
+    ws: &'w Workspace,
+    pub git: Git,
+    /// The short branch name (`main`).
+    pub branch: String,
+    lease_for: crate::time::Dur,
+    lease: Option<Lease>,
+    /// The remote's tip as last fetched.
+    pub remote_tip: Oid,
+}
+
+impl<'w> Session<'w> {
+    /// Fetches from `remote` and refuses a rewritten remote history. The branch is the
+    /// store's current one, which must be the one `[remote] branch` names.
+    pub(crate) fn open(ws: &'w Workspace, remote: &Remote) -> Result<Session<'w>> {
+        let current = crate::store::repo::current_branch(&ws.repo)?;
+        let current = current
+            .strip_prefix("refs/heads/")
+            .unwrap_or(&current)
+            .to_string();
+        if let Some(b) = &remote.branch {
+            if *b != current {
+                return Err(Error::Remote(format!(
+                    "[remote] branch is {b}, but the store has {current} checked out; check out {b} first"
+                )));
+            }
+        }
+        let git = Git::new(&ws.root, &remote.name);
+        git.fetch(&current)?;
+        let remote_tip = ws.repo.refname_to_id(&git.tracking(&current)).map_err(|_| {
+            Error::Remote(format!(
+                "{} has no branch {current}; push the store there first",
+                remote.name
+            ))
+        })?;
+        let session = Session {
+            ws,
+            git,
+            branch: current,
+            lease_for: remote.lease,
+            lease: None,
+            remote_tip,
+        };
+        session.check_not_rewritten()?;
+        Ok(session)
+    }
+
+    /// Refuses when the remote's new tip does not descend from the one fetched last
+    /// time (amend, rebase, force push), then remembers the new tip.
+    fn check_not_rewritten(&self) -> Result<()> {
+        let repo = &self.ws.repo;
+        let name = fetched_ref(&self.git.remote, &self.branch);
+        if let Ok(before) = repo.refname_to_id(&name) {
+            let kept = before == self.remote_tip
+                || repo
+                    .graph_descendant_of(self.remote_tip, before)
+                    .map_err(|e| Error::git("comparing the remote with what was fetched before", e))?;
+            if !kept {
+                return Err(Error::HistoryRewritten {
+                    since: before.to_string(),
+                });
+            }
+        }
+        repo.reference(&name, self.remote_tip, true, "keyrot fetch")
+            .map(drop)
+            .map_err(|e| Error::git(format!("recording {name}"), e))
+    }
+
+    /// The local branch against the remote's, as fetched.
+    pub(crate) fn standing(&self) -> Result<Standing> {
+        let Some(local) = self.ws.head_id()? else {
+            return Ok(Standing::Behind(0));
+        };
+        let (ahead, behind) = self
+            .ws
+            .repo
+            .graph_ahead_behind(local.oid(), self.remote_tip)
+            .map_err(|e| Error::git("comparing the branch with the remote's", e))?;
+        Ok(match (ahead, behind) {
+            (0, 0) => Standing::UpToDate,
+            (0, b) => Standing::Behind(b),
+            (a, 0) => Standing::Ahead(a),
+            (a, b) => Standing::Diverged { ahead: a, behind: b },
+        })
+    }
+
+    /// Takes the remote's lease for this session.
+    pub(crate) fn take_lease(&mut self) -> Result<&Lease> {
+        let lease = lease::take(&self.ws.repo, &self.git, self.lease_for)?;
+        Ok(self.lease.insert(lease))
+    }
+
+    /// Brings a local branch that is behind the remote up to it (fast-forward, work
+    /// tree included); refuses local commits the remote lacks.
+    pub(crate) fn catch_up(&self) -> Result<()> {
+        match self.standing()? {
+            Standing::UpToDate => Ok(()),
+            Standing::Behind(_) => self.fast_forward(self.remote_tip),
+            Standing::Ahead(n) | Standing::Diverged { ahead: n, .. } => Err(Error::Remote(format!(
+                "the local {} has {n} commit(s) that {} lacks; push them (or drop them) before applying, so that every apply starts from the shared history",
+                self.branch, self.git.remote
+            ))),
+        }
+    }
+
+    /// `git merge --ff-only`: the branch, index and work tree to `to`, refusing to
+    /// overwrite local changes.
+    fn fast_forward(&self, to: Oid) -> Result<()> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.ws.root)
+            .args(["merge", "--ff-only", "--quiet", &to.to_string()])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| Error::Remote(format!("cannot run git: {e}")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Remote(format!(
+                "cannot fast-forward {} to {to}: {}",
+                self.branch,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+
+    /// Makes `commit` (a child of `base`) the remote's branch tip and releases the
+    /// lease, in one atomic push; then moves the local branch from `local` to it.
+    /// `Ok(Some(tip))` when the remote's branch had moved to `tip` meanwhile (nothing
+    /// was pushed).
+    pub(crate) fn publish(&mut self, local: Oid, base: Oid, commit: Oid) -> Result<Option<Oid>> {
+        let Some(lease) = self.lease.clone() else {
+            return Err(Error::Remote("publishing without holding the lease".into()));
+        };
+        let branch_ref = format!("refs/heads/{}", self.branch);
+        let (c, b, l) = (commit.to_string(), base.to_string(), lease.commit.to_string());
+        crate::failpoint::fail("remote-push")?;
+        match self.git.push(&[
+            (Some(&c), &branch_ref, Some(&b)),
+            (None, lease::LEASE_REF, Some(&l)),
+        ])? {
+            Pushed::Done => {
+                self.lease = None;
+                crate::failpoint::pause("remote-after-push");
+                self.git.fetch(&self.branch)?;
+                self.remote_tip = commit;
+                let _ = self.check_not_rewritten();
+                if local != base {
+                    // The commit was re-made on a tip that others moved; bring the
+                    // local branch (and work tree) there first.
+                    self.fast_forward(base)?;
+                }
+                self.ws
+                    .repo
+                    .reference_matching(&branch_ref, commit, true, base, "keyrot apply (pushed)")
+                    .map_err(|e| {
+                        Error::git(
+                            format!("moving the local {} to the pushed commit", self.branch),
+                            e,
+                        )
+                    })?;
+                Ok(None)
+            }
+            Pushed::Stale(refs) if refs.iter().any(|r| r == lease::LEASE_REF) => {
+                self.lease = None;
+                Err(Error::Remote(format!(
+                    "lease {} was lost before the push (it expired and was taken over, or was unlocked); nothing was pushed",
+                    lease.id
+                )))
+            }
+            Pushed::Stale(_) => {
+                self.git.fetch(&self.branch)?;
+                let tip = self
+                    .ws
+                    .repo
+                    .refname_to_id(&self.git.tracking(&self.branch))
+                    .map_err(|e| Error::git("reading the fetched branch", e))?;
+                self.remote_tip = tip;
+                self.check_not_rewritten()?;
+                Ok(Some(tip))
+            }
+            Pushed::Refused(why) => Err(Error::Remote(format!(
+                "{} refused the push: {why}; nothing was applied",
+                self.git.remote
+            ))),
+        }
+    }
+
+    /// Whether the remote's branch, as fetched, holds `commit`.
+    pub(crate) fn has(&self, commit: Oid) -> bool {
+        commit == self.remote_tip
+            || self
+                .ws
+                .repo
+                .graph_descendant_of(self.remote_tip, commit)
+                .unwrap_or(false)
+    }
+
+    /// Brings the local branch to a commit an interrupted apply had pushed: fast-
+    /// forward to its parent (if others' commits came between), then the commit.
+    pub(crate) fn adopt(&self, base: Oid, commit: Oid) -> Result<()> {
+        let local = self
+            .ws
+            .head_id()?
+            .map(|c| c.oid())
+            .ok_or_else(|| Error::Remote("the store has no commits".into()))?;
+        if local == commit {
+            return Ok(());
+        }
+        if local != base {
+            self.fast_forward(base)?;
+        }
+        self.ws
+            .repo
+            .reference_matching(
+                &format!("refs/heads/{}", self.branch),
+                commit,
+                true,
+                base,
+                "keyrot apply (pushed)",
+            )
+            .map(drop)
+            .map_err(|e| Error::git("moving the local branch to the pushed commit", e))
+    }
+}
+
+impl Drop for Session<'_> {
+    /// The lease is released on every way out; a runner killed outright leaves it to
+    /// expire.
+    fn drop(&mut self) {
+        if let Some(l) = self.lease.take() {
+            let _ = lease::release(&self.ws.repo, &self.git, &l);
+        }
+    }
+}
