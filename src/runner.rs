@@ -20,9 +20,19 @@ pub(crate) struct Cycle {
 /// `keyrot plan` does; with it, it plans the committed state and applies it, as
 /// `keyrot apply --yes` does. Everything is re-read from disk, so edited policies take
 /// effect at the next cycle, and a store that fails to load applies nothing.
-pub(crate) fn cycle(ws: &Workspace, now: Time, secrets: Option<&SecretsDir>) -> Result<Cycle> {
+/// With `remote`, every cycle fetches first (and an apply goes through the lease and
+/// the atomic push).
+pub(crate) fn cycle(
+    ws: &Workspace,
+    now: Time,
+    secrets: Option<&SecretsDir>,
+    remote: Option<&crate::store::Remote>,
+) -> Result<Cycle> {
     match secrets {
         None => {
+            if let Some(r) = remote {
+                crate::remote::Session::open(ws, r)?;
+            }
             let planned = ws.plan_worktree(now, None)?;
             Ok(Cycle {
                 plan: planned.plan,
@@ -31,7 +41,7 @@ pub(crate) fn cycle(ws: &Workspace, now: Time, secrets: Option<&SecretsDir>) -> 
             })
         }
         Some(secrets) => {
-            let tx = apply::Transaction::begin(ws)?;
+            let tx = apply::Transaction::open(ws, remote)?;
             let (plan, loaded) = tx.plan_head(now, None)?;
             let applied = tx.commit(&loaded, &plan, secrets)?;
             Ok(Cycle {

@@ -152,13 +152,22 @@ impl<'w> Transaction<'w> {
         })
     }
 
+    /// [`Transaction::begin_shared`] with a session opened on `remote`, or
+    /// [`Transaction::begin`] when there is none.
+    pub(crate) fn open(ws: &'w Workspace, remote: Option<&crate::store::Remote>) -> Result<Transaction<'w>> {
+        match remote {
+            Some(r) => Transaction::begin_shared(ws, Session::open(ws, r)?),
+            None => Transaction::begin(ws),
+        }
+    }
+
     /// [`Transaction::begin`] for a store shared through a remote (`session`, just
     /// fetched): takes the remote's lease, settles an interrupted apply by what the
     /// remote holds, and brings the local branch up to the remote's.
     pub(crate) fn begin_shared(ws: &'w Workspace, mut session: Session<'w>) -> Result<Transaction<'w>> {
         session.take_lease()?;
-        let guard = begin(ws, Some(&session))?;
-        session.catch_up()?;
+        let mut guard = begin(ws, Some(&session))?;
+        guard.notes.extend(session.catch_up()?);
         Ok(Transaction {
             ws,
             guard,

@@ -64,22 +64,17 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         ));
     }
     let remote = args.remote.resolve(&ws)?;
-    if remote.is_some() && args.secrets.secrets_dir.is_none() && std::env::var_os("CI").is_some() {
-        let sink = match ws.head_id()? {
-            Some(head) => crate::store::repo::settings_at(&ws.repo, head.as_str())?.sink,
-            None => crate::store::settings::Sink::Dir,
-        };
-        if sink == crate::store::settings::Sink::Dir {
-            return Err(Error::Usage(
-                "CI is set and new secrets would go to this runner's secrets folder, which is deleted with the runner; deliver them to Vault ([delivery] sink = \"vault\") or pass --secrets-dir to a folder that outlives it".into(),
-            ));
-        }
+    if remote.is_some() {
+        crate::remote::check_ci_secrets(&ws, args.secrets.secrets_dir.is_some())?;
     }
     let secrets = args.secrets.open(&ws.root)?;
-    let tx = match &remote {
-        Some(r) => apply::Transaction::begin_shared(&ws, crate::remote::Session::open(&ws, r)?)?,
-        None => apply::Transaction::begin(&ws)?,
-    };
+    // Ctrl-C or SIGTERM before the commit stops the apply with nothing done (and the
+    // lease released); once committing, the apply finishes first.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on_signal = stop.clone();
+    ctrlc::set_handler(move || on_signal.store(true, std::sync::atomic::Ordering::SeqCst))
+        .map_err(|e| Error::Usage(format!("cannot install the Ctrl-C/SIGTERM handler: {e}")))?;
+    let tx = apply::Transaction::open(&ws, remote.as_ref())?;
 
     let (plan, loaded) = match &args.planfile {
         Some(path) => {
@@ -118,6 +113,12 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     };
 
     super::warnings(loaded.policies.warnings());
+    crate::failpoint::pause("apply-planned");
+    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::Usage(
+            "interrupted before anything was applied; nothing changed".into(),
+        ));
+    }
     let applied = tx.commit(&loaded, &plan, &secrets)?;
     super::notes(&applied.notes);
     if args.json {

@@ -30,7 +30,11 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     // branch stands. The plan is still the work tree's.
     if let Some(remote) = args.remote.resolve(&ws)? {
         let session = crate::remote::Session::open(&ws, &remote)?;
-        super::notes(&[session.standing()?.describe(&session.branch, &remote.name)]);
+        let mut notes = vec![session.standing()?.describe(&session.branch, &remote.name)];
+        if session.unpushed_apply()?.is_some() {
+            notes.push("1 apply commit not pushed; the next `keyrot apply` pushes it".into());
+        }
+        super::notes(&notes);
     }
     let now = args.eval.now();
     let bar = super::progress_bar(0, "planning", args.eval.json);

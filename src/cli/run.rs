@@ -30,6 +30,8 @@ pub(super) struct Args {
     /// Write one JSON object per cycle
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    remote: super::RemoteArgs,
 }
 
 fn parse_every(s: &str) -> Result<Dur, String> {
@@ -42,6 +44,10 @@ fn parse_every(s: &str) -> Result<Dur, String> {
 
 pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
+    let remote = args.remote.resolve(&ws)?;
+    if remote.is_some() && args.apply {
+        crate::remote::check_ci_secrets(&ws, args.secrets.secrets_dir.is_some())?;
+    }
     let secrets = if args.apply {
         Some(args.secrets.open(&ws.root)?)
     } else {
@@ -50,7 +56,7 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let (_tx, rx) = super::stop_channel()?;
     loop {
         let now = Time::now();
-        let code = match runner::cycle(&ws, now, secrets.as_ref()) {
+        let code = match runner::cycle(&ws, now, secrets.as_ref(), remote.as_ref()) {
             Ok(cycle) => {
                 super::warnings(&cycle.warnings);
                 let commit = cycle.applied.as_ref().and_then(|a| a.commit.clone());

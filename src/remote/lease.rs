@@ -122,6 +122,30 @@ pub(crate) fn take(repo: &Repository, git: &Git, duration: Dur) -> Result<Lease>
     ))
 }
 
+/// Extends `lease` to `duration` from now, by a compare-and-swap from itself.
+pub(crate) fn renew(repo: &Repository, git: &Git, lease: &Lease, duration: Dur) -> Result<Lease> {
+    let expires = Time::now()
+        .checked_add(duration)
+        .ok_or_else(|| Error::Remote("the lease would expire beyond the year 9999".into()))?;
+    let commit = write_lease_commit(repo, &Lease::message(&lease.id, &lease.holder, expires))?;
+    let old = lease.commit.to_string();
+    match git.push(&[(Some(&commit.to_string()), LEASE_REF, Some(&old))])? {
+        Pushed::Done => {
+            set_ref(repo, &git.keyrot_ref("lease"), Some(commit))?;
+            Ok(Lease {
+                expires,
+                commit,
+                ..lease.clone()
+            })
+        }
+        Pushed::Stale(_) => Err(Error::Remote(format!(
+            "lease {} was lost (it expired and was taken over, or was unlocked); nothing was pushed",
+            lease.id
+        ))),
+        Pushed::Refused(why) => Err(Error::Remote(format!("cannot renew lease {}: {why}", lease.id))),
+    }
+}
+
 /// Releases `lease` if the remote still holds it (a compare-and-swap delete).
 pub(crate) fn release(repo: &Repository, git: &Git, lease: &Lease) -> Result<()> {
     match git.push(&[(None, LEASE_REF, Some(&lease.commit.to_string()))])? {

@@ -20,6 +20,25 @@ fn fetched_ref(remote: &str, branch: &str) -> String {
     format!("refs/keyrot/fetched/{remote}/{branch}")
 }
 
+/// Secrets must outlive the runner: on CI (`$CI` set), a shared apply whose new
+/// secrets would go to the runner's own secrets folder is refused unless that folder
+/// was named explicitly (`explicit_dir`).
+pub(crate) fn check_ci_secrets(ws: &Workspace, explicit_dir: bool) -> Result<()> {
+    if explicit_dir || std::env::var_os("CI").is_none() {
+        return Ok(());
+    }
+    let sink = match ws.head_id()? {
+        Some(head) => crate::store::repo::settings_at(&ws.repo, head.as_str())?.sink,
+        None => crate::store::settings::Sink::Dir,
+    };
+    if sink == crate::store::settings::Sink::Dir {
+        return Err(Error::Usage(
+            "CI is set and new secrets would go to this runner's secrets folder, which is deleted with the runner; deliver them to Vault ([delivery] sink = \"vault\") or pass --secrets-dir to a folder that outlives it".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// How the local branch stands against the remote's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Standing {
@@ -137,12 +156,47 @@ impl<'w> Session<'w> {
         Ok(self.lease.insert(lease))
     }
 
+    /// The local apply commit the remote lacks, when that is all the local branch has
+    /// beyond the remote's (an apply made with `--no-remote`, say).
+    pub(crate) fn unpushed_apply(&self) -> Result<Option<Oid>> {
+        if self.standing()? != Standing::Ahead(1) {
+            return Ok(None);
+        }
+        let Some(head) = crate::store::repo::head_commit(&self.ws.repo)? else {
+            return Ok(None);
+        };
+        let is_apply = crate::apply::is_apply_commit(&String::from_utf8_lossy(head.message_bytes()));
+        Ok((is_apply && head.parent_id(0).ok() == Some(self.remote_tip)).then(|| head.id()))
+    }
+
     /// Brings a local branch that is behind the remote up to it (fast-forward, work
-    /// tree included); refuses local commits the remote lacks.
-    pub(crate) fn catch_up(&self) -> Result<()> {
+    /// tree included), and pushes keyrot's own unpushed apply commit (the caller holds
+    /// the lease); refuses any other local commits the remote lacks. Returns a note
+    /// when it pushed.
+    pub(crate) fn catch_up(&mut self) -> Result<Option<String>> {
+        if let Some(commit) = self.unpushed_apply()? {
+            let branch_ref = format!("refs/heads/{}", self.branch);
+            let (c, b) = (commit.to_string(), self.remote_tip.to_string());
+            return match self.git.push(&[(Some(&c), &branch_ref, Some(&b))])? {
+                Pushed::Done => {
+                    self.git.fetch(&self.branch)?;
+                    self.remote_tip = commit;
+                    self.check_not_rewritten()?;
+                    Ok(Some(format!("pushed apply commit {commit}, which an earlier run left unpushed")))
+                }
+                Pushed::Stale(_) => Err(Error::Remote(format!(
+                    "apply commit {commit} is not pushed, and {} moved meanwhile; re-plan on the new tip: `git reset --hard {}/{}` drops it (its secrets stay in the secrets folder), then apply again",
+                    self.git.remote, self.git.remote, self.branch
+                ))),
+                Pushed::Refused(why) => Err(Error::Remote(format!(
+                    "{} refused apply commit {commit}: {why}",
+                    self.git.remote
+                ))),
+            };
+        }
         match self.standing()? {
-            Standing::UpToDate => Ok(()),
-            Standing::Behind(_) => self.fast_forward(self.remote_tip),
+            Standing::UpToDate => Ok(None),
+            Standing::Behind(_) => self.fast_forward(self.remote_tip).map(|()| None),
             Standing::Ahead(n) | Standing::Diverged { ahead: n, .. } => Err(Error::Remote(format!(
                 "the local {} has {n} commit(s) that {} lacks; push them (or drop them) before applying, so that every apply starts from the shared history",
                 self.branch, self.git.remote
@@ -176,9 +230,16 @@ impl<'w> Session<'w> {
     /// `Ok(Some(tip))` when the remote's branch had moved to `tip` meanwhile (nothing
     /// was pushed).
     pub(crate) fn publish(&mut self, local: Oid, base: Oid, commit: Oid) -> Result<Option<Oid>> {
-        let Some(lease) = self.lease.clone() else {
+        let Some(mut lease) = self.lease.clone() else {
             return Err(Error::Remote("publishing without holding the lease".into()));
         };
+        // A long apply renews its lease before the push, while it still holds it, so
+        // that nobody takes it over between here and the push.
+        let left = lease.expires.unix() - crate::time::Time::now().unix();
+        if left < self.lease_for.secs() / 2 {
+            lease = lease::renew(&self.ws.repo, &self.git, &lease, self.lease_for)?;
+            self.lease = Some(lease.clone());
+        }
         let branch_ref = format!("refs/heads/{}", self.branch);
         let (c, b, l) = (commit.to_string(), base.to_string(), lease.commit.to_string());
         crate::failpoint::fail("remote-push")?;

@@ -462,3 +462,172 @@ fn runners_share_a_remote_over_git_daemon() {
     assert_eq!(t.remote_actions(), ["rotate a", "rotate b"]);
     assert_eq!(t.remote_git(&["for-each-ref", "refs/keyrot/"]), "");
 }
+
+#[test]
+fn an_apply_commit_made_without_the_remote_is_pushed_by_the_next_shared_apply() {
+    let t = Team::new(1);
+    let r = &t.runners[0];
+    let secrets = r.secrets.to_str().unwrap().to_string();
+    r.keyrot(&[
+        "apply",
+        "--yes",
+        "--now",
+        NOW,
+        "--secrets-dir",
+        &secrets,
+        "--no-remote",
+    ])
+    .ok();
+    let local = r.head();
+    r.keyrot(&["plan", "--now", NOW])
+        .ok()
+        .stderr_has("note: 1 apply commit not pushed; the next `keyrot apply` pushes it");
+    let run = apply(r, NOW, &[]).ok();
+    run.stderr_has(&format!("note: pushed apply commit {local}"));
+    run.stdout_has("Nothing to apply");
+    assert_eq!(t.remote_git(&["rev-parse", "main"]).trim(), local);
+    assert_eq!(t.remote_actions(), ["rotate a"]);
+}
+
+#[test]
+fn ctrl_c_before_the_commit_releases_the_lease_and_applies_nothing() {
+    let t = Team::new(1);
+    let r = &t.runners[0];
+    let base = r.head();
+    let mut live = spawn_apply(r, NOW, &[("KEYROT_TEST_PAUSE", "apply-planned:3000")]);
+    live.wait_for(true, "the pause", |l| l.starts_with("failpoint apply-planned"));
+    assert_eq!(r.keyrot(&["lease", "--json"]).ok().json()["live"], true);
+    live.signal("INT");
+    assert_eq!(live.finish(), 1);
+    live.assert_stderr_has("interrupted before anything was applied", "ctrl-c");
+    assert_eq!(r.keyrot(&["lease", "--json"]).ok().stdout.trim(), "null");
+    assert_eq!(r.head(), base);
+    assert!(!r.secret_file("a").exists());
+}
+
+#[test]
+fn the_scheduled_runner_applies_through_the_remote() {
+    let t = Team::new(1);
+    let r = &t.runners[0];
+    let secrets = r.secrets.to_str().unwrap().to_string();
+    let run = r.keyrot(&["run", "--once", "--apply", "--secrets-dir", &secrets]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stdout.contains("applied, commit"), "{}", run.stdout);
+    // `run` plans at the clock's time, when all three keys are due.
+    assert_eq!(t.remote_actions(), ["rotate a", "rotate b", "rotate c"]);
+    assert_eq!(t.remote_git(&["for-each-ref", "refs/keyrot/"]), "");
+}
+
+/// An `sshd` from Debian's openssh-server on a free loopback port, with a throwaway
+/// host key and one authorized client key; `ssh_command` is the GIT_SSH_COMMAND that
+/// logs in with it.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    ssh_command: String,
+}
+
+impl Sshd {
+    fn start(dir: &std::path::Path) -> Sshd {
+        let keygen = |name: &str| {
+            let ok = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.join(name))
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "ssh-keygen");
+        };
+        std::fs::create_dir_all(dir).unwrap();
+        keygen("host");
+        keygen("client");
+        std::fs::copy(dir.join("client.pub"), dir.join("authorized_keys")).unwrap();
+        // sshd wants its privilege separation folder (it runs as root in CI).
+        let _ = std::fs::create_dir_all("/run/sshd");
+        for _ in 0..20 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let config = dir.join("sshd_config");
+            std::fs::write(
+                &config,
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nPidFile {d}/sshd.pid\n",
+                    d = dir.display()
+                ),
+            )
+            .unwrap();
+            let mut child = Command::new("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f"])
+                .arg(&config)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("sshd (.ci/run installs openssh-server)");
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    let ssh_command = format!(
+                        "ssh -i {} -p {port} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+                        dir.join("client").display()
+                    );
+                    return Sshd {
+                        child,
+                        port,
+                        ssh_command,
+                    };
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = child.kill();
+        }
+        panic!("sshd did not start");
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn runners_share_a_remote_over_ssh() {
+    let t = Team::new(0);
+    let sshd = Sshd::start(&t.remote.parent().unwrap().join("sshd"));
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    let url = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        user.trim(),
+        sshd.port,
+        t.remote.display()
+    );
+    let env = [("GIT_SSH_COMMAND", sshd.ssh_command.as_str())];
+    let runners: Vec<Store> = (0..2)
+        .map(|_| {
+            let r = Store::bare();
+            let ok = Command::new("git")
+                .args(["clone", "-q", &url])
+                .arg(&r.root)
+                .env("GIT_SSH_COMMAND", &sshd.ssh_command)
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "clone over ssh");
+            r
+        })
+        .collect();
+    apply(&runners[0], NOW, &env).ok().stdout_has("Apply complete");
+    apply(&runners[1], NOW, &env).ok().stdout_has("Nothing to apply");
+    let lease = runners[1].keyrot_env(&["lease"], &env).ok();
+    lease.stdout_has("No lease on origin");
+    apply(&runners[1], ROUND_2, &env)
+        .ok()
+        .stdout_has("Apply complete");
+    assert_eq!(t.remote_actions(), ["rotate a", "rotate b"]);
+}
