@@ -137,15 +137,28 @@ fn the_example_crontab_line_applies_and_pushes() {
         .parent()
         .unwrap();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
-    let run = s.shell(
-        nightly,
-        &[
-            ("PATH", &path),
-            ("KEYROT_STORE", s.root.to_str().unwrap()),
-            ("KEYROT_SECRETS_DIR", s.secrets.to_str().unwrap()),
-        ],
+    let env = |path: &str| {
+        [
+            ("PATH", path.to_string()),
+            ("KEYROT_STORE", s.root.to_str().unwrap().to_string()),
+            ("KEYROT_SECRETS_DIR", s.secrets.to_str().unwrap().to_string()),
+        ]
+    };
+    // Without keyrot on PATH (exit 127) the line prints, so cron mails it.
+    let missing = env("/usr/bin:/bin");
+    let missing: Vec<(&str, &str)> = missing.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = s.shell(nightly, &missing);
+    assert!(
+        run.stdout.contains("keyrot apply failed (exit 127)"),
+        "{}",
+        run.stdout
     );
+    // With it, the line applies through the remote and prints nothing.
+    let found = env(&path);
+    let found: Vec<(&str, &str)> = found.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = s.shell(nightly, &found);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.stdout, "", "{}", run.stderr);
     let pushed = s.git(&["log", "-1", "--format=%s", "origin/main"]);
     assert!(pushed.starts_with("keyrot apply: 1 rotate"), "{pushed}");
 }
