@@ -5,7 +5,7 @@
 #   examples/bench.sh                 # 10k and 100k keys, 5 runs each (several minutes)
 #   SIZES="1000" RUNS=3 examples/bench.sh
 #   QUICK=1 examples/bench.sh         # tiny sizes, one run: what CI does so it cannot rot
-#   ONLY="audit" examples/bench.sh    # only these sections: plan apply log audit startup watch
+#   ONLY="audit" examples/bench.sh    # only these sections: plan apply log audit remote startup watch
 #
 # Prints a Markdown table; BENCHMARKS.md holds the last full run and its reading.
 set -euo pipefail
@@ -18,6 +18,7 @@ APPLY_KEYS=${APPLY_KEYS:-$([ -n "$QUICK" ] && echo 50 || echo 10000)}
 LOG_COMMITS=${LOG_COMMITS:-$([ -n "$QUICK" ] && echo 5 || echo 1000)}
 AUDIT_COMMITS=${AUDIT_COMMITS:-$([ -n "$QUICK" ] && echo 3 || echo 1000)}
 AUDIT_KEYS=${AUDIT_KEYS:-$([ -n "$QUICK" ] && echo 200 || echo 10000)}
+REMOTE_KEYS=${REMOTE_KEYS:-$([ -n "$QUICK" ] && echo 200 || echo 10000)}
 ONLY=${ONLY:-}
 WORK=${BENCH_DIR:-${TMPDIR:-/tmp}/keyrot-bench}
 NOW=2026-11-22T00:00:00Z
@@ -145,6 +146,43 @@ s=$(date +%s%N)
 e=$(date +%s%N); av=$(( (e - s) / 1000000 ))
 pl=$(median_ms "$KEYROT" --store "$auditdir" plan --json --now "$(date -u -d "@$((t + AUDIT_COMMITS * 60))" +%Y-%m-%dT%H:%M:%SZ)")
 row "audit verify, $AUDIT_COMMITS apply commits, $AUDIT_KEYS keys" "$av" "$((pl * AUDIT_COMMITS))" "$(ratio "$av" "$((pl * AUDIT_COMMITS))")" "plan --json of the store ($pl ms) × $AUDIT_COMMITS"
+fi
+
+# apply --remote over git daemon on loopback against the same apply done locally: what
+# fetch + lease + atomic push add, and a plain `git push` of the same commit (the
+# pushes' own cost) for scale
+if want remote; then
+dir=$(store "$REMOTE_KEYS")
+served="$WORK/remote-served"; rm -rf "$served"; mkdir -p "$served"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$(git --exec-path)/git-daemon" --reuseaddr --export-all --enable=receive-pack --listen=127.0.0.1 \
+  --port="$port" --base-path="$served" "$served" 2>/dev/null &
+daemon=$!
+trap 'kill $daemon 2>/dev/null || true' EXIT
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+url="git://127.0.0.1:$port"
+local_times=(); remote_times=(); push_times=()
+for _ in $(seq "$RUNS"); do
+  rm -rf "$served"/*.git "$WORK/remote-local" "$WORK/remote-clone" "$WORK/remote-secrets-"*
+  cp -r "$dir" "$WORK/remote-local"
+  git clone -q --bare "$dir" "$served/store.git"
+  git clone -q --bare "$dir" "$served/plain.git"
+  git clone -q "$url/store.git" "$WORK/remote-clone"
+  s=$(date +%s%N)
+  "$KEYROT" --store "$WORK/remote-local" apply --yes --now "$NOW" --secrets-dir "$WORK/remote-secrets-l" >/dev/null
+  e=$(date +%s%N); local_times+=($(( (e - s) / 1000000 )))
+  s=$(date +%s%N)
+  "$KEYROT" --store "$WORK/remote-clone" apply --yes --now "$NOW" --remote origin --secrets-dir "$WORK/remote-secrets-r" >/dev/null
+  e=$(date +%s%N); remote_times+=($(( (e - s) / 1000000 )))
+  s=$(date +%s%N)
+  git -C "$WORK/remote-local" push -q "$url/plain.git" main
+  e=$(date +%s%N); push_times+=($(( (e - s) / 1000000 )))
+done
+med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+lo=$(med "${local_times[@]}"); re=$(med "${remote_times[@]}"); pu=$(med "${push_times[@]}")
+row "apply --remote over git daemon, $REMOTE_KEYS keys" "$re" "$lo" "$(ratio "$re" "$lo")" "the same apply without a remote"
+row "what the remote adds (fetch + lease + atomic push)" "$((re - lo))" "$pu" "$(ratio "$((re - lo))" "$pu")" "git push of the same commit"
+kill $daemon 2>/dev/null || true
 fi
 
 # start-up

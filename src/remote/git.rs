@@ -65,41 +65,31 @@ impl Git {
     /// longer has.
     pub(crate) fn fetch(&self, branch: &str) -> Result<()> {
         let heads = format!("+refs/heads/{branch}:{}", self.tracking(branch));
-        let keyrot = format!("+refs/keyrot/*:refs/keyrot/remote/{}/*", self.remote);
-        self.run(
-            &[
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--prune",
-                "--no-write-fetch-head",
-                "--",
-                &self.remote,
-                &heads,
-                &keyrot,
-            ],
+        self.fetch_refs(
+            Some(&heads),
             &format!("cannot fetch {branch} from {}", self.remote),
         )
-        .map(drop)
     }
 
     /// Fetches only keyrot's refs (the lease).
     pub(crate) fn fetch_lease(&self) -> Result<()> {
+        self.fetch_refs(None, &format!("cannot fetch the lease from {}", self.remote))
+    }
+
+    fn fetch_refs(&self, heads: Option<&str>, what: &str) -> Result<()> {
         let keyrot = format!("+refs/keyrot/*:refs/keyrot/remote/{}/*", self.remote);
-        self.run(
-            &[
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--prune",
-                "--no-write-fetch-head",
-                "--",
-                &self.remote,
-                &keyrot,
-            ],
-            &format!("cannot fetch the lease from {}", self.remote),
-        )
-        .map(drop)
+        let mut args = vec![
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--prune",
+            "--no-write-fetch-head",
+            "--",
+            &self.remote,
+        ];
+        args.extend(heads);
+        args.push(&keyrot);
+        self.run(&args, what).map(drop)
     }
 
     /// Where [`Git::fetch`] puts the remote's branch.

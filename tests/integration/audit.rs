@@ -248,18 +248,7 @@ fn apply_commits_signed_with_openpgp_pass_git_verify_commit() {
     s.git(&["config", "commit.gpgSign", "true"]);
     let before = s.head();
     // No user.signingKey: the committer's identity picks the key, as in git.
-    s.keyrot_env(
-        &[
-            "apply",
-            "--yes",
-            "--now",
-            NOW,
-            "--secrets-dir",
-            s.secrets.to_str().unwrap(),
-        ],
-        &[("GNUPGHOME", gnupg)],
-    )
-    .ok();
+    s.apply_at(NOW, &[("GNUPGHOME", gnupg)]).ok();
     let verified = Command::new("git")
         .env("GNUPGHOME", gnupg)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")

@@ -269,8 +269,22 @@ impl Store {
 
     /// [`Store::apply`] started in the background with `env` (failpoints, pauses).
     pub fn spawn_apply(&self, env: &[(&str, &str)]) -> Live {
+        self.spawn_apply_at(NOW, env)
+    }
+
+    /// [`Store::apply_at`] started in the background.
+    pub fn spawn_apply_at(&self, now: &str, env: &[(&str, &str)]) -> Live {
         let secrets = self.secrets.to_str().unwrap().to_string();
-        self.spawn(&["apply", "--yes", "--now", NOW, "--secrets-dir", &secrets], env)
+        let args = [
+            "apply",
+            "--yes",
+            "--allow-future",
+            "--now",
+            now,
+            "--secrets-dir",
+            &secrets,
+        ];
+        self.spawn(&args, env)
     }
 
     pub fn secret_file(&self, id: &str) -> PathBuf {
@@ -345,6 +359,32 @@ pub struct Live {
     lines: std::sync::mpsc::Receiver<(bool, String)>,
     /// Every line seen so far, `(from stderr, text)`.
     pub seen: Vec<(bool, String)>,
+}
+
+/// Starts a server on a free loopback port: `start(port)` spawns it; it is up once the
+/// port accepts connections. Tries other ports when one was taken meanwhile.
+pub fn serve_on_loopback(mut start: impl FnMut(u16) -> std::process::Child) -> (std::process::Child, u16) {
+    for _ in 0..20 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = start(port);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return (child, port);
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            // Polling a port, not waiting for an effect: a short nap is fine.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("the server did not start on loopback");
 }
 
 /// How long a test waits for a line or an exit before failing: generous, as the

@@ -73,28 +73,12 @@ fn clone_of(origin: &Store, url: &str) -> Store {
     r
 }
 
-fn apply_args(r: &Store, now: &str) -> Vec<String> {
-    [
-        "apply",
-        "--yes",
-        "--allow-future",
-        "--now",
-        now,
-        "--secrets-dir",
-        r.secrets.to_str().unwrap(),
-    ]
-    .map(str::to_string)
-    .to_vec()
-}
-
 fn apply(r: &Store, now: &str, env: &[(&str, &str)]) -> Run {
-    let args = apply_args(r, now);
-    r.keyrot_env(&args.iter().map(String::as_str).collect::<Vec<_>>(), env)
+    r.apply_at(now, env)
 }
 
 fn spawn_apply(r: &Store, now: &str, env: &[(&str, &str)]) -> Live {
-    let args = apply_args(r, now);
-    r.spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), env)
+    r.spawn_apply_at(now, env)
 }
 
 /// Every key's committed fingerprint on the remote has its secret in some runner's
@@ -405,17 +389,12 @@ struct Daemon(std::process::Child, u16);
 
 impl Daemon {
     fn start(base: &std::path::Path) -> Daemon {
-        for _ in 0..20 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            // git-daemon itself, not the `git daemon` wrapper, which would leave it
-            // running when killed.
-            let exec_path = Command::new("git").arg("--exec-path").output().unwrap().stdout;
-            let daemon = PathBuf::from(String::from_utf8(exec_path).unwrap().trim()).join("git-daemon");
-            let mut child = Command::new(daemon)
+        // git-daemon itself, not the `git daemon` wrapper, which would leave it
+        // running when killed.
+        let exec_path = Command::new("git").arg("--exec-path").output().unwrap().stdout;
+        let daemon = PathBuf::from(String::from_utf8(exec_path).unwrap().trim()).join("git-daemon");
+        let (child, port) = serve_on_loopback(|port| {
+            Command::new(&daemon)
                 .args([
                     "--reuseaddr",
                     "--export-all",
@@ -427,19 +406,9 @@ impl Daemon {
                 .arg(base)
                 .stderr(std::process::Stdio::null())
                 .spawn()
-                .unwrap();
-            for _ in 0..100 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Daemon(child, port);
-                }
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            let _ = child.kill();
-        }
-        panic!("git daemon did not start");
+                .unwrap()
+        });
+        Daemon(child, port)
     }
 }
 
@@ -544,13 +513,8 @@ impl Sshd {
         std::fs::copy(dir.join("client.pub"), dir.join("authorized_keys")).unwrap();
         // sshd wants its privilege separation folder (it runs as root in CI).
         let _ = std::fs::create_dir_all("/run/sshd");
-        for _ in 0..20 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let config = dir.join("sshd_config");
+        let config = dir.join("sshd_config");
+        let (child, port) = serve_on_loopback(|port| {
             std::fs::write(
                 &config,
                 format!(
@@ -559,32 +523,22 @@ impl Sshd {
                 ),
             )
             .unwrap();
-            let mut child = Command::new("/usr/sbin/sshd")
+            Command::new("/usr/sbin/sshd")
                 .args(["-D", "-e", "-f"])
                 .arg(&config)
                 .stderr(std::process::Stdio::null())
                 .spawn()
-                .expect("sshd (.ci/run installs openssh-server)");
-            for _ in 0..100 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    let ssh_command = format!(
-                        "ssh -i {} -p {port} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
-                        dir.join("client").display()
-                    );
-                    return Sshd {
-                        child,
-                        port,
-                        ssh_command,
-                    };
-                }
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            let _ = child.kill();
+                .expect("sshd (.ci/run installs openssh-server)")
+        });
+        let ssh_command = format!(
+            "ssh -i {} -p {port} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+            dir.join("client").display()
+        );
+        Sshd {
+            child,
+            port,
+            ssh_command,
         }
-        panic!("sshd did not start");
     }
 }
 
