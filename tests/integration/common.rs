@@ -254,17 +254,8 @@ impl Store {
     /// `apply --yes` at `now`, which may be after today (`--allow-future`: tests step
     /// months past NOW), with `env`, secrets into the test's secrets folder.
     pub fn apply_at(&self, now: &str, env: &[(&str, &str)]) -> Run {
-        let secrets = self.secrets.to_str().unwrap().to_string();
-        let args = [
-            "apply",
-            "--yes",
-            "--allow-future",
-            "--now",
-            now,
-            "--secrets-dir",
-            &secrets,
-        ];
-        self.keyrot_env(&args, env)
+        let args = self.apply_at_args(now);
+        self.keyrot_env(&args.iter().map(String::as_str).collect::<Vec<_>>(), env)
     }
 
     /// [`Store::apply`] started in the background with `env` (failpoints, pauses).
@@ -274,17 +265,23 @@ impl Store {
 
     /// [`Store::apply_at`] started in the background.
     pub fn spawn_apply_at(&self, now: &str, env: &[(&str, &str)]) -> Live {
-        let secrets = self.secrets.to_str().unwrap().to_string();
-        let args = [
+        let args = self.apply_at_args(now);
+        self.spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), env)
+    }
+
+    fn apply_at_args(&self, now: &str) -> Vec<String> {
+        let secrets = self.secrets.to_str().unwrap();
+        [
             "apply",
             "--yes",
             "--allow-future",
             "--now",
             now,
             "--secrets-dir",
-            &secrets,
-        ];
-        self.spawn(&args, env)
+            secrets,
+        ]
+        .map(str::to_string)
+        .to_vec()
     }
 
     pub fn secret_file(&self, id: &str) -> PathBuf {
