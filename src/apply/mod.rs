@@ -617,6 +617,10 @@ fn execute(
             svc.rollback_all()?;
             return Ok(Applied::no_commit(branch, notes, failed));
         }
+        // Pushed to the shared remote, but the local side could not follow: the
+        // commit has landed, so nothing is rolled back; the journals stay for the
+        // next apply, which finishes it.
+        Err(e @ Error::AfterCommit { .. }) => return Err(e),
         Err(e) => {
             // Take back what services hold before the pending secrets go.
             let undone = svc.rollback_all();

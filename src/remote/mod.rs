@@ -248,24 +248,33 @@ impl<'w> Session<'w> {
             (None, lease::LEASE_REF, Some(&l)),
         ])? {
             Pushed::Done => {
+                // The commit point has passed: from here nothing may roll the apply
+                // back. A failure to bring the local branch along is reported as
+                // landed, and the journal left for the next run, which finishes it.
                 self.lease = None;
                 crate::failpoint::pause("remote-after-push");
-                self.git.fetch(&self.branch)?;
                 self.remote_tip = commit;
-                let _ = self.check_not_rewritten();
+                if self.git.fetch(&self.branch).is_ok() {
+                    let _ = self.check_not_rewritten();
+                }
+                let landed = |e: Error| Error::AfterCommit {
+                    commit: commit.to_string(),
+                    source: Box::new(e),
+                };
+                crate::failpoint::fail("remote-move-local").map_err(landed)?;
                 if local != base {
                     // The commit was re-made on a tip that others moved; bring the
                     // local branch (and work tree) there first.
-                    self.fast_forward(base)?;
+                    self.fast_forward(base).map_err(landed)?;
                 }
                 self.ws
                     .repo
                     .reference_matching(&branch_ref, commit, true, base, "keyrot apply (pushed)")
                     .map_err(|e| {
-                        Error::git(
+                        landed(Error::git(
                             format!("moving the local {} to the pushed commit", self.branch),
                             e,
-                        )
+                        ))
                     })?;
                 Ok(None)
             }

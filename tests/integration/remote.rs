@@ -585,3 +585,19 @@ fn runners_share_a_remote_over_ssh() {
         .stdout_has("Apply complete");
     assert_eq!(t.remote_actions(), ["rotate a", "rotate b"]);
 }
+
+#[test]
+fn a_pushed_apply_whose_local_side_fails_is_never_rolled_back_and_is_finished_next() {
+    let t = Team::new(1);
+    let r = &t.runners[0];
+    let run = apply(r, NOW, &[("KEYROT_TEST_FAIL", "remote-move-local")]).fails(1);
+    run.stderr_has("the apply landed as commit");
+    // The remote has it; nothing was taken back, and the journal waits for the next run.
+    assert_eq!(t.remote_actions(), ["rotate a"]);
+    assert!(r.root.join(".git/keyrot/journal").exists());
+    let run = apply(r, NOW, &[]).ok();
+    run.stderr_has("finished an interrupted apply");
+    assert_eq!(r.head(), t.remote_git(&["rev-parse", "main"]).trim());
+    assert_eq!(r.git(&["status", "--porcelain"]), "");
+    assert_every_secret_delivered(&t);
+}
