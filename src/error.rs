@@ -143,6 +143,16 @@ pub enum Error {
     #[error("remote: {0}")]
     Remote(String),
 
+    /// The shared remote refused an apply's push (a hook, a protected branch). The
+    /// commit is kept, unpublished, with its journal: nothing is live, and the next
+    /// apply pushes it.
+    #[error("{remote} refused the push of apply commit {commit}: {why}; nothing is live yet: the commit is kept, and the next `keyrot apply` pushes it (or rolls it back if {remote} moved)")]
+    NotPushed {
+        commit: String,
+        remote: String,
+        why: String,
+    },
+
     /// Another runner holds the shared remote's lease.
     #[error("locked by {holder} until {until} (lease {id})")]
     Leased {

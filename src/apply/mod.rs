@@ -166,7 +166,7 @@ impl<'w> Transaction<'w> {
     /// remote holds, and brings the local branch up to the remote's.
     pub(crate) fn begin_shared(ws: &'w Workspace, mut session: Session<'w>) -> Result<Transaction<'w>> {
         session.take_lease()?;
-        let mut guard = begin(ws, Some(&session))?;
+        let mut guard = begin(ws, Some(&mut session))?;
         guard.notes.extend(session.catch_up()?);
         Ok(Transaction {
             ws,
@@ -254,7 +254,7 @@ struct Guard {
 /// Takes the store's lock and recovers from an interrupted apply, if any. With a
 /// shared remote (`shared`), an apply interrupted around its push counts as landed
 /// exactly when the remote holds its commit.
-fn begin(ws: &Workspace, shared: Option<&Session>) -> Result<Guard> {
+fn begin(ws: &Workspace, shared: Option<&mut Session>) -> Result<Guard> {
     let txid = txid()?;
     let lock = Lock::acquire(ws.repo.path(), &txid)?;
     if let Some(j) = Journal::read(ws.repo.path())? {
@@ -287,13 +287,18 @@ fn begin(ws: &Workspace, shared: Option<&Session>) -> Result<Guard> {
 /// Prepares an interrupted shared apply for [`recover`]: if the remote holds its
 /// commit, the local branch is brought to it (so recovery finishes it); if not, the
 /// journal is pointed at where the local branch is (so recovery rolls it back).
-fn settle_pushed(ws: &Workspace, session: &Session, mut j: Journal) -> Result<()> {
+fn settle_pushed(ws: &Workspace, session: &mut Session, mut j: Journal) -> Result<()> {
     let commit = Oid::from_str(&j.commit).map_err(|e| Error::git("reading the apply journal", e))?;
     let base = Oid::from_str(&j.base).map_err(|e| Error::git("reading the apply journal", e))?;
     if session.has(commit) {
         return session.adopt(base, commit);
     }
     let local = ws.head_id()?.map(|c| c.oid());
+    // Prepared but never pushed (a refused push, or a crash before it): push it now,
+    // if the remote is still where it was planned on.
+    if local == Some(base) && session.remote_tip == base && session.push_pending(base, commit)? {
+        return Ok(());
+    }
     if let Some(local) = local.filter(|l| *l != base && *l != commit) {
         j.base = local.to_string();
         j.write(ws.repo.path())?;
@@ -323,6 +328,13 @@ fn recover(ws: &Workspace) -> Result<Vec<String>> {
 pub(crate) fn interrupted(ws: &Workspace) -> Vec<String> {
     let mut notes = Vec::new();
     if let Ok(Some(j)) = Journal::read(ws.repo.path()) {
+        if let Some(remote) = &j.remote {
+            notes.push(format!(
+                "1 apply commit not pushed ({}); the next `keyrot apply` pushes it to {remote}, or rolls it back if {remote} moved",
+                j.commit
+            ));
+            return notes;
+        }
         notes.push(format!(
             "an apply was interrupted (commit {}); the next `keyrot apply` finishes or rolls it back, and brings the work tree along",
             j.commit
@@ -617,10 +629,11 @@ fn execute(
             svc.rollback_all()?;
             return Ok(Applied::no_commit(branch, notes, failed));
         }
-        // Pushed to the shared remote, but the local side could not follow: the
-        // commit has landed, so nothing is rolled back; the journals stay for the
-        // next apply, which finishes it.
-        Err(e @ Error::AfterCommit { .. }) => return Err(e),
+        // Pushed to the shared remote, but the local side could not follow (the
+        // commit has landed, so nothing is rolled back); or the remote refused the
+        // push (the commit is kept to push again). Either way the journals stay for
+        // the next apply, which finishes it.
+        Err(e @ (Error::AfterCommit { .. } | Error::NotPushed { .. })) => return Err(e),
         Err(e) => {
             // Take back what services hold before the pending secrets go.
             let undone = svc.rollback_all();

@@ -296,10 +296,36 @@ impl<'w> Session<'w> {
                 self.check_not_rewritten()?;
                 Ok(Some(tip))
             }
-            Pushed::Refused(why) => Err(Error::Remote(format!(
-                "{} refused the push: {why}; nothing was applied",
-                self.git.remote
-            ))),
+            Pushed::Refused(why) => Err(Error::NotPushed {
+                commit: commit.to_string(),
+                remote: self.git.remote.clone(),
+                why,
+            }),
+        }
+    }
+
+    /// Pushes an apply commit an earlier run prepared but could not push (its journal
+    /// names it; the local branch is still at `base`), then brings the local branch to
+    /// it. `Ok(false)`: the remote moved past `base` meanwhile, so the commit cannot
+    /// land as it is and must be rolled back.
+    pub(crate) fn push_pending(&mut self, base: Oid, commit: Oid) -> Result<bool> {
+        let branch_ref = format!("refs/heads/{}", self.branch);
+        let (c, b) = (commit.to_string(), base.to_string());
+        match self.git.push(&[(Some(&c), &branch_ref, Some(&b))])? {
+            Pushed::Done => {
+                self.remote_tip = commit;
+                if self.git.fetch(&self.branch).is_ok() {
+                    let _ = self.check_not_rewritten();
+                }
+                self.adopt(base, commit)?;
+                Ok(true)
+            }
+            Pushed::Stale(_) => Ok(false),
+            Pushed::Refused(why) => Err(Error::NotPushed {
+                commit: c,
+                remote: self.git.remote.clone(),
+                why,
+            }),
         }
     }
 

@@ -342,7 +342,7 @@ fn a_rewritten_remote_history_is_refused() {
 }
 
 #[test]
-fn a_push_refused_by_a_server_hook_applies_nothing_and_the_next_run_does() {
+fn a_push_refused_by_a_server_hook_is_kept_unpublished_and_pushed_by_the_next_run() {
     let t = Team::new(1);
     let r = &t.runners[0];
     let hook = t.remote.join("hooks/pre-receive");
@@ -355,15 +355,27 @@ fn a_push_refused_by_a_server_hook_applies_nothing_and_the_next_run_does() {
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let base = r.head();
     let run = apply(r, NOW, &[]).fails(1);
-    run.stderr_has("origin refused the push");
+    run.stderr_has("origin refused the push of apply commit");
     run.stderr_has("no pushes today");
-    // Nothing half-done: no local commit, no secret, the lease not left behind.
+    run.stderr_has("the next `keyrot apply` pushes it");
+    // Nothing is live: the branch, the secrets folder and the remote are as they were,
+    // and the lease is not left behind. The prepared commit waits in the journal.
     assert_eq!(r.head(), base);
     assert!(!r.secret_file("a").exists());
-    std::fs::remove_file(&hook).unwrap();
+    assert_eq!(t.remote_actions(), Vec::<String>::new());
     assert_eq!(t.remote_git(&["for-each-ref", "refs/keyrot/"]), "");
-    apply(r, NOW, &[]).ok();
+    r.keyrot(&["plan", "--now", NOW])
+        .ok()
+        .stderr_has("note: 1 apply commit not pushed");
+    // Still refused: still kept.
+    apply(r, NOW, &[]).fails(1).stderr_has("no pushes today");
+    std::fs::remove_file(&hook).unwrap();
+    let run = apply(r, NOW, &[]).ok();
+    run.stderr_has("finished an interrupted apply");
+    run.stdout_has("Nothing to apply");
     assert_eq!(t.remote_actions(), ["rotate a"]);
+    assert_eq!(r.head(), t.remote_git(&["rev-parse", "main"]).trim());
+    assert_eq!(r.git(&["status", "--porcelain"]), "");
     assert_every_secret_delivered(&t);
 }
 
