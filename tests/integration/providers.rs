@@ -723,3 +723,71 @@ fn a_signature_that_cannot_be_made_rolls_back_at_the_service() {
     assert!(!l.s.secret_file("k2").exists());
     assert_eq!(l.s.git(&["status", "--porcelain"]), "");
 }
+
+#[test]
+fn a_shared_apply_killed_before_its_push_leaves_nothing_orphaned_at_the_service() {
+    let l = Ledger::new();
+    // The store shared through a bare remote; a runner clones it.
+    l.s.write(
+        "keyrot.toml",
+        &format!("{}\n[remote]\nname = \"origin\"\n", l.s.read("keyrot.toml")),
+    );
+    l.s.commit("shared");
+    let remote = l.s.root.parent().unwrap().join("remote.git");
+    l.s.git(&["clone", "-q", "--bare", ".", remote.to_str().unwrap()]);
+    l.s.git(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    let runner = Store::bare();
+    l.s.git(&[
+        "clone",
+        "-q",
+        remote.to_str().unwrap(),
+        runner.root.to_str().unwrap(),
+    ]);
+    let dir = l.dir.to_str().unwrap().to_string();
+    // Killed after the ledger was given k1's new secret, before the push.
+    let mut live = runner.spawn_apply(&[
+        ("LEDGER_DIR", &dir),
+        ("KEYROT_TEST_PAUSE", "apply-before-commit:60000"),
+    ]);
+    live.wait_for(true, "the pause", |line| {
+        line.starts_with("failpoint apply-before-commit")
+    });
+    live.signal("KILL");
+    live.wait_exit();
+    assert!(l.table("k1").contains(" pending"), "{}", l.table("k1"));
+    // Meanwhile k1 is marked compromised and pushed: the prepared commit cannot land.
+    l.s.git(&["pull", "-q", "origin", "main"]);
+    l.s.write(
+        "keys/k1.toml",
+        &format!("{}compromised = true\n", l.s.read("keys/k1.toml")),
+    );
+    l.s.commit("k1 leaked");
+    l.s.git(&["push", "-q", "origin", "main"]);
+    let lease = runner.keyrot(&["lease", "--json"]).ok().json();
+    runner.keyrot(&["unlock", lease["id"].as_str().unwrap()]).ok();
+    // The next run takes the new secret back at the service, then applies the revoke.
+    let run = runner.keyrot_env(
+        &[
+            "apply",
+            "--yes",
+            "--now",
+            NOW,
+            "--secrets-dir",
+            runner.secrets.to_str().unwrap(),
+        ],
+        &[("LEDGER_DIR", &dir)],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.stderr_has("took back the new secret of k1 at its service");
+    assert!(!l.table("k1").contains(" pending"), "{}", l.table("k1"));
+    assert!(l.calls().contains(&"k1 revoke".to_string()), "{:?}", l.calls());
+    assert_eq!(
+        runner.git(&["rev-parse", "HEAD"]).trim(),
+        l.s.git(&["ls-remote", "origin", "main"])
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
+    let head = runner.git(&["log", "-1", "--format=%B"]);
+    assert!(head.contains("revoke k1 [compromised]"), "{head}");
+}
