@@ -28,13 +28,23 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
     // With a shared remote: fetch, refuse a rewritten history, and say where the local
     // branch stands. The plan is still the work tree's.
+    // An unreachable remote does not stop a plan (an engineer offline still sees what
+    // the work tree decides); a rewritten one does.
     if let Some(remote) = args.remote.resolve(&ws)? {
-        let session = crate::remote::Session::open(&ws, &remote)?;
-        let mut notes = vec![session.standing()?.describe(&session.branch, &remote.name)];
-        if session.unpushed_apply()?.is_some() {
-            notes.push("1 apply commit not pushed; the next `keyrot apply` pushes it".into());
+        match crate::remote::Session::open(&ws, &remote) {
+            Ok(session) => {
+                let mut notes = vec![session.standing()?.describe(&session.branch, &remote.name)];
+                if session.unpushed_apply()?.is_some() {
+                    notes.push("1 apply commit not pushed; the next `keyrot apply` pushes it".into());
+                }
+                super::notes(&notes);
+            }
+            Err(Error::Remote(why)) => super::err_line(&format!(
+                "warning: {why}; planning without comparing with {}",
+                remote.name
+            )),
+            Err(e) => return Err(e),
         }
-        super::notes(&notes);
     }
     let now = args.eval.now();
     let bar = super::progress_bar(0, "planning", args.eval.json);

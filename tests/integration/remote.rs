@@ -321,6 +321,10 @@ fn an_unreachable_remote_applies_nothing_anywhere() {
     run.stderr_has("error: remote: cannot fetch main from origin");
     assert_eq!(r.head(), base);
     assert!(!r.secret_file("a").exists());
+    // plan still plans the work tree, and says it could not compare.
+    let run = r.keyrot(&["plan", "--now", NOW]).ok();
+    run.stderr_has("warning: cannot fetch main from origin");
+    run.stdout_has("Plan: 1 rotate");
 }
 
 #[test]
