@@ -105,6 +105,7 @@ impl Workspace {
             &Source::Commit {
                 repo: &self.repo,
                 tree,
+                cache: None,
             },
             now,
         )

@@ -109,6 +109,7 @@ pub(crate) fn verify(ws: &Workspace, opts: &Options) -> Result<Report> {
     let mut walk = Walk {
         repo,
         asts: AstCache::default(),
+        files: crate::store::cache::Cache::default(),
         seen: HashSet::new(),
         previous: None,
         chained: false,
@@ -234,6 +235,9 @@ struct Walk<'r> {
     repo: &'r Repository,
     /// Policies compiled once per distinct file content.
     asts: AstCache,
+    /// Blobs read and keys parsed once across the history: consecutive commits share
+    /// all but a few key files.
+    files: crate::store::cache::Cache,
     /// Every fingerprint the history has shown so far: a rotation must bring a new one.
     seen: HashSet<String>,
     /// The last apply commit passed.
@@ -352,6 +356,7 @@ impl Walk<'_> {
             &Source::Commit {
                 repo: self.repo,
                 tree: parent_tree.clone(),
+                cache: Some(&self.files),
             },
             now,
             Some(&self.asts),

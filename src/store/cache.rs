@@ -23,6 +23,8 @@ type ParsedKey = (Arc<[u8]>, Arc<Key>);
 pub struct Cache {
     files: Mutex<HashMap<String, (ReadResult, Stamp)>>,
     keys: Mutex<HashMap<String, ParsedKey>>,
+    /// Blobs read from commits, by id (a blob id names its bytes for good).
+    blobs: Mutex<HashMap<git2::Oid, Arc<[u8]>>>,
     reads: AtomicUsize,
     key_parses: AtomicUsize,
 }
@@ -99,6 +101,19 @@ impl Cache {
         }
         changed.sort();
         changed
+    }
+
+    /// A blob of a commit through the cache: read once per id.
+    pub(super) fn blob(&self, id: git2::Oid, read: impl FnOnce() -> super::files::Bytes) -> super::files::Bytes {
+        if let Some(hit) = lock(&self.blobs).get(&id) {
+            return Ok(Some(hit.clone()));
+        }
+        let fresh = read();
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        if let Ok(Some(bytes)) = &fresh {
+            lock(&self.blobs).insert(id, bytes.clone());
+        }
+        fresh
     }
 
     /// Parses a key file, reusing the last parse of the same path and bytes.

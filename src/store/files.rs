@@ -50,9 +50,12 @@ pub enum Source<'r> {
         root: PathBuf,
         cache: &'r Cache,
     },
+    /// A commit's tree, optionally through a cache that keeps blobs by id and parsed
+    /// keys (`audit verify` reads a thousand commits that differ in a few files).
     Commit {
         repo: &'r git2::Repository,
         tree: git2::Tree<'r>,
+        cache: Option<&'r Cache>,
     },
 }
 
@@ -69,11 +72,12 @@ struct Listed {
 }
 
 impl Source<'_> {
-    /// `watch`'s cache, when reading through it.
+    /// The cache reads go through, if any.
     pub fn cache(&self) -> Option<&Cache> {
         match self {
             Source::Cached { cache, .. } => Some(cache),
-            _ => None,
+            Source::Commit { cache, .. } => *cache,
+            Source::WorkTree(_) => None,
         }
     }
 
@@ -84,7 +88,7 @@ impl Source<'_> {
             Source::Cached { root, cache } => {
                 without_mode(cache.read(root, rel, || read_worktree_checked(root, rel)))
             }
-            Source::Commit { repo, tree } => {
+            Source::Commit { repo, tree, .. } => {
                 let entry = match tree.get_path(Path::new(rel)) {
                     Ok(e) => e,
                     Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
@@ -104,7 +108,7 @@ impl Source<'_> {
     fn list(&self, rel: &str) -> Result<Option<Vec<Listed>>, String> {
         match self {
             Source::WorkTree(root) | Source::Cached { root, .. } => list_worktree(root, rel),
-            Source::Commit { repo, tree } => {
+            Source::Commit { repo, tree, .. } => {
                 let sub = match tree.get_path(Path::new(rel)) {
                     Ok(e) => e,
                     Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
@@ -252,7 +256,7 @@ fn read_blob(repo: &git2::Repository, id: git2::Oid) -> Bytes {
 }
 
 /// Reads many files of one commit, looking each folder's tree up once.
-fn read_commit_files(repo: &git2::Repository, tree: &git2::Tree, paths: &[String]) -> Vec<Bytes> {
+fn read_commit_files(repo: &git2::Repository, tree: &git2::Tree, paths: &[String], cache: Option<&Cache>) -> Vec<Bytes> {
     let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
     let ids = match super::repo::blob_ids(repo, tree, &refs) {
         Ok(ids) => ids,
@@ -260,9 +264,10 @@ fn read_commit_files(repo: &git2::Repository, tree: &git2::Tree, paths: &[String
     };
     paths
         .iter()
-        .map(|p| match ids.get(p) {
-            Some(id) => read_blob(repo, *id),
-            None => Ok(None),
+        .map(|p| match (ids.get(p), cache) {
+            (Some(id), Some(cache)) => cache.blob(*id, || read_blob(repo, *id)),
+            (Some(id), None) => read_blob(repo, *id),
+            (None, _) => Ok(None),
         })
         .collect()
 }
@@ -408,7 +413,7 @@ impl Snapshot {
                 self.executable.sort();
                 bytes
             }
-            Source::Commit { repo, tree } => read_commit_files(repo, tree, &wanted),
+            Source::Commit { repo, tree, cache } => read_commit_files(repo, tree, &wanted, *cache),
         };
         let mut out = Vec::with_capacity(wanted.len());
         for (path, result) in wanted.into_iter().zip(read) {
