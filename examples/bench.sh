@@ -131,10 +131,15 @@ t=1795305600
 if [ ! -d "$auditdir/.git" ]; then
   rm -rf "$auditdir"
   "$EX/gen_store" --keys "$AUDIT_KEYS" "$auditdir" >/dev/null
-  # Every thousandth key rotates at every apply (no grace, no cooldown), so each apply
-  # commit changes a few key files, as a day of real rotations does.
-  echo 'fn evaluate(key) { if key.id.ends_with("000") { rotate("bench churn", minutes(0)) } }' > "$auditdir/policies/churn.rhai"
-  sed -i 's/^min_interval = .*/min_interval = "0s"/' "$auditdir/keyrot.toml"
+  # Each apply, one minute after the last, rotates the keys whose number ends in that
+  # minute (mod 1000): about AUDIT_KEYS/1000 keys a commit, each key once, as a day of
+  # real rotations does (the shipped policies and their 24h cooldown as they are).
+  cat > "$auditdir/policies/churn.rhai" <<'RHAI'
+fn evaluate(key) {
+    let m = (now() - time("2026-11-22T00:00:00Z")).minutes % 1000;
+    if key.id.ends_with(`${1000 + m}`.sub_string(1)) { rotate("bench churn") }
+}
+RHAI
   git -C "$auditdir" add -A && git -C "$auditdir" commit -q -m "churn"
   for i in $(seq "$AUDIT_COMMITS"); do
     "$KEYROT" --store "$auditdir" apply --yes --now "$(date -u -d "@$((t + i * 60))" +%Y-%m-%dT%H:%M:%SZ)" --secrets-dir "$WORK/audit-secrets" >/dev/null

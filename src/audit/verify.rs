@@ -427,12 +427,12 @@ impl Walk<'_> {
                 continue;
             }
             expected.insert(key.path.clone());
-            problems.extend(self.key_file(commit, key, &parent_tree, actions, changed, now)?);
+            problems.extend(self.key_file(commit, key, actions, changed, now)?);
         }
         for (path, change) in changed.iter().filter(|(p, _)| !expected.contains(*p)) {
             problems.push(format!(
                 "{path} {}, but the plan does not touch it",
-                self.what_changed(&parent_tree, path, change)
+                self.what_changed(path, change)
             ));
         }
         let previous = apply::trailer(message, TRAILER_PREVIOUS).and_then(|p| Oid::from_str(p).ok());
@@ -452,7 +452,6 @@ impl Walk<'_> {
         &self,
         commit: &Commit,
         key: &crate::store::Key,
-        parent_tree: &git2::Tree,
         actions: &[&Action],
         changed: &BTreeMap<String, Change>,
         now: Time,
@@ -466,7 +465,9 @@ impl Walk<'_> {
         let Some(new_blob) = change.new else {
             return Ok(vec![format!("{path}: deleted, but the plan only edits it")]);
         };
-        let old = blob_text(self.repo, parent_tree, path)?;
+        let Some(old) = change.old.map(|id| blob_text(self.repo, id, path)).transpose()? else {
+            return Ok(vec![format!("{path}: added, but the plan only edits it")]);
+        };
         let new = match self.repo.find_blob(new_blob) {
             Ok(b) => String::from_utf8_lossy(b.content()).into_owned(),
             Err(e) => return Err(Error::git(format!("reading {path} in {}", commit.id()), e)),
@@ -509,11 +510,11 @@ impl Walk<'_> {
     }
 
     /// `added`, `deleted`, or which fields changed (`changed (\`permissions\`)`).
-    fn what_changed(&self, parent_tree: &git2::Tree, path: &str, change: &Change) -> String {
+    fn what_changed(&self, path: &str, change: &Change) -> String {
         let Some(new) = change.new.and_then(|id| self.repo.find_blob(id).ok()) else {
             return "deleted".into();
         };
-        let Ok(old) = blob_text(self.repo, parent_tree, path) else {
+        let Some(Ok(old)) = change.old.map(|id| blob_text(self.repo, id, path)) else {
             return "added".into();
         };
         if !path.ends_with(".toml") {
@@ -563,8 +564,9 @@ impl Walk<'_> {
     }
 }
 
-/// One changed path: its blob after the commit (`None`: deleted).
+/// One changed path: its blob before and after the commit (`None`: absent).
 struct Change {
+    old: Option<Oid>,
     new: Option<Oid>,
 }
 
@@ -582,21 +584,20 @@ fn changed_paths(repo: &Repository, commit: &Commit) -> Result<BTreeMap<String, 
     let mut out = BTreeMap::new();
     for d in diff.deltas() {
         let new = (d.status() != git2::Delta::Deleted).then(|| d.new_file().id());
+        let old = (d.status() != git2::Delta::Added).then(|| d.old_file().id());
         for f in [d.old_file(), d.new_file()] {
             if let Some(p) = f.path().and_then(|p| p.to_str()) {
-                out.entry(p.to_string()).or_insert(Change { new });
+                out.entry(p.to_string()).or_insert(Change { old, new });
             }
         }
     }
     Ok(out)
 }
 
-fn blob_text(repo: &Repository, tree: &git2::Tree, path: &str) -> Result<String> {
-    let entry = tree
-        .get_path(std::path::Path::new(path))
-        .map_err(|e| Error::git(format!("finding {path}"), e))?;
+/// The text of blob `id`, which is `path` in some commit.
+fn blob_text(repo: &Repository, id: Oid, path: &str) -> Result<String> {
     let blob = repo
-        .find_blob(entry.id())
+        .find_blob(id)
         .map_err(|e| Error::git(format!("reading {path}"), e))?;
     Ok(String::from_utf8_lossy(blob.content()).into_owned())
 }
@@ -610,32 +611,31 @@ fn is_fingerprint(text: &str) -> bool {
     })
 }
 
-/// The current `fingerprint` of a key file, when well-formed.
+/// The current `fingerprint` of a key file, when well-formed: the first
+/// `fingerprint = "…"` line before any table. A line scan, not a parse: the file is
+/// then compared byte for byte with what apply writes, so a misread cannot pass.
 fn fingerprint_of(text: &str) -> Option<String> {
-    let table: toml::Table = text.parse().ok()?;
-    let fp = table.get("fingerprint")?.as_str()?;
-    is_fingerprint(fp).then(|| fp.to_string())
+    text.lines()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .find_map(fingerprint_line)
+        .filter(|fp| is_fingerprint(fp))
 }
 
-/// The current and previous fingerprints of a key file.
+/// The value of a `fingerprint = "…"` line.
+fn fingerprint_line(line: &str) -> Option<String> {
+    let rest = line
+        .trim()
+        .strip_prefix("fingerprint")?
+        .trim_start()
+        .strip_prefix('=')?;
+    let value = rest.trim().strip_prefix('"')?;
+    Some(value[..value.find('"')?].to_string())
+}
+
+/// Every fingerprint a key file mentions (current and previous), by a line scan: what
+/// the history has shown, so a later rotation cannot bring one back.
 fn all_fingerprints(text: &str) -> Vec<String> {
-    let Ok(table) = text.parse::<toml::Table>() else {
-        return Vec::new();
-    };
-    let mut out: Vec<String> = table
-        .get("fingerprint")
-        .and_then(|v| v.as_str())
-        .map(str::to_string)
-        .into_iter()
-        .collect();
-    if let Some(previous) = table.get("previous").and_then(|v| v.as_array()) {
-        out.extend(
-            previous
-                .iter()
-                .filter_map(|p| p.get("fingerprint")?.as_str().map(str::to_string)),
-        );
-    }
-    out
+    text.lines().filter_map(fingerprint_line).collect()
 }
 
 /// The top-level fields whose values differ between two key files.
@@ -688,9 +688,16 @@ mod tests {
             "service = \"x\"\nfingerprint = \"{good}\"\n\n[[previous]]\nfingerprint = \"sha256:old\"\nvalid_until = 2026-01-01T00:00:00Z\n"
         );
         assert_eq!(fingerprint_of(&file), Some(good.clone()));
-        assert_eq!(all_fingerprints(&file), [good, "sha256:old".to_string()]);
+        assert_eq!(all_fingerprints(&file), [good.clone(), "sha256:old".to_string()]);
         assert_eq!(fingerprint_of("fingerprint = \"sha256:short\"\n"), None);
         assert!(all_fingerprints("not toml [").is_empty());
+        // A fingerprint under a table is not the key's current one.
+        assert_eq!(
+            fingerprint_of(&format!(
+                "service = \"x\"\n[[previous]]\nfingerprint = \"{good}\"\n"
+            )),
+            None
+        );
     }
 
     #[test]

@@ -104,7 +104,11 @@ impl Cache {
     }
 
     /// A blob of a commit through the cache: read once per id.
-    pub(super) fn blob(&self, id: git2::Oid, read: impl FnOnce() -> super::files::Bytes) -> super::files::Bytes {
+    pub(super) fn blob(
+        &self,
+        id: git2::Oid,
+        read: impl FnOnce() -> super::files::Bytes,
+    ) -> super::files::Bytes {
         if let Some(hit) = lock(&self.blobs).get(&id) {
             return Ok(Some(hit.clone()));
         }

@@ -256,7 +256,12 @@ fn read_blob(repo: &git2::Repository, id: git2::Oid) -> Bytes {
 }
 
 /// Reads many files of one commit, looking each folder's tree up once.
-fn read_commit_files(repo: &git2::Repository, tree: &git2::Tree, paths: &[String], cache: Option<&Cache>) -> Vec<Bytes> {
+fn read_commit_files(
+    repo: &git2::Repository,
+    tree: &git2::Tree,
+    paths: &[String],
+    cache: Option<&Cache>,
+) -> Vec<Bytes> {
     let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
     let ids = match super::repo::blob_ids(repo, tree, &refs) {
         Ok(ids) => ids,
