@@ -69,11 +69,18 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     }
     let secrets = args.secrets.open(&ws.root)?;
     // Ctrl-C or SIGTERM before the commit stops the apply with nothing done (and the
-    // lease released); once committing, the apply finishes first.
+    // lease released); once committing, the apply finishes first. At the interactive
+    // prompt Ctrl-C keeps its usual meaning, so the handler comes after the answer.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let on_signal = stop.clone();
-    ctrlc::set_handler(move || on_signal.store(true, std::sync::atomic::Ordering::SeqCst))
-        .map_err(|e| Error::Usage(format!("cannot install the Ctrl-C/SIGTERM handler: {e}")))?;
+    let install = || {
+        let on_signal = stop.clone();
+        ctrlc::set_handler(move || on_signal.store(true, std::sync::atomic::Ordering::SeqCst))
+            .map_err(|e| Error::Usage(format!("cannot install the Ctrl-C/SIGTERM handler: {e}")))
+    };
+    let prompts = args.planfile.is_none() && !args.yes;
+    if !prompts {
+        install()?;
+    }
     let tx = apply::Transaction::open(&ws, remote.as_ref())?;
 
     let (plan, loaded) = match &args.planfile {
@@ -112,6 +119,9 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         }
     };
 
+    if prompts {
+        install()?;
+    }
     super::warnings(loaded.policies.warnings());
     crate::failpoint::pause("apply-planned");
     if stop.load(std::sync::atomic::Ordering::SeqCst) {
