@@ -137,7 +137,11 @@ pub enum Error {
     /// The branch no longer contains a commit keyrot verified or fetched before: someone
     /// rewrote the history (amend, rebase, force push).
     #[error("history rewritten since {since}: that commit is no longer in the branch's history")]
-    HistoryRewritten { since: String },
+    HistoryRewritten {
+        since: String,
+        /// The ref that remembers `since` (deleting it accepts the new history).
+        reference: String,
+    },
 
     /// Talking to the shared remote failed (fetch, push), or it is not as keyrot needs it.
     #[error("remote: {0}")]

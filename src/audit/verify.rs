@@ -182,6 +182,7 @@ fn check_not_rewritten(repo: &Repository, tip: Oid) -> Result<()> {
     } else {
         Err(Error::HistoryRewritten {
             since: verified.to_string(),
+            reference: VERIFIED_REF.to_string(),
         })
     }
 }

@@ -255,9 +255,9 @@ fn hint(e: &Error) -> Option<String> {
         Error::SecretsInStore { .. } => "pass --secrets-dir with a folder outside the store".into(),
         Error::NoStateFolder => "pass --secrets-dir DIR".into(),
         Error::UnknownKey(_) => "`keyrot log` without a key lists every key's entries".into(),
-        Error::HistoryRewritten { .. } => {
-            "someone amended, rebased or force-pushed the branch; compare it with the commit named (git log, git reflog) before trusting it".into()
-        }
+        Error::HistoryRewritten { reference, .. } => format!(
+            "someone amended, rebased or force-pushed the branch; compare it with the commit named (git log, git reflog) before trusting it, then accept the new history with `git update-ref -d {reference}`"
+        ),
         Error::Signing(_) => "fix git's signing settings (gpg.format, user.signingKey) and try `git commit -S` by hand; apply again once that signs".into(),
         Error::Leased { id, .. } => format!(
             "wait for that run to finish; if it died, the lease expires by itself, or remove it with `keyrot unlock {id}`"

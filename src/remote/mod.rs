@@ -124,6 +124,7 @@ impl<'w> Session<'w> {
             if !kept {
                 return Err(Error::HistoryRewritten {
                     since: before.to_string(),
+                    reference: name,
                 });
             }
         }

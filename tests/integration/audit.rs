@@ -485,6 +485,7 @@ fn a_dropped_apply_commit_breaks_the_chain_and_a_rewrite_is_refused() {
     s.git(&["rebase", "-q", "--onto", &format!("{first}^"), &first]);
     let run = verify(&s, &[]).fails(1);
     run.stderr_has(&format!("error: history rewritten since {second}"));
+    run.stderr_has("`git update-ref -d refs/keyrot/verified`");
     // Without the remembered tip, the chain still names the gap.
     s.git(&["update-ref", "-d", "refs/keyrot/verified"]);
     let (code, report) = verify_json(&s, &[]);

@@ -339,10 +339,15 @@ fn a_rewritten_remote_history_is_refused() {
     r.keyrot(&["plan", "--now", NOW])
         .fails(1)
         .stderr_has("error: history rewritten since ");
-    apply(r, NOW, &[])
-        .fails(1)
-        .stderr_has("error: history rewritten since ");
+    let run = apply(r, NOW, &[]).fails(1);
+    run.stderr_has("error: history rewritten since ");
+    run.stderr_has("`git update-ref -d refs/keyrot/fetched/origin/main`");
     assert_eq!(t.remote_actions(), Vec::<String>::new());
+    // Reviewed and accepted, the runner follows the new history.
+    r.git(&["update-ref", "-d", "refs/keyrot/fetched/origin/main"]);
+    r.git(&["reset", "-q", "--hard", "origin/main"]);
+    apply(r, NOW, &[]).ok();
+    assert_eq!(t.remote_actions(), ["rotate a"]);
 }
 
 #[test]
