@@ -85,7 +85,7 @@ struct Who {
 
 impl Who {
     fn of(repo: &Repository, commit: &git2::Commit, checker: &Checker) -> Who {
-        let status = checker.check(repo, commit.id());
+        let status = checker.check(repo, commit);
         Who {
             author: verify::person(&commit.author()),
             signer: status.signer().map(str::to_string),
@@ -139,10 +139,13 @@ pub(crate) fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> 
         let time = Time::from_unix(commit.time().seconds()).to_rfc3339();
         let id = oid.to_string();
         if is_apply_commit(&message) {
-            let who = Who::of(repo, &commit, &checker);
+            // Who signed is asked (a process per signed commit) only for commits
+            // with an entry to show.
+            let mut who = None;
             for line in message.lines().skip(1) {
                 if let Some((action, k, policy, reason)) = parse_action_line(line) {
                     if key.is_none_or(|want| want == k) {
+                        let who = who.get_or_insert_with(|| Who::of(repo, &commit, &checker));
                         out.push(who.entry(&time, &id, k, action, policy, reason));
                     }
                 }

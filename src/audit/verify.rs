@@ -134,7 +134,7 @@ pub(crate) fn verify(ws: &Workspace, opts: &Options) -> Result<Report> {
         let Some(mut checked) = walk.commit(&commit)? else {
             continue;
         };
-        let status = checker.check(repo, id);
+        let status = checker.check(repo, &commit);
         if opts.require_signed && !matches!(status, Status::Good(_)) {
             checked.problems.push(match &status {
                 Status::None => "not signed".to_string(),
