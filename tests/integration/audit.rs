@@ -44,6 +44,15 @@ fn verify_json(s: &Store, extra: &[&str]) -> (i32, serde_json::Value) {
     (run.code, json)
 }
 
+/// `audit verify --json --require-signed` of the commits after `since`, trusting the
+/// keys in `allowed`.
+fn verify_signed_since(s: &Store, since: &str, allowed: &str) -> (i32, serde_json::Value) {
+    verify_json(
+        s,
+        &["--since", since, "--require-signed", "--allowed-signers", allowed],
+    )
+}
+
 /// The verdicts of the checked commits, oldest first, as (kind, verdict).
 fn verdicts(report: &serde_json::Value) -> Vec<(String, String)> {
     report["commits"]
@@ -163,16 +172,7 @@ fn apply_commits_signed_with_ssh_pass_git_verify_commit() {
     // audit verify checks it, and --require-signed accepts it (the hand-made commits
     // before it are left out with --since).
     let allowed = allowed.to_str().unwrap();
-    let (code, report) = verify_json(
-        &s,
-        &[
-            "--since",
-            &before,
-            "--require-signed",
-            "--allowed-signers",
-            allowed,
-        ],
-    );
+    let (code, report) = verify_signed_since(&s, &before, allowed);
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["commits"][0]["signed"], true);
     assert_eq!(report["commits"][0]["signature"], "good");
@@ -204,16 +204,7 @@ fn a_signature_by_a_key_nobody_allowed_fails_require_signed() {
     s.git(&["config", "commit.gpgSign", "true"]);
     let before = s.head();
     s.apply().ok();
-    let (code, report) = verify_json(
-        &s,
-        &[
-            "--since",
-            &before,
-            "--require-signed",
-            "--allowed-signers",
-            allowed.to_str().unwrap(),
-        ],
-    );
+    let (code, report) = verify_signed_since(&s, &before, allowed.to_str().unwrap());
     assert_eq!(code, 1, "{report}");
     assert_eq!(report["commits"][0]["signature"], "untrusted");
     let problem = report["commits"][0]["problems"][0].as_str().unwrap();
