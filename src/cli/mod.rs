@@ -30,7 +30,11 @@ use crate::watch::Signal;
 #[derive(Parser)]
 #[command(name = "keyrot", version, about = "Policy-as-code rotation engine for API keys", long_about = None)]
 struct Cli {
-    /// The store (a git repository); default: $KEYROT_STORE, else the current directory
+    /// Run as if keyrot was started in DIR (as git's -C), before anything else
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    chdir: Option<PathBuf>,
+    /// The store (a git repository, or any folder in one); default: $KEYROT_STORE, else
+    /// the current directory
     #[arg(long, global = true, env = "KEYROT_STORE", value_name = "DIR")]
     store: Option<PathBuf>,
 
@@ -195,6 +199,9 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<ExitCode, Error> {
+    if let Some(dir) = &cli.chdir {
+        std::env::set_current_dir(dir).map_err(|e| Error::io(dir, e))?;
+    }
     let store = cli.store_dir();
     match &cli.command {
         Command::Init(args) => init::run(args, cli.store.as_deref()),

@@ -62,9 +62,14 @@ impl<'de> serde::Deserialize<'de> for CommitId {
     }
 }
 
-/// Opens the store at `dir`, which must be the root of a git work tree.
+/// Opens the store at `dir` or the nearest folder above it that is the root of a git
+/// work tree, as git finds its repository (`GIT_CEILING_DIRECTORIES` honoured), so
+/// keyrot works from `keys/` or `policies/` too.
 pub fn open(dir: &Path) -> Result<Repository> {
-    let repo = Repository::open(dir).map_err(|e| {
+    let ceilings: Vec<std::ffi::OsString> = std::env::var_os("GIT_CEILING_DIRECTORIES")
+        .map(|v| std::env::split_paths(&v).map(PathBuf::into_os_string).collect())
+        .unwrap_or_default();
+    let repo = Repository::open_ext(dir, git2::RepositoryOpenFlags::empty(), &ceilings).map_err(|e| {
         if e.code() == git2::ErrorCode::NotFound {
             Error::NotAStore(dir.to_path_buf())
         } else {

@@ -283,3 +283,35 @@ fn now_must_be_rfc3339() {
     let run = s.keyrot(&["plan", "--now", "yesterday"]).fails(1);
     run.stderr_has("RFC 3339");
 }
+
+#[test]
+fn the_store_is_found_from_a_folder_inside_it_and_with_dash_c() {
+    let s = every_action_store();
+    let expected = s.plan();
+    // From keys/ (no --store): the store above it, as git finds its repository.
+    let run = s
+        .keyrot_in(&s.root.join("keys"), &["plan", "--json", "--now", NOW])
+        .ok();
+    assert_eq!(run.json(), expected);
+    // -C DIR runs as if started there, before anything else (here: policies/).
+    let outside = s.root.parent().unwrap();
+    let policies = s.root.join("policies");
+    let run = s
+        .keyrot_in(
+            outside,
+            &["-C", policies.to_str().unwrap(), "plan", "--json", "--now", NOW],
+        )
+        .ok();
+    assert_eq!(run.json(), expected);
+    // A relative --store after -C is relative to DIR, as git's paths are.
+    let run = s
+        .keyrot_in(
+            outside,
+            &["-C", outside.to_str().unwrap(), "--store", "store/keys", "check"],
+        )
+        .ok();
+    assert_eq!(run.code, 0);
+    s.keyrot_in(outside, &["-C", "/nonexistent", "plan"])
+        .fails(1)
+        .stderr_has("/nonexistent");
+}
