@@ -5,6 +5,7 @@ mod apply;
 mod audit;
 mod check;
 mod demo;
+mod docs;
 mod explain;
 mod init;
 mod lease;
@@ -70,6 +71,10 @@ enum Command {
     Lease(lease::Args),
     /// Remove the shared remote's lease LEASE_ID (like terraform force-unlock)
     Unlock(lease::UnlockArgs),
+    /// Print shell completions (bash, zsh, fish, powershell, elvish)
+    Completions(docs::CompletionsArgs),
+    /// Print the man page, or write every command's page into DIR
+    Man(docs::ManArgs),
 }
 
 /// `--now` and `--json`, declared once for the commands that evaluate policies; a
@@ -217,6 +222,8 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Demo(args) => demo::run(args),
         Command::Lease(args) => lease::run(args, &store),
         Command::Unlock(args) => lease::unlock(args, &store),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
     }
 }
 

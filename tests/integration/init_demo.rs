@@ -91,3 +91,42 @@ fn help_and_version_work() {
     let bad = s.keyrot_in(s.root.parent().unwrap(), &["frobnicate"]).fails(1);
     assert!(!bad.stderr.contains("panicked"));
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_real_flags() {
+    let s = Store::new();
+    // The bash completion script loads in a real bash and completes keyrot.
+    let script = s.keyrot(&["completions", "bash"]).ok().stdout;
+    let file = s.root.parent().unwrap().join("keyrot.bash");
+    std::fs::write(&file, &script).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p keyrot", file.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("keyrot"));
+    assert!(script.contains("--detailed-exitcode") && script.contains("--remote"));
+    for shell in ["zsh", "fish", "powershell"] {
+        assert!(
+            !s.keyrot(&["completions", shell]).ok().stdout.is_empty(),
+            "{shell}"
+        );
+    }
+    s.keyrot(&["completions", "tcsh"]).fails(1);
+    // Man pages: the main one on stdout, and one per command into a folder.
+    let page = s.keyrot(&["man"]).ok().stdout;
+    assert!(page.contains(".TH keyrot 1"), "{page}");
+    let dir = s.root.parent().unwrap().join("man");
+    s.keyrot(&["man", dir.to_str().unwrap()]).ok();
+    let plan = std::fs::read_to_string(dir.join("keyrot-plan.1")).unwrap();
+    assert!(plan.contains("detailed\\-exitcode"), "{plan}");
+    for page in [
+        "keyrot.1",
+        "keyrot-apply.1",
+        "keyrot-audit-verify.1",
+        "keyrot-lease.1",
+    ] {
+        assert!(dir.join(page).exists(), "{page}");
+    }
+}
