@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use git2::{IndexAddOption, Repository, RepositoryInitOptions};
+use git2::{Repository, RepositoryInitOptions};
 use toml_edit::{DocumentMut, Item, Value};
 
 use crate::error::{Error, Result};
@@ -140,53 +140,55 @@ pub fn is_store(dir: &Path) -> bool {
     dir.join(".git").exists() && dir.join(files::SETTINGS_FILE).is_file()
 }
 
-/// Creates a store in `dir` (which may exist only if empty) and commits it.
+/// Creates a store in `dir` and commits it: a new or empty folder gets `git init`; the
+/// root of an existing git work tree (an empty `git init`, or a repository holding
+/// other things) gets the store's files added and committed on its current branch,
+/// nothing else of it touched. Any other non-empty folder is refused.
 pub fn init(dir: &Path, example: bool, now: Time) -> Result<Created> {
-    if dir.exists() {
-        let mut entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-        if entries.next().is_some() {
-            let what = if is_store(dir) {
-                "is already a keyrot store"
-            } else {
-                "is not empty and is not a keyrot store"
-            };
-            return Err(Error::Usage(format!(
-                "{} {what}; keyrot init needs a new or empty folder",
-                dir.display()
-            )));
+    let existing = existing_repository(dir)?;
+    let git_repo = match existing {
+        Some(repo) => repo,
+        None => {
+            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            let mut opts = RepositoryInitOptions::new();
+            opts.initial_head("main");
+            Repository::init_opts(dir, &opts).map_err(|e| Error::git("git init", e))?
         }
-    }
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut opts = RepositoryInitOptions::new();
-    opts.initial_head("main");
-    let git_repo = Repository::init_opts(dir, &opts).map_err(|e| Error::git("git init", e))?;
-
-    let write = |rel: &str, text: &str| -> Result<()> {
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-        fs::write(&path, text).map_err(|e| Error::io(&path, e))
     };
-    write(files::SETTINGS_FILE, SETTINGS)?;
-    write(".gitignore", GITIGNORE)?;
+
+    // The store's files, as (path, contents); written, then committed alone.
+    let mut files: Vec<(String, String)> = vec![(files::SETTINGS_FILE.into(), SETTINGS.into())];
+    let gitignore = match fs::read_to_string(dir.join(".gitignore")) {
+        Ok(old) if old.contains("*.secret") => old,
+        Ok(old) if old.is_empty() || old.ends_with('\n') => format!("{old}{GITIGNORE}"),
+        Ok(old) => format!("{old}\n{GITIGNORE}"),
+        Err(_) => GITIGNORE.to_string(),
+    };
+    files.push((".gitignore".into(), gitignore));
     for (name, text) in SHIPPED_POLICIES {
-        write(&format!("policies/{name}"), text)?;
+        files.push((format!("policies/{name}"), text.to_string()));
     }
     let mut keys = 0;
     if example {
         let shift = now.since(Time::parse_rfc3339(EXAMPLE_ANCHOR).map_err(Error::Usage)?);
-        write(files::OWNERS_FILE, EXAMPLE_OWNERS)?;
+        files.push((files::OWNERS_FILE.into(), EXAMPLE_OWNERS.into()));
         for (name, text) in EXAMPLE_KEYS {
-            write(&format!("keys/{name}"), &shift_dates(text, shift.secs())?)?;
+            files.push((format!("keys/{name}"), shift_dates(text, shift.secs())?));
             keys += 1;
         }
     } else {
-        write(files::OWNERS_FILE, OWNERS)?;
-        write("keys/.gitkeep", "")?;
+        files.push((files::OWNERS_FILE.into(), OWNERS.into()));
+        files.push(("keys/.gitkeep".into(), String::new()));
+    }
+    for (rel, text) in &files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
     }
 
-    let commit = commit_all(&git_repo, "keyrot init")?;
+    let commit = commit_files(&git_repo, &files, "keyrot init")?;
     Ok(Created {
         root: dir.to_path_buf(),
         commit,
@@ -194,27 +196,82 @@ pub fn init(dir: &Path, example: bool, now: Time) -> Result<Created> {
     })
 }
 
-/// Stages everything in the work tree and commits it on the current branch.
-fn commit_all(git_repo: &Repository, message: &str) -> Result<String> {
-    let git = |e| Error::git("making the initial commit", e);
-    let mut index = git_repo.index().map_err(git)?;
-    index
-        .add_all(["*"].iter(), IndexAddOption::DEFAULT, None)
-        .map_err(git)?;
-    index.write().map_err(git)?;
-    let tree_id = index.write_tree().map_err(git)?;
+/// The repository whose work tree `dir` is the root of, to add a store to; `None` for
+/// a folder that is new or empty. Refuses a store, a folder inside a repository, a
+/// non-repository with files in it, and a repository that already has any of the
+/// store's paths.
+fn existing_repository(dir: &Path) -> Result<Option<Repository>> {
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let mut entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    if entries.next().is_none() {
+        return Ok(None);
+    }
+    let refuse = |what: String| Err(Error::Usage(format!("{} {what}", dir.display())));
+    if is_store(dir) {
+        return refuse("is already a keyrot store".into());
+    }
+    let repo = match Repository::open(dir) {
+        Ok(r) if r.workdir().and_then(|w| w.canonicalize().ok()) == dir.canonicalize().ok() => r,
+        _ => {
+            return refuse(
+                "is not empty and is not the root of a git repository; keyrot init needs a new or empty folder, or a repository to add a store to".into(),
+            )
+        }
+    };
+    let taken: Vec<&str> = [files::SETTINGS_FILE, files::OWNERS_FILE, "keys", "policies"]
+        .into_iter()
+        .filter(|p| dir.join(p).exists())
+        .collect();
+    if !taken.is_empty() {
+        return refuse(format!(
+            "already has {}; keyrot init adds a store only where none of its files are",
+            taken.join(", ")
+        ));
+    }
+    Ok(Some(repo))
+}
+
+/// Commits exactly `files` (already written to the work tree) on the current branch,
+/// on top of HEAD when there is one, and stages them, so `git status` shows them
+/// clean; whatever else the index or work tree holds stays as it was.
+fn commit_files(git_repo: &Repository, files: &[(String, String)], message: &str) -> Result<String> {
+    let git = |e| Error::git("making the store's commit", e);
+    let parent = match git_repo.head() {
+        Ok(h) => Some(h.peel_to_commit().map_err(git)?),
+        Err(_) => None,
+    };
+    let base = match &parent {
+        Some(p) => Some(p.tree().map_err(git)?),
+        None => None,
+    };
+    let mut changes = Vec::with_capacity(files.len());
+    for (rel, text) in files {
+        let blob = git_repo.blob(text.as_bytes()).map_err(git)?;
+        changes.push((rel.split('/').collect::<Vec<_>>(), blob));
+    }
+    let tree_id = crate::apply::write_tree(git_repo, base.as_ref(), &changes)?;
     let tree = git_repo.find_tree(tree_id).map_err(git)?;
     let settings = Settings::default();
     let sig = repo::signature(git_repo, &settings)?;
     // Signed when git's settings say so (`commit.gpgSign`), like every commit git makes.
     let signer = crate::signing::Signer::from_config(git_repo, &settings, &sig)?;
-    let oid = crate::signing::write_commit(git_repo, &sig, message, &tree, &[], signer.as_ref())?;
-    // HEAD of a new repository names a branch that does not exist yet.
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    let oid = crate::signing::write_commit(git_repo, &sig, message, &tree, &parents, signer.as_ref())?;
+    // HEAD names the branch (in a new repository, one that does not exist yet).
     let head = git_repo.find_reference("HEAD").map_err(git)?;
     let branch = head.symbolic_target().unwrap_or("refs/heads/main").to_string();
-    git_repo
-        .reference(&branch, oid, false, "keyrot init")
-        .map_err(git)?;
+    match &parent {
+        Some(p) => git_repo.reference_matching(&branch, oid, true, p.id(), "keyrot init"),
+        None => git_repo.reference(&branch, oid, false, "keyrot init"),
+    }
+    .map_err(git)?;
+    let mut index = git_repo.index().map_err(git)?;
+    for (rel, _) in files {
+        index.add_path(Path::new(rel)).map_err(git)?;
+    }
+    index.write().map_err(git)?;
     Ok(oid.to_string())
 }
 

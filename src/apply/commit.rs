@@ -120,7 +120,7 @@ pub(crate) fn previous_apply(repo: &Repository, from: Oid) -> Result<Option<Oid>
 
 /// A new tree: `base` with each `(path, blob)` written in, touching only the trees on
 /// those paths.
-pub(super) fn write_tree(
+pub(crate) fn write_tree(
     repo: &Repository,
     base: Option<&Tree>,
     changes: &[(Vec<&str>, Oid)],

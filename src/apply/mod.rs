@@ -24,8 +24,8 @@ use std::path::PathBuf;
 use git2::Oid;
 
 pub(crate) use commit::{
-    commit_message, is_apply_commit, previous_apply, trailer, trailers, EXCEPTED, FAILED, NO_PREVIOUS,
-    TRAILER_FAILED, TRAILER_NOW, TRAILER_PLAN, TRAILER_POLICIES, TRAILER_PREVIOUS,
+    commit_message, is_apply_commit, previous_apply, trailer, trailers, write_tree, EXCEPTED, FAILED,
+    NO_PREVIOUS, TRAILER_FAILED, TRAILER_NOW, TRAILER_PLAN, TRAILER_POLICIES, TRAILER_PREVIOUS,
 };
 use journal::{Journal, Recovery};
 use lock::Lock;

@@ -36,6 +36,57 @@ fn init_refuses_a_non_empty_folder() {
 }
 
 #[test]
+fn init_adds_a_store_to_an_existing_repository_and_commits_only_its_files() {
+    // An empty `git init`.
+    let s = Store::bare();
+    fs::create_dir_all(&s.root).unwrap();
+    s.git(&["init", "-q", "-b", "trunk"]);
+    s.keyrot_in(s.root.parent().unwrap(), &["init", "store"]).ok();
+    assert_eq!(s.git(&["status", "--porcelain"]), "");
+    assert_eq!(s.git(&["rev-parse", "--abbrev-ref", "HEAD"]).trim(), "trunk");
+    s.keyrot(&["check"]).ok();
+
+    // A repository with history, a staged change and an untracked file of its own.
+    let s = Store::bare();
+    fs::create_dir_all(&s.root).unwrap();
+    s.git(&["init", "-q", "-b", "main"]);
+    s.write("README.md", "infra\n");
+    s.write(".gitignore", "target/");
+    s.commit("infra repo");
+    let before = s.head();
+    s.write("deploy.sh", "echo hi\n");
+    s.git(&["add", "deploy.sh"]);
+    s.write("scratch.txt", "mine\n");
+    s.keyrot_in(s.root.parent().unwrap(), &["init", "--example", "store"])
+        .ok();
+    assert_eq!(s.git(&["rev-parse", "HEAD^"]).trim(), before);
+    let committed = s.git(&["show", "--name-only", "--format=", "HEAD"]);
+    assert!(committed.contains("keyrot.toml") && committed.contains("keys/binance-bot.toml"));
+    assert!(
+        !committed.contains("deploy.sh") && !committed.contains("scratch.txt"),
+        "{committed}"
+    );
+    // Their staged and untracked files are as they were; .gitignore keeps its lines.
+    let status = s.git(&["status", "--porcelain"]);
+    assert_eq!(status, "A  deploy.sh\n?? scratch.txt\n", "{status}");
+    let ignore = s.read(".gitignore");
+    assert!(
+        ignore.starts_with("target/\n") && ignore.contains("*.secret"),
+        "{ignore}"
+    );
+    s.keyrot(&["plan", "--now", NOW]).ok();
+
+    // A repository that already has one of the store's paths is refused, untouched.
+    let s = Store::bare();
+    fs::create_dir_all(s.root.join("keys")).unwrap();
+    s.git(&["init", "-q"]);
+    s.write("keys/x.txt", "not ours");
+    let run = s.keyrot_in(s.root.parent().unwrap(), &["init", "store"]).fails(1);
+    run.stderr_has("already has keys");
+    assert!(!s.root.join("keyrot.toml").exists());
+}
+
+#[test]
 fn init_example_plans_one_of_every_action_today() {
     let s = Store::bare();
     s.keyrot_in(s.root.parent().unwrap(), &["init", "--example", "store"])
