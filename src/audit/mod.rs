@@ -112,7 +112,7 @@ impl Who {
 /// The trail from HEAD back, newest first; only entries for `key` when given, and
 /// then an error when that key is not in the store and never was.
 pub(crate) fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> Result<Vec<Entry>> {
-    let checker = Checker::from_config(repo, None).map_err(Error::Usage)?;
+    let checker = Checker::for_display(repo).map_err(Error::Usage)?;
     let head = match crate::store::repo::head_commit(repo)? {
         Some(c) => c,
         None => return Ok(Vec::new()),

@@ -243,7 +243,6 @@ impl<'w> Session<'w> {
         }
         let branch_ref = format!("refs/heads/{}", self.branch);
         let (c, b, l) = (commit.to_string(), base.to_string(), lease.commit.to_string());
-        crate::failpoint::fail("remote-push")?;
         match self.git.push(&[
             (Some(&c), &branch_ref, Some(&b)),
             (None, lease::LEASE_REF, Some(&l)),

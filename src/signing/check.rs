@@ -54,27 +54,39 @@ pub(crate) struct Checker {
 }
 
 impl Checker {
-    /// `allowed_signers` overrides `gpg.ssh.allowedSignersFile`.
+    /// `allowed_signers` overrides `gpg.ssh.allowedSignersFile`; a file named but
+    /// missing is an error (a check that trusts nobody must not pass silently).
     pub(crate) fn from_config(
         repo: &git2::Repository,
         allowed_signers: Option<PathBuf>,
     ) -> Result<Checker, String> {
         let config = GitConfig::of(repo)?;
         let allowed_signers = allowed_signers.or_else(|| config.path("gpg.ssh.allowedsignersfile"));
-        if let Some(file) = &allowed_signers {
-            if !file.is_file() {
-                return Err(format!(
-                    "the allowed-signers file {} does not exist",
-                    file.display()
-                ));
-            }
+        if let Some(file) = allowed_signers.as_ref().filter(|f| !f.is_file()) {
+            return Err(format!(
+                "the allowed-signers file {} does not exist",
+                file.display()
+            ));
         }
-        Ok(Checker {
+        Ok(Checker::with(&config, allowed_signers))
+    }
+
+    /// [`Checker::from_config`] for showing signatures (`keyrot log`): a configured
+    /// allowed-signers file that is missing is not an error there; without it SSH
+    /// signatures show as `untrusted` (with their key), as nobody said whom to trust.
+    pub(crate) fn for_display(repo: &git2::Repository) -> Result<Checker, String> {
+        let config = GitConfig::of(repo)?;
+        let allowed_signers = config.path("gpg.ssh.allowedsignersfile").filter(|f| f.is_file());
+        Ok(Checker::with(&config, allowed_signers))
+    }
+
+    fn with(config: &GitConfig, allowed_signers: Option<PathBuf>) -> Checker {
+        Checker {
             allowed_signers,
             ssh_program: config.program(Format::Ssh),
             gpg_program: config.program(Format::OpenPgp),
             x509_program: config.program(Format::X509),
-        })
+        }
     }
 
     pub(crate) fn has_allowed_signers(&self) -> bool {

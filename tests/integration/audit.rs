@@ -193,6 +193,20 @@ fn apply_commits_signed_with_ssh_pass_git_verify_commit() {
         table.contains("Test Engineer (signed by eng@example.com)"),
         "{table}"
     );
+    // A configured allowed-signers file that went missing does not break the log; the
+    // signature then shows with its key, trusted by nobody.
+    s.git(&[
+        "config",
+        "gpg.ssh.allowedSignersFile",
+        "/nonexistent/allowed_signers",
+    ]);
+    let log = s.keyrot(&["log", "old", "--json"]).ok().json();
+    assert_eq!(log[0]["signature"], "untrusted");
+    assert!(log[0]["signer"].as_str().unwrap().starts_with("ssh key SHA256:"));
+    // audit verify, which must not pass a check that trusts nobody, refuses.
+    verify(&s, &[])
+        .fails(1)
+        .stderr_has("the allowed-signers file /nonexistent/allowed_signers does not exist");
 }
 
 #[test]
