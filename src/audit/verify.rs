@@ -113,6 +113,7 @@ pub(crate) fn verify(ws: &Workspace, opts: &Options) -> Result<Report> {
         seen: HashSet::new(),
         previous: None,
         chained: false,
+        last_layout: None,
     };
     if let Some(since) = since {
         walk.previous = apply::previous_apply(repo, since)?;
@@ -246,6 +247,8 @@ struct Walk<'r> {
     /// Whether an apply commit so far carried `Keyrot-Previous` (older keyrot versions
     /// did not write it; once one does, every later one must).
     chained: bool,
+    /// The last commit's store folders: the next commit's parent's.
+    last_layout: Option<(Oid, [String; 2])>,
 }
 
 /// The store folders as a commit's settings lay them out.
@@ -275,8 +278,12 @@ impl Walk<'_> {
         let is_apply = apply::is_apply_commit(&message);
         let mut layouts = vec![store_paths(&layout_at(self.repo, commit.id()))];
         if let Some(parent) = commit.parent_ids().next() {
-            layouts.push(store_paths(&layout_at(self.repo, parent)));
+            layouts.push(match self.last_layout.take() {
+                Some((id, layout)) if id == parent => layout,
+                _ => store_paths(&layout_at(self.repo, parent)),
+            });
         }
+        self.last_layout = Some((commit.id(), layouts[0].clone()));
         let touches_store = changed.keys().any(|p| is_store_path(p, &layouts));
         if !is_apply && !touches_store {
             return Ok(None);
@@ -297,7 +304,7 @@ impl Walk<'_> {
             checked.problems = self.apply_commit(commit, &message, &changed)?;
             self.previous = Some(commit.id());
         }
-        self.remember(&changed)?;
+        self.remember(&changed);
         Ok(Some(checked))
     }
 
@@ -530,16 +537,14 @@ impl Walk<'_> {
     }
 
     /// Adds the fingerprints of every changed key file to what was seen.
-    fn remember(&mut self, changed: &BTreeMap<String, Change>) -> Result<()> {
-        for change in changed.values() {
-            if let Some(blob) = change.new {
-                if let Ok(b) = self.repo.find_blob(blob) {
-                    self.seen
-                        .extend(all_fingerprints(&String::from_utf8_lossy(b.content())));
-                }
+    fn remember(&mut self, changed: &BTreeMap<String, Change>) {
+        let key_files = changed.iter().filter(|(path, _)| path.ends_with(".toml"));
+        for blob in key_files.filter_map(|(_, change)| change.new) {
+            if let Ok(b) = self.repo.find_blob(blob) {
+                self.seen
+                    .extend(all_fingerprints(&String::from_utf8_lossy(b.content())));
             }
         }
-        Ok(())
     }
 
     /// Adds the fingerprints of every key file in `commit` (the starting point of a
