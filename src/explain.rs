@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::plan::{Action, ActionKind, RuleStep, Rules};
+use crate::plan::{Action, ActionKind, Hold, RuleStep, Rules};
 use crate::policy::{Decision, KeyView, Verdict};
 use crate::store::KeyStatus;
 use crate::time::Time;
@@ -184,7 +184,15 @@ pub(crate) fn explain(
     }
     let mut steps = Vec::new();
     out.actions = rules.resolve_traced(&view, all.iter().map(|(p, d)| (p, d)), |s| steps.push(s));
-    out.resolution = resolution(&steps, &out.actions, &rules);
+    // The rollout looks across keys: ask the whole plan what it holds back.
+    let hold = crate::plan::Plan::rollout_holds(store, &loaded.policies, now)?
+        .into_iter()
+        .find(|(k, _)| **k == *id)
+        .map(|(_, hold)| hold);
+    if let Some(hold) = &hold {
+        hold.defer(&mut out.actions);
+    }
+    out.resolution = resolution(&steps, &out.actions, &rules, hold.as_ref());
     let applied: Vec<&Action> = out.actions.iter().filter(|a| a.is_applied()).collect();
     if !applied.is_empty() {
         out.after = Some(crate::apply::preview(key, &out.before, &applied, now)?);
@@ -193,7 +201,7 @@ pub(crate) fn explain(
 }
 
 /// One sentence per step from decisions to actions.
-fn resolution(steps: &[RuleStep], actions: &[Action], rules: &Rules) -> Vec<String> {
+fn resolution(steps: &[RuleStep], actions: &[Action], rules: &Rules, hold: Option<&Hold>) -> Vec<String> {
     let mut out = Vec::new();
     for step in steps {
         if let RuleStep::DroppedRestrict { policy, remove } = step {
@@ -219,10 +227,17 @@ fn resolution(steps: &[RuleStep], actions: &[Action], rules: &Rules) -> Vec<Stri
             )
         } else {
             match a.action {
-                ActionKind::Deferred => format!(
-                    "rotate by {} is deferred: the key was rotated less than min_interval ({}) ago",
-                    a.policy, rules.min_interval
-                ),
+                ActionKind::Deferred => match hold {
+                    Some(hold) => format!(
+                        "rotate by {} is deferred by the rollout ([rollout] in keyrot.toml): it {}",
+                        a.policy,
+                        hold.why()
+                    ),
+                    None => format!(
+                        "rotate by {} is deferred: the key was rotated less than min_interval ({}) ago",
+                        a.policy, rules.min_interval
+                    ),
+                },
                 ActionKind::Warn => format!("{what}: reported, changes nothing"),
                 ActionKind::Expire => format!(
                     "expire by keyrot: the grace period of secret {} has ended",

@@ -115,6 +115,14 @@ max_keys = 5
 [policy.least-privilege]
 restrict = ["withdraw"]   # removed from keys without an IP allowlist
 warn = ["admin"]          # reported on keys without an IP allowlist
+
+# Rollouts: rotate environment by environment, and spread mass rotations over runs.
+# A rotation waits while the same service's keys in an earlier environment are rotated
+# by the plan or were rotated less than `soak` ago; compromised keys never wait.
+# [rollout]
+# order = ["development", "staging", "production"]   # earliest first; others are not held
+# soak = "24h"
+# max_per_run = 500                                  # default: no limit
 "#;
 
 const OWNERS: &str = r#"# People who own keys. status = "active" | "departed".

@@ -146,7 +146,7 @@ impl Memo {
         active_keys_of: impl Fn(&str) -> i64,
     ) -> Result<Option<PlanDiff>> {
         let planner = KeyPlanner::new(store, policies, now);
-        if self.now != Some(now) || self.policies != planner.identities {
+        if self.now != Some(now) || self.policies != planner.identities || looks_across(store) {
             return Ok(None);
         }
         let map: Vec<Option<usize>> = (0..planner.identities.len()).map(Some).collect();
@@ -196,7 +196,7 @@ impl Memo {
         let planner = KeyPlanner::new(store, policies, now);
         let same_names = self.names.len() == planner.names.len()
             && self.names.iter().zip(&planner.names).all(|(a, b)| a == b);
-        if self.now != Some(now) || !same_names {
+        if self.now != Some(now) || !same_names || looks_across(store) {
             return Ok(None);
         }
         let changed: Vec<usize> = (0..planner.names.len())
@@ -246,6 +246,13 @@ impl Memo {
         self.last_counts = (evaluated, self.keys.len() * planner.names.len() - evaluated);
         Ok(Some(splice_keys(plan, fresh)))
     }
+}
+
+/// Whether a rule of this store decides one key's actions from other keys' (the
+/// rollout): then one changed key can change any other's actions, and a re-plan
+/// resolves every key again (still reusing the memo's decisions).
+fn looks_across(store: &Store) -> bool {
+    store.settings.rollout.is_active()
 }
 
 /// Replaces the actions of some keys (given sorted by key) in a plan, and its summary;

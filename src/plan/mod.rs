@@ -15,10 +15,12 @@ use crate::time::{Dur, Time};
 
 mod build;
 mod diff;
+mod rollout;
 mod rules;
 
 pub(crate) use build::Memo;
 pub(crate) use diff::PlanDiff;
+pub(crate) use rollout::Hold;
 pub(crate) use rules::{RuleStep, Rules};
 
 pub(crate) const FORMAT: u32 = 1;
@@ -290,7 +292,8 @@ impl Plan {
         progress: crate::progress::Progress,
         memo: Option<&mut Memo>,
     ) -> Result<Plan> {
-        let actions = build::actions_memo(store, policies, now, progress, memo)?;
+        let mut actions = build::actions_memo(store, policies, now, progress, memo)?;
+        rollout::hold_back(store, now, &mut actions);
         Ok(Plan {
             format: FORMAT,
             store_commit: from.commit,
@@ -301,6 +304,20 @@ impl Plan {
             summary: Summary::of(&actions),
             actions,
         })
+    }
+
+    /// What the rollout rule holds back in a plan of this store at `now`, by key in key
+    /// order (for `explain`; empty without `[rollout]`).
+    pub(crate) fn rollout_holds(
+        store: &Store,
+        policies: &PolicySet,
+        now: Time,
+    ) -> Result<Vec<(Arc<str>, Hold)>> {
+        if !store.settings.rollout.is_active() {
+            return Ok(Vec::new());
+        }
+        let mut actions = build::actions_memo(store, policies, now, None, None)?;
+        Ok(rollout::hold_back(store, now, &mut actions))
     }
 
     /// Writes the plan as pretty JSON and a newline, streaming: a 100k-key plan is tens

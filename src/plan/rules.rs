@@ -178,7 +178,7 @@ impl<'a> Rules<'a> {
 }
 
 /// `2h` rather than `2h 0m 13s` in messages; seconds only under a minute.
-fn round_to_minutes(d: Dur) -> Dur {
+pub(super) fn round_to_minutes(d: Dur) -> Dur {
     if d.secs().abs() < 60 {
         d
     } else {

@@ -22,7 +22,7 @@ pub use files::{FileEntry, Leaf, Snapshot, Source};
 pub use key::{Key, KeyStatus, Previous};
 pub use live::LiveStore;
 pub use owners::{Owner, OwnerStatus};
-pub use settings::{Remote, Settings};
+pub use settings::{Remote, Rollout, Settings};
 
 use crate::error::Problem;
 

@@ -34,6 +34,37 @@ pub struct Settings {
     pub sink: Sink,
     /// `[remote]`: the git remote the store is shared through; `None`: local only.
     pub remote: Option<Remote>,
+    /// `[rollout]`: rotations environment by environment, and at most so many per plan.
+    pub rollout: Rollout,
+}
+
+/// `[rollout]`: how rotations are spread over environments and runs (SPEC §10).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rollout {
+    /// Environments, earliest first; keys of other environments are not held back.
+    pub order: Vec<String>,
+    /// How long an earlier environment's rotations must have held before the next's.
+    pub soak: Dur,
+    /// At most this many rotations per plan; `None`: no limit.
+    pub max_per_run: Option<usize>,
+}
+
+impl Default for Rollout {
+    fn default() -> Rollout {
+        Rollout {
+            order: Vec::new(),
+            soak: Dur::hours_n(24).unwrap_or_default(),
+            max_per_run: None,
+        }
+    }
+}
+
+impl Rollout {
+    /// Whether any rotation can be held back: without an order of two environments or
+    /// a budget, the rule changes nothing.
+    pub fn is_active(&self) -> bool {
+        self.order.len() > 1 || self.max_per_run.is_some()
+    }
 }
 
 /// `[remote]`: the shared remote, its branch, and how long an apply's lease lasts.
@@ -162,6 +193,7 @@ impl Default for Settings {
             services: BTreeMap::new(),
             sink: Sink::Dir,
             remote: None,
+            rollout: Rollout::default(),
         }
     }
 }
@@ -186,6 +218,16 @@ struct Raw {
     #[serde(default)]
     delivery: RawDelivery,
     remote: Option<RawRemote>,
+    #[serde(default)]
+    rollout: RawRollout,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRollout {
+    order: Option<Spanned<Vec<Spanned<String>>>>,
+    soak: Option<Spanned<String>>,
+    max_per_run: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -366,6 +408,9 @@ impl Settings {
             }
             s.remote = Some(remote);
         }
+        s.rollout = rollout(raw.rollout, &mut |span, why| {
+            problems.push(span_problem(path, text, span, format!("rollout.{why}")))
+        });
         if let Some(b) = raw.secrets.bytes {
             if SECRET_BYTES.contains(b.get_ref()) {
                 s.secret_bytes = *b.get_ref() as usize;
@@ -537,6 +582,40 @@ impl Settings {
     }
 }
 
+/// `[rollout]`, telling `bad` (with where) what is wrong with it.
+fn rollout(raw: RawRollout, bad: &mut dyn FnMut(std::ops::Range<usize>, String)) -> Rollout {
+    let mut r = Rollout::default();
+    if let Some(order) = raw.order {
+        for env in order.into_inner() {
+            let name = env.get_ref();
+            if name.is_empty() {
+                bad(env.span(), "order: an environment name must not be empty".into());
+            } else if r.order.contains(name) {
+                bad(env.span(), format!("order: `{name}` is listed twice"));
+            } else {
+                r.order.push(name.clone());
+            }
+        }
+    }
+    if let Some(soak) = raw.soak {
+        match Dur::parse(soak.get_ref()) {
+            Ok(d) if d >= Dur::ZERO => r.soak = d,
+            Ok(_) => bad(soak.span(), "soak must not be negative".into()),
+            Err(why) => bad(soak.span(), format!("soak: {why}")),
+        }
+    }
+    if let Some(max) = raw.max_per_run {
+        match usize::try_from(*max.get_ref()) {
+            Ok(n) if n >= 1 => r.max_per_run = Some(n),
+            _ => bad(
+                max.span(),
+                "max_per_run must be at least 1 (leave it out for no limit)".into(),
+            ),
+        }
+    }
+    r
+}
+
 /// `[service.<name>] provider = …` with its `[service.<name>.postgres]` table.
 fn provider(name: &str, spec: &str, pg: Option<RawPostgres>) -> Result<Provider, String> {
     if let Some(program) = spec.strip_prefix("exec:") {
@@ -651,6 +730,27 @@ mod tests {
         let (_, problems) = Settings::parse("keyrot.toml", text);
         let lines: Vec<usize> = problems.iter().filter_map(|p| p.pos.map(|p| p.0)).collect();
         assert_eq!(lines, vec![2, 4, 5, 7, 8], "{problems:?}");
+    }
+
+    #[test]
+    fn rollout_is_read_and_checked() {
+        let text = "[rollout]\norder = [\"dev\", \"prod\"]\nsoak = \"12h\"\nmax_per_run = 5\n";
+        let (s, problems) = Settings::parse("keyrot.toml", text);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(s.rollout.order, ["dev", "prod"]);
+        assert_eq!(s.rollout.soak, Dur::parse("12h").unwrap());
+        assert_eq!(s.rollout.max_per_run, Some(5));
+        assert!(s.rollout.is_active());
+        assert!(!Settings::default().rollout.is_active());
+
+        let text = "[rollout]\norder = [\"dev\",\n  \"dev\"]\nsoak = \"-1h\"\nmax_per_run = 0\nlimit = 3\n";
+        let (_, problems) = Settings::parse("keyrot.toml", text);
+        assert_eq!(problems.len(), 1, "unknown field first: {problems:?}");
+        assert!(problems[0].message.contains("limit"));
+        let (_, problems) = Settings::parse("keyrot.toml", &text.replace("limit = 3\n", ""));
+        let lines: Vec<usize> = problems.iter().filter_map(|p| p.pos.map(|p| p.0)).collect();
+        assert_eq!(lines, vec![3, 4, 5], "{problems:?}");
+        assert!(problems[0].message.contains("listed twice"), "{problems:?}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod policy_tests;
 mod postgres;
 mod providers;
 mod remote;
+mod rollout;
 mod run;
 mod saved_plans;
 mod servers;

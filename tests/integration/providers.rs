@@ -284,19 +284,31 @@ fn an_uncommitted_provider_is_never_run() {
 #[test]
 fn bad_provider_settings_name_the_line() {
     let s = Store::new();
+    let shipped = s.read("keyrot.toml");
+    // The first line appended after the shipped template's.
+    let at = shipped.lines().count() + 1;
     s.write(
         "keyrot.toml",
-        &(s.read("keyrot.toml")
+        &(shipped
             + "\n[service.a]\nprovider = \"exec:/usr/bin/env\"\n[service.b]\nprovider = \"vault\"\n[service.c]\nprovider = \"postgres\"\n[service.d]\ntimeout = \"never\"\n"),
     );
     let err = s.keyrot(&["check"]).fails(1).stderr;
     for expected in [
-        "keyrot.toml:40:12: exec provider `/usr/bin/env` must be a relative path",
-        "keyrot.toml:42:12: provider must be \"postgres\" or \"exec:<path in the store>\"",
-        "keyrot.toml:44:12: provider = \"postgres\" needs a [service.c.postgres] table",
-        "keyrot.toml:46:11: service.d.timeout",
+        format!(
+            "keyrot.toml:{}:12: exec provider `/usr/bin/env` must be a relative path",
+            at + 2
+        ),
+        format!(
+            "keyrot.toml:{}:12: provider must be \"postgres\" or \"exec:<path in the store>\"",
+            at + 4
+        ),
+        format!(
+            "keyrot.toml:{}:12: provider = \"postgres\" needs a [service.c.postgres] table",
+            at + 6
+        ),
+        format!("keyrot.toml:{}:11: service.d.timeout", at + 8),
     ] {
-        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+        assert!(err.contains(&expected), "missing `{expected}` in:\n{err}");
     }
 }
 
