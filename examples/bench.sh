@@ -5,7 +5,7 @@
 #   examples/bench.sh                 # 10k and 100k keys, 5 runs each (several minutes)
 #   SIZES="1000" RUNS=3 examples/bench.sh
 #   QUICK=1 examples/bench.sh         # tiny sizes, one run: what CI does so it cannot rot
-#   ONLY="audit" examples/bench.sh    # only these sections: plan apply log audit remote startup watch
+#   ONLY="audit" examples/bench.sh    # only these sections: plan rollout apply log audit remote startup watch
 #
 # Prints a Markdown table; BENCHMARKS.md holds the last full run and its reading.
 set -euo pipefail
@@ -81,6 +81,21 @@ want plan && for n in $SIZES; do
     kb=$( { /usr/bin/time -f '%M' "$KEYROT" --store "$dir" plan --json --now "$NOW" >/dev/null; } 2>&1 | tail -1)
     row "peak memory, plan of $n keys" "$((kb / 1024)) MB" "-" "$(ratio "$((kb / 1024))" 200)" "the 200 MB target"
   fi
+done
+
+# plan with [rollout] (three environments, a budget) vs the same store without it: the
+# rule runs once over the whole plan, so it should cost a few percent at most
+want rollout && for n in $SIZES; do
+  dir=$(store "$n")
+  rdir="$WORK/rollout-$n"
+  if [ ! -d "$rdir/.git" ]; then
+    rm -rf "$rdir"; cp -r "$dir" "$rdir"
+    printf '\n[rollout]\norder = ["development", "staging", "production"]\nsoak = "24h"\nmax_per_run = 500\n' >> "$rdir/keyrot.toml"
+    git -C "$rdir" commit -q -am "rollout"
+  fi
+  without=$(median_ms "$KEYROT" --store "$dir" plan --json --now "$NOW")
+  with=$(median_ms "$KEYROT" --store "$rdir" plan --json --now "$NOW")
+  row "plan --json with [rollout], $n keys" "$with" "$without" "$(ratio "$with" "$without")" "the same plan without [rollout]"
 done
 
 # apply of APPLY_KEYS rotations vs git add -A && git commit of the same changes
