@@ -69,6 +69,7 @@ fn the_bench_script_runs_end_to_end() {
     );
     for row in [
         "| plan --json, 200 keys |",
+        "| plan --json with [rollout], 200 keys |",
         "| apply, 50 rotations",
         "| log KEY, 5 apply commits |",
         "| check, empty store |",
