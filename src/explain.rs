@@ -40,6 +40,8 @@ pub(crate) struct Facts {
     pub owner: String,
     pub owner_status: String,
     pub owner_team: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_departed_at: Option<String>,
     pub owner_key_count: i64,
     pub environment: String,
     pub permissions: Vec<String>,
@@ -123,6 +125,7 @@ pub(crate) fn explain(
         owner: key.owner.clone(),
         owner_status: f.owner_status.to_string(),
         owner_team: f.owner_team.clone(),
+        owner_departed_at: f.owner_departed_at.map(|t| t.to_rfc3339()),
         owner_key_count: f.owner_key_count,
         environment: key.environment.clone(),
         permissions: key.permissions.clone(),

@@ -8,7 +8,7 @@ use git2::{Repository, RepositoryInitOptions};
 use toml_edit::{DocumentMut, Item, Value};
 
 use crate::error::{Error, Result};
-use crate::store::{files, repo, Settings};
+use crate::store::{files, Settings};
 use crate::time::{Dur, Time};
 
 /// The policies keyrot ships and their tests, as `(file name, source)`.
@@ -196,7 +196,7 @@ pub fn init(dir: &Path, example: bool, now: Time) -> Result<Created> {
         fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
     }
 
-    let commit = commit_files(&git_repo, &files, "keyrot init")?;
+    let commit = crate::direct_commit::commit_files(&git_repo, &Settings::default(), &files, "keyrot init")?;
     Ok(Created {
         root: dir.to_path_buf(),
         commit,
@@ -239,48 +239,6 @@ fn existing_repository(dir: &Path) -> Result<Option<Repository>> {
         ));
     }
     Ok(Some(repo))
-}
-
-/// Commits exactly `files` (already written to the work tree) on the current branch,
-/// on top of HEAD when there is one, and stages them, so `git status` shows them
-/// clean; whatever else the index or work tree holds stays as it was.
-fn commit_files(git_repo: &Repository, files: &[(String, String)], message: &str) -> Result<String> {
-    let git = |e| Error::git("making the store's commit", e);
-    let parent = match git_repo.head() {
-        Ok(h) => Some(h.peel_to_commit().map_err(git)?),
-        Err(_) => None,
-    };
-    let base = match &parent {
-        Some(p) => Some(p.tree().map_err(git)?),
-        None => None,
-    };
-    let mut changes = Vec::with_capacity(files.len());
-    for (rel, text) in files {
-        let blob = git_repo.blob(text.as_bytes()).map_err(git)?;
-        changes.push((rel.split('/').collect::<Vec<_>>(), blob));
-    }
-    let tree_id = crate::apply::write_tree(git_repo, base.as_ref(), &changes)?;
-    let tree = git_repo.find_tree(tree_id).map_err(git)?;
-    let settings = Settings::default();
-    let sig = repo::signature(git_repo, &settings)?;
-    // Signed when git's settings say so (`commit.gpgSign`), like every commit git makes.
-    let signer = crate::signing::Signer::from_config(git_repo, &settings, &sig)?;
-    let parents: Vec<&git2::Commit> = parent.iter().collect();
-    let oid = crate::signing::write_commit(git_repo, &sig, message, &tree, &parents, signer.as_ref())?;
-    // HEAD names the branch (in a new repository, one that does not exist yet).
-    let head = git_repo.find_reference("HEAD").map_err(git)?;
-    let branch = head.symbolic_target().unwrap_or("refs/heads/main").to_string();
-    match &parent {
-        Some(p) => git_repo.reference_matching(&branch, oid, true, p.id(), "keyrot init"),
-        None => git_repo.reference(&branch, oid, false, "keyrot init"),
-    }
-    .map_err(git)?;
-    let mut index = git_repo.index().map_err(git)?;
-    for (rel, _) in files {
-        index.add_path(Path::new(rel)).map_err(git)?;
-    }
-    index.write().map_err(git)?;
-    Ok(oid.to_string())
 }
 
 /// Moves every offset date-time in a TOML document by `secs`, keeping its formatting.

@@ -58,12 +58,17 @@ fn render(e: &Explanation) -> String {
         .as_deref()
         .map(|t| format!(", team {t}"))
         .unwrap_or_default();
+    let departed = f
+        .owner_departed_at
+        .as_deref()
+        .map(|t| format!(" at {t}"))
+        .unwrap_or_default();
     let rows = [
         ("service", f.service.clone()),
         (
             "owner",
             format!(
-                "{} ({}{team}; {} active key{})",
+                "{} ({}{departed}{team}; {} active key{})",
                 f.owner,
                 f.owner_status,
                 f.owner_key_count,

@@ -10,6 +10,7 @@ mod explain;
 mod init;
 mod lease;
 mod log;
+mod owner;
 mod plan;
 mod render;
 mod run;
@@ -71,6 +72,8 @@ enum Command {
     Lease(lease::Args),
     /// Remove the shared remote's lease LEASE_ID (like terraform force-unlock)
     Unlock(lease::UnlockArgs),
+    /// Change owners.toml: `owner depart NAME` records that NAME has left
+    Owner(owner::Args),
     /// Print shell completions (bash, zsh, fish, powershell, elvish)
     Completions(docs::CompletionsArgs),
     /// Print the man page, or write every command's page into DIR
@@ -221,6 +224,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Test(args) => test::run(args, &store),
         Command::Demo(args) => demo::run(args),
         Command::Lease(args) => lease::run(args, &store),
+        Command::Owner(args) => owner::run(args, &store),
         Command::Unlock(args) => lease::unlock(args, &store),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),

@@ -28,7 +28,7 @@ pub(crate) struct Memo {
 
 struct Memoized {
     key: Arc<Key>,
-    owner: (&'static str, Option<String>, i64),
+    owner: crate::policy::api::OwnerFacts,
     /// Per policy, in the memo's policy order.
     decisions: Vec<Vec<Decision>>,
 }
@@ -122,11 +122,7 @@ impl Memo {
             .binary_search_by(|(id, _)| id.as_str().cmp(&key.id))
             .ok()?;
         let e = &self.keys[at].1;
-        let (status, team, count) = &e.owner;
-        let same = (Arc::ptr_eq(&e.key, key) || e.key == *key)
-            && *status == facts.owner_status
-            && *team == facts.owner_team
-            && *count == facts.owner_key_count;
+        let same = (Arc::ptr_eq(&e.key, key) || e.key == *key) && e.owner == facts.owner();
         same.then_some(e)
     }
 
@@ -209,8 +205,7 @@ impl Memo {
             let mut fresh = Vec::new();
             let mut evaluated = 0;
             for (id, entry) in entries.iter_mut() {
-                let (status, team, count) = &entry.owner;
-                let view = KeyView::from_parts(entry.key.clone(), status, team.clone(), *count, now);
+                let view = KeyView::from_parts(entry.key.clone(), entry.owner.clone(), now);
                 let mut differs = false;
                 for &idx in changed {
                     let decisions = evaluator.evaluate_policy(idx, &view)?;
@@ -378,11 +373,7 @@ impl Memoized {
         let facts = view.facts();
         Memoized {
             key: facts.key.clone(),
-            owner: (
-                facts.owner_status,
-                facts.owner_team.clone(),
-                facts.owner_key_count,
-            ),
+            owner: facts.owner(),
             decisions,
         }
     }

@@ -102,10 +102,35 @@ pub(crate) use budget::OVER_TIME;
 #[derive(Clone)]
 pub struct KeyView(Arc<KeyFacts>);
 
+/// What a key's view says about its owner (and what `watch`'s memo compares to tell
+/// whether a key's decisions still hold).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerFacts {
+    pub status: &'static str,
+    pub team: Option<String>,
+    pub departed_at: Option<Time>,
+    /// Keys of the same owner stored as active, this one included.
+    pub key_count: i64,
+}
+
+impl KeyFacts {
+    /// The facts about the key's owner.
+    pub fn owner(&self) -> OwnerFacts {
+        OwnerFacts {
+            status: self.owner_status,
+            team: self.owner_team.clone(),
+            departed_at: self.owner_departed_at,
+            key_count: self.owner_key_count,
+        }
+    }
+}
+
 pub struct KeyFacts {
     pub key: Arc<Key>,
     pub owner_status: &'static str,
     pub owner_team: Option<String>,
+    /// When a departed owner left, if `owners.toml` says.
+    pub owner_departed_at: Option<Time>,
     pub owner_key_count: i64,
     pub age: Dur,
     pub idle: Dur,
@@ -123,30 +148,25 @@ impl KeyView {
             Some(OwnerStatus::Departed) => "departed",
             None => "unknown",
         };
-        KeyView::from_parts(
-            key,
-            owner_status,
-            owner.and_then(|o| o.team.clone()),
-            owner_key_count,
-            now,
-        )
+        let owner_facts = OwnerFacts {
+            status: owner_status,
+            team: owner.and_then(|o| o.team.clone()),
+            departed_at: owner.and_then(|o| o.departed_at),
+            key_count: owner_key_count,
+        };
+        KeyView::from_parts(key, owner_facts, now)
     }
 
     /// A view from its stored part and the facts about its owner; `age` and `idle` are
     /// derived at `now`.
-    pub fn from_parts(
-        key: Arc<Key>,
-        owner_status: &'static str,
-        owner_team: Option<String>,
-        owner_key_count: i64,
-        now: Time,
-    ) -> KeyView {
+    pub fn from_parts(key: Arc<Key>, owner: OwnerFacts, now: Time) -> KeyView {
         let age = now.since(key.rotated_at);
         let idle = now.since(key.last_used_at.unwrap_or(key.created_at));
         KeyView(Arc::new(KeyFacts {
-            owner_status,
-            owner_team,
-            owner_key_count,
+            owner_status: owner.status,
+            owner_team: owner.team,
+            owner_departed_at: owner.departed_at,
+            owner_key_count: owner.key_count,
             age,
             idle,
             key,
@@ -156,13 +176,7 @@ impl KeyView {
     /// The same key seen at another instant.
     pub fn at(&self, now: Time) -> KeyView {
         let f = &self.0;
-        KeyView::from_parts(
-            f.key.clone(),
-            f.owner_status,
-            f.owner_team.clone(),
-            f.owner_key_count,
-            now,
-        )
+        KeyView::from_parts(f.key.clone(), f.owner(), now)
     }
 
     pub fn facts(&self) -> &KeyFacts {
@@ -334,6 +348,9 @@ fn register_key(engine: &mut Engine) {
             }
         })
         .register_get("owner_team", |k: &mut KeyView| opt_str(k.0.owner_team.as_deref()))
+        .register_get("owner_departed_at", |k: &mut KeyView| {
+            opt_time(k.0.owner_departed_at)
+        })
         .register_get("environment", |k: &mut KeyView| {
             ImmutableString::from(k.0.key.environment.as_str())
         })

@@ -397,6 +397,7 @@ pub const KEY_FIELDS: &[(&str, &str)] = &[
     ("owner", "\"alice\""),
     ("owner_status", "\"active\" (or \"departed\", \"unknown\")"),
     ("owner_team", "()"),
+    ("owner_departed_at", "() (or a time, for a departed owner)"),
     ("owner_key_count", "1"),
     ("environment", "\"production\""),
     ("permissions", "[]"),
@@ -499,6 +500,7 @@ fn build_key(mut fields: Map, now: Time) -> RResult<KeyView> {
         Some(v) if v.is_unit() => None,
         v => Some(string("owner_team", v, "")?),
     };
+    let owner_departed_at = time("owner_departed_at", take("owner_departed_at"))?;
     let owner_key_count = match take("owner_key_count") {
         None => 1,
         Some(v) => v
@@ -573,11 +575,11 @@ fn build_key(mut fields: Map, now: Time) -> RResult<KeyView> {
         revoked_at: None,
         revoke_reason: None,
     };
-    Ok(KeyView::from_parts(
-        Arc::new(key),
-        owner_status,
-        owner_team,
-        owner_key_count as INT,
-        now,
-    ))
+    let owner = crate::policy::api::OwnerFacts {
+        status: owner_status,
+        team: owner_team,
+        departed_at: owner_departed_at,
+        key_count: owner_key_count as INT,
+    };
+    Ok(KeyView::from_parts(Arc::new(key), owner, now))
 }

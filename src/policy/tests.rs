@@ -40,6 +40,7 @@ fn view() -> KeyView {
         status: OwnerStatus::Active,
         team: Some("trading".into()),
         email: None,
+        departed_at: None,
     };
     KeyView::new(Arc::new(k), Some(&owner), 3, Time::parse_rfc3339(NOW).unwrap())
 }

@@ -3,10 +3,12 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use toml::value::Datetime;
 use toml::Spanned;
 
 use super::parse::{span_problem, toml_problem};
 use crate::error::Problem;
+use crate::time::Time;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OwnerStatus {
@@ -19,6 +21,8 @@ pub struct Owner {
     pub status: OwnerStatus,
     pub team: Option<String>,
     pub email: Option<String>,
+    /// When a departed owner left, if recorded: policies rotate a key once after it.
+    pub departed_at: Option<Time>,
 }
 
 #[derive(Deserialize)]
@@ -27,6 +31,7 @@ struct RawOwner {
     status: Option<Spanned<String>>,
     team: Option<String>,
     email: Option<String>,
+    departed_at: Option<Spanned<Datetime>>,
 }
 
 /// Parses `owners.toml` into owners by name.
@@ -65,12 +70,37 @@ pub fn parse(path: &str, text: &str) -> (BTreeMap<String, Owner>, Vec<Problem>) 
                 }
             },
         };
+        let departed_at = match raw.departed_at {
+            None => None,
+            Some(at) if status != OwnerStatus::Departed => {
+                problems.push(span_problem(
+                    path,
+                    text,
+                    at.span(),
+                    format!("owner `{name}`: departed_at is set but status is not \"departed\""),
+                ));
+                continue;
+            }
+            Some(at) => match Time::from_toml(at.get_ref()) {
+                Ok(t) => Some(t),
+                Err(why) => {
+                    problems.push(span_problem(
+                        path,
+                        text,
+                        at.span(),
+                        format!("owner `{name}`: departed_at: {why}"),
+                    ));
+                    continue;
+                }
+            },
+        };
         owners.insert(
             name,
             Owner {
                 status,
                 team: raw.team,
                 email: raw.email,
+                departed_at,
             },
         );
     }
@@ -91,6 +121,30 @@ mod tests {
         assert_eq!(owners["alice"].team.as_deref(), Some("trading"));
         assert_eq!(owners["bob"].status, OwnerStatus::Departed);
         assert_eq!(owners["carol"].status, OwnerStatus::Active);
+    }
+
+    #[test]
+    fn departed_at_is_read_and_only_for_departed_owners() {
+        let (owners, problems) = parse(
+            "owners.toml",
+            "[bob]\nstatus = \"departed\"\ndeparted_at = 2026-11-01T09:00:00Z\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            owners["bob"].departed_at,
+            Some(Time::parse_rfc3339("2026-11-01T09:00:00Z").unwrap())
+        );
+        let (_, problems) = parse("owners.toml", "[al]\ndeparted_at = 2026-11-01T09:00:00Z\n");
+        assert_eq!(problems[0].pos, Some((2, 15)), "{problems:?}");
+        assert!(problems[0].message.contains("status is not \"departed\""));
+        let (_, problems) = parse(
+            "owners.toml",
+            "[bob]\nstatus = \"departed\"\ndeparted_at = 2026-11-01\n",
+        );
+        assert!(
+            problems[0].message.contains("no time zone offset"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -165,3 +165,87 @@ fn every_shipped_policy_has_a_description() {
         assert!(!p["description"].as_str().unwrap_or_default().is_empty(), "{p}");
     }
 }
+
+/// The rows of one key in a plan made at `now`.
+fn rows_at(s: &Store, now: &str, id: &str) -> Vec<(String, String, String)> {
+    let plan = s.keyrot(&["plan", "--json", "--now", now]).ok().json();
+    actions(&plan).into_iter().filter(|(k, _, _)| k == id).collect()
+}
+
+#[test]
+fn a_departure_recorded_by_owner_depart_is_acted_on_once() {
+    let s = Store::with_keys(&[(
+        "shared",
+        &key("[\"read\"]", "2026-11-01T00:00:00Z", "").replace("alice", "dave"),
+    )]);
+    s.write("owners.toml", &format!("# who owns keys\n{OWNERS}"));
+    s.commit("owners with a comment");
+    let rotate_and_warn = vec![
+        row("shared", "rotate", "departed-owner"),
+        row("shared", "warn", "departed-owner"),
+    ];
+    assert_eq!(rows_at(&s, NOW, "shared"), rotate_and_warn);
+
+    // Recorded in a commit of its own that changes owners.toml alone, comments kept.
+    let before = s.head();
+    s.keyrot(&["owner", "depart", "dave", "--at", "2026-11-20T00:00:00Z"])
+        .ok()
+        .stdout_has("dave departed at 2026-11-20T00:00:00Z");
+    assert_eq!(s.git(&["rev-parse", "HEAD~1"]).trim(), before.trim());
+    assert_eq!(
+        s.git(&["log", "-1", "--format=%s"]).trim(),
+        "keyrot owner: dave departed"
+    );
+    assert_eq!(
+        s.git(&["show", "--name-only", "--format=", "HEAD"]).trim(),
+        "owners.toml"
+    );
+    let owners = s.read("owners.toml");
+    assert!(owners.starts_with("# who owns keys\n"), "{owners}");
+    assert!(
+        owners.contains(
+            "[dave]\nstatus = \"departed\"\nteam = \"trading\"\ndeparted_at = 2026-11-20T00:00:00Z\n"
+        ),
+        "{owners}"
+    );
+    assert!(s.git(&["status", "--porcelain"]).is_empty());
+
+    // Last rotated before the departure: rotated once; then only the warning stays,
+    // also after the cooldown.
+    assert_eq!(rows_at(&s, NOW, "shared"), rotate_and_warn);
+    s.apply().ok();
+    let days_later = "2026-11-25T20:00:00Z";
+    assert_eq!(
+        rows_at(&s, days_later, "shared"),
+        vec![row("shared", "warn", "departed-owner")]
+    );
+    let explained = s.keyrot(&["explain", "shared", "--now", days_later]).ok().stdout;
+    assert!(
+        explained.contains("dave (departed at 2026-11-20T00:00:00Z, team trading"),
+        "{explained}"
+    );
+    // Without the record, keyrot cannot tell and rotates again after the cooldown.
+    s.write(
+        "owners.toml",
+        &s.read("owners.toml")
+            .replace("departed_at = 2026-11-20T00:00:00Z\n", ""),
+    );
+    assert_eq!(rows_at(&s, days_later, "shared"), rotate_and_warn);
+    s.git(&["checkout", "owners.toml"]);
+
+    // Again: nothing to do. An unknown owner, or uncommitted edits, are refused.
+    let head = s.head();
+    s.keyrot(&["owner", "depart", "dave"])
+        .ok()
+        .stdout_has("already recorded as departed at 2026-11-20T00:00:00Z");
+    s.keyrot(&["owner", "depart", "erin"])
+        .fails(1)
+        .stderr_has("owners.toml: no owner `erin`");
+    s.write("owners.toml", &(s.read("owners.toml") + "\n[erin]\n"));
+    s.keyrot(&["owner", "depart", "alice"])
+        .fails(1)
+        .stderr_has("owners.toml has uncommitted changes");
+    assert_eq!(s.head(), head);
+    assert!(!s.read("owners.toml").contains("[alice]\nstatus = \"departed\""));
+    s.keyrot(&["audit", "verify"]).ok().stdout_has("1 apply ok, ");
+}

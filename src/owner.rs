@@ -1,0 +1,126 @@
+//! `keyrot owner depart NAME`: records in `owners.toml` that a person has left (status
+//! and `departed_at`), as a commit of its own, so that policies act on the departure
+//! once (`key.owner_departed_at`) and the history says who recorded it and when.
+
+use crate::error::{Error, Result};
+use crate::store::files::OWNERS_FILE;
+use crate::store::owners::{self, OwnerStatus};
+use crate::store::{repo, Settings};
+use crate::time::Time;
+use crate::workspace::Workspace;
+
+/// What `depart` did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Departure {
+    /// Recorded in this commit.
+    Recorded { commit: String },
+    /// `owners.toml` already said so, with this instant: nothing changed.
+    AlreadyRecorded { at: Time },
+}
+
+/// Marks owner `name` departed at `at` in `owners.toml` (format-preserving) and commits
+/// that file alone. Refuses an owner the file does not list and a file with uncommitted
+/// changes (the commit must hold exactly this change).
+pub(crate) fn depart(ws: &Workspace, name: &str, at: Time) -> Result<Departure> {
+    let path = ws.root.join(OWNERS_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let (owners, problems) = owners::parse(OWNERS_FILE, &text);
+    if !problems.is_empty() {
+        return Err(Error::Invalid(problems));
+    }
+    let owner = owners.get(name).ok_or_else(|| {
+        Error::Usage(format!(
+            "{OWNERS_FILE}: no owner `{name}`; add a [{name}] table first"
+        ))
+    })?;
+    if let (OwnerStatus::Departed, Some(at)) = (owner.status, owner.departed_at) {
+        return Ok(Departure::AlreadyRecorded { at });
+    }
+    if !repo::dirty_paths(&ws.repo, &[OWNERS_FILE.to_string()])?.is_empty() {
+        return Err(Error::Usage(format!(
+            "{OWNERS_FILE} has uncommitted changes; commit or discard them first, so this commit records the departure alone"
+        )));
+    }
+    let edited = mark_departed(&text, name, at)?;
+    std::fs::write(&path, &edited).map_err(|e| Error::io(&path, e))?;
+    let settings = settings_of(ws);
+    let message = format!(
+        "keyrot owner: {name} departed\n\nstatus = \"departed\", departed_at = {}\n",
+        at.to_rfc3339()
+    );
+    let files = [(OWNERS_FILE.to_string(), edited)];
+    match crate::direct_commit::commit_files(&ws.repo, &settings, &files, &message) {
+        Ok(commit) => Ok(Departure::Recorded { commit }),
+        Err(e) => {
+            // No commit (a signature that could not be made, a branch that moved): the
+            // file goes back to what HEAD holds, so nothing is left half-done.
+            std::fs::write(&path, &text).map_err(|e| Error::io(&path, e))?;
+            Err(e)
+        }
+    }
+}
+
+/// The store's settings (for the commit's author and whether it must be signed), else
+/// the defaults: a broken keyrot.toml must not keep a departure from being recorded.
+fn settings_of(ws: &Workspace) -> Settings {
+    std::fs::read_to_string(ws.root.join(crate::store::files::SETTINGS_FILE))
+        .map(|text| Settings::parse(crate::store::files::SETTINGS_FILE, &text).0)
+        .unwrap_or_default()
+}
+
+/// `owners.toml` with `[name]` set to `status = "departed"` and `departed_at = at`,
+/// everything else (comments, order, spacing) as it was.
+fn mark_departed(text: &str, name: &str, at: Time) -> Result<String> {
+    let bad = |why: String| Error::Usage(format!("{OWNERS_FILE}: {why}"));
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| bad(format!("{e}")))?;
+    let table = doc
+        .get_mut(name)
+        .and_then(toml_edit::Item::as_table_like_mut)
+        .ok_or_else(|| bad(format!("`{name}` is not a table")))?;
+    let when = at
+        .to_toml()
+        .map_err(|why| bad(format!("cannot write {at}: {why}")))?;
+    for (field, value) in [
+        ("status", toml_edit::Value::from("departed")),
+        ("departed_at", toml_edit::Value::from(when)),
+    ] {
+        match table.get_mut(field).and_then(toml_edit::Item::as_value_mut) {
+            // Keep the comment and spacing around a value that is replaced.
+            Some(old) => {
+                let decor = old.decor().clone();
+                *old = value;
+                *old.decor_mut() = decor;
+            }
+            None => {
+                table.insert(field, toml_edit::Item::Value(value));
+            }
+        }
+    }
+    Ok(doc.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_owners_status_and_departure_change() {
+        let text = "# people\n[alice]\nstatus = \"active\"   # still here\nteam = \"trading\"\n\n[bob]\nteam = \"ops\"\n";
+        let at = Time::parse_rfc3339("2026-12-01T17:30:00Z").unwrap();
+        let out = mark_departed(text, "alice", at).unwrap();
+        assert_eq!(
+            out,
+            "# people\n[alice]\nstatus = \"departed\"   # still here\nteam = \"trading\"\ndeparted_at = 2026-12-01T17:30:00Z\n\n[bob]\nteam = \"ops\"\n"
+        );
+        let out = mark_departed(text, "bob", at).unwrap();
+        assert!(
+            out.ends_with(
+                "[bob]\nteam = \"ops\"\nstatus = \"departed\"\ndeparted_at = 2026-12-01T17:30:00Z\n"
+            ),
+            "{out}"
+        );
+        let (owners, problems) = owners::parse(OWNERS_FILE, &out);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(owners["bob"].departed_at, Some(at));
+    }
+}
