@@ -3,6 +3,7 @@
 //! The folder sink keeps that file as the delivered secret; the Vault sink writes it to
 //! a KV v2 mount before the commit and the folder keeps nothing after.
 
+mod trust;
 pub(crate) mod vault;
 
 use crate::error::Result;
@@ -129,10 +130,10 @@ impl Sink for Vault {
     }
 }
 
-/// The sink `keyrot.toml` configures.
-pub(crate) fn from_settings(settings: &Settings) -> Result<Box<dyn Sink>> {
+/// The sink `keyrot.toml` configures, for the store at `root`.
+pub(crate) fn from_settings(settings: &Settings, root: &std::path::Path) -> Result<Box<dyn Sink>> {
     Ok(match &settings.sink {
-        SinkSettings::Vault(v) => Box::new(Vault::new(v)?),
+        SinkSettings::Vault(v) => Box::new(Vault::new(v, root)?),
         SinkSettings::Dir => Box::new(Folder),
     })
 }

@@ -18,6 +18,10 @@ use crate::store::settings::VaultSettings;
 pub(crate) struct Vault {
     agent: ureq::Agent,
     address: String,
+    /// Sent as `X-Vault-Namespace` when set.
+    namespace: Option<String>,
+    /// Where the trusted CAs came from, for a certificate error's message.
+    trust: String,
     token: Token,
     mount: String,
     path: String,
@@ -39,6 +43,19 @@ impl Drop for Token {
     }
 }
 
+/// A request with the token and, when set, the namespace.
+fn with_headers<B>(
+    req: ureq::RequestBuilder<B>,
+    token: &str,
+    namespace: Option<&str>,
+) -> ureq::RequestBuilder<B> {
+    let req = req.header("X-Vault-Token", token);
+    match namespace {
+        Some(ns) => req.header("X-Vault-Namespace", ns),
+        None => req,
+    }
+}
+
 /// What one HTTP exchange came to.
 struct Reply {
     status: u16,
@@ -46,8 +63,25 @@ struct Reply {
 }
 
 impl Vault {
-    /// A client for `settings`, with the token from its environment variable.
-    pub(crate) fn new(settings: &VaultSettings) -> Result<Vault> {
+    /// A client for `settings`, with the token from its environment variable; the
+    /// address, namespace and CAs from `VAULT_ADDR`, `VAULT_NAMESPACE`, `VAULT_CACERT` and
+    /// `VAULT_CAPATH` where keyrot.toml does not set them (as the Vault CLI reads them).
+    /// `root` is the store's root, which a relative `ca_cert` is read from.
+    pub(crate) fn new(settings: &VaultSettings, root: &std::path::Path) -> Result<Vault> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let address = match &settings.address {
+            Some(a) => a.clone(),
+            None => {
+                let given = env("VAULT_ADDR").ok_or_else(|| {
+                    Error::Usage(
+                        "[delivery] sink is vault, but neither [delivery.vault] address nor $VAULT_ADDR is set".into(),
+                    )
+                })?;
+                crate::store::settings::vault_address(&given, "VAULT_ADDR").map_err(Error::Usage)?
+            }
+        };
+        let namespace = settings.namespace.clone().or_else(|| env("VAULT_NAMESPACE"));
+        let (roots, trust) = super::trust::roots(settings, root, env)?;
         let token = std::env::var(&settings.token_env).unwrap_or_default();
         if token.trim().is_empty() {
             return Err(Error::Usage(format!(
@@ -55,14 +89,18 @@ impl Vault {
                 settings.token_env
             )));
         }
+        let tls = ureq::tls::TlsConfig::builder().root_certs(roots).build();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(15)))
             .http_status_as_error(false)
+            .tls_config(tls)
             .build()
             .into();
         Ok(Vault {
             agent,
-            address: settings.address.clone(),
+            address,
+            namespace,
+            trust,
             token: Token(token),
             mount: settings.mount.clone(),
             path: settings.path.clone(),
@@ -95,13 +133,28 @@ impl Vault {
         body: Option<&Value>,
     ) -> Result<Reply, StepError> {
         let token = self.token.0.as_str();
+        let namespace = self.namespace.as_deref();
         let result = match (method, body) {
-            ("GET", _) => self.agent.get(url).header("X-Vault-Token", token).call(),
-            ("DELETE", _) => self.agent.delete(url).header("X-Vault-Token", token).call(),
-            (_, Some(b)) => self.agent.post(url).header("X-Vault-Token", token).send_json(b),
-            (_, None) => self.agent.post(url).header("X-Vault-Token", token).send_empty(),
+            ("GET", _) => with_headers(self.agent.get(url), token, namespace).call(),
+            ("DELETE", _) => with_headers(self.agent.delete(url), token, namespace).call(),
+            (_, Some(b)) => with_headers(self.agent.post(url), token, namespace).send_json(b),
+            (_, None) => with_headers(self.agent.post(url), token, namespace).send_empty(),
         };
-        let mut resp = result.map_err(|e| self.fail(what, format!("cannot reach it: {e}")))?;
+        let mut resp = result.map_err(|e| {
+            let why = format!("cannot reach it: {e}");
+            // A private CA is the usual cause: say what was trusted and how to add it.
+            if why.contains("certificate") || why.contains("UnknownIssuer") {
+                self.fail(
+                    what,
+                    format!(
+                        "{why} (trusted: {}; for a private CA set VAULT_CACERT or [delivery.vault] ca_cert)",
+                        self.trust
+                    ),
+                )
+            } else {
+                self.fail(what, why)
+            }
+        })?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()

@@ -168,7 +168,13 @@ pub enum Sink {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct VaultSettings {
-    pub address: String,
+    /// `None`: `$VAULT_ADDR` (read when the sink is opened).
+    pub address: Option<String>,
+    /// Vault Enterprise / OpenBao namespace; `None`: `$VAULT_NAMESPACE`, if set.
+    pub namespace: Option<String>,
+    /// A PEM file of the CAs to trust (relative to the store root, or absolute);
+    /// `None`: `$VAULT_CACERT`, `$VAULT_CAPATH`, else the system's trust store.
+    pub ca_cert: Option<String>,
     pub token_env: String,
     pub mount: String,
     /// Where a key's secret lives under the mount; `{id}` and `{service}` expand.
@@ -248,7 +254,9 @@ struct RawDelivery {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawVault {
-    address: Spanned<String>,
+    address: Option<String>,
+    namespace: Option<String>,
+    ca_cert: Option<String>,
     token_env: Option<String>,
     mount: Option<String>,
     path: Option<String>,
@@ -655,12 +663,24 @@ fn is_env_name(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-fn vault(v: &RawVault) -> Result<VaultSettings, String> {
-    let address = v.address.get_ref().trim_end_matches('/').to_string();
+/// A Vault address as given (in keyrot.toml or `$VAULT_ADDR`), without a trailing `/`.
+pub fn vault_address(given: &str, from: &str) -> Result<String, String> {
+    let address = given.trim().trim_end_matches('/').to_string();
     if !(address.starts_with("http://") || address.starts_with("https://")) {
         return Err(format!(
-            "delivery.vault.address must start with http:// or https://, not {address:?}"
+            "{from} must start with http:// or https://, not {address:?}"
         ));
+    }
+    Ok(address)
+}
+
+fn vault(v: &RawVault) -> Result<VaultSettings, String> {
+    let address = match &v.address {
+        Some(a) => Some(vault_address(a, "delivery.vault.address")?),
+        None => None,
+    };
+    if v.ca_cert.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        return Err("delivery.vault.ca_cert must name a PEM file".into());
     }
     let token_env = v.token_env.clone().unwrap_or_else(|| "VAULT_TOKEN".into());
     if !is_env_name(&token_env) {
@@ -682,6 +702,8 @@ fn vault(v: &RawVault) -> Result<VaultSettings, String> {
     }
     Ok(VaultSettings {
         address,
+        namespace: v.namespace.clone().filter(|n| !n.trim().is_empty()),
+        ca_cert: v.ca_cert.clone(),
         token_env,
         mount,
         path,

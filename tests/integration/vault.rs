@@ -213,3 +213,106 @@ fn providers_never_see_the_vault_token() {
         "{env}"
     );
 }
+
+/// A store whose sink is Vault, configured by `table` (the lines of [delivery.vault]),
+/// with `id` overdue.
+fn store_with(table: &str, id: &str) -> Store {
+    let s = Store::new();
+    s.write(
+        "keyrot.toml",
+        &(s.read("keyrot.toml")
+            + "\n[delivery]\nsink = \"vault\"\n[delivery.vault]\ntoken_env = \"TEST_BAO_TOKEN\"\n"
+            + table),
+    );
+    s.write("owners.toml", OWNERS);
+    s.write(
+        &format!("keys/{id}.toml"),
+        &key("[\"read\"]", "2026-07-01T00:00:00Z", ""),
+    );
+    s.commit("a key delivered to vault");
+    s
+}
+
+#[test]
+fn over_tls_a_private_ca_is_trusted_only_when_named_and_vault_addr_is_honoured() {
+    let certs = tempfile::TempDir::new().unwrap();
+    let bao = Bao::start_tls(certs.path());
+    let ca = bao.ca.clone().unwrap();
+    let ca = ca.to_str().unwrap();
+    let address = bao.address();
+    let token = ("TEST_BAO_TOKEN", bao.token.as_str());
+    let s = store_with("", "k1");
+    let head = s.head();
+
+    // No address in keyrot.toml nor in the environment: refused before anything.
+    s.apply_at(NOW, &[token])
+        .fails(1)
+        .stderr_has("neither [delivery.vault] address nor $VAULT_ADDR is set");
+    // VAULT_ADDR is used; the server's CA is in no trust store: the key fails, saying
+    // what was trusted and how to add a CA.
+    let run = s.apply_at(NOW, &[token, ("VAULT_ADDR", &address)]).fails(1);
+    run.stderr_has(&format!("vault at {address}"))
+        .stderr_has("trusted: the system's trust store; for a private CA set VAULT_CACERT");
+    assert_eq!(s.head(), head);
+    assert!(!s.secret_file("k1").exists());
+    // With VAULT_CACERT naming the CA: delivered over TLS and read back.
+    let run = s
+        .apply_at(NOW, &[token, ("VAULT_ADDR", &address), ("VAULT_CACERT", ca)])
+        .ok();
+    run.stdout_has("vault:secret/keyrot/binance/k1");
+    assert_ne!(s.head(), head);
+    assert!(committed_fp(&s, "k1").starts_with("sha256:"));
+}
+
+#[test]
+fn a_ca_folder_or_the_stores_own_ca_file_is_trusted_and_the_store_setting_wins() {
+    let certs = tempfile::TempDir::new().unwrap();
+    let bao = Bao::start_tls(certs.path());
+    let ca = bao.ca.clone().unwrap();
+    let token = ("TEST_BAO_TOKEN", bao.token.as_str());
+    let address = format!("address = \"{}\"\n", bao.address());
+
+    // VAULT_CAPATH: a folder of PEM files.
+    let folder = tempfile::TempDir::new().unwrap();
+    fs::copy(&ca, folder.path().join("private-ca.pem")).unwrap();
+    let s = store_with(&address, "by-folder");
+    s.apply_at(NOW, &[token, ("VAULT_CAPATH", folder.path().to_str().unwrap())])
+        .ok();
+
+    // ca_cert in keyrot.toml, relative to the store: it wins over a VAULT_CACERT that
+    // names something else.
+    let s = store_with(&(address + "ca_cert = \"certs/vault-ca.pem\"\n"), "by-setting");
+    fs::create_dir_all(s.path("certs")).unwrap();
+    fs::copy(&ca, s.path("certs/vault-ca.pem")).unwrap();
+    s.commit("the vault CA");
+    s.apply_at(NOW, &[token, ("VAULT_CACERT", "/nonexistent/ca.pem")])
+        .ok()
+        .stdout_has("vault:secret/keyrot/binance/by-setting");
+}
+
+#[test]
+fn vault_namespace_sends_the_secrets_into_that_namespace() {
+    let bao = Bao::start();
+    let (status, _) = bao.post("/v1/sys/namespaces/team1", &serde_json::json!({}));
+    assert_eq!(status, 200);
+    let (status, body) = bao.post(
+        "/v1/team1/sys/mounts/secret",
+        &serde_json::json!({"type": "kv", "options": {"version": "2"}}),
+    );
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let s = store_with(&format!("address = \"{}\"\n", bao.address()), "k1");
+    s.apply_at(
+        NOW,
+        &[
+            ("TEST_BAO_TOKEN", bao.token.as_str()),
+            ("VAULT_NAMESPACE", "team1"),
+        ],
+    )
+    .ok();
+    let fp = committed_fp(&s, "k1");
+    let (status, body) = bao.get("/v1/team1/secret/data/keyrot/binance/k1");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["data"]["fingerprint"], fp.as_str());
+    let (status, _) = bao.get("/v1/secret/data/keyrot/binance/k1");
+    assert_eq!(status, 404, "nothing in the root namespace");
+}

@@ -97,7 +97,7 @@ impl<'a> Services<'a> {
             },
             providers: BTreeMap::new(),
             rotated: BTreeMap::new(),
-            sink: crate::sink::from_settings(settings)?,
+            sink: crate::sink::from_settings(settings, &ws.root)?,
             delivered: BTreeMap::new(),
             file: None,
         })

@@ -39,7 +39,7 @@ pub(crate) fn recover(ws: &Workspace) -> Result<Vec<String>> {
         .and_then(|c| c.tree())
         .map_err(|e| Error::git("reading the branch tip", e))?;
     let exec = exec_env(ws, &j.base, &settings);
-    let sink = crate::sink::from_settings(&settings)?;
+    let sink = crate::sink::from_settings(&settings, &ws.root)?;
     let mut notes = Vec::new();
     let mut left = Vec::new();
     for intent in std::mem::take(&mut j.intents) {
