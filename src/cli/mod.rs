@@ -14,6 +14,7 @@ mod owner;
 mod plan;
 mod render;
 mod run;
+mod style;
 mod test;
 mod watch;
 
@@ -39,6 +40,14 @@ struct Cli {
     /// the current directory
     #[arg(long, global = true, env = "KEYROT_STORE", value_name = "DIR")]
     store: Option<PathBuf>,
+    /// Colour the actions in tables: auto (a colour terminal, unless NO_COLOR is set;
+    /// CLICOLOR_FORCE forces it), always, never
+    #[arg(long, global = true, value_enum, default_value_t, value_name = "WHEN")]
+    color: style::ColorChoice,
+    /// Tables as wide as their rows, even on a narrower terminal (off a terminal they
+    /// always are)
+    #[arg(long, global = true)]
+    wide: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -207,6 +216,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<ExitCode, Error> {
+    style::init(cli.color, cli.wide);
     if let Some(dir) = &cli.chdir {
         std::env::set_current_dir(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -341,7 +351,7 @@ fn warnings(problems: &[crate::error::Problem]) {
 /// the text is shown escaped, never as terminal control sequences.
 fn out(text: &str) {
     let mut o = std::io::stdout().lock();
-    let _ = o.write_all(safe(text).as_bytes());
+    let _ = o.write_all(style::paint(&safe(text)).as_bytes());
     let _ = o.flush();
 }
 

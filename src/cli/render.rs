@@ -4,7 +4,8 @@ use std::fmt::Write;
 use std::path::Path;
 
 use tabled::builder::Builder;
-use tabled::settings::Style;
+use tabled::settings::peaker::PriorityMax;
+use tabled::settings::{Style, Width};
 
 use crate::apply::Applied;
 use crate::audit::Entry;
@@ -22,6 +23,13 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     }
     let mut t = b.build();
     t.with(Style::sharp());
+    // On a terminal narrower than the table, the widest columns (the reasons) wrap at
+    // word boundaries instead of the terminal breaking every line of the boxes.
+    if let Some(width) = super::style::get().width {
+        if t.total_width() > width {
+            t.with(Width::wrap(width).keep_words(true).priority(PriorityMax::right()));
+        }
+    }
     format!("{t}\n")
 }
 

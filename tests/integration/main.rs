@@ -26,5 +26,6 @@ mod run;
 mod saved_plans;
 mod servers;
 mod shipped_policies;
+mod terminal;
 mod vault;
 mod watch;
