@@ -59,6 +59,20 @@ pub(crate) fn map_chunks_mut<T: Send, R: Send>(items: &mut [T], f: impl Fn(&mut 
     }
 }
 
+/// `items.iter().map(f).collect()` on `workers` threads, each taking the next item
+/// not yet taken: for work that waits (a service call) rather than computes, where
+/// more threads than cores is the point. Results in item order.
+pub(crate) fn map_workers<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if workers <= 1 || items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
+    on_n_threads(workers, items.iter(), f)
+}
+
 /// The length of each chunk of `len` items, or `None` to stay on this thread.
 fn chunk_len(len: usize) -> Option<usize> {
     let threads = threads();
@@ -68,6 +82,15 @@ fn chunk_len(len: usize) -> Option<usize> {
 /// `f` of each chunk on one scoped thread per core, each thread taking the next chunk
 /// not yet taken; results in chunk order.
 fn on_threads<C: Send, R: Send>(chunks: impl Iterator<Item = C>, f: impl Fn(C) -> R + Sync) -> Vec<R> {
+    on_n_threads(threads(), chunks, f)
+}
+
+/// [`on_threads`] on `n` threads.
+fn on_n_threads<C: Send, R: Send>(
+    n: usize,
+    chunks: impl Iterator<Item = C>,
+    f: impl Fn(C) -> R + Sync,
+) -> Vec<R> {
     let queue: Vec<Mutex<Option<C>>> = chunks.map(|c| Mutex::new(Some(c))).collect();
     let next = AtomicUsize::new(0);
     let work = || {
@@ -86,7 +109,7 @@ fn on_threads<C: Send, R: Send>(chunks: impl Iterator<Item = C>, f: impl Fn(C) -
     };
     let work = &work;
     let mut results: Vec<(usize, R)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads().min(queue.len())).map(|_| s.spawn(work)).collect();
+        let workers: Vec<_> = (0..n.min(queue.len())).map(|_| s.spawn(work)).collect();
         workers
             .into_iter()
             .flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
@@ -133,5 +156,23 @@ mod tests {
         let mut out = vec![0u64; items.len()];
         super::fill(&mut out, &items, |x| x + 1);
         assert!(out.iter().zip(&items).all(|(o, i)| *o == i + 1));
+    }
+
+    /// Waiting work overlaps on as many workers as asked, and keeps its order.
+    #[test]
+    fn workers_overlap_waits_and_keep_order() {
+        let items: Vec<u64> = (0..40).collect();
+        let in_flight = std::sync::atomic::AtomicUsize::new(0);
+        let most = std::sync::atomic::AtomicUsize::new(0);
+        let out = super::map_workers(&items, 8, |x| {
+            let now = in_flight.fetch_add(1, super::Ordering::SeqCst) + 1;
+            most.fetch_max(now, super::Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            in_flight.fetch_sub(1, super::Ordering::SeqCst);
+            x * 3
+        });
+        assert_eq!(out, items.iter().map(|x| x * 3).collect::<Vec<_>>());
+        let most = most.load(super::Ordering::SeqCst);
+        assert!(most > 1 && most <= 8, "{most} at once");
     }
 }

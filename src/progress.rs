@@ -9,3 +9,11 @@ pub(crate) fn tick(progress: Progress, done: u64, total: u64) {
         f(done, total);
     }
 }
+
+/// Progress of an apply's service steps, per service (a bar each on a terminal).
+pub(crate) trait ServiceSteps: Sync {
+    /// Before any step: how many steps each service is planned to take.
+    fn planned(&self, totals: &[(String, u64)]);
+    /// One step of `service` done (failed or not; a retry is a step of its own).
+    fn done(&self, service: &str);
+}

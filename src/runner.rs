@@ -21,12 +21,13 @@ pub(crate) struct Cycle {
 /// `keyrot apply --yes` does. Everything is re-read from disk, so edited policies take
 /// effect at the next cycle, and a store that fails to load applies nothing.
 /// With `remote`, every cycle fetches first (and an apply goes through the lease and
-/// the atomic push).
+/// the atomic push); `parallelism` overrides `[apply] parallelism`.
 pub(crate) fn cycle(
     ws: &Workspace,
     now: Time,
     secrets: Option<&SecretsDir>,
     remote: Option<&crate::store::Remote>,
+    parallelism: Option<usize>,
 ) -> Result<Cycle> {
     match secrets {
         None => {
@@ -41,7 +42,10 @@ pub(crate) fn cycle(
             })
         }
         Some(secrets) => {
-            let tx = apply::Transaction::open(ws, remote)?;
+            let tx = apply::Transaction::open(ws, remote)?.with_steps(apply::StepOptions {
+                parallelism,
+                progress: None,
+            });
             let (plan, loaded) = tx.plan_head(now, None)?;
             let applied = tx.commit(&loaded, &plan, secrets)?;
             Ok(Cycle {

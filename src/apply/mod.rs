@@ -141,6 +141,15 @@ pub(crate) struct Transaction<'w> {
     /// The shared remote, when the store has one: the lease is held, and the commit
     /// becomes real by an atomic push.
     shared: Option<Session<'w>>,
+    steps: StepOptions<'w>,
+}
+
+/// How an apply runs its service steps: how many at once (default: `[apply]
+/// parallelism`), and who is told of their progress.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct StepOptions<'a> {
+    pub parallelism: Option<usize>,
+    pub progress: Option<&'a dyn crate::progress::ServiceSteps>,
 }
 
 impl<'w> Transaction<'w> {
@@ -149,6 +158,7 @@ impl<'w> Transaction<'w> {
             ws,
             guard: begin(ws, None)?,
             shared: None,
+            steps: StepOptions::default(),
         })
     }
 
@@ -172,7 +182,14 @@ impl<'w> Transaction<'w> {
             ws,
             guard,
             shared: Some(session),
+            steps: StepOptions::default(),
         })
+    }
+
+    /// Runs the service steps so (`--parallelism`, a progress bar).
+    pub(crate) fn with_steps(mut self, steps: StepOptions<'w>) -> Transaction<'w> {
+        self.steps = steps;
+        self
     }
 
     /// The committed store at HEAD, refused while the work tree has uncommitted
@@ -196,7 +213,15 @@ impl<'w> Transaction<'w> {
             Some(session) => Publisher::Shared(session),
             None => Publisher::Local,
         };
-        execute(self.ws, &self.guard, loaded, plan, secrets, &mut publisher)
+        execute(
+            self.ws,
+            &self.guard,
+            loaded,
+            plan,
+            secrets,
+            &mut publisher,
+            self.steps,
+        )
     }
 }
 
@@ -443,6 +468,7 @@ fn execute(
     plan: &Plan,
     secrets: &SecretsDir,
     publisher: &mut Publisher,
+    steps: StepOptions,
 ) -> Result<Applied> {
     let branch = repo::current_branch(&ws.repo)?;
     let now = plan.now;
@@ -519,43 +545,68 @@ fn execute(
     let base_blobs = repo::blob_ids(&ws.repo, &base_tree, &paths)?;
     let mut edited_text: Vec<(String, String)> = Vec::new();
     let mut failed: Vec<Failure> = Vec::new();
-    let mut svc = service::Services::new(ws, &store.settings, secrets, txid, &base_id.to_string())?;
+    // What each key's file holds and what changes in it, in key order.
+    let mut keys = Vec::with_capacity(by_key.len());
+    for (id, actions) in &by_key {
+        let key = store
+            .key(id)
+            .ok_or_else(|| Error::ForgedPlan(format!("key `{id}` is not in the store")))?;
+        let blob_id = base_blobs
+            .get(&key.path)
+            .ok_or_else(|| Error::ForgedPlan(format!("{} is not in the base commit", key.path)))?;
+        let blob = ws
+            .repo
+            .find_blob(*blob_id)
+            .map_err(|e| Error::git(format!("reading {}", key.path), e))?;
+        let text = std::str::from_utf8(blob.content())
+            .map_err(|_| Error::Usage(format!("{}: not UTF-8", key.path)))?
+            .to_string();
+        keys.push((*id, actions, key, edit::merge(actions), text));
+    }
+    let services: std::collections::BTreeSet<&str> = keys.iter().map(|k| k.2.service.as_str()).collect();
+    let mut svc = service::Services::new(ws, &store.settings, secrets, txid, &base_id.to_string(), services)?
+        .with_parallelism(steps.parallelism)
+        .with_progress(steps.progress);
     // With a Vault sink the plaintext lives in Vault alone: pending files are only for
     // crash safety, and go once the commit landed.
     j.keep_local = svc.keeps_local_copies();
+    let s = &store.settings;
     let prepared = (|| -> Result<Option<Oid>> {
-        for (id, actions) in &by_key {
-            let key = store
-                .key(id)
-                .ok_or_else(|| Error::ForgedPlan(format!("key `{id}` is not in the store")))?;
-            let changes = edit::merge(actions);
-            let blob_id = base_blobs
-                .get(&key.path)
-                .ok_or_else(|| Error::ForgedPlan(format!("{} is not in the base commit", key.path)))?;
-            let blob = ws
-                .repo
-                .find_blob(*blob_id)
-                .map_err(|e| Error::git(format!("reading {}", key.path), e))?;
-            let text = std::str::from_utf8(blob.content())
-                .map_err(|_| Error::Usage(format!("{}: not UTF-8", key.path)))?;
-            let s = &store.settings;
+        // At the services first, different keys' steps at once; a failed step leaves
+        // its key's file unchanged and the other keys go on.
+        let at_services: Vec<usize> = (0..keys.len())
+            .filter(|&i| svc.involves(&keys[i].2.service))
+            .collect();
+        if let Some(progress) = steps.progress {
+            let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+            for &i in &at_services {
+                *totals.entry(keys[i].2.service.clone()).or_default() += service::planned_steps(&keys[i].3);
+            }
+            progress.planned(&totals.into_iter().collect::<Vec<_>>());
+        }
+        let outcomes = svc.each(&at_services, |&i| {
+            let (_, _, key, changes, _) = &keys[i];
             let make = || Secret::generate(&s.secret_prefix, &key.service, s.secret_bytes);
-            let mut new_fp = None;
-            if svc.involves(&key.service) {
-                // At the service first; a failed step leaves this key's file unchanged
-                // and the other keys go on.
-                match at_service(&mut svc, key, &changes, make)? {
-                    Ok(fp) => new_fp = fp,
+            at_service(&svc, key, changes, make)
+        });
+        let mut outcomes: BTreeMap<usize, _> = at_services.into_iter().zip(outcomes).collect();
+        // Then every key in order, as if one after another.
+        for (i, (id, actions, key, changes, text)) in keys.iter().enumerate() {
+            let new_fp = match outcomes.remove(&i) {
+                Some(outcome) => match outcome? {
+                    Ok(fp) => fp,
                     Err(e) => {
-                        failed.push(Failure::before_commit(id, actions, e.0));
+                        failed.push(Failure::before_commit(id, actions, e.message));
                         continue;
                     }
+                },
+                None if changes.gets_new_secret() => {
+                    let secret = Secret::generate(&s.secret_prefix, &key.service, s.secret_bytes)?;
+                    secrets.write_pending(id, txid, &secret)?;
+                    Some(secret.fingerprint())
                 }
-            } else if changes.gets_new_secret() {
-                let secret = make()?;
-                secrets.write_pending(id, txid, &secret)?;
-                new_fp = Some(secret.fingerprint());
-            }
+                None => None,
+            };
             if !changes.revoke.is_empty() {
                 j.revoked.push(id.to_string());
             } else if let Some(fp) = &new_fp {
@@ -563,7 +614,7 @@ fn execute(
             }
             edited_text.push((
                 key.path.clone(),
-                edit::edit_key_file(key, text, &changes, new_fp.as_deref(), now)?,
+                edit::edit_key_file(key, text, changes, new_fp.as_deref(), now)?,
             ));
         }
         if edited_text.is_empty() {
@@ -667,7 +718,7 @@ fn execute(
 
     let mut delivered = journal::complete(ws, &j, &edited_text).map_err(after_commit)?;
     for d in &mut delivered {
-        if let Some((location, version)) = svc.delivered.get(&d.key) {
+        if let Some((location, version)) = svc.delivered(&d.key) {
             d.path = PathBuf::from(format!("{location} (version {version})"));
         }
     }
@@ -730,7 +781,7 @@ fn still_decided(
 /// and rotate. The outer error stops the apply (a journal could not be written); the
 /// inner one fails this key alone. Returns the new fingerprint of a rotation.
 fn at_service(
-    svc: &mut service::Services,
+    svc: &service::Services,
     key: &crate::store::Key,
     changes: &edit::KeyChanges,
     make: impl FnOnce() -> Result<Secret>,

@@ -37,6 +37,8 @@ pub(super) struct Args {
     json: bool,
     #[command(flatten)]
     remote: super::RemoteArgs,
+    #[command(flatten)]
+    steps: super::StepArgs,
 }
 
 /// Refuses an instant ahead of the clock (unless `--allow-future`), and warns about a
@@ -81,7 +83,11 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     if !prompts {
         install()?;
     }
-    let tx = apply::Transaction::open(&ws, remote.as_ref())?;
+    let bars = super::ServiceBars::new(args.json);
+    let tx = apply::Transaction::open(&ws, remote.as_ref())?.with_steps(apply::StepOptions {
+        parallelism: args.steps.parallelism(),
+        progress: Some(&bars),
+    });
 
     let (plan, loaded) = match &args.planfile {
         Some(path) => {
@@ -129,7 +135,9 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
             "interrupted before anything was applied; nothing changed".into(),
         ));
     }
-    let applied = tx.commit(&loaded, &plan, &secrets)?;
+    let applied = tx.commit(&loaded, &plan, &secrets);
+    bars.clear();
+    let applied = applied?;
     super::notes(&applied.notes);
     if args.json {
         super::out(&format!(

@@ -129,6 +129,80 @@ impl SecretsArgs {
     }
 }
 
+/// `--parallelism N`, declared once: `apply` and `run` flatten it.
+#[derive(clap::Args)]
+struct StepArgs {
+    /// Service steps in flight at once, across all services (default: [apply]
+    /// parallelism in keyrot.toml, else 10)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    parallelism: Option<u16>,
+}
+
+impl StepArgs {
+    fn parallelism(&self) -> Option<usize> {
+        self.parallelism.map(usize::from)
+    }
+}
+
+/// A progress bar per service on a terminal, counting an apply's service steps.
+struct ServiceBars {
+    multi: Option<indicatif::MultiProgress>,
+    bars: std::sync::Mutex<Vec<(String, indicatif::ProgressBar)>>,
+}
+
+impl ServiceBars {
+    /// Drawn on stderr when it is a terminal and the output is not JSON.
+    fn new(json: bool) -> ServiceBars {
+        use std::io::IsTerminal;
+        let shown = !json && std::io::stderr().is_terminal();
+        ServiceBars {
+            multi: shown
+                .then(|| indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr())),
+            bars: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn clear(&self) {
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+        }
+    }
+}
+
+impl crate::progress::ServiceSteps for ServiceBars {
+    fn planned(&self, totals: &[(String, u64)]) {
+        let Some(multi) = &self.multi else { return };
+        let width = totals.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
+        let mut bars = self
+            .bars
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (service, steps) in totals {
+            let bar = multi.add(indicatif::ProgressBar::new(*steps));
+            let template = format!("{{msg:{width}}} {{bar:40}} {{pos}}/{{len}} steps");
+            if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+                bar.set_style(style);
+            }
+            bar.set_message(safe(service).into_owned());
+            bars.push((service.clone(), bar));
+        }
+    }
+
+    fn done(&self, service: &str) {
+        let bars = self
+            .bars
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, bar)) = bars.iter().find(|(s, _)| s == service) {
+            // A retry is a step the plan did not count.
+            if bar.position() >= bar.length().unwrap_or(0) {
+                bar.inc_length(1);
+            }
+            bar.inc(1);
+        }
+    }
+}
+
 /// `--remote NAME` / `--no-remote`, declared once: `plan`, `apply`, `run`, `lease` and
 /// `unlock` flatten it.
 #[derive(clap::Args)]

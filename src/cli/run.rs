@@ -32,6 +32,8 @@ pub(super) struct Args {
     json: bool,
     #[command(flatten)]
     remote: super::RemoteArgs,
+    #[command(flatten)]
+    steps: super::StepArgs,
 }
 
 fn parse_every(s: &str) -> Result<Dur, String> {
@@ -56,7 +58,13 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let (_tx, rx) = super::stop_channel()?;
     loop {
         let now = Time::now();
-        let code = match runner::cycle(&ws, now, secrets.as_ref(), remote.as_ref()) {
+        let code = match runner::cycle(
+            &ws,
+            now,
+            secrets.as_ref(),
+            remote.as_ref(),
+            args.steps.parallelism(),
+        ) {
             Ok(cycle) => {
                 super::warnings(&cycle.warnings);
                 let commit = cycle.applied.as_ref().and_then(|a| a.commit.clone());

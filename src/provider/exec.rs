@@ -4,10 +4,11 @@
 //! ```text
 //! request  {"step": "set", "key": {"id": …, "service": …, …}, "secret": "…", "fingerprint": "sha256:…"}
 //! response {"ok": true} | {"ok": true, "secret": "…"} (create) | {"ok": false, "error": "…"}
+//!          | {"ok": false, "error": "…", "retry": true} (a passing failure)
 //! ```
 //!
 //! A non-zero exit, a timeout, output that is not one such object, or `"ok": false`
-//! fails the step.
+//! fails the step; a timeout or `"retry": true` may be tried again (`[service] retries`).
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -60,6 +61,10 @@ struct Answer {
     secret: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    /// With `ok: false`: the failure is passing (a rate limit, a busy service), and
+    /// the step may be tried again (`[service] retries`).
+    #[serde(default)]
+    retry: bool,
 }
 
 /// A provider's committed content written to a private file (mode 0700 in a 0700
@@ -179,7 +184,7 @@ fn stop(child: &mut std::process::Child, pipes: &[PathBuf]) {
 
 impl Exec {
     fn fail(&self, step: &str, what: impl std::fmt::Display) -> StepError {
-        StepError(format!("provider {} ({step}): {what}", self.display))
+        StepError::new(format!("provider {} ({step}): {what}", self.display))
     }
 }
 
@@ -235,10 +240,13 @@ impl Provider for Exec {
 
         let timed_out = |child: &mut std::process::Child, why: &str| {
             stop(child, &pipes);
-            self.fail(
-                step,
-                format!("timed out after {}s{why} and was stopped", self.timeout.as_secs()),
-            )
+            StepError {
+                retry: true,
+                ..self.fail(
+                    step,
+                    format!("timed out after {}s{why} and was stopped", self.timeout.as_secs()),
+                )
+            }
         };
         let status = loop {
             match child.try_wait() {
@@ -309,7 +317,11 @@ impl Provider for Exec {
         })?;
         if !answer.ok {
             let why = answer.error.as_deref().unwrap_or("no reason given");
-            return Err(self.fail(step, format!("refused: {}", redact(why, &secrets))));
+            let failure = self.fail(step, format!("refused: {}", redact(why, &secrets)));
+            return Err(StepError {
+                retry: answer.retry,
+                ..failure
+            });
         }
         let secret = match answer.secret {
             Some(s) if req.step == super::Step::Create => Some(

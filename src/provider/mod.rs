@@ -133,15 +133,30 @@ pub(crate) struct Response {
 
 /// Why a step failed, safe to show (no secret in it).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct StepError(pub String);
+pub(crate) struct StepError {
+    pub message: String,
+    /// The step may succeed if tried again (it timed out, or the provider said so):
+    /// `[service] retries` applies.
+    pub retry: bool,
+}
 
-impl std::fmt::Display for StepError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl StepError {
+    pub(crate) fn new(message: String) -> StepError {
+        StepError {
+            message,
+            retry: false,
+        }
     }
 }
 
-pub(crate) trait Provider {
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Called from several apply workers at once, so shared between threads.
+pub(crate) trait Provider: Send + Sync {
     fn call(&self, req: &Request) -> Result<Response, StepError>;
 }
 

@@ -46,7 +46,7 @@ fn comment_for(fingerprint: &str) -> String {
 
 impl Pg {
     fn fail(&self, step: Step, what: impl std::fmt::Display) -> StepError {
-        StepError(format!("provider postgres ({}): {what}", step.as_str()))
+        StepError::new(format!("provider postgres ({}): {what}", step.as_str()))
     }
 
     fn config(&self, step: Step) -> Result<postgres::Config, StepError> {

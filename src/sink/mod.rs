@@ -20,7 +20,7 @@ pub(crate) struct Delivery {
 }
 
 /// A place new secrets are delivered to besides the secrets folder's pending file.
-pub(crate) trait Sink {
+pub(crate) trait Sink: Send + Sync {
     /// Whether secrets leave this machine (then every key's rotation involves the
     /// sink, and the secrets folder keeps no copy after the commit).
     fn is_remote(&self) -> bool;

@@ -122,7 +122,7 @@ impl Vault {
     }
 
     fn fail(&self, what: &str, why: impl std::fmt::Display) -> StepError {
-        StepError(format!("vault at {} ({what}): {why}", self.address))
+        StepError::new(format!("vault at {} ({what}): {why}", self.address))
     }
 
     fn exchange(

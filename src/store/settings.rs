@@ -36,6 +36,53 @@ pub struct Settings {
     pub remote: Option<Remote>,
     /// `[rollout]`: rotations environment by environment, and at most so many per plan.
     pub rollout: Rollout,
+    /// `[apply] parallelism`: service steps in flight at once, across all services.
+    pub parallelism: usize,
+}
+
+/// Default `[apply] parallelism` (Terraform's `-parallelism` default).
+pub const DEFAULT_PARALLELISM: usize = 10;
+
+/// Most service steps keyrot runs at once.
+pub const MAX_PARALLELISM: usize = 256;
+
+/// `[service.<name>] rate_limit`: at most `steps` steps in any window of `per`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub steps: u32,
+    pub per: Dur,
+}
+
+impl Rate {
+    /// `"10/s"`, `"600/m"`, `"1000/h"`.
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let bad = || format!("`{text}` is not a rate such as \"10/s\", \"600/m\" or \"1000/h\"");
+        let (n, unit) = text.trim().split_once('/').ok_or_else(bad)?;
+        let steps: u32 = n.trim().parse().map_err(|_| bad())?;
+        let per = match unit.trim() {
+            "s" => Dur::from_secs(1),
+            "m" => Dur::from_secs(60),
+            "h" => Dur::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        if !(1..=1_000_000).contains(&steps) {
+            return Err(format!(
+                "`{text}`: the number of steps must be between 1 and 1000000"
+            ));
+        }
+        Ok(Rate { steps, per })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.per.secs() {
+            1 => "s",
+            60 => "m",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.steps)
+    }
 }
 
 /// `[rollout]`: how rotations are spread over environments and runs (SPEC §10).
@@ -127,6 +174,13 @@ pub struct Service {
     pub timeout: Dur,
     /// What a secret the provider generates (its `create` answer) must at least be.
     pub secret_rule: crate::secret::Strength,
+    /// At most this many of this service's steps at once; `None`: only `parallelism`.
+    pub max_concurrency: Option<usize>,
+    /// At most so many steps per window, never exceeded.
+    pub rate_limit: Option<Rate>,
+    /// Tries again, with exponential backoff, a step that timed out or that the
+    /// provider marked `"retry": true`.
+    pub retries: u32,
 }
 
 /// Default for `[service.<name>] timeout`.
@@ -139,6 +193,9 @@ impl Default for Service {
             provider: None,
             timeout: Dur::from_secs(DEFAULT_PROVIDER_TIMEOUT_SECS),
             secret_rule: crate::secret::Strength::default(),
+            max_concurrency: None,
+            rate_limit: None,
+            retries: 0,
         }
     }
 }
@@ -200,6 +257,7 @@ impl Default for Settings {
             sink: Sink::Dir,
             remote: None,
             rollout: Rollout::default(),
+            parallelism: DEFAULT_PARALLELISM,
         }
     }
 }
@@ -226,6 +284,14 @@ struct Raw {
     remote: Option<RawRemote>,
     #[serde(default)]
     rollout: RawRollout,
+    #[serde(default)]
+    apply: RawApply,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApply {
+    parallelism: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -284,6 +350,9 @@ struct RawService {
     min_secret_length: Option<Spanned<i64>>,
     min_secret_bits: Option<Spanned<i64>>,
     postgres: Option<Spanned<RawPostgres>>,
+    max_concurrency: Option<Spanned<i64>>,
+    rate_limit: Option<Spanned<String>>,
+    retries: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -416,6 +485,17 @@ impl Settings {
             }
             s.remote = Some(remote);
         }
+        if let Some(p) = raw.apply.parallelism {
+            match usize::try_from(*p.get_ref()) {
+                Ok(n) if (1..=MAX_PARALLELISM).contains(&n) => s.parallelism = n,
+                _ => problems.push(span_problem(
+                    path,
+                    text,
+                    p.span(),
+                    format!("apply.parallelism must be between 1 and {MAX_PARALLELISM}"),
+                )),
+            }
+        }
         s.rollout = rollout(raw.rollout, &mut |span, why| {
             problems.push(span_problem(path, text, span, format!("rollout.{why}")))
         });
@@ -501,6 +581,46 @@ impl Settings {
                     )),
                 }
             }
+            if let Some(r) = raw.rate_limit {
+                match Rate::parse(r.get_ref()) {
+                    Ok(rate) => service.rate_limit = Some(rate),
+                    Err(why) => problems.push(span_problem(
+                        path,
+                        text,
+                        r.span(),
+                        format!("service.{name}.rate_limit: {why}"),
+                    )),
+                }
+            }
+            let mut max_concurrency = 0;
+            let mut retries = 0;
+            for (field, value, range, target) in [
+                (
+                    "max_concurrency",
+                    raw.max_concurrency,
+                    1..=MAX_PARALLELISM as i64,
+                    &mut max_concurrency,
+                ),
+                ("retries", raw.retries, 0..=10, &mut retries),
+            ] {
+                let Some(v) = value else { continue };
+                if range.contains(v.get_ref()) {
+                    *target = *v.get_ref() as usize;
+                } else {
+                    problems.push(span_problem(
+                        path,
+                        text,
+                        v.span(),
+                        format!(
+                            "service.{name}.{field} must be between {} and {}",
+                            range.start(),
+                            range.end()
+                        ),
+                    ));
+                }
+            }
+            service.max_concurrency = (max_concurrency > 0).then_some(max_concurrency);
+            service.retries = retries as u32;
             for (field, value, range, target) in [
                 (
                     "min_secret_length",
@@ -773,6 +893,34 @@ mod tests {
         let lines: Vec<usize> = problems.iter().filter_map(|p| p.pos.map(|p| p.0)).collect();
         assert_eq!(lines, vec![3, 4, 5], "{problems:?}");
         assert!(problems[0].message.contains("listed twice"), "{problems:?}");
+    }
+
+    #[test]
+    fn apply_and_service_limits_are_read_and_checked() {
+        let text = "[apply]\nparallelism = 4\n[service.x]\nmax_concurrency = 2\nrate_limit = \"600/m\"\nretries = 3\n";
+        let (s, problems) = Settings::parse("keyrot.toml", text);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(s.parallelism, 4);
+        let x = &s.services["x"];
+        assert_eq!(x.max_concurrency, Some(2));
+        assert_eq!(
+            x.rate_limit,
+            Some(Rate {
+                steps: 600,
+                per: Dur::from_secs(60)
+            })
+        );
+        assert_eq!(x.rate_limit.unwrap().to_string(), "600/m");
+        assert_eq!(x.retries, 3);
+        assert_eq!(Settings::default().parallelism, DEFAULT_PARALLELISM);
+
+        let text = "[apply]\nparallelism = 0\n[service.x]\nmax_concurrency = 0\nrate_limit = \"fast\"\nretries = 11\n";
+        let (_, problems) = Settings::parse("keyrot.toml", text);
+        let lines: Vec<usize> = problems.iter().filter_map(|p| p.pos.map(|p| p.0)).collect();
+        assert_eq!(lines, vec![2, 5, 4, 6], "{problems:?}");
+        for bad in ["0/s", "10/d", "10", "x/s"] {
+            assert!(Rate::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -12,9 +12,14 @@
 //!
 //! `revoke`, `restrict` and `expire` need no intent: they only take away, and a plan
 //! made after a crash asks for them again (providers must accept a repeat).
+//!
+//! Different keys' steps run on apply's workers at once (`[apply] parallelism`), each
+//! step within its service's limits ([`gate`]); one key's steps stay in order. The
+//! journal is appended under a lock, an intent made durable before its step.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +32,7 @@ use crate::store::settings::Sink;
 use crate::store::{Key, Settings};
 use crate::workspace::Workspace;
 
+mod gate;
 mod journal;
 mod recover;
 
@@ -34,21 +40,48 @@ pub(crate) use journal::{Cleanup, Intent, Stage};
 use journal::{Journal, Record, FILE};
 pub(crate) use recover::{recover, unsettled};
 
-/// One apply's provider calls.
+/// One apply's provider calls. Shared by apply's workers: what they change is behind
+/// locks, held only while it is changed (never during a service call).
 pub(crate) struct Services<'a> {
     git_dir: PathBuf,
-    exec: provider::ExecEnv<'a>,
-    settings: &'a Settings,
     secrets: &'a SecretsDir,
-    journal: Journal,
+    txid: String,
+    log: Mutex<Log>,
+    /// Per service of the plan's keys: its provider, if it has one (made up front, so
+    /// the workers only read them).
     providers: BTreeMap<String, Option<Box<dyn Provider>>>,
+    gate: gate::Gate,
     /// The new secrets of rotations that reached their service, for `finish`.
-    rotated: BTreeMap<String, Secret>,
+    rotated: Mutex<BTreeMap<String, Secret>>,
     sink: Box<dyn crate::sink::Sink>,
     /// Where each key's new secret was delivered in Vault, and as which version.
-    pub delivered: BTreeMap<String, (String, u64)>,
-    /// The journal file, once this apply started it.
+    delivered: Mutex<BTreeMap<String, (String, u64)>>,
+    /// Told of each step done (a progress bar).
+    progress: Option<&'a dyn crate::progress::ServiceSteps>,
+    /// How many workers run service steps.
+    parallelism: usize,
+}
+
+/// The journal, and its file once this apply started it.
+struct Log {
+    journal: Journal,
     file: Option<std::fs::File>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The service steps one key's changes need before the commit, as planned (for a
+/// progress bar's totals): a rotation's `create`, `set`, `test` and `finish`, a
+/// revoke, a restrict, an expire each.
+pub(in crate::apply) fn planned_steps(changes: &crate::apply::edit::KeyChanges) -> u64 {
+    if !changes.revoke.is_empty() {
+        return 1;
+    }
+    changes.expire.len() as u64
+        + u64::from(!changes.remove.is_empty())
+        + if changes.rotate_grace.is_some() { 4 } else { 0 }
 }
 
 /// Environment variables no provider may see.
@@ -76,36 +109,69 @@ fn exec_env<'a>(ws: &'a Workspace, base: &str, settings: &Settings) -> provider:
 }
 
 impl<'a> Services<'a> {
-    pub(crate) fn new(
+    /// The services of this apply's keys, `services`, ready to call.
+    pub(crate) fn new<'s>(
         ws: &'a Workspace,
         settings: &'a Settings,
         secrets: &'a SecretsDir,
         txid: &str,
         base: &str,
+        services: impl IntoIterator<Item = &'s str>,
     ) -> Result<Services<'a>> {
+        let exec = exec_env(ws, base, settings);
+        let providers = services
+            .into_iter()
+            .map(|name| (name.to_string(), provider::for_service(settings, name, &exec)))
+            .collect();
         Ok(Services {
             git_dir: ws.repo.path().to_path_buf(),
-            exec: exec_env(ws, base, settings),
-            settings,
             secrets,
-            journal: Journal {
-                txid: txid.to_string(),
-                base: base.to_string(),
-                secrets_dir: secrets.path().to_path_buf(),
-                intents: Vec::new(),
-                cleanup: Vec::new(),
-            },
-            providers: BTreeMap::new(),
-            rotated: BTreeMap::new(),
+            txid: txid.to_string(),
+            log: Mutex::new(Log {
+                journal: Journal {
+                    txid: txid.to_string(),
+                    base: base.to_string(),
+                    secrets_dir: secrets.path().to_path_buf(),
+                    intents: Vec::new(),
+                    cleanup: Vec::new(),
+                },
+                file: None,
+            }),
+            providers,
+            gate: gate::Gate::new(settings),
+            rotated: Mutex::new(BTreeMap::new()),
             sink: crate::sink::from_settings(settings, &ws.root)?,
-            delivered: BTreeMap::new(),
-            file: None,
+            delivered: Mutex::new(BTreeMap::new()),
+            progress: None,
+            parallelism: settings.parallelism,
         })
+    }
+
+    /// Runs service steps on `n` workers (`--parallelism`) instead of the settings'.
+    pub(crate) fn with_parallelism(mut self, n: Option<usize>) -> Services<'a> {
+        if let Some(n) = n {
+            self.parallelism = n.max(1);
+        }
+        self
+    }
+
+    /// Tells `progress` of every step done.
+    pub(crate) fn with_progress(
+        mut self,
+        progress: Option<&'a dyn crate::progress::ServiceSteps>,
+    ) -> Services<'a> {
+        self.progress = progress;
+        self
+    }
+
+    /// `f` of each item on this apply's workers; results in item order.
+    pub(crate) fn each<T: Sync, R: Send>(&self, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+        crate::parallel::map_workers(items, self.parallelism, f)
     }
 
     /// Whether a key of this service involves more than the secrets folder: a provider
     /// at its service, or delivery to Vault.
-    pub(crate) fn involves(&mut self, service: &str) -> bool {
+    pub(crate) fn involves(&self, service: &str) -> bool {
         self.sink.is_remote() || self.provider(service).is_some()
     }
 
@@ -114,9 +180,14 @@ impl<'a> Services<'a> {
         !self.sink.is_remote()
     }
 
+    /// Where a key's new secret was delivered in Vault, and as which version.
+    pub(crate) fn delivered(&self, key: &str) -> Option<(String, u64)> {
+        lock(&self.delivered).get(key).cloned()
+    }
+
     /// Registers the Vault clean-up of a revoke (`fingerprint` `None`) or an expire, to
     /// run after the commit.
-    pub(crate) fn clean_up_later(&mut self, key: &Key, fingerprint: Option<&str>) -> Result<()> {
+    pub(crate) fn clean_up_later(&self, key: &Key, fingerprint: Option<&str>) -> Result<()> {
         let Some(path) = self.sink.clean_up_path(&key.service, &key.id) else {
             return Ok(());
         };
@@ -132,48 +203,59 @@ impl<'a> Services<'a> {
     /// [`Services::clean_up_later`] registered, then leaves the journal holding only
     /// what failed, for the next apply to retry.
     pub(crate) fn clean_up(&mut self) -> Result<Vec<(String, StepError)>> {
+        let cleanup = std::mem::take(&mut lock(&self.log).journal.cleanup);
+        let results = self.each(&cleanup, |c| {
+            self.sink.clean_up(&c.vault_path, c.fingerprint.as_deref())
+        });
         let mut failed = Vec::new();
         let mut left = Vec::new();
-        for c in std::mem::take(&mut self.journal.cleanup) {
-            if let Err(e) = self.sink.clean_up(&c.vault_path, c.fingerprint.as_deref()) {
+        for (c, result) in cleanup.into_iter().zip(results) {
+            if let Err(e) = result {
                 failed.push((c.key.clone(), e));
                 left.push(c);
             }
         }
-        self.journal.cleanup = left;
+        lock(&self.log).journal.cleanup = left;
         self.settle()?;
         Ok(failed)
     }
 
-    fn provider(&mut self, service: &str) -> Option<&dyn Provider> {
-        if !self.providers.contains_key(service) {
-            let p = provider::for_service(self.settings, service, &self.exec);
-            self.providers.insert(service.to_string(), p);
-        }
+    fn provider(&self, service: &str) -> Option<&dyn Provider> {
         self.providers.get(service)?.as_deref()
+    }
+
+    /// One step at the service, within its limits; counted for the progress bar.
+    fn call(&self, p: &dyn Provider, service: &str, req: &Request) -> Result<provider::Response, StepError> {
+        self.gate.step(service, || {
+            let result = p.call(req);
+            if let Some(progress) = self.progress {
+                progress.done(service);
+            }
+            result
+        })
     }
 
     /// Folds a record into the journal and appends it to the file (started with its
     /// header on first use). `sync`: durable before returning, for a record that must
     /// be on disk before the step it announces; the others are made durable by the
     /// file-system sync before the commit point.
-    fn record(&mut self, r: Record, sync: bool) -> Result<()> {
+    fn record(&self, r: Record, sync: bool) -> Result<()> {
         use std::io::Write;
-        self.journal.fold(r.clone());
-        if self.file.is_none() {
-            let mut header = self.journal.clone();
+        let mut log = lock(&self.log);
+        log.journal.fold(r.clone());
+        let path = super::lock::keyrot_dir(&self.git_dir).join(FILE);
+        if log.file.is_none() {
+            let mut header = log.journal.clone();
             header.intents.clear();
             header.cleanup.clear();
             write_durable(&self.git_dir, FILE, &header.compacted()?)?;
-            let path = super::lock::keyrot_dir(&self.git_dir).join(FILE);
             let f = crate::state_file::open_append(&path).map_err(|e| Error::io(&path, e))?;
-            self.file = Some(f);
+            log.file = Some(f);
         }
-        let path = super::lock::keyrot_dir(&self.git_dir).join(FILE);
         let mut line = serde_json::to_vec(&r)
             .map_err(|e| Error::Usage(format!("cannot write the journal of provider steps: {e}")))?;
         line.push(b'\n');
-        let f = self.file.as_mut().expect("opened above");
+        let f = log.file.as_mut().expect("opened above");
         f.write_all(&line).map_err(|e| Error::io(&path, e))?;
         if sync {
             f.sync_data().map_err(|e| Error::io(&path, e))?;
@@ -184,20 +266,20 @@ impl<'a> Services<'a> {
     /// At the end: the file goes when nothing is left to settle, else it is rewritten
     /// with just what is left, for the next apply.
     fn settle(&mut self) -> Result<()> {
-        if self.file.is_none() {
+        let log = self.log.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if log.file.take().is_none() {
             return Ok(());
         }
-        self.file = None;
-        if self.journal.is_empty() {
+        if log.journal.is_empty() {
             remove_durable(&self.git_dir, FILE)
         } else {
-            write_durable(&self.git_dir, FILE, &self.journal.compacted()?)
+            write_durable(&self.git_dir, FILE, &log.journal.compacted()?)
         }
     }
 
     /// A step that only takes away (`revoke`, `restrict`, `expire`).
     pub(crate) fn take_away(
-        &mut self,
+        &self,
         key: &Key,
         step: Step,
         fingerprint: Option<&str>,
@@ -207,8 +289,8 @@ impl<'a> Services<'a> {
         let Some(p) = self.provider(&key.service) else {
             return Ok(());
         };
-        p.call(&Request::new(step, &info).fingerprint(fingerprint).remove(remove))
-            .map(drop)
+        let req = Request::new(step, &info).fingerprint(fingerprint).remove(remove);
+        self.call(p, &key.service, &req).map(drop)
     }
 
     /// `create`, `set` and `test` of a rotation, with the intent journaled and the new
@@ -216,13 +298,13 @@ impl<'a> Services<'a> {
     /// service's copy is revoked and nothing of the rotation is left. Returns the new
     /// secret's fingerprint.
     pub(crate) fn rotate(
-        &mut self,
+        &self,
         key: &Key,
         grace: crate::time::Dur,
         make: impl FnOnce() -> Result<Secret>,
     ) -> Result<Result<String, StepError>> {
         let info = KeyInfo::from(key);
-        let txid = self.journal.txid.clone();
+        let txid = self.txid.as_str();
         let mut intent = Intent {
             key: key.id.clone(),
             path: key.path.clone(),
@@ -232,9 +314,10 @@ impl<'a> Services<'a> {
             vault_version: None,
         };
         self.record(Record::Intent(Box::new(intent.clone())), true)?;
-        let created = match self.provider(&key.service) {
-            Some(p) => p
-                .call(&Request::new(Step::Create, &info).grace(grace))
+        let provider = self.provider(&key.service);
+        let created = match provider {
+            Some(p) => self
+                .call(p, &key.service, &Request::new(Step::Create, &info).grace(grace))
                 .map(|r| r.secret),
             None => Ok(None),
         };
@@ -247,22 +330,20 @@ impl<'a> Services<'a> {
             }
         };
         let fp = secret.fingerprint();
-        self.secrets.write_pending(&key.id, &txid, &secret)?;
+        self.secrets.write_pending(&key.id, txid, &secret)?;
         self.secrets.sync()?;
         intent.stage = Stage::Set;
         intent.fingerprint = Some(fp.clone());
         self.record(Record::Intent(Box::new(intent.clone())), true)?;
         failpoint::pause("apply-before-set");
         let mut failure = None;
-        if let Some(p) = self.provider(&key.service) {
+        if let Some(p) = provider {
             for step in [Step::Set, Step::Test] {
-                let result = p.call(
-                    &Request::new(step, &info)
-                        .secret(Some(&secret))
-                        .fingerprint(Some(&fp))
-                        .grace(grace),
-                );
-                if let Err(e) = result {
+                let req = Request::new(step, &info)
+                    .secret(Some(&secret))
+                    .fingerprint(Some(&fp))
+                    .grace(grace);
+                if let Err(e) = self.call(p, &key.service, &req) {
                     failure = Some(e);
                     break;
                 }
@@ -271,7 +352,7 @@ impl<'a> Services<'a> {
         if failure.is_none() {
             match self.sink.deliver(&key.service, &key.id, &secret) {
                 Ok(Some(d)) => {
-                    self.delivered.insert(key.id.clone(), (d.location, d.version));
+                    lock(&self.delivered).insert(key.id.clone(), (d.location, d.version));
                     intent.vault_version = Some(d.version);
                     self.record(Record::Intent(Box::new(intent.clone())), true)?;
                 }
@@ -282,38 +363,32 @@ impl<'a> Services<'a> {
         if let Some(e) = failure {
             // Take back what the service and Vault may hold; if even that fails, keep
             // the intent so the next apply tries again before anything else.
-            let intent = self.journal.intents.iter().find(|i| i.key == key.id).cloned();
-            self.delivered.remove(&key.id);
-            let undo = match intent {
-                Some(i) => self.undo(&i, Some(&secret)),
-                None => Ok(()),
-            };
-            return match undo {
+            lock(&self.delivered).remove(&key.id);
+            return match self.undo(&intent, Some(&secret)) {
                 Ok(()) => {
-                    self.secrets.discard(&key.id, &txid);
+                    self.secrets.discard(&key.id, txid);
                     self.forget(&key.id)?;
                     Ok(Err(e))
                 }
                 // The pending file stays: the retry needs the secret to take it back.
-                Err(u) => Ok(Err(StepError(format!(
+                Err(u) => Ok(Err(StepError::new(format!(
                     "{e}; rolling back also failed ({u}); the next keyrot apply retries the rollback first"
                 )))),
             };
         }
         failpoint::pause("apply-after-set");
-        self.rotated.insert(key.id.clone(), secret);
+        lock(&self.rotated).insert(key.id.clone(), secret);
         Ok(Ok(fp))
     }
 
     /// Takes back a rotation that will not be committed: the provider's `revoke` of
     /// the new secret, and its Vault version destroyed.
-    fn undo(&mut self, intent: &Intent, secret: Option<&Secret>) -> Result<(), StepError> {
+    fn undo(&self, intent: &Intent, secret: Option<&Secret>) -> Result<(), StepError> {
         if let Some(p) = self.provider(&intent.info.service) {
-            p.call(
-                &Request::new(Step::Revoke, &intent.info)
-                    .secret(secret)
-                    .fingerprint(intent.fingerprint.as_deref()),
-            )?;
+            let req = Request::new(Step::Revoke, &intent.info)
+                .secret(secret)
+                .fingerprint(intent.fingerprint.as_deref());
+            self.call(p, &intent.info.service, &req)?;
         }
         if let Some(version) = intent.vault_version {
             self.sink.take_back(&intent.info.service, &intent.key, version)?;
@@ -321,61 +396,68 @@ impl<'a> Services<'a> {
         Ok(())
     }
 
-    fn forget(&mut self, id: &str) -> Result<()> {
+    fn forget(&self, id: &str) -> Result<()> {
         // Losing this record in a crash only makes the next apply repeat a rollback,
         // which providers accept.
         self.record(Record::Done(id.to_string()), false)
     }
 
-    /// After the commit landed: `finish` each rotation. A failure leaves its intent, so
-    /// the next apply finishes it; the returned messages say which.
+    /// After the commit landed: `finish` each rotation, on the workers. A failure
+    /// leaves its intent, so the next apply finishes it; the returned messages (in key
+    /// order) say which.
     pub(crate) fn finish_all(&mut self) -> Result<Vec<(String, StepError)>> {
-        let mut failed = Vec::new();
-        let intents = std::mem::take(&mut self.journal.intents);
-        let mut left = Vec::new();
-        for intent in intents {
-            let Some(secret) = self.rotated.remove(&intent.key) else {
-                left.push(intent);
-                continue;
-            };
-            let service = intent.info.service.clone();
-            let result = match self.provider(&service) {
-                Some(p) => p
-                    .call(
-                        &Request::new(Step::Finish, &intent.info)
-                            .secret(Some(&secret))
-                            .fingerprint(intent.fingerprint.as_deref()),
-                    )
-                    .map(drop),
+        let intents = std::mem::take(&mut lock(&self.log).journal.intents);
+        let rotated = std::mem::take(&mut *lock(&self.rotated));
+        let results = self.each(&intents, |intent| {
+            let secret = rotated.get(&intent.key)?;
+            let service = &intent.info.service;
+            Some(match self.provider(service) {
+                Some(p) => {
+                    let req = Request::new(Step::Finish, &intent.info)
+                        .secret(Some(secret))
+                        .fingerprint(intent.fingerprint.as_deref());
+                    self.call(p, service, &req).map(drop)
+                }
                 None => Ok(()),
-            };
-            if let Err(e) = result {
-                failed.push((intent.key.clone(), e));
-                left.push(intent);
+            })
+        });
+        let mut failed = Vec::new();
+        let mut left = Vec::new();
+        for (intent, result) in intents.into_iter().zip(results) {
+            match result {
+                // Not rotated by this apply (its rollback failed): left for the next.
+                None => left.push(intent),
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    failed.push((intent.key.clone(), e));
+                    left.push(intent);
+                }
             }
         }
-        self.journal.intents = left;
+        failed.sort_by(|a, b| a.0.cmp(&b.0));
+        lock(&self.log).journal.intents = left;
         Ok(failed)
     }
 
     /// The commit did not land: revoke every secret a service may hold.
     pub(crate) fn rollback_all(&mut self) -> Result<()> {
-        let intents = std::mem::take(&mut self.journal.intents);
-        let mut left = Vec::new();
-        for intent in intents {
-            let secret = self.rotated.remove(&intent.key);
-            self.delivered.remove(&intent.key);
-            if intent.stage == Stage::Create {
-                continue;
-            }
-            if self.undo(&intent, secret.as_ref()).is_err() {
-                left.push(intent);
-            }
-        }
-        self.journal.intents = left;
+        let intents = std::mem::take(&mut lock(&self.log).journal.intents);
+        let mut rotated = std::mem::take(&mut *lock(&self.rotated));
+        lock(&self.delivered).clear();
+        let secrets: Vec<Option<Secret>> = intents.iter().map(|i| rotated.remove(&i.key)).collect();
+        let undone = self.each(
+            &intents.iter().zip(&secrets).collect::<Vec<_>>(),
+            |(intent, secret)| intent.stage == Stage::Create || self.undo(intent, secret.as_ref()).is_ok(),
+        );
+        let left: Vec<Intent> = intents
+            .into_iter()
+            .zip(undone)
+            .filter_map(|(intent, ok)| (!ok).then_some(intent))
+            .collect();
+        let keys: Vec<String> = left.iter().map(|i| i.key.clone()).collect();
+        lock(&self.log).journal.intents = left;
         self.settle()?;
-        if !self.journal.intents.is_empty() {
-            let keys: Vec<&str> = self.journal.intents.iter().map(|i| i.key.as_str()).collect();
+        if !keys.is_empty() {
             return Err(Error::Usage(format!(
                 "could not take back the new secrets of {} at their service; the next keyrot apply retries before anything else",
                 keys.join(", ")
