@@ -25,6 +25,7 @@ mod rollout;
 mod run;
 mod saved_plans;
 mod servers;
+mod services;
 mod shipped_policies;
 mod terminal;
 mod vault;

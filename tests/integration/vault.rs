@@ -316,3 +316,26 @@ fn vault_namespace_sends_the_secrets_into_that_namespace() {
     let (status, _) = bao.get("/v1/secret/data/keyrot/binance/k1");
     assert_eq!(status, 404, "nothing in the root namespace");
 }
+
+#[test]
+fn many_keys_are_delivered_at_once_each_to_its_own_secret() {
+    let bao = Bao::start();
+    let s = store(&bao);
+    for i in 0..8 {
+        s.write(
+            &format!("keys/p{i}.toml"),
+            &key("[\"read\"]", "2026-07-01T00:00:00Z", ""),
+        );
+    }
+    s.commit("eight more keys");
+    s.apply_at(NOW, &[("TEST_BAO_TOKEN", bao.token.as_str())]).ok();
+    for id in ["k1", "p0", "p3", "p7"] {
+        let (status, body) = bao.get(&format!("/v1/secret/data/keyrot/binance/{id}"));
+        assert_eq!(status, 200, "{id}: {body}");
+        assert_eq!(
+            body["data"]["data"]["fingerprint"],
+            committed_fp(&s, id).as_str(),
+            "{id}"
+        );
+    }
+}
