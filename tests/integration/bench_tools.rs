@@ -70,6 +70,8 @@ fn the_bench_script_runs_end_to_end() {
     for row in [
         "| plan --json, 200 keys |",
         "| plan --json with [rollout], 200 keys |",
+        "| 20 revokes at a provider answering in 0.01s, parallelism 10 |",
+        "| 20 rotations delivered to OpenBao",
         "| apply, 50 rotations",
         "| log KEY, 5 apply commits |",
         "| check, empty store |",
