@@ -281,3 +281,29 @@ fn a_parallel_apply_killed_at_any_moment_converges_with_every_key_rotated_once()
         "only {interrupted} kills landed while steps were at the services"
     );
 }
+
+#[test]
+fn on_a_terminal_a_bar_per_service_counts_its_steps() {
+    let f = fleet(4, false, "");
+    let line = format!(
+        "script -qec '{} --store {} apply --yes --now {NOW} --secrets-dir {} --parallelism 2' /dev/null",
+        env!("CARGO_BIN_EXE_keyrot"),
+        f.s.root.display(),
+        f.s.secrets.display()
+    );
+    let dir = f.dir.to_str().unwrap().to_string();
+    let shown =
+        f.s.shell(
+            &line,
+            &[("LEDGER_DIR", &dir), ("LEDGER_DELAY", "0.15"), ("TERM", "xterm")],
+        )
+        .ok()
+        .stdout;
+    // 4 rotations: create, set, test and finish each.
+    assert!(shown.contains("/16 steps"), "{shown:?}");
+    assert!(shown.contains("ledger "), "{shown:?}");
+    // Off a terminal: no bar.
+    let f = fleet(2, false, "");
+    let run = f.apply(&[], &[]).ok();
+    assert!(!run.stderr.contains("steps"), "{}", run.stderr);
+}
