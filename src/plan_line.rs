@@ -104,6 +104,7 @@ impl PlanLine {
 fn shell(plan: &Plan) -> io::Result<(Vec<u8>, Vec<u8>)> {
     let empty = Plan {
         format: plan.format,
+        keyrot_version: plan.keyrot_version.clone(),
         store_commit: plan.store_commit.clone(),
         policies_digest: plan.policies_digest.clone(),
         keys_digest: plan.keys_digest.clone(),
@@ -144,6 +145,7 @@ mod tests {
     fn plan(actions: Vec<Action>) -> Plan {
         Plan {
             format: FORMAT,
+            keyrot_version: (actions.len() > 2).then(|| "0.1.0".into()),
             store_commit: (actions.len() > 1)
                 .then(|| crate::store::repo::CommitId::parse(&"ab".repeat(20)).unwrap()),
             policies_digest: "sha256:00".into(),

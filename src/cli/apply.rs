@@ -60,6 +60,11 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         ));
         return Ok(ExitCode::SUCCESS);
     }
+    if args.planfile.is_none() && !args.yes && args.json {
+        return Err(Error::Usage(
+            "apply --json needs --yes (or a plan file): the plan and the question would share stdout with the JSON (as terraform apply -json needs -auto-approve)".into(),
+        ));
+    }
     if args.planfile.is_none() && !args.yes && !std::io::stdin().is_terminal() {
         return Err(Error::Usage(
             "apply without a plan file needs --yes when stdin is not a terminal (as `terraform apply -auto-approve`)".into(),

@@ -57,3 +57,46 @@ fn raw_out(bytes: &[u8]) {
     let _ = o.write_all(bytes);
     let _ = o.flush();
 }
+
+/// The JSON Schemas of keyrot's JSON output, as shipped in `schemas/` (a schema names
+/// another by its file name, `plan.schema.json`, relative to its own `$id`).
+const SCHEMAS: &[(&str, &str)] = &[
+    ("plan", include_str!("../../schemas/plan.schema.json")),
+    ("apply", include_str!("../../schemas/apply.schema.json")),
+    (
+        "watch-event",
+        include_str!("../../schemas/watch-event.schema.json"),
+    ),
+    ("run-event", include_str!("../../schemas/run-event.schema.json")),
+    ("check", include_str!("../../schemas/check.schema.json")),
+    ("test", include_str!("../../schemas/test.schema.json")),
+    ("explain", include_str!("../../schemas/explain.schema.json")),
+    ("log", include_str!("../../schemas/log.schema.json")),
+    (
+        "audit-verify",
+        include_str!("../../schemas/audit-verify.schema.json"),
+    ),
+    ("lease", include_str!("../../schemas/lease.schema.json")),
+    ("error", include_str!("../../schemas/error.schema.json")),
+];
+
+#[derive(clap::Args)]
+pub(super) struct SchemaArgs {
+    /// The output whose schema to print (without it: the list): plan, apply,
+    /// watch-event, run-event, check, test, explain, log, audit-verify, lease, error
+    name: Option<String>,
+}
+
+pub(super) fn schema(args: &SchemaArgs) -> Result<ExitCode, Error> {
+    let names: Vec<&str> = SCHEMAS.iter().map(|(n, _)| *n).collect();
+    match &args.name {
+        None => super::out(&format!("{}\n", names.join("\n"))),
+        Some(name) => {
+            let (_, text) = SCHEMAS.iter().find(|(n, _)| n == name).ok_or_else(|| {
+                Error::Usage(format!("no schema `{name}`; there are: {}", names.join(", ")))
+            })?;
+            super::out(text);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver, Sender};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::error::Error;
 use crate::term::safe;
@@ -87,6 +87,8 @@ enum Command {
     Completions(docs::CompletionsArgs),
     /// Print the man page, or write every command's page into DIR
     Man(docs::ManArgs),
+    /// Print the JSON Schema of a command's --json output (the list without NAME)
+    Schema(docs::SchemaArgs),
 }
 
 /// `--now` and `--json`, declared once for the commands that evaluate policies; a
@@ -269,8 +271,11 @@ pub fn main() -> ExitCode {
             "error: internal error{at}: {what} (this is a bug in keyrot; nothing more was applied)"
         ));
     }));
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
@@ -280,8 +285,13 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    match run(&cli) {
+    let invoked = Invoked::of(&matches);
+    match run(&cli, &invoked) {
         Ok(code) => code,
+        Err(e) if invoked.json => {
+            report_json(&e);
+            ExitCode::from(1)
+        }
         Err(e) => {
             report(&e);
             ExitCode::from(1)
@@ -289,8 +299,36 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<ExitCode, Error> {
+/// What the command line said beyond the parsed values: whether output is JSON (then
+/// errors are too), and whether `--store` was given as a flag (not `$KEYROT_STORE`).
+struct Invoked {
+    json: bool,
+    store_flag: bool,
+}
+
+impl Invoked {
+    fn of(matches: &clap::ArgMatches) -> Invoked {
+        // The innermost subcommand's own arguments (`audit verify --json`).
+        let mut m = matches;
+        while let Some((_, sub)) = m.subcommand() {
+            m = sub;
+        }
+        let json = matches!(m.try_get_one::<bool>("json"), Ok(Some(true)));
+        let store_flag = [matches, m]
+            .iter()
+            .any(|m| m.value_source("store") == Some(clap::parser::ValueSource::CommandLine));
+        Invoked { json, store_flag }
+    }
+}
+
+fn run(cli: &Cli, invoked: &Invoked) -> Result<ExitCode, Error> {
     style::init(cli.color, cli.wide);
+    if invoked.store_flag && matches!(cli.command, Command::Demo(_)) {
+        // The demo applies: it works only on the example store it makes.
+        return Err(Error::Usage(
+            "demo makes and applies its own example store; name its folder with `keyrot demo DIR`, not --store".into(),
+        ));
+    }
     if let Some(dir) = &cli.chdir {
         std::env::set_current_dir(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -312,6 +350,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Unlock(args) => lease::unlock(args, &store),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),
+        Command::Schema(args) => docs::schema(args),
     }
 }
 
@@ -337,6 +376,45 @@ fn report(e: &Error) {
     if let Some(h) = hint(e) {
         let _ = writeln!(err, "  hint: {}", safe(&h));
     }
+}
+
+/// Prints an error to stderr as one JSON object on one line (with `--json`): the
+/// message, where (the first problem's path, line and column, when the error is about
+/// files), every problem, and the hint.
+fn report_json(e: &Error) {
+    let problems: Vec<serde_json::Value> = match e {
+        Error::Invalid(problems) => problems
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "path": p.path,
+                    "line": p.pos.map(|p| p.0),
+                    "column": p.pos.map(|p| p.1),
+                    "message": p.message,
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let message = match e {
+        Error::Invalid(problems) => format!(
+            "{} problem{} in the store; nothing was planned or applied",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        ),
+        other => other.to_string(),
+    };
+    let first = problems.first();
+    let value = serde_json::json!({
+        "error": message,
+        "path": first.map(|p| p["path"].clone()),
+        "line": first.map(|p| p["line"].clone()),
+        "column": first.map(|p| p["column"].clone()),
+        "hint": hint(e),
+        "problems": problems,
+    });
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{}", safe(&value.to_string()));
 }
 
 /// What to do about an error, in terms of this command line: the library's errors

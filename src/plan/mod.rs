@@ -25,6 +25,9 @@ pub(crate) use rules::{RuleStep, Rules};
 
 pub(crate) const FORMAT: u32 = 1;
 
+/// This keyrot's version, recorded in the plans it makes.
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// What happens to a key. The declaration order is the order within one key in a plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -243,6 +246,11 @@ impl fmt::Display for Summary {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Plan {
     pub format: u32,
+    /// The keyrot that made the plan. It says who, not what: it is left out of the
+    /// plan's digest and of a saved plan's comparison with its derivation, so plans
+    /// and apply commits of other versions stay verifiable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyrot_version: Option<String>,
     pub store_commit: Option<CommitId>,
     pub policies_digest: String,
     pub keys_digest: String,
@@ -296,6 +304,7 @@ impl Plan {
         rollout::hold_back(store, now, &mut actions);
         Ok(Plan {
             format: FORMAT,
+            keyrot_version: Some(VERSION.to_string()),
             store_commit: from.commit,
             policies_digest: store.policies_digest.clone(),
             keys_digest: store.keys_digest.clone(),
@@ -343,9 +352,19 @@ impl Plan {
         Ok(plan)
     }
 
-    /// `sha256:` over the plan's canonical JSON; recorded as `Keyrot-Plan` in the commit.
+    /// `sha256:` over the plan's canonical JSON without `keyrot_version`; recorded as
+    /// `Keyrot-Plan` in the commit.
     pub(crate) fn digest(&self) -> String {
-        crate::digest::sha256_tagged(serde_json::to_string(self).unwrap_or_default().as_bytes())
+        let mut json = serde_json::to_string(self).unwrap_or_default();
+        if let Some(v) = &self.keyrot_version {
+            // Serialised right after `format` (a number), before any text from the
+            // store: its first occurrence is the field itself.
+            let field = format!(",\"keyrot_version\":{}", serde_json::Value::from(v.as_str()));
+            if let Some(at) = json.find(&field) {
+                json.replace_range(at..at + field.len(), "");
+            }
+        }
+        crate::digest::sha256_tagged(json.as_bytes())
     }
 
     pub(crate) fn has_changes(&self) -> bool {

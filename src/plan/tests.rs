@@ -330,10 +330,35 @@ fn diff_reports_added_and_removed_actions() {
     );
 }
 
+#[test]
+fn the_version_is_in_the_json_but_not_in_the_digest() {
+    let mut plan = plan_of(vec![Action::new(
+        &"k".into(),
+        ActionKind::Warn,
+        &"p".into(),
+        "r".into(),
+    )]);
+    let without = plan.digest();
+    plan.keyrot_version = Some("9.9.9".into());
+    let json = serde_json::to_string(&plan).unwrap();
+    assert!(
+        json.starts_with("{\"format\":1,\"keyrot_version\":\"9.9.9\","),
+        "{json}"
+    );
+    assert_eq!(plan.digest(), without);
+    // A plan file from a keyrot that wrote no version still reads.
+    let old = json.replace(",\"keyrot_version\":\"9.9.9\"", "");
+    assert_eq!(
+        Plan::from_json("p.json", old.as_bytes()).unwrap().keyrot_version,
+        None
+    );
+}
+
 /// A plan of just these actions.
 fn plan_of(actions: Vec<Action>) -> Plan {
     Plan {
         format: FORMAT,
+        keyrot_version: None,
         store_commit: None,
         policies_digest: String::new(),
         keys_digest: String::new(),

@@ -24,6 +24,7 @@ mod remote;
 mod rollout;
 mod run;
 mod saved_plans;
+mod schemas;
 mod servers;
 mod services;
 mod shipped_policies;

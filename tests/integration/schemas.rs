@@ -1,0 +1,159 @@
+//! The JSON Schemas in `schemas/` (and `keyrot schema NAME`) against the real output of
+//! every command's `--json`, errors included.
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+fn schema(name: &str) -> Value {
+    let path = format!("{}/schemas/{name}.schema.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// A validator for `name`, with the schemas it names (`plan.schema.json`,
+/// `apply.schema.json`) embedded as resources of their own `$id`, as a bundler does.
+fn validator(name: &str) -> jsonschema::Validator {
+    let mut s = schema(name);
+    let defs = s
+        .as_object_mut()
+        .unwrap()
+        .entry("$defs")
+        .or_insert_with(|| json!({}));
+    for other in ["plan", "apply"] {
+        if other != name {
+            defs[format!("bundled-{other}")] = schema(other);
+        }
+    }
+    jsonschema::validator_for(&s).unwrap()
+}
+
+#[track_caller]
+fn valid(name: &str, value: &Value) {
+    let errors: Vec<String> = validator(name)
+        .iter_errors(value)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{name}: {errors:#?}\n{value:#}");
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn every_commands_json_output_matches_its_schema() {
+    let s = Store::bare();
+    s.keyrot_in(s.root.parent().unwrap(), &["init", "--example", "store"])
+        .ok();
+
+    let plan = s.keyrot(&["plan", "--json"]).ok().json();
+    assert!(
+        plan["actions"].as_array().unwrap().len() > 3,
+        "an example plan with actions"
+    );
+    assert_eq!(plan["keyrot_version"], env!("CARGO_PKG_VERSION"));
+    valid("plan", &plan);
+    for id in ["binance-bot", "coinbase-withdraw", "fresh-bot", "old-bot"] {
+        valid("explain", &s.keyrot(&["explain", id, "--json"]).ok().json());
+    }
+    valid("check", &s.keyrot(&["check", "--json"]).ok().json());
+    valid("test", &s.keyrot(&["test", "--json", "--coverage"]).ok().json());
+    let secrets = s.secrets.to_str().unwrap().to_string();
+    let applied = s
+        .keyrot(&["apply", "--yes", "--json", "--secrets-dir", &secrets])
+        .ok()
+        .json();
+    assert!(applied["commit"].is_string());
+    valid("apply", &applied);
+    valid("log", &s.keyrot(&["log", "--json"]).ok().json());
+    valid(
+        "audit-verify",
+        &s.keyrot(&["audit", "verify", "--json"]).ok().json(),
+    );
+    let cycles = s.keyrot(&["run", "--once", "--json"]).stdout;
+    for event in json_lines(&cycles) {
+        valid("run-event", &event);
+    }
+
+    // A shared remote with no lease: null.
+    let bare = s.root.parent().unwrap().join("remote.git");
+    std::process::Command::new("git")
+        .args(["init", "-q", "--bare"])
+        .arg(&bare)
+        .status()
+        .unwrap();
+    s.git(&["remote", "add", "origin", bare.to_str().unwrap()]);
+    s.git(&["push", "-q", "origin", "main"]);
+    let lease = s.keyrot(&["lease", "--json", "--remote", "origin"]).ok().json();
+    assert!(lease.is_null());
+    valid("lease", &lease);
+}
+
+#[test]
+fn watch_events_and_errors_match_their_schemas() {
+    let s = Store::with_keys(&[("k1", &key("[\"read\"]", "2026-07-01T00:00:00Z", ""))]);
+    let mut w = s.spawn(&["watch", "--json", "--now", NOW], &[]);
+    valid("watch-event", &w.next_event("plan"));
+    s.write("policies/broken.rhai", "fn evaluate(key) { rotate( }\n");
+    valid("watch-event", &w.next_event("error"));
+    w.signal("INT");
+    w.finish();
+
+    // With --json, a failing command's error is one JSON object on stderr.
+    let run = s.keyrot(&["plan", "--json", "--now", NOW]).fails(1);
+    assert!(run.stdout.is_empty());
+    let error: Value = serde_json::from_str(run.stderr.trim()).unwrap();
+    valid("error", &error);
+    assert_eq!(error["path"], "policies/broken.rhai");
+    assert_eq!(error["line"], 1);
+    assert!(error["error"]
+        .as_str()
+        .unwrap()
+        .contains("1 problem in the store"));
+    s.remove("policies/broken.rhai");
+    let run = s.keyrot(&["apply", "--json", "--now", NOW]).fails(1);
+    let error: Value = serde_json::from_str(run.stderr.trim()).unwrap();
+    valid("error", &error);
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("apply --json needs --yes"),
+        "{error}"
+    );
+    assert!(error["path"].is_null() && error["problems"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn the_schemas_reject_what_keyrot_never_writes_and_are_printed_as_shipped() {
+    let s = Store::with_keys(&[("k1", &key("[\"read\"]", "2026-07-01T00:00:00Z", ""))]);
+    let mut plan = s.plan();
+    valid("plan", &plan);
+    // The plan inside another output is checked through its reference too.
+    let applied = |plan: &Value| json!({"commit": null, "branch": "main", "secrets": [], "notes": [], "failed": [], "plan": plan});
+    assert!(validator("apply").is_valid(&applied(&plan)));
+    plan["actions"][0]["action"] = json!("rotat");
+    assert!(!validator("plan").is_valid(&plan));
+    assert!(!validator("apply").is_valid(&applied(&plan)));
+    let mut plan = s.plan();
+    plan["surprise"] = json!(1);
+    assert!(!validator("plan").is_valid(&plan));
+
+    let names = s.keyrot(&["schema"]).ok().stdout;
+    for name in names.lines() {
+        let printed: Value = serde_json::from_str(&s.keyrot(&["schema", name]).ok().stdout).unwrap();
+        assert_eq!(printed, schema(name), "{name}");
+    }
+    assert_eq!(names.lines().count(), 11);
+    s.keyrot(&["schema", "nope"])
+        .fails(1)
+        .stderr_has("no schema `nope`");
+}
+
+#[test]
+fn demo_refuses_a_store_named_by_flag() {
+    let s = Store::new();
+    s.keyrot(&["demo"])
+        .fails(1)
+        .stderr_has("demo makes and applies its own example store");
+}
