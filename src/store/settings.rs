@@ -592,8 +592,7 @@ impl Settings {
                     )),
                 }
             }
-            let mut max_concurrency = 0;
-            let mut retries = 0;
+            let (mut max_concurrency, mut retries) = (0, 0);
             for (field, value, range, target) in [
                 (
                     "max_concurrency",
@@ -602,26 +601,6 @@ impl Settings {
                     &mut max_concurrency,
                 ),
                 ("retries", raw.retries, 0..=10, &mut retries),
-            ] {
-                let Some(v) = value else { continue };
-                if range.contains(v.get_ref()) {
-                    *target = *v.get_ref() as usize;
-                } else {
-                    problems.push(span_problem(
-                        path,
-                        text,
-                        v.span(),
-                        format!(
-                            "service.{name}.{field} must be between {} and {}",
-                            range.start(),
-                            range.end()
-                        ),
-                    ));
-                }
-            }
-            service.max_concurrency = (max_concurrency > 0).then_some(max_concurrency);
-            service.retries = retries as u32;
-            for (field, value, range, target) in [
                 (
                     "min_secret_length",
                     raw.min_secret_length,
@@ -651,6 +630,8 @@ impl Settings {
                     ));
                 }
             }
+            service.max_concurrency = (max_concurrency > 0).then_some(max_concurrency);
+            service.retries = retries as u32;
             match (raw.provider, raw.postgres) {
                 (None, None) => {}
                 (None, Some(pg)) => problems.push(span_problem(

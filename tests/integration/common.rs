@@ -509,3 +509,19 @@ impl Store {
         }
     }
 }
+
+impl Store {
+    /// Copies the example ledger provider into `providers/ledger` and makes it the
+    /// provider of service `ledger`, with this step `timeout` and `more` lines of
+    /// `[service.ledger]` (not committed: the caller commits with its keys).
+    pub fn install_ledger(&self, timeout: &str, more: &str) {
+        let provider = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/providers/ledger");
+        fs::create_dir_all(self.path("providers")).unwrap();
+        fs::copy(provider, self.path("providers/ledger")).unwrap();
+        self.write(
+            "keyrot.toml",
+            &(self.read("keyrot.toml")
+                + &format!("\n[service.ledger]\nprovider = \"exec:providers/ledger\"\ntimeout = \"{timeout}\"\n{more}")),
+        );
+    }
+}

@@ -18,14 +18,7 @@ impl Ledger {
     /// `k1` (service ledger: rotate and restrict) and `k2` (another service: rotate).
     fn new() -> Ledger {
         let s = Store::new();
-        let provider = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/providers/ledger");
-        fs::create_dir_all(s.path("providers")).unwrap();
-        fs::copy(provider, s.path("providers/ledger")).unwrap();
-        s.write(
-            "keyrot.toml",
-            &(s.read("keyrot.toml")
-                + "\n[service.ledger]\nprovider = \"exec:providers/ledger\"\ntimeout = \"1s\"\n"),
-        );
+        s.install_ledger("1s", "");
         s.write("owners.toml", OWNERS);
         s.write(
             "keys/k1.toml",

@@ -2,8 +2,6 @@
 //! soaking first, and at most `max_per_run` rotations per plan — through plan, apply,
 //! saved plans, explain, watch and audit verify.
 
-use std::fs;
-
 use crate::common::*;
 
 const ROLLOUT: &str = "\n[rollout]\norder = [\"development\", \"staging\", \"production\"]\nsoak = \"24h\"\n";
@@ -216,16 +214,13 @@ fn other_services_and_environments_outside_the_order_are_not_held_back() {
 #[test]
 fn a_rotation_that_failed_at_its_service_keeps_the_next_environment_waiting() {
     let s = store(
-        &(ROLLOUT.to_string()
-            + "\n[service.ledger]\nprovider = \"exec:providers/ledger\"\ntimeout = \"5s\"\n"),
+        ROLLOUT,
         &[
             ("led-dev", due("ledger", "development", "")),
             ("led-stg", due("ledger", "staging", "")),
         ],
     );
-    let provider = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/providers/ledger");
-    fs::create_dir_all(s.path("providers")).unwrap();
-    fs::copy(provider, s.path("providers/ledger")).unwrap();
+    s.install_ledger("5s", "");
     s.commit("the ledger provider");
     let ledger = s.root.parent().unwrap().join("ledger");
     let ledger = ledger.to_str().unwrap();

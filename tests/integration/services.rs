@@ -18,15 +18,7 @@ struct Fleet {
 /// (revocations); `service` is appended to `[service.ledger]`.
 fn fleet(n: usize, compromised: bool, service: &str) -> Fleet {
     let s = Store::new();
-    let provider = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/providers/ledger");
-    fs::create_dir_all(s.path("providers")).unwrap();
-    fs::copy(provider, s.path("providers/ledger")).unwrap();
-    s.write(
-        "keyrot.toml",
-        &(s.read("keyrot.toml")
-            + "\n[service.ledger]\nprovider = \"exec:providers/ledger\"\ntimeout = \"10s\"\n"
-            + service),
-    );
+    s.install_ledger("10s", service);
     s.write("owners.toml", OWNERS);
     for i in 0..n {
         let extra = if compromised { "compromised = true\n" } else { "" };
