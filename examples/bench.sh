@@ -65,7 +65,7 @@ store() { # store N [--stale]: a generated store, made once and reused
   local dir="$WORK/store-$1${2:-}"
   if [ ! -d "$dir/.git" ]; then
     rm -rf "$dir"
-    "$EX/gen_store" --keys "$1" ${2:-} "$dir" >/dev/null
+    "$EX/gen_store" --keys "$1" ${2:+"$2"} "$dir" >/dev/null
   fi
   echo "$dir"
 }
@@ -135,7 +135,7 @@ if [ ! -d "$logdir/.git" ]; then
     "$KEYROT" --store "$logdir" apply --yes --now "$(date -u -d "@$((t + i * 60))" +%Y-%m-%dT%H:%M:%SZ)" --secrets-dir "$WORK/log-secrets" >/dev/null
   done
 fi
-logkey=$(ls "$logdir/keys" | head -1); logkey=${logkey%.toml}
+logkey=$(find "$logdir/keys" -name '*.toml' -printf '%f\n' | sort | head -1); logkey=${logkey%.toml}
 kl=$(median_ms "$KEYROT" --store "$logdir" log "$logkey")
 gl=$(median_ms git -C "$logdir" log --format=%H -- "keys/$logkey.toml")
 row "log KEY, $LOG_COMMITS apply commits" "$kl" "$gl" "$(ratio "$kl" "$gl")" "git log --format=%H -- keys/KEY.toml"
