@@ -16,4 +16,9 @@ pub(crate) trait ServiceSteps: Sync {
     fn planned(&self, totals: &[(String, u64)]);
     /// One step of `service` done (failed or not; a retry is a step of its own).
     fn done(&self, service: &str);
+    /// A phase of the apply after the services starts (`writing key files`, counting
+    /// `total` of them; `writing the commit`, of unknown size).
+    fn phase(&self, _name: &'static str, _total: Option<u64>) {}
+    /// One more item of the current phase.
+    fn tick(&self) {}
 }

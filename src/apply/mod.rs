@@ -233,6 +233,14 @@ enum Publisher<'s, 'w> {
 }
 
 impl Publisher<'_, '_> {
+    /// What publishing is called in a progress display.
+    fn moving(&self) -> &'static str {
+        match self {
+            Publisher::Local => "moving the branch",
+            Publisher::Shared(_) => "pushing to the remote",
+        }
+    }
+
     fn remote(&self) -> Option<String> {
         match self {
             Publisher::Local => None,
@@ -592,8 +600,17 @@ fn execute(
             at_service(&svc, key, changes, make)
         });
         let mut outcomes: BTreeMap<usize, _> = at_services.into_iter().zip(outcomes).collect();
+        let phase = |name, total| {
+            if let Some(p) = steps.progress {
+                p.phase(name, total);
+            }
+        };
         // Then every key in order, as if one after another.
+        phase("writing key files", Some(keys.len() as u64));
         for (i, (id, actions, key, changes, text)) in keys.iter().enumerate() {
+            if let Some(p) = steps.progress {
+                p.tick();
+            }
             let new_fp = match outcomes.remove(&i) {
                 Some(outcome) => match outcome? {
                     Ok(fp) => fp,
@@ -625,6 +642,7 @@ fn execute(
         secrets.sync()?;
         failpoint::pause("apply-after-secrets");
 
+        phase("writing the commit", None);
         let new = commit::write_objects(
             &ws.repo,
             base_id,
@@ -645,6 +663,7 @@ fn execute(
         // made again on its new tip when the policies still decide exactly the same
         // there; otherwise the apply is rolled back.
         let (mut new, mut base) = (new, base_id);
+        phase(publisher.moving(), None);
         for attempt in 1.. {
             failpoint::fail("apply-move-branch")?;
             let Some(tip) = publisher.publish(ws, &branch, base_id, base, new)? else {

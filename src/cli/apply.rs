@@ -105,13 +105,10 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         None => {
             let now = args.now.unwrap_or_else(Time::now);
             check_instant(now, args.allow_future, false)?;
-            let bar = super::progress_bar(0, "planning", args.json);
-            let tick = |n, total| {
-                bar.set_length(total);
-                bar.inc(n)
-            };
+            let bar = super::PlanBar::new(args.json);
+            let tick = |n, total| bar.tick(n, total);
             let (plan, loaded) = tx.plan_head(now, Some(&tick))?;
-            bar.finish_and_clear();
+            bar.finish();
             if !args.yes {
                 super::out(&super::render::plan(&plan));
                 if !plan.has_changes() {

@@ -47,17 +47,14 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         }
     }
     let now = args.eval.now();
-    let bar = super::progress_bar(0, "planning", args.eval.json);
-    let tick = |n, total| {
-        bar.set_length(total);
-        bar.inc(n)
-    };
+    let bar = super::PlanBar::new(args.eval.json);
+    let tick = |n, total| bar.tick(n, total);
     let crate::workspace::WorktreePlan {
         plan,
         dirty,
         warnings,
     } = ws.plan_worktree(now, Some(&tick))?;
-    bar.finish_and_clear();
+    bar.finish();
     super::warnings(&warnings);
     super::notes(&crate::apply::interrupted(&ws));
     if let Some(path) = &args.out {

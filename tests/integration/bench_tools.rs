@@ -126,3 +126,33 @@ fn a_large_apply_writes_one_pack_and_leaves_a_consistent_store() {
         assert!(key.contains(&sha256_hex(secret.trim_end().as_bytes())), "{id}");
     }
 }
+
+#[test]
+fn on_a_terminal_planning_and_applying_show_each_phase() {
+    let s = Store::bare();
+    gen_store(&s.root, &["--keys", "3000", "--stale"]);
+    // What a person sees on stderr (stdout goes elsewhere), on a pseudo-terminal.
+    let on_terminal = |args: &str| {
+        let line = format!(
+            "script -qec '{} --store {} {args} >/dev/null' /dev/null",
+            env!("CARGO_BIN_EXE_keyrot"),
+            s.root.display()
+        );
+        s.shell(&line, &[("TERM", "xterm")]).ok().stdout
+    };
+    let shown = on_terminal("plan --now 2026-11-22T00:00:00Z");
+    assert!(
+        shown.contains("evaluating") && shown.contains("/3000 keys"),
+        "{shown:?}"
+    );
+    // No count before there is one to show.
+    assert!(!shown.contains("0/0 keys"), "{shown:?}");
+    let secrets = s.secrets.display().to_string();
+    let shown = on_terminal(&format!(
+        "apply --yes --now 2026-11-22T00:00:00Z --secrets-dir {secrets}"
+    ));
+    assert!(
+        shown.contains("writing key files") && shown.contains(" files"),
+        "{shown:?}"
+    );
+}
