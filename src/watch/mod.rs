@@ -138,6 +138,12 @@ pub(crate) fn run(
         if changed.is_empty() && !everything {
             continue;
         }
+        // A file that came and went within the batch and was never the store's (an
+        // editor's or `sed -i`'s temporary file) changed nothing worth naming.
+        changed.retain(|rel| root.join(rel).exists() || planner.knows(rel));
+        if changed.is_empty() && !everything {
+            continue;
+        }
         let changed: Vec<String> = changed.into_iter().collect();
         // A changed folder or settings file can change what every path means.
         let wide = everything

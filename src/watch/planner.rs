@@ -93,6 +93,11 @@ impl Planner {
         ]
     }
 
+    /// Whether the last load read this store-relative path.
+    pub(crate) fn knows(&self, rel: &str) -> bool {
+        self.cache.contains(rel)
+    }
+
     /// Whether a change at this store-relative path can change the plan.
     pub(crate) fn is_relevant(&self, rel: &str) -> bool {
         if ROOT_FILES.contains(&rel) || rel == self.keys_dir || rel == self.policies_dir {

@@ -221,3 +221,18 @@ fn each_printed_plan_is_the_plan_of_the_files_as_saved() {
     live.signal("TERM");
     assert_eq!(live.wait_exit(), 0);
 }
+
+#[test]
+fn an_editors_temporary_file_is_not_named_in_the_change_line() {
+    let s = store();
+    let mut live = s.spawn(&["watch", "--now", NOW], &[]);
+    live.wait_for(false, "the first summary", |l| l.starts_with("Plan: "));
+    // As `sed -i` saves: a temporary file in the folder, renamed over the original.
+    let key = s.read("keys/bot.toml");
+    s.write("keys/sedm8i3WE", &key.replace("\"read\"", "\"read\", \"trade\""));
+    std::fs::rename(s.path("keys/sedm8i3WE"), s.path("keys/bot.toml")).unwrap();
+    let header = live.wait_for(false, "the change header", |l| l.starts_with("--- "));
+    assert_eq!(header, "--- keys/bot.toml changed");
+    live.signal("INT");
+    assert_eq!(live.wait_exit(), 0);
+}
