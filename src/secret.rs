@@ -7,8 +7,8 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rand::rngs::OsRng;
-use rand::TryRngCore;
+use rand::rngs::SysRng;
+use rand::TryRng;
 
 use crate::digest::sha256_tagged;
 use crate::error::{Error, Result};
@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 /// applies, leases and temp files (not secrets).
 pub(crate) fn random_hex(n: usize) -> Result<String> {
     let mut b = vec![0u8; n];
-    OsRng
+    SysRng
         .try_fill_bytes(&mut b)
         .map_err(|e| Error::Usage(format!("the operating system's random generator failed: {e}")))?;
     Ok(crate::digest::hex(&b))
@@ -34,7 +34,7 @@ impl Secret {
     /// Draws `bytes` random bytes from the OS CSPRNG and formats them.
     pub(crate) fn generate(prefix: &str, service: &str, bytes: usize) -> Result<Secret> {
         let mut raw = vec![0u8; bytes];
-        OsRng
+        SysRng
             .try_fill_bytes(&mut raw)
             .map_err(|e| Error::Usage(format!("the operating system's random generator failed: {e}")))?;
         let body = base62_fixed(&raw);

@@ -91,8 +91,8 @@ impl Time {
             time: Some(toml::value::Time {
                 hour: t.hour() as u8,
                 minute: t.minute() as u8,
-                second: t.second() as u8,
-                nanosecond: 0,
+                second: Some(t.second() as u8),
+                nanosecond: None,
             }),
             offset: Some(toml::value::Offset::Z),
         })

@@ -190,18 +190,23 @@ fn memoised_replans_equal_full_plans() {
 /// A small seeded generator: the edit sequences must be the same on every run.
 struct XorShift(u64);
 
-impl rand::RngCore for XorShift {
-    fn next_u64(&mut self) -> u64 {
+impl rand::TryRng for XorShift {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
-        self.0
+        Ok(self.0)
     }
-    fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok((self.try_next_u64()? >> 32) as u32)
     }
-    fn fill_bytes(&mut self, dst: &mut [u8]) {
-        dst.iter_mut().for_each(|b| *b = self.next_u32() as u8);
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        for b in dst {
+            *b = self.try_next_u32()? as u8;
+        }
+        Ok(())
     }
 }
 
@@ -215,9 +220,9 @@ fn count_policy(limit: i64) -> String {
 
 /// A seeded random edit of a small store: keys (every field that matters, added,
 /// removed, broken, renamed), owners, exceptions, policies and stray files.
-fn random_edit(rng: &mut impl rand::Rng, root: &Path) -> Vec<String> {
+fn random_edit(rng: &mut impl rand::RngExt, root: &Path) -> Vec<String> {
     let pick =
-        |rng: &mut dyn rand::RngCore, list: &[&'static str]| list[rng.next_u32() as usize % list.len()];
+        |rng: &mut dyn rand::Rng, list: &[&'static str]| list[rng.next_u32() as usize % list.len()];
     let write = |rel: &str, text: String| fs::write(root.join(rel), text).unwrap();
     // Broken files are mended soon, as people do: most plans should succeed.
     if rng.random_bool(0.5) {
