@@ -7,6 +7,7 @@
 //! holds a secret: providers' own output is redacted before it is shown.
 
 pub(crate) mod exec;
+#[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 
 use std::path::{Path, PathBuf};
@@ -191,6 +192,7 @@ pub(crate) fn for_service(settings: &Settings, name: &str, env: &ExecEnv) -> Opt
             hide_env: env.hide_env.clone(),
             secret_rule: service.secret_rule,
         })),
+        #[cfg(feature = "postgres")]
         ProviderSettings::Postgres { dsn_env, role } => Some(Box::new(postgres::Pg {
             dsn_env: dsn_env.clone(),
             role: role.clone(),
@@ -198,6 +200,10 @@ pub(crate) fn for_service(settings: &Settings, name: &str, env: &ExecEnv) -> Opt
             secret_bytes: settings.secret_bytes,
             timeout: std::time::Duration::from_secs(service.timeout.secs().max(1) as u64),
         })),
+        #[cfg(not(feature = "postgres"))]
+        ProviderSettings::Postgres { .. } => {
+            unreachable!("keyrot.toml naming the postgres provider is refused when it is read")
+        }
     }
 }
 

@@ -741,6 +741,12 @@ fn provider(name: &str, spec: &str, pg: Option<RawPostgres>) -> Result<Provider,
         });
     }
     if spec == "postgres" {
+        if !cfg!(feature = "postgres") {
+            return Err(
+                "this keyrot was built without the postgres provider (cargo feature `postgres`, on by default)"
+                    .into(),
+            );
+        }
         let pg = pg.ok_or_else(|| {
             format!("provider = \"postgres\" needs a [service.{name}.postgres] table with dsn_env")
         })?;
@@ -902,6 +908,17 @@ mod tests {
         for bad in ["0/s", "10/d", "10", "x/s"] {
             assert!(Rate::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn without_the_postgres_feature_the_postgres_provider_is_refused() {
+        let text = "[service.db]\nprovider = \"postgres\"\n[service.db.postgres]\ndsn_env = \"DSN\"\n";
+        let (_, problems) = Settings::parse("keyrot.toml", text);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0]
+            .message
+            .contains("built without the postgres provider"));
     }
 
     #[test]

@@ -221,8 +221,7 @@ fn count_policy(limit: i64) -> String {
 /// A seeded random edit of a small store: keys (every field that matters, added,
 /// removed, broken, renamed), owners, exceptions, policies and stray files.
 fn random_edit(rng: &mut impl rand::RngExt, root: &Path) -> Vec<String> {
-    let pick =
-        |rng: &mut dyn rand::Rng, list: &[&'static str]| list[rng.next_u32() as usize % list.len()];
+    let pick = |rng: &mut dyn rand::Rng, list: &[&'static str]| list[rng.next_u32() as usize % list.len()];
     let write = |rel: &str, text: String| fs::write(root.join(rel), text).unwrap();
     // Broken files are mended soon, as people do: most plans should succeed.
     if rng.random_bool(0.5) {

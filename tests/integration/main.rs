@@ -18,6 +18,7 @@ mod init_demo;
 mod log;
 mod plan;
 mod policy_tests;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod providers;
 mod remote;

@@ -215,6 +215,7 @@ impl Drop for Bao {
 
 /// A PostgreSQL server in a temp folder, on a loopback port, run as the `postgres`
 /// system user when the tests run as root (PostgreSQL refuses to run as root).
+#[cfg(feature = "postgres")]
 pub struct Postgres {
     dir: PathBuf,
     bin: PathBuf,
@@ -222,6 +223,7 @@ pub struct Postgres {
     as_user: Option<&'static str>,
 }
 
+#[cfg(feature = "postgres")]
 impl Postgres {
     pub fn start(parent: &Path) -> Postgres {
         let bin = ["/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin"]
@@ -311,12 +313,14 @@ impl Postgres {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl Drop for Postgres {
     fn drop(&mut self) {
         let _ = std::panic::catch_unwind(|| self.run("pg_ctl", &["-D", "data", "-m", "immediate", "stop"]));
     }
 }
 
+#[cfg(feature = "postgres")]
 extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
