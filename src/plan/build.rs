@@ -122,7 +122,7 @@ impl Memo {
             .binary_search_by(|(id, _)| id.as_str().cmp(&key.id))
             .ok()?;
         let e = &self.keys[at].1;
-        let same = (Arc::ptr_eq(&e.key, key) || e.key == *key) && e.owner == facts.owner();
+        let same = (Arc::ptr_eq(&e.key, key) || e.key == *key) && e.owner.describes(facts);
         same.then_some(e)
     }
 

@@ -211,25 +211,15 @@ mod tests {
 
     const NOW: &str = "2026-06-01T00:00:00Z";
 
+    /// The plan tests' key, as `id` of `service` in `env`, rotated at `rotated`.
     fn key(id: &str, service: &str, env: &str, rotated: &str) -> Key {
         Key {
             id: id.into(),
             path: format!("keys/{id}.toml"),
             service: service.into(),
-            owner: "alice".into(),
             environment: env.into(),
-            permissions: vec![],
-            ip_allowlist: vec![],
-            created_at: t("2026-01-01T00:00:00Z"),
             rotated_at: t(rotated),
-            last_used_at: None,
-            compromised: false,
-            status: KeyStatus::Active,
-            fingerprint: None,
-            tags: vec![],
-            previous: vec![],
-            revoked_at: None,
-            revoke_reason: None,
+            ..crate::plan::tests::key(&[])
         }
     }
 

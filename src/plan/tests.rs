@@ -11,7 +11,7 @@ fn t(s: &str) -> Time {
     Time::parse_rfc3339(s).unwrap()
 }
 
-fn key(permissions: &[&str]) -> Key {
+pub(super) fn key(permissions: &[&str]) -> Key {
     Key {
         id: "k".into(),
         path: "keys/k.toml".into(),

@@ -113,6 +113,17 @@ pub struct OwnerFacts {
     pub key_count: i64,
 }
 
+impl OwnerFacts {
+    /// Whether these are `facts`' owner facts, compared in place (the memo asks this
+    /// of every key at every re-plan: no copy of the team per key).
+    pub fn describes(&self, facts: &KeyFacts) -> bool {
+        self.status == facts.owner_status
+            && self.team == facts.owner_team
+            && self.departed_at == facts.owner_departed_at
+            && self.key_count == facts.owner_key_count
+    }
+}
+
 impl KeyFacts {
     /// The facts about the key's owner.
     pub fn owner(&self) -> OwnerFacts {
