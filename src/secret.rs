@@ -185,23 +185,29 @@ pub(crate) fn wipe(bytes: &mut [u8]) {
     zeroize::Zeroize::zeroize(bytes);
 }
 
-/// Whether `s` is shaped like a keyrot secret and its checksum matches: lets scanners
-/// tell a leaked keyrot secret from random text without a network call. Only its
-/// tests call it until `keyrot scan` (issue 19) does.
-#[allow(dead_code)]
-pub(crate) fn checksum_ok(s: &str) -> bool {
+/// Whether `s` is shaped like a keyrot secret (`<prefix>_<service>_<base62>`, ASCII)
+/// and its last six characters are the checksum of the rest: lets scanners tell a
+/// leaked keyrot secret from random text without a network call (`keyrot scan`).
+pub(crate) fn checksum_ok(s: &[u8]) -> bool {
     if s.len() <= CHECKSUM_CHARS || !s.is_ascii() {
         return false;
     }
     let (head, check) = s.split_at(s.len() - CHECKSUM_CHARS);
-    head.splitn(3, '_').count() == 3 && base62_u32(crc32(head.as_bytes())) == check
+    head.splitn(3, |&b| b == b'_').count() == 3 && base62_u32(crc32(head)).as_bytes() == check
 }
+
+/// How many base62 characters the body of a secret of `bytes` random bytes has.
+pub(crate) fn body_chars(bytes: usize) -> usize {
+    ((bytes as f64 * 8.0) / 62f64.log2()).ceil() as usize
+}
+
+/// The checksum's length in characters, after the body.
+pub(crate) const CHECKSUM_LEN: usize = CHECKSUM_CHARS;
 
 /// Base62 of a big-endian number, zero-padded to the width that any value of that
 /// many bytes needs, so every secret of one size has one length.
 fn base62_fixed(bytes: &[u8]) -> String {
-    // chars = ceil(8n / log2(62))
-    let width = ((bytes.len() as f64 * 8.0) / 62f64.log2()).ceil() as usize;
+    let width = body_chars(bytes.len());
     let mut num = bytes.to_vec();
     let mut digits = Vec::with_capacity(width);
     while digits.len() < width {
@@ -464,7 +470,7 @@ mod tests {
         let rest = &text["kr_binance_".len()..];
         assert_eq!(rest.len(), 43 + CHECKSUM_CHARS);
         assert!(rest.bytes().all(|b| b.is_ascii_alphanumeric()));
-        assert!(checksum_ok(text));
+        assert!(checksum_ok(text.as_bytes()));
         assert_eq!(s.fingerprint().len(), "sha256:".len() + 64);
         assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
     }
@@ -481,7 +487,7 @@ mod tests {
         let s = Secret::generate("kr", "x", 32).unwrap();
         let mut t = s.expose().as_bytes().to_vec();
         t[10] = if t[10] == b'A' { b'B' } else { b'A' };
-        assert!(!checksum_ok(std::str::from_utf8(&t).unwrap()));
+        assert!(!checksum_ok(&t));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, Value};
 
+use crate::key_edit::set;
+
 use crate::error::{Error, Result};
 use crate::plan::{Action, ActionKind};
 use crate::store::Key;
@@ -53,21 +55,6 @@ fn toml_time(key: &Key, t: Time) -> Result<Value> {
     t.to_toml()
         .map(Value::from)
         .map_err(|why| Error::Usage(format!("{}: cannot write a time: {why}", key.path)))
-}
-
-/// Sets a top-level value, keeping the decoration (comments, spacing) of the one it
-/// replaces so the diff shows only the value.
-fn set(table: &mut Table, key: &str, v: impl Into<Value>) {
-    let mut v = v.into();
-    match table.get_mut(key).and_then(Item::as_value_mut) {
-        Some(old) => {
-            *v.decor_mut() = old.decor().clone();
-            *old = v;
-        }
-        None => {
-            table.insert(key, Item::Value(v));
-        }
-    }
 }
 
 /// Edits one key file's text for its changes. Everything not changed keeps its bytes.

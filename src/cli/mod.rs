@@ -15,6 +15,7 @@ mod owner;
 mod plan;
 mod render;
 mod run;
+mod scan;
 mod style;
 mod test;
 mod watch;
@@ -86,6 +87,8 @@ enum Command {
     Unlock(lease::UnlockArgs),
     /// Change owners.toml: `owner depart NAME` records that NAME has left
     Owner(owner::Args),
+    /// Find leaked keyrot secrets in files, the index or the whole git history
+    Scan(scan::Args),
     /// Print shell completions (bash, zsh, fish, powershell, elvish)
     Completions(docs::CompletionsArgs),
     /// Print the man page, or write every command's page into DIR
@@ -291,6 +294,7 @@ fn run(cli: &Cli, invoked: &Invoked) -> Result<ExitCode, Error> {
         Command::Demo(args) => demo::run(args),
         Command::Lease(args) => lease::run(args, &store),
         Command::Owner(args) => owner::run(args, &store),
+        Command::Scan(args) => scan::run(args, cli.store.as_deref()),
         Command::Unlock(args) => lease::unlock(args, &store),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),

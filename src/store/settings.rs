@@ -386,7 +386,7 @@ struct RawCommit {
 
 /// Smallest and largest secret sizes keyrot will generate: below 16 bytes (128 bits) a
 /// secret is guessable; above 1 KiB it is a configuration mistake.
-const SECRET_BYTES: std::ops::RangeInclusive<i64> = 16..=1024;
+pub(crate) const SECRET_BYTES: std::ops::RangeInclusive<i64> = 16..=1024;
 
 /// An accepted risk is looked at again at least once a year.
 const EXCEPTION_DAYS: std::ops::RangeInclusive<i64> = 1..=365;
