@@ -77,13 +77,14 @@ const SCHEMAS: &[(&str, &str)] = &[
         include_str!("../../schemas/audit-verify.schema.json"),
     ),
     ("lease", include_str!("../../schemas/lease.schema.json")),
+    ("scan", include_str!("../../schemas/scan.schema.json")),
     ("error", include_str!("../../schemas/error.schema.json")),
 ];
 
 #[derive(clap::Args)]
 pub(super) struct SchemaArgs {
     /// The output whose schema to print (without it: the list): plan, apply,
-    /// watch-event, run-event, check, test, explain, log, audit-verify, lease, error
+    /// watch-event, run-event, check, test, explain, log, audit-verify, lease, scan, error
     name: Option<String>,
 }
 

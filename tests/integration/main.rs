@@ -25,6 +25,7 @@ mod remote;
 mod rollout;
 mod run;
 mod saved_plans;
+mod scan;
 mod schemas;
 mod servers;
 mod services;

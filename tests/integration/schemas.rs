@@ -87,6 +87,19 @@ fn every_commands_json_output_matches_its_schema() {
     let lease = s.keyrot(&["lease", "--json", "--remote", "origin"]).ok().json();
     assert!(lease.is_null());
     valid("lease", &lease);
+
+    // A scan that finds one secret of the store (and marks its key), one of no store.
+    let leak = s.root.parent().unwrap().join("leak.txt");
+    let secret = std::fs::read_to_string(s.secret_file("binance-bot")).unwrap();
+    std::fs::write(&leak, format!("{secret}kr_other_{}\n", "A".repeat(40))).unwrap();
+    let leak = leak.to_str().unwrap();
+    let scanned = s
+        .keyrot(&["scan", leak, "--json", "--mark-compromised"])
+        .fails(1)
+        .json();
+    assert_eq!(scanned["marked"]["keys"], json!(["binance-bot"]));
+    valid("scan", &scanned);
+    valid("scan", &s.keyrot(&["scan", "--git", "--json"]).ok().json());
 }
 
 #[test]
@@ -144,7 +157,10 @@ fn the_schemas_reject_what_keyrot_never_writes_and_are_printed_as_shipped() {
         let printed: Value = serde_json::from_str(&s.keyrot(&["schema", name]).ok().stdout).unwrap();
         assert_eq!(printed, schema(name), "{name}");
     }
-    assert_eq!(names.lines().count(), 11);
+    let shipped = std::fs::read_dir(format!("{}/schemas", env!("CARGO_MANIFEST_DIR")))
+        .unwrap()
+        .count();
+    assert_eq!(names.lines().count(), shipped, "every shipped schema is printed");
     s.keyrot(&["schema", "nope"])
         .fails(1)
         .stderr_has("no schema `nope`");
