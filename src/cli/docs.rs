@@ -78,13 +78,17 @@ const SCHEMAS: &[(&str, &str)] = &[
     ),
     ("lease", include_str!("../../schemas/lease.schema.json")),
     ("scan", include_str!("../../schemas/scan.schema.json")),
+    (
+        "usage-import",
+        include_str!("../../schemas/usage-import.schema.json"),
+    ),
     ("error", include_str!("../../schemas/error.schema.json")),
 ];
 
 #[derive(clap::Args)]
 pub(super) struct SchemaArgs {
     /// The output whose schema to print (without it: the list): plan, apply,
-    /// watch-event, run-event, check, test, explain, log, audit-verify, lease, scan, error
+    /// watch-event, run-event, check, test, explain, log, audit-verify, lease, scan, usage-import, error
     name: Option<String>,
 }
 

@@ -18,6 +18,7 @@ mod run;
 mod scan;
 mod style;
 mod test;
+mod usage;
 mod watch;
 
 use bars::{PlanBar, ServiceBars};
@@ -89,6 +90,8 @@ enum Command {
     Owner(owner::Args),
     /// Find leaked keyrot secrets in files, the index or the whole git history
     Scan(scan::Args),
+    /// Import access records: when and from where each key was last used
+    Usage(usage::Args),
     /// Print shell completions (bash, zsh, fish, powershell, elvish)
     Completions(docs::CompletionsArgs),
     /// Print the man page, or write every command's page into DIR
@@ -295,6 +298,7 @@ fn run(cli: &Cli, invoked: &Invoked) -> Result<ExitCode, Error> {
         Command::Lease(args) => lease::run(args, &store),
         Command::Owner(args) => owner::run(args, &store),
         Command::Scan(args) => scan::run(args, cli.store.as_deref()),
+        Command::Usage(args) => usage::run(args, &store),
         Command::Unlock(args) => lease::unlock(args, &store),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),

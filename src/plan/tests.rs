@@ -23,6 +23,7 @@ pub(super) fn key(permissions: &[&str]) -> Key {
         created_at: t("2026-01-01T00:00:00Z"),
         rotated_at: t("2026-01-01T00:00:00Z"),
         last_used_at: None,
+        last_used_from: Vec::new(),
         compromised: false,
         status: KeyStatus::Active,
         fingerprint: None,

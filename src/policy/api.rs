@@ -375,6 +375,9 @@ fn register_key(engine: &mut Engine) {
         .register_get("created_at", |k: &mut KeyView| k.0.key.created_at)
         .register_get("rotated_at", |k: &mut KeyView| k.0.key.rotated_at)
         .register_get("last_used_at", |k: &mut KeyView| opt_time(k.0.key.last_used_at))
+        .register_get("last_used_from", |k: &mut KeyView| {
+            strings(&k.0.key.last_used_from)
+        })
         .register_get("age", |k: &mut KeyView| k.0.age)
         .register_get("idle", |k: &mut KeyView| k.0.idle)
         .register_get("owner_key_count", |k: &mut KeyView| k.0.owner_key_count)
@@ -386,6 +389,29 @@ fn register_key(engine: &mut Engine) {
         })
         .register_fn("to_string", |k: &mut KeyView| k.0.key.id.clone())
         .register_fn("to_debug", |k: &mut KeyView| format!("Key({})", k.0.key.id));
+    engine.register_fn("in_allowlist", in_allowlist);
+}
+
+/// `in_allowlist(ip, key.ip_allowlist)`: whether the address is inside one of the
+/// blocks. A string that is not an address or a block is an error naming it, never a
+/// silent `false` that would make a rule fire (or not) on a typo.
+fn in_allowlist(ip: &str, allowlist: Array) -> RResult<bool> {
+    let addr: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| rt_err(format!("in_allowlist: `{ip}` is not an IP address")))?;
+    for block in allowlist {
+        let block = block.into_immutable_string().map_err(|t| {
+            rt_err(format!(
+                "in_allowlist: the allowlist holds a {t}, not a CIDR string"
+            ))
+        })?;
+        match crate::store::key::cidr_contains(&block, addr) {
+            Some(true) => return Ok(true),
+            Some(false) => {}
+            None => return Err(rt_err(format!("in_allowlist: `{block}` is not a CIDR block"))),
+        }
+    }
+    Ok(false)
 }
 
 fn decision(verdict: Verdict, reason: &str) -> RResult<Decision> {

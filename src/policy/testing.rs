@@ -408,6 +408,7 @@ pub const KEY_FIELDS: &[(&str, &str)] = &[
     ("created_at", "rotated_at if given, else the current instant"),
     ("rotated_at", "created_at"),
     ("last_used_at", "() (never used)"),
+    ("last_used_from", "[]"),
     ("age", "sets rotated_at to now - age"),
     ("idle", "sets last_used_at to now - idle"),
 ];
@@ -510,6 +511,7 @@ fn build_key(mut fields: Map, now: Time) -> RResult<KeyView> {
     let environment = string("environment", take("environment"), "production")?;
     let permissions = strings("permissions", take("permissions"))?;
     let ip_allowlist = strings("ip_allowlist", take("ip_allowlist"))?;
+    let last_used_from = strings("last_used_from", take("last_used_from"))?;
     let tags = strings("tags", take("tags"))?;
     let compromised = boolean("compromised", take("compromised"))?;
     let status = match string("status", take("status"), "active")?.as_str() {
@@ -567,6 +569,7 @@ fn build_key(mut fields: Map, now: Time) -> RResult<KeyView> {
         created_at,
         rotated_at,
         last_used_at,
+        last_used_from,
         compromised,
         status,
         fingerprint: None,

@@ -87,6 +87,13 @@ fn the_key_view_exposes_every_field() {
     );
     says("key.has_tag(\"bot\")", "true");
     says("key.ip_allowlist.len()", "0");
+    says("key.last_used_from.len()", "0");
+    says("in_allowlist(\"203.0.113.9\", [\"203.0.113.0/24\"])", "true");
+    says(
+        "in_allowlist(\"198.51.100.1\", [\"203.0.113.0/24\", \"::/0\"])",
+        "false",
+    );
+    says("in_allowlist(\"198.51.100.1\", [])", "false");
     says("key.compromised", "false");
     says("key.status", "active");
     says("key.created_at", "2026-01-01T00:00:00Z");
@@ -190,6 +197,8 @@ fn decisions_and_return_shapes() {
     assert_eq!(d[2].verdict, Verdict::Revoke);
     assert_eq!(d[3].verdict, Verdict::Warn);
     assert!(err("42").contains("evaluate returned i64"));
+    assert!(err("in_allowlist(\"10.0.0.300\", [])").contains("`10.0.0.300` is not an IP address"));
+    assert!(err("in_allowlist(\"10.0.0.1\", [\"10.0.0.0\"])").contains("`10.0.0.0` is not a CIDR block"));
     assert!(err("[warn(\"a\"), \"b\"]").contains("index 1"));
     assert!(err("rotate(\"x\", hours(-1))").contains("negative"));
     assert!(err("warn(\"\")").contains("non-empty reason"));

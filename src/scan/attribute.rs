@@ -4,12 +4,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use git2::{ObjectType, Oid, Repository};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use git2::{Oid, Repository};
 use memchr::memmem;
 
 use super::{Age, Finding};
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{repo, Store};
 
 /// Fills in `key`, `secret` and `key_status` of each finding from `store` (loaded from
 /// the work tree) and the history of `repo`'s HEAD.
@@ -40,7 +43,7 @@ pub(crate) fn attribute(findings: &mut [Finding], store: &Store, repo: &Reposito
     if wanted.is_empty() {
         return Ok(());
     }
-    let older = in_history(repo, &store.settings.keys_dir, wanted)?;
+    let older = keys_in_history(repo, &store.settings.keys_dir, wanted)?;
     for f in findings.iter_mut().filter(|f| f.key.is_none()) {
         if let Some(id) = older.get(&f.fingerprint) {
             f.key_status = store.key(id).map(|k| k.status.as_str());
@@ -52,57 +55,94 @@ pub(crate) fn attribute(findings: &mut [Finding], store: &Store, repo: &Reposito
 }
 
 /// The key (file stem) each of `wanted` appears in, in any version of a key file under
-/// `keys_dir` reachable from HEAD. Each distinct file version is read once; the walk
-/// stops as soon as every fingerprint is placed.
-fn in_history(
+/// `keys_dir` reachable from HEAD, newest first; the walk stops as soon as every
+/// fingerprint is placed. The versions come from `git log --raw` (git's tree diff is
+/// about four times faster than libgit2's on a flat folder of 10,000 keys changed by
+/// 1,000 commits); each is read once, through libgit2.
+pub(crate) fn keys_in_history(
     repo: &Repository,
     keys_dir: &str,
     mut wanted: HashSet<String>,
 ) -> Result<HashMap<String, String>> {
-    let git = |e| Error::git("searching the store's history", e);
     let mut found = HashMap::new();
-    let Ok(head) = repo.head().and_then(|h| h.peel_to_commit()) else {
+    if repo.head().and_then(|h| h.peel_to_commit()).is_err() {
         return Ok(found);
-    };
-    let mut walk = repo.revwalk().map_err(git)?;
-    walk.push(head.id()).map_err(git)?;
-    let mut seen_trees: HashSet<Oid> = HashSet::new();
-    let mut seen_blobs: HashSet<Oid> = HashSet::new();
-    for oid in walk {
-        let tree = repo
-            .find_commit(oid.map_err(git)?)
-            .map_err(git)?
-            .tree()
-            .map_err(git)?;
-        let Ok(entry) = tree.get_path(std::path::Path::new(keys_dir)) else {
+    }
+    let workdir = repo::workdir(repo);
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(&workdir)
+        .args([
+            "log",
+            "-m",
+            "--format=",
+            "--raw",
+            "--no-abbrev",
+            "--no-renames",
+            "HEAD",
+            "--",
+        ])
+        .arg(keys_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Usage(format!("cannot run git to search the store's history: {e}")))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::Usage("git log: no output".into()))?;
+    let mut seen: HashSet<Oid> = HashSet::new();
+    for line in BufReader::new(stdout).split(b'\n') {
+        let line = line.map_err(|e| Error::Usage(format!("reading git log: {e}")))?;
+        // `:100644 100644 <old> <new> M\tkeys/bot.toml`
+        let Some((meta, path)) = split_tab(&line) else {
             continue;
         };
-        let mut stack = vec![entry.id()];
-        while let Some(id) = stack.pop() {
-            if !seen_trees.insert(id) {
-                continue;
+        let Some(new) = meta.split(|&b| b == b' ').nth(3) else {
+            continue;
+        };
+        let Ok(id) = Oid::from_str(&String::from_utf8_lossy(new)) else {
+            continue;
+        };
+        if id.is_zero() || !path.ends_with(b".toml") || !seen.insert(id) {
+            continue;
+        }
+        let blob = repo
+            .find_blob(id)
+            .map_err(|e| Error::git("searching the store's history", e))?;
+        let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+        let stem = String::from_utf8_lossy(name)
+            .trim_end_matches(".toml")
+            .to_string();
+        wanted.retain(|fp| {
+            let hit = memmem::find(blob.content(), fp.as_bytes()).is_some();
+            if hit {
+                found.insert(fp.clone(), stem.clone());
             }
-            for e in repo.find_tree(id).map_err(git)?.iter() {
-                let name = String::from_utf8_lossy(e.name_bytes()).into_owned();
-                match e.kind() {
-                    Some(ObjectType::Tree) => stack.push(e.id()),
-                    Some(ObjectType::Blob) if name.ends_with(".toml") && seen_blobs.insert(e.id()) => {
-                        let blob = repo.find_blob(e.id()).map_err(git)?;
-                        wanted.retain(|fp| {
-                            let hit = memmem::find(blob.content(), fp.as_bytes()).is_some();
-                            if hit {
-                                found.insert(fp.clone(), name.trim_end_matches(".toml").to_string());
-                            }
-                            !hit
-                        });
-                        if wanted.is_empty() {
-                            return Ok(found);
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            !hit
+        });
+        if wanted.is_empty() {
+            break;
         }
     }
+    // Done early or at the end: git is not needed any more.
+    let _ = child.kill();
+    let status = child.wait().map_err(|e| Error::Usage(format!("git log: {e}")))?;
+    if !wanted.is_empty() && !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        return Err(Error::Usage(format!(
+            "git log failed while searching the store's history: {}",
+            err.trim()
+        )));
+    }
     Ok(found)
+}
+
+fn split_tab(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let tab = line.iter().position(|&b| b == b'\t')?;
+    Some((&line[..tab], &line[tab + 1..]))
 }

@@ -10,7 +10,7 @@ mod sources;
 
 use serde::Serialize;
 
-pub(crate) use attribute::attribute;
+pub(crate) use attribute::{attribute, keys_in_history};
 pub(crate) use finder::Finder;
 pub(crate) use mark::{mark_compromised, Marked};
 pub(crate) use sources::{scan_files, scan_history, scan_staged};

@@ -45,6 +45,8 @@ pub struct Key {
     pub created_at: Time,
     pub rotated_at: Time,
     pub last_used_at: Option<Time>,
+    /// Client addresses of the last `keyrot usage import` (at most 16, sorted).
+    pub last_used_from: Vec<String>,
     pub compromised: bool,
     pub status: KeyStatus,
     pub fingerprint: Option<String>,
@@ -66,6 +68,8 @@ struct Raw {
     created_at: Spanned<Datetime>,
     rotated_at: Option<Spanned<Datetime>>,
     last_used_at: Option<Spanned<Datetime>>,
+    #[serde(default)]
+    last_used_from: Vec<Spanned<String>>,
     #[serde(default)]
     compromised: bool,
     status: Option<Spanned<String>>,
@@ -148,6 +152,26 @@ pub fn check_cidr(cidr: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `ip` is inside `cidr` (a block [`check_cidr`] accepts; `None` if it is not
+/// one). An IPv4 address written as IPv6 (`::ffff:203.0.113.7`) is the IPv4 address.
+pub fn cidr_contains(cidr: &str, ip: IpAddr) -> Option<bool> {
+    check_cidr(cidr).ok()?;
+    let (net, len) = cidr.split_once('/')?;
+    let net: IpAddr = net.parse().ok()?;
+    let len: u32 = len.parse().ok()?;
+    Some(match (net.to_canonical(), ip.to_canonical()) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    })
+}
+
 /// Parses and validates one key file. `path` is `<keys dir>/<id>.toml`.
 pub fn parse(path: &str, text: &str) -> Result<Key, Vec<Problem>> {
     let file_name = path.rsplit('/').next().unwrap_or(path);
@@ -225,6 +249,15 @@ pub fn parse(path: &str, text: &str) -> Result<Key, Vec<Problem>> {
         }
     }
     let ip_allowlist = strings(raw.ip_allowlist, "ip_allowlist", &mut bad);
+    for ip in &raw.last_used_from {
+        if ip.get_ref().parse::<IpAddr>().is_err() {
+            bad(
+                ip.span(),
+                format!("last_used_from: `{}` is not an IP address", ip.get_ref()),
+            );
+        }
+    }
+    let last_used_from = strings(raw.last_used_from, "last_used_from", &mut bad);
     let created_at = time(&raw.created_at, "created_at", &mut bad);
     let rotated_at = raw
         .rotated_at
@@ -289,6 +322,7 @@ pub fn parse(path: &str, text: &str) -> Result<Key, Vec<Problem>> {
         created_at,
         rotated_at,
         last_used_at,
+        last_used_from,
         compromised: raw.compromised,
         status,
         fingerprint,
@@ -329,6 +363,24 @@ created_at = 2026-03-01T00:00:00Z
         for bad in ["", "A", "-a", ".a", "a/b", "..", "a b", &"a".repeat(129), "é"] {
             assert!(!is_valid_id(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn cidr_containment() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(cidr_contains("203.0.113.0/24", ip("203.0.113.99")), Some(true));
+        assert_eq!(cidr_contains("203.0.113.0/24", ip("203.0.114.1")), Some(false));
+        assert_eq!(cidr_contains("203.0.113.7/32", ip("203.0.113.7")), Some(true));
+        assert_eq!(
+            cidr_contains("203.0.113.7/32", ip("::ffff:203.0.113.7")),
+            Some(true)
+        );
+        assert_eq!(cidr_contains("0.0.0.0/0", ip("198.51.100.1")), Some(true));
+        assert_eq!(cidr_contains("0.0.0.0/0", ip("2001:db8::1")), Some(false));
+        assert_eq!(cidr_contains("2001:db8::/32", ip("2001:db8:ffff::1")), Some(true));
+        assert_eq!(cidr_contains("2001:db8::/32", ip("2001:db9::1")), Some(false));
+        assert_eq!(cidr_contains("::/0", ip("::1")), Some(true));
+        assert_eq!(cidr_contains("203.0.113.7", ip("203.0.113.7")), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::common::*;
 fn check_on_a_fresh_store_lists_the_policies() {
     let s = Store::new();
     let out = s.keyrot(&["check"]).ok().stdout;
-    assert!(out.starts_with("ok: 0 keys, 0 owners, 6 policies"), "{out}");
+    assert!(out.starts_with("ok: 0 keys, 0 owners, 7 policies"), "{out}");
     for p in [
         "compromised",
         "departed-owner",
@@ -14,6 +14,7 @@ fn check_on_a_fresh_store_lists_the_policies() {
         "key-cap",
         "least-privilege",
         "max-age",
+        "unexpected-source",
     ] {
         assert!(out.contains(p), "{p} missing from {out}");
     }

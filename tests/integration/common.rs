@@ -457,6 +457,39 @@ impl Live {
         code
     }
 
+    /// Waits for the process to exit, reading its peak resident memory (`VmHWM` in
+    /// /proc) as it runs; returns its exit code and that peak in KB.
+    #[track_caller]
+    pub fn finish_measuring_memory(&mut self) -> (i32, u64) {
+        let status = format!("/proc/{}/status", self.child.id());
+        let mut peak = 0;
+        let start = std::time::Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            if let Ok(text) = fs::read_to_string(&status) {
+                if let Some(kb) = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                {
+                    peak = peak.max(kb);
+                }
+            }
+            assert!(start.elapsed() < DEADLINE * 4, "process did not exit");
+            // Sampling memory while it runs: the nap is the sampling interval.
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        (self.finish(), peak)
+    }
+
+    /// Everything the process wrote to stdout so far, one line each.
+    pub fn stdout(&self) -> String {
+        self.seen
+            .iter()
+            .filter(|(err, _)| !err)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect()
+    }
+
     /// Waits for the process to exit; returns its exit code.
     #[track_caller]
     pub fn wait_exit(&mut self) -> i32 {

@@ -79,7 +79,8 @@ fn explain_json_lists_every_policy_and_how_revoke_superseded_the_rest() {
             ("idle", 0),
             ("key-cap", 0),
             ("least-privilege", 1),
-            ("max-age", 1)
+            ("max-age", 1),
+            ("unexpected-source", 0)
         ]
     );
     assert_eq!(

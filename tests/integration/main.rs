@@ -31,5 +31,6 @@ mod servers;
 mod services;
 mod shipped_policies;
 mod terminal;
+mod usage;
 mod vault;
 mod watch;

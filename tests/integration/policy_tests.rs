@@ -216,7 +216,7 @@ fn the_shipped_policies_are_fully_covered_by_their_tests() {
             )
         })
         .collect();
-    assert_eq!(covered.len(), 6);
+    assert_eq!(covered.len(), 7);
     for (policy, c, l) in covered {
         assert!(l > 0 && c == l, "{policy}: {c}/{l}");
     }

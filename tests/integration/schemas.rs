@@ -100,6 +100,20 @@ fn every_commands_json_output_matches_its_schema() {
     assert_eq!(scanned["marked"]["keys"], json!(["binance-bot"]));
     valid("scan", &scanned);
     valid("scan", &s.keyrot(&["scan", "--git", "--json"]).ok().json());
+
+    // Usage of a known key, a revoked one after its revocation, an unknown one.
+    let records = s.root.parent().unwrap().join("access.csv");
+    std::fs::write(
+        &records,
+        "key,at,ip\nbinance-bot,2026-11-30T10:00:00Z,203.0.113.7\nstale-report,2026-11-30T10:00:00Z,198.51.100.1\nghost,2026-11-30T10:00:00Z,198.51.100.1\n",
+    )
+    .unwrap();
+    let imported = s
+        .keyrot(&["usage", "import", records.to_str().unwrap(), "--json"])
+        .ok()
+        .json();
+    assert_eq!(imported["unknown"][0]["key"], "ghost");
+    valid("usage-import", &imported);
 }
 
 #[test]

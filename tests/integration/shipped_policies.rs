@@ -1,4 +1,4 @@
-//! The six shipped policies, each at and around its thresholds, through the real binary.
+//! The seven shipped policies, each at and around its thresholds, through the real binary.
 
 use crate::common::*;
 
@@ -160,7 +160,7 @@ fn every_shipped_policy_has_a_description() {
     let s = Store::new();
     let json = s.keyrot(&["check", "--json"]).ok().json();
     let policies = json["policies"].as_array().unwrap();
-    assert_eq!(policies.len(), 6);
+    assert_eq!(policies.len(), 7);
     for p in policies {
         assert!(!p["description"].as_str().unwrap_or_default().is_empty(), "{p}");
     }
