@@ -191,6 +191,7 @@ impl Exec {
 impl Provider for Exec {
     fn call(&self, req: &Request) -> Result<Response, StepError> {
         let step = req.step.as_str();
+        let program = self.program.as_ref().map_err(|why| self.fail(step, why))?;
         let wire = Wire {
             fingerprint: req.fingerprint,
             grace_period: req.grace.map(|g| g.compact()),
@@ -206,92 +207,25 @@ impl Provider for Exec {
             .map_err(|e| self.fail(step, format!("cannot encode the request: {e}")))?;
         line.push(b'\n');
 
-        let program = self.program.as_ref().map_err(|why| self.fail(step, why))?;
-        let mut cmd = Command::new(&program.path);
-        cmd.current_dir(&self.cwd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group, so a timeout can stop everything it started.
-            .process_group(0);
-        for name in &self.hide_env {
-            cmd.env_remove(name);
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| self.fail(step, format!("cannot start: {e}")))?;
-        let deadline = Instant::now() + self.timeout;
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            stop(&mut child, &[]);
-            return Err(self.fail(step, "cannot read its output"));
-        };
-        let pipes: Vec<PathBuf> = [pipe_name(&stdout), pipe_name(&stderr)]
-            .into_iter()
-            .flatten()
-            .collect();
-        let (done, outputs) = mpsc::channel();
-        read_capped(stdout, Stream::Out, done.clone());
-        read_capped(stderr, Stream::Err, done);
-        if let Some(mut stdin) = child.stdin.take() {
-            // A provider that exits without reading its request is judged by its answer.
-            let _ = stdin.write_all(&line);
-        }
-        wipe(&mut line);
-
-        let timed_out = |child: &mut std::process::Child, why: &str| {
-            stop(child, &pipes);
-            StepError {
-                retry: true,
-                ..self.fail(
-                    step,
-                    format!("timed out after {}s{why} and was stopped", self.timeout.as_secs()),
-                )
+        let ran = run(&program.path, &self.cwd, &mut line, self.timeout, &self.hide_env);
+        let Ran { status, mut out, err } = match ran {
+            Ok(ran) => ran,
+            Err(RunError::Start(why)) => return Err(self.fail(step, why)),
+            Err(RunError::Timeout { detached }) => {
+                let why = if detached {
+                    " (a process it started kept its output open)"
+                } else {
+                    ""
+                };
+                return Err(StepError {
+                    retry: true,
+                    ..self.fail(
+                        step,
+                        format!("timed out after {}s{why} and was stopped", self.timeout.as_secs()),
+                    )
+                });
             }
         };
-        // Its output ends when every process holding it has closed it, which for a
-        // provider is when it exits (waited for without polling, so a quick answer is
-        // not kept waiting); a detached descendant may keep it open, so the deadline
-        // bounds this wait too.
-        let (mut out, mut err) = (None, None);
-        while out.is_none() || err.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match outputs.recv_timeout(left) {
-                Ok((Stream::Out, bytes)) => out = Some(bytes),
-                Ok((Stream::Err, bytes)) => err = Some(bytes),
-                Err(_) => {
-                    if let Some(mut bytes) = out {
-                        wipe(&mut bytes);
-                    }
-                    let why = match child.try_wait() {
-                        Ok(Some(_)) => " (a process it started kept its output open)",
-                        _ => "",
-                    };
-                    return Err(timed_out(&mut child, why));
-                }
-            }
-        }
-        // Closed its output: it has exited, or is about to (or closed it early and
-        // goes on, which the deadline bounds).
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() >= deadline => {
-                    if let Some(mut bytes) = out.take() {
-                        wipe(&mut bytes);
-                    }
-                    return Err(timed_out(&mut child, ""));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(1)),
-                Err(e) => {
-                    stop(&mut child, &pipes);
-                    if let Some(mut bytes) = out.take() {
-                        wipe(&mut bytes);
-                    }
-                    return Err(self.fail(step, format!("cannot wait for it: {e}")));
-                }
-            }
-        };
-        let (mut out, err) = (out.unwrap_or_default(), err.unwrap_or_default());
         let secrets: Vec<&Secret> = req.secret.into_iter().collect();
         let last_err_line = || {
             let text = String::from_utf8_lossy(&err);
@@ -349,4 +283,119 @@ impl Provider for Exec {
         };
         Ok(Response { secret })
     }
+}
+
+/// What a program run to its end left behind.
+pub(crate) struct Ran {
+    pub status: std::process::ExitStatus,
+    /// Its stdout, at most [`MAX_OUTPUT`]: the caller wipes it once read.
+    pub out: Vec<u8>,
+    /// Its stderr, at most [`MAX_OUTPUT`].
+    pub err: Vec<u8>,
+}
+
+/// Why a program gave no result.
+pub(crate) enum RunError {
+    /// It could not be started or watched (the message says why).
+    Start(String),
+    /// It ran past its deadline and was stopped, with everything it started;
+    /// `detached` when it had exited but a process it started kept its output open.
+    Timeout { detached: bool },
+}
+
+/// Runs `program` in `cwd` in a process group of its own, writes `input` (then wipes
+/// it: it may hold a secret) to its stdin, and waits for it to exit and close its
+/// output, at most `timeout`; past it, the program and everything it started are
+/// killed. Variables named in `hide_env` are removed from its environment. Used by exec
+/// providers and notification commands.
+pub(crate) fn run(
+    program: &Path,
+    cwd: &Path,
+    input: &mut [u8],
+    timeout: Duration,
+    hide_env: &[String],
+) -> Result<Ran, RunError> {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a timeout can stop everything it started.
+        .process_group(0);
+    for name in hide_env {
+        cmd.env_remove(name);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            wipe(input);
+            return Err(RunError::Start(format!("cannot start: {e}")));
+        }
+    };
+    let deadline = Instant::now() + timeout;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        wipe(input);
+        stop(&mut child, &[]);
+        return Err(RunError::Start("cannot read its output".into()));
+    };
+    let pipes: Vec<PathBuf> = [pipe_name(&stdout), pipe_name(&stderr)]
+        .into_iter()
+        .flatten()
+        .collect();
+    let (done, outputs) = mpsc::channel();
+    read_capped(stdout, Stream::Out, done.clone());
+    read_capped(stderr, Stream::Err, done);
+    if let Some(mut stdin) = child.stdin.take() {
+        // A program that exits without reading its input is judged by what it did.
+        let _ = stdin.write_all(input);
+    }
+    wipe(input);
+
+    // Its output ends when every process holding it has closed it, which for a
+    // program is when it exits (waited for without polling, so a quick answer is not
+    // kept waiting); a detached descendant may keep it open, so the deadline bounds
+    // this wait too.
+    let (mut out, mut err) = (None, None);
+    while out.is_none() || err.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match outputs.recv_timeout(left) {
+            Ok((Stream::Out, bytes)) => out = Some(bytes),
+            Ok((Stream::Err, bytes)) => err = Some(bytes),
+            Err(_) => {
+                if let Some(mut bytes) = out {
+                    wipe(&mut bytes);
+                }
+                let detached = matches!(child.try_wait(), Ok(Some(_)));
+                stop(&mut child, &pipes);
+                return Err(RunError::Timeout { detached });
+            }
+        }
+    }
+    // Closed its output: it has exited, or is about to (or closed it early and goes
+    // on, which the deadline bounds).
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                if let Some(mut bytes) = out.take() {
+                    wipe(&mut bytes);
+                }
+                stop(&mut child, &pipes);
+                return Err(RunError::Timeout { detached: false });
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => {
+                stop(&mut child, &pipes);
+                if let Some(mut bytes) = out.take() {
+                    wipe(&mut bytes);
+                }
+                return Err(RunError::Start(format!("cannot wait for it: {e}")));
+            }
+        }
+    };
+    Ok(Ran {
+        status,
+        out: out.unwrap_or_default(),
+        err: err.unwrap_or_default(),
+    })
 }
