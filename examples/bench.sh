@@ -351,9 +351,10 @@ g=$(median_ms hist)
 row "scan --git, $ncommits commits, every reachable blob" "$k" "$g" "$(ratio "$k" "$g")" "git rev-list --all --objects | git cat-file --batch | grep -c -E PATTERN"
 echo "x" >> "$scandir/config/app.env"; git -C "$scandir" add config/app.env
 k=$(cd "$scandir" && median_ms "$KEYROT" --store "$src" scan --staged)
-g=$(cd "$scandir" && median_ms git grep --cached -c -E "$pattern" -- config/app.env)
+staged() { git -C "$scandir" diff --cached -U0 | grep -c -E "$pattern"; }
+g=$(median_ms staged)
 git -C "$scandir" checkout -q HEAD -- config/app.env
-row "scan --staged, one staged file in $nfiles" "$k" "$g" "$(ratio "$k" "$g")" "git grep --cached -c -E PATTERN -- that file"
+row "scan --staged, one staged file in $nfiles" "$k" "$g" "$(ratio "$k" "$g")" "git diff --cached -U0 | grep -c -E PATTERN (what is staged, searched)"
 # The same secret scanned in the generated store itself, which never had it: the store's
 # whole history is searched for it (git log --raw of the keys folder) before it is
 # called unknown. The baseline is that git log alone.

@@ -14,6 +14,8 @@ pub(crate) struct Cycle {
     pub applied: Option<Applied>,
     /// See [`crate::policy::PolicySet::warnings`].
     pub warnings: Vec<crate::error::Problem>,
+    /// Notifications of the apply that could not be delivered (`[[notify]]`).
+    pub notify_failures: Vec<String>,
 }
 
 /// Runs one cycle at `now`. Without `secrets` it only plans the work tree, as
@@ -39,6 +41,7 @@ pub(crate) fn cycle(
                 plan: planned.plan,
                 applied: None,
                 warnings: planned.warnings,
+                notify_failures: Vec::new(),
             })
         }
         Some(secrets) => {
@@ -48,10 +51,14 @@ pub(crate) fn cycle(
             });
             let (plan, loaded) = tx.plan_head(now, None)?;
             let applied = tx.commit(&loaded, &plan, secrets)?;
+            // `commit` took the transaction and released its lock (and a remote's
+            // lease) before anyone is told: a slow webhook holds up no other apply.
+            let notify_failures = crate::notify::after_apply(ws, &loaded.store, &plan, &applied);
             Ok(Cycle {
                 plan,
                 applied: Some(applied),
                 warnings: loaded.policies.warnings().to_vec(),
+                notify_failures,
             })
         }
     }

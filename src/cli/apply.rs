@@ -158,6 +158,9 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
             f.error
         ));
     }
+    for f in crate::notify::after_apply(&ws, &loaded.store, &plan, &applied) {
+        super::err_line(&format!("warning: {f}"));
+    }
     Ok(if applied.failed.is_empty() {
         ExitCode::SUCCESS
     } else {

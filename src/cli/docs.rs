@@ -79,6 +79,14 @@ const SCHEMAS: &[(&str, &str)] = &[
     ("lease", include_str!("../../schemas/lease.schema.json")),
     ("scan", include_str!("../../schemas/scan.schema.json")),
     (
+        "notify-event",
+        include_str!("../../schemas/notify-event.schema.json"),
+    ),
+    (
+        "notify-upcoming",
+        include_str!("../../schemas/notify-upcoming.schema.json"),
+    ),
+    (
         "usage-import",
         include_str!("../../schemas/usage-import.schema.json"),
     ),
@@ -88,7 +96,7 @@ const SCHEMAS: &[(&str, &str)] = &[
 #[derive(clap::Args)]
 pub(super) struct SchemaArgs {
     /// The output whose schema to print (without it: the list): plan, apply,
-    /// watch-event, run-event, check, test, explain, log, audit-verify, lease, scan, usage-import, error
+    /// watch-event, run-event, check, test, explain, log, audit-verify, lease, scan, usage-import, notify-event, notify-upcoming, error
     name: Option<String>,
 }
 

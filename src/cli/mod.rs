@@ -11,6 +11,7 @@ mod explain;
 mod init;
 mod lease;
 mod log;
+mod notify;
 mod owner;
 mod plan;
 mod render;
@@ -92,6 +93,8 @@ enum Command {
     Scan(scan::Args),
     /// Import access records: when and from where each key was last used
     Usage(usage::Args),
+    /// Tell owners ahead of time: `notify upcoming --within 7d`
+    Notify(notify::Args),
     /// Print shell completions (bash, zsh, fish, powershell, elvish)
     Completions(docs::CompletionsArgs),
     /// Print the man page, or write every command's page into DIR
@@ -299,6 +302,7 @@ fn run(cli: &Cli, invoked: &Invoked) -> Result<ExitCode, Error> {
         Command::Owner(args) => owner::run(args, &store),
         Command::Scan(args) => scan::run(args, cli.store.as_deref()),
         Command::Usage(args) => usage::run(args, &store),
+        Command::Notify(args) => notify::run(args, &store),
         Command::Unlock(args) => lease::unlock(args, &store),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),

@@ -67,6 +67,9 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
         ) {
             Ok(cycle) => {
                 super::warnings(&cycle.warnings);
+                for f in &cycle.notify_failures {
+                    super::err_line(&format!("warning: {f}"));
+                }
                 let commit = cycle.applied.as_ref().and_then(|a| a.commit.clone());
                 let failed = cycle
                     .applied

@@ -107,6 +107,12 @@ impl Program {
     }
 }
 
+impl Program {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 impl Drop for Program {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);

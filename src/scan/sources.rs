@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use git2::{ObjectType, Oid, Repository, Sort};
+use git2::{Oid, Repository};
 
 use super::finder::{Finder, Hit};
 use super::{Location, Scanned};
@@ -82,96 +82,44 @@ pub(crate) fn scan_staged(finder: &Finder, repo: &Repository) -> Result<Scanned>
         Ok(h) => Some(h.peel_to_tree().map_err(git)?),
         Err(_) => None,
     };
+    // What `git diff --cached` shows: one sorted walk of HEAD's tree beside the index.
+    let mut options = git2::DiffOptions::new();
+    options.ignore_submodules(true).skip_binary_check(true);
+    let diff = repo
+        .diff_tree_to_index(head.as_ref(), Some(&index), Some(&mut options))
+        .map_err(git)?;
     let mut blobs = Vec::new();
-    for entry in index.iter() {
-        let path = String::from_utf8_lossy(&entry.path).into_owned();
-        let unchanged = head
-            .as_ref()
-            .and_then(|t| t.get_path(Path::new(&path)).ok())
-            .is_some_and(|e| e.id() == entry.id);
-        if !unchanged && entry.mode & 0o170000 != 0o160000 {
-            blobs.push((None, path, entry.id));
-        }
-    }
-    scan_blobs(finder, repo, blobs)
-}
-
-/// Scans every blob reachable from any ref (and HEAD), once each: the commits are
-/// walked oldest first and a tree already seen is not walked again, so a blob is
-/// reported at the first commit and path that held it (where it came in).
-pub(crate) fn scan_history(finder: &Finder, repo: &Repository) -> Result<Scanned> {
-    let git = |e| Error::git("walking the history", e);
-    let mut walk = repo.revwalk().map_err(git)?;
-    walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE).map_err(git)?;
-    let mut tips = 0;
-    for reference in repo.references().map_err(git)? {
-        let reference = reference.map_err(git)?;
-        if let Ok(commit) = reference.peel_to_commit() {
-            walk.push(commit.id()).map_err(git)?;
-            tips += 1;
-        }
-    }
-    if let Ok(head) = repo.head().and_then(|h| h.peel_to_commit()) {
-        walk.push(head.id()).map_err(git)?;
-        tips += 1;
-    }
-    if tips == 0 {
-        return Ok(Scanned::default());
-    }
-    let mut seen_trees = HashSet::new();
-    let mut seen_blobs = HashSet::new();
-    let mut blobs = Vec::new();
-    for oid in walk {
-        let commit = repo.find_commit(oid.map_err(git)?).map_err(git)?;
-        let tree = commit.tree().map_err(git)?;
-        if !seen_trees.insert(tree.id()) {
+    for delta in diff.deltas() {
+        let file = delta.new_file();
+        if file.id().is_zero() || file.mode() == git2::FileMode::Commit {
             continue;
         }
-        let commit_id = commit.id().to_string();
-        new_blobs(
-            repo,
-            &tree,
-            "",
-            &mut seen_trees,
-            &mut seen_blobs,
-            &mut |path, id| {
-                blobs.push((Some(commit_id.clone()), path, id));
-            },
-        )?;
+        let path = String::from_utf8_lossy(file.path_bytes().unwrap_or_default()).into_owned();
+        blobs.push((None, path, file.id()));
     }
     scan_blobs(finder, repo, blobs)
 }
 
-/// Calls `found` for each blob under `tree` not seen before, skipping subtrees seen
-/// before (an unchanged folder of an unchanged commit costs one set lookup).
-fn new_blobs(
-    repo: &Repository,
-    tree: &git2::Tree,
-    prefix: &str,
-    seen_trees: &mut HashSet<Oid>,
-    seen_blobs: &mut HashSet<Oid>,
-    found: &mut impl FnMut(String, Oid),
-) -> Result<()> {
-    let git = |e| Error::git("reading a tree", e);
-    let mut subtrees = Vec::new();
-    for entry in tree.iter() {
-        let name = String::from_utf8_lossy(entry.name_bytes()).into_owned();
-        let path = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        match entry.kind() {
-            Some(ObjectType::Tree) if seen_trees.insert(entry.id()) => subtrees.push((entry.id(), path)),
-            Some(ObjectType::Blob) if seen_blobs.insert(entry.id()) => found(path, entry.id()),
-            _ => {}
+/// Scans every blob reachable from any ref (and HEAD), once each, reported at the
+/// first commit (oldest first) and path that brought it in. The blobs come from `git
+/// log --all --raw` (each commit against each parent; root commits against nothing):
+/// git's tree diff skips unchanged folders and files by id and is several times faster
+/// than walking every commit's whole tree with libgit2 on a flat folder of 10,000
+/// files. Each blob is then read once, through libgit2, on all cores.
+pub(crate) fn scan_history(finder: &Finder, repo: &Repository) -> Result<Scanned> {
+    let mut blobs = Vec::new();
+    let mut seen = HashSet::new();
+    crate::store::repo::log_raw(repo, &["--all", "--reverse"], None, |commit, path, id| {
+        if seen.insert(id) {
+            blobs.push((
+                Some(commit.to_string()),
+                String::from_utf8_lossy(path).into_owned(),
+                id,
+            ));
         }
-    }
-    for (id, path) in subtrees {
-        let sub = repo.find_tree(id).map_err(git)?;
-        new_blobs(repo, &sub, &path, seen_trees, seen_blobs, found)?;
-    }
-    Ok(())
+        true
+    })?;
+    scan_blobs(finder, repo, blobs)
 }
 
 /// Reads and scans blobs on all cores (each thread with its own handle on the object

@@ -7,6 +7,7 @@ pub mod files;
 pub mod key;
 pub mod layout;
 pub mod live;
+pub mod notify;
 pub mod owners;
 mod parse;
 pub mod repo;

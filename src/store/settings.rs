@@ -38,6 +38,8 @@ pub struct Settings {
     pub rollout: Rollout,
     /// `[apply] parallelism`: service steps in flight at once, across all services.
     pub parallelism: usize,
+    /// `[[notify]]` tables, in file order.
+    pub notify: Vec<super::notify::Notify>,
 }
 
 /// Default `[apply] parallelism` (Terraform's `-parallelism` default).
@@ -258,6 +260,7 @@ impl Default for Settings {
             remote: None,
             rollout: Rollout::default(),
             parallelism: DEFAULT_PARALLELISM,
+            notify: Vec::new(),
         }
     }
 }
@@ -286,6 +289,8 @@ struct Raw {
     rollout: RawRollout,
     #[serde(default)]
     apply: RawApply,
+    #[serde(default)]
+    notify: Vec<Spanned<super::notify::RawNotify>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -495,6 +500,13 @@ impl Settings {
                     format!("apply.parallelism must be between 1 and {MAX_PARALLELISM}"),
                 )),
             }
+        }
+        for table in raw.notify {
+            let span = table.span();
+            let parsed = super::notify::notify(table.into_inner(), span, &mut |span, why| {
+                problems.push(span_problem(path, text, span, why))
+            });
+            s.notify.extend(parsed);
         }
         s.rollout = rollout(raw.rollout, &mut |span, why| {
             problems.push(span_problem(path, text, span, format!("rollout.{why}")))
@@ -764,7 +776,7 @@ fn provider(name: &str, spec: &str, pg: Option<RawPostgres>) -> Result<Provider,
     ))
 }
 
-fn is_env_name(s: &str) -> bool {
+pub(super) fn is_env_name(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with(|c: char| c.is_ascii_digit())
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -818,7 +830,7 @@ fn vault(v: &RawVault) -> Result<VaultSettings, String> {
 }
 
 /// A store folder is a plain relative path inside the store, never `.git`.
-fn check_folder(dir: &str) -> Result<(), String> {
+pub(super) fn check_folder(dir: &str) -> Result<(), String> {
     let ok_part =
         |p: &str| !p.is_empty() && p != "." && p != ".." && !p.starts_with(".git") && !p.contains('\\');
     if dir.starts_with('/') || !dir.split('/').all(ok_part) {

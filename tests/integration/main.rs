@@ -16,6 +16,7 @@ mod explain;
 mod hostile;
 mod init_demo;
 mod log;
+mod notify;
 mod plan;
 mod policy_tests;
 #[cfg(feature = "postgres")]

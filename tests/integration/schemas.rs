@@ -19,7 +19,7 @@ fn validator(name: &str) -> jsonschema::Validator {
         .unwrap()
         .entry("$defs")
         .or_insert_with(|| json!({}));
-    for other in ["plan", "apply"] {
+    for other in ["plan", "apply", "notify-event"] {
         if other != name {
             defs[format!("bundled-{other}")] = schema(other);
         }
@@ -28,7 +28,7 @@ fn validator(name: &str) -> jsonschema::Validator {
 }
 
 #[track_caller]
-fn valid(name: &str, value: &Value) {
+pub fn valid(name: &str, value: &Value) {
     let errors: Vec<String> = validator(name)
         .iter_errors(value)
         .map(|e| format!("{e} at {}", e.instance_path()))
