@@ -5,7 +5,7 @@
 #   examples/bench.sh                 # 10k and 100k keys, 5 runs each (several minutes)
 #   SIZES="1000" RUNS=3 examples/bench.sh
 #   QUICK=1 examples/bench.sh         # tiny sizes, one run: what CI does so it cannot rot
-#   ONLY="audit" examples/bench.sh    # only these sections: plan rollout apply log audit remote services scan startup watch
+#   ONLY="audit" examples/bench.sh    # only these sections: plan rollout apply log audit remote services scan usage startup watch
 #
 # Prints a Markdown table; BENCHMARKS.md holds the last full run and its reading.
 set -euo pipefail
@@ -22,6 +22,8 @@ REMOTE_KEYS=${REMOTE_KEYS:-$([ -n "$QUICK" ] && echo 200 || echo 10000)}
 SVC_KEYS=${SVC_KEYS:-$([ -n "$QUICK" ] && echo 20 || echo 1000)}
 SVC_DELAY=${SVC_DELAY:-$([ -n "$QUICK" ] && echo 0.01 || echo 0.2)}
 RATE_STEPS=${RATE_STEPS:-$([ -n "$QUICK" ] && echo 30 || echo 500)}
+USAGE_RECORDS=${USAGE_RECORDS:-$([ -n "$QUICK" ] && echo 2000 || echo 1000000)}
+USAGE_KEYS=${USAGE_KEYS:-$([ -n "$QUICK" ] && echo 200 || echo 10000)}
 SCAN_FILES=${SCAN_FILES:-$([ -n "$QUICK" ] && echo 200 || echo 10000)}
 SCAN_COMMITS=${SCAN_COMMITS:-$([ -n "$QUICK" ] && echo 10 || echo 1000)}
 ONLY=${ONLY:-}
@@ -361,6 +363,37 @@ row "scan --staged, one staged file in $nfiles" "$k" "$g" "$(ratio "$k" "$g")" "
 k=$(cd "$scandir" && median_ms "$KEYROT" scan config/app.env)
 g=$(median_ms git -C "$scandir" log -m --format= --raw --no-abbrev --no-renames HEAD -- keys)
 row "scan of a secret the store never had ($ncommits commits of $SCAN_FILES keys searched)" "$k" "$g" "$(ratio "$k" "$g")" "git log --raw -- keys (the history search alone)"
+fi
+
+# usage import of USAGE_RECORDS JSON lines over the keys of a generated store, against
+# jq parsing the same lines once (jq -c .), and its peak memory against the file's size
+if want usage; then
+udir="$WORK/usage-$USAGE_KEYS"
+rm -rf "$udir"; cp -r "$(store "$USAGE_KEYS")" "$udir"
+records="$WORK/usage-$USAGE_RECORDS.jsonl"
+if [ ! -f "$records" ]; then
+  find "$udir/keys" -name '*.toml' -printf '%f\n' | sed 's/\.toml$//' | sort > "$WORK/usage-ids"
+  awk -v n="$USAGE_RECORDS" 'NR == FNR { ids[c++] = $0; next } END {
+    for (i = 0; i < n; i++)
+      printf "{\"key\":\"%s\",\"at\":\"2026-11-2%dT%02d:%02d:%02dZ\",\"ip\":\"203.0.%d.%d\",\"status\":200}\n",
+        ids[i % c], i % 2, (i / 3600) % 24, (i / 60) % 60, i % 60, (i / 7) % 250, i % 250
+  }' "$WORK/usage-ids" /dev/null > "$records"
+fi
+size=$(( $(stat -c %s "$records") / 1024 / 1024 ))
+import_once() { rm -rf "$udir"; cp -r "$(store "$USAGE_KEYS")" "$udir"; s=$(date +%s%N); "$KEYROT" --store "$udir" usage import "$records" >/dev/null; e=$(date +%s%N); echo $(( (e - s) / 1000000 )); }
+times=(); for _ in $(seq "$RUNS"); do times+=("$(import_once)"); done
+k=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+if command -v jq >/dev/null; then
+  g=$(median_ms jq -c . "$records")
+  row "usage import, $USAGE_RECORDS records ($size MB) over $USAGE_KEYS keys, commit included" "$k" "$g" "$(ratio "$k" "$g")" "jq -c . of the same file (parse each record once)"
+else
+  row "usage import, $USAGE_RECORDS records ($size MB) over $USAGE_KEYS keys, commit included" "$k" "-" "-" "jq not installed"
+fi
+if [ -x /usr/bin/time ]; then
+  rm -rf "$udir"; cp -r "$(store "$USAGE_KEYS")" "$udir"
+  kb=$( { /usr/bin/time -f '%M' "$KEYROT" --store "$udir" usage import "$records" >/dev/null; } 2>&1 | tail -1)
+  row "peak memory, usage import of $size MB" "$((kb / 1024)) MB" "$size MB" "$(ratio "$((kb / 1024))" "$size")" "the records file's size (streamed, not loaded)"
+fi
 fi
 
 if want startup; then

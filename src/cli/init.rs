@@ -23,9 +23,13 @@ pub(super) fn run(args: &Args, store: Option<&Path>) -> Result<ExitCode, Error> 
         .unwrap_or_else(|| PathBuf::from("."));
     let created = crate::init::init(&dir, args.example, Time::now())?;
     super::out(&format!(
-        "Initialized keyrot store in {} ({} keys, 6 policies), commit {}\nNext: add keys/<id>.toml, commit, then `keyrot plan`.\n",
+        "Initialized keyrot store in {} ({} keys, {} policies), commit {}\nNext: add keys/<id>.toml, commit, then `keyrot plan`.\n",
         created.root.display(),
         created.keys,
+        crate::init::SHIPPED_POLICIES
+            .iter()
+            .filter(|(name, _)| !crate::store::layout::is_policy_test(name))
+            .count(),
         &created.commit[..12]
     ));
     Ok(ExitCode::SUCCESS)

@@ -58,7 +58,7 @@ pub(crate) fn mark_compromised(ws: &Workspace, store: &Store, findings: &[Findin
         return Ok(marked);
     }
     let paths: Vec<String> = edits.iter().map(|(p, _, _)| p.clone()).collect();
-    let dirty = repo::dirty_paths(&ws.repo, &paths)?;
+    let dirty = repo::dirty_files(&ws.repo, &store.settings.keys_dir, &paths)?;
     if !dirty.is_empty() {
         return Err(Error::Usage(format!(
             "{} ha{} uncommitted changes; commit or discard them first, so this commit records the compromise alone",

@@ -76,27 +76,16 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// HEAD's (every staged file before the first commit). For a pre-commit hook, so a
 /// secret already committed does not block every later commit; `--git` finds those.
 pub(crate) fn scan_staged(finder: &Finder, repo: &Repository) -> Result<Scanned> {
-    let git = |e| Error::git("reading the index", e);
-    let index = repo.index().map_err(git)?;
-    let head = match repo.head() {
-        Ok(h) => Some(h.peel_to_tree().map_err(git)?),
-        Err(_) => None,
-    };
-    // What `git diff --cached` shows: one sorted walk of HEAD's tree beside the index.
-    let mut options = git2::DiffOptions::new();
-    options.ignore_submodules(true).skip_binary_check(true);
-    let diff = repo
-        .diff_tree_to_index(head.as_ref(), Some(&index), Some(&mut options))
-        .map_err(git)?;
-    let mut blobs = Vec::new();
-    for delta in diff.deltas() {
-        let file = delta.new_file();
-        if file.id().is_zero() || file.mode() == git2::FileMode::Commit {
-            continue;
-        }
-        let path = String::from_utf8_lossy(file.path_bytes().unwrap_or_default()).into_owned();
-        blobs.push((None, path, file.id()));
+    if repo.is_bare() {
+        return Err(Error::Usage(
+            "--staged scans a repository's index; a bare repository has none (scan its history instead)"
+                .into(),
+        ));
     }
+    let mut blobs = Vec::new();
+    crate::store::repo::staged_raw(repo, |path, id| {
+        blobs.push((None, String::from_utf8_lossy(path).into_owned(), id));
+    })?;
     scan_blobs(finder, repo, blobs)
 }
 

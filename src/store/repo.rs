@@ -125,6 +125,17 @@ pub fn current_branch(repo: &Repository) -> Result<String> {
 
 /// Paths under `paths` (files or folders, store-relative) that differ between the
 /// work tree and HEAD: modified, staged, deleted or untracked.
+/// Which of `files` (paths of files under `folder`) have uncommitted changes: one status
+/// walk of the folder, then a set lookup per file (as many pathspecs as files would
+/// make libgit2 match every path against every pattern: quadratic at 10,000 files).
+pub fn dirty_files(repo: &Repository, folder: &str, files: &[String]) -> Result<Vec<String>> {
+    let wanted: std::collections::HashSet<&str> = files.iter().map(String::as_str).collect();
+    Ok(dirty_paths(repo, &[folder.to_string()])?
+        .into_iter()
+        .filter(|p| wanted.contains(p.as_str()))
+        .collect())
+}
+
 pub fn dirty_paths(repo: &Repository, paths: &[String]) -> Result<Vec<String>> {
     let mut opts = StatusOptions::new();
     opts.include_untracked(true)
@@ -355,44 +366,75 @@ pub fn log_raw(
     repo: &Repository,
     revs: &[&str],
     path: Option<&str>,
+    found: impl FnMut(&str, &[u8], git2::Oid) -> bool,
+) -> Result<()> {
+    let mut args = vec![
+        "log",
+        "-m",
+        "--root",
+        "--raw",
+        "-z",
+        "--no-abbrev",
+        "--no-renames",
+        "--format=commit %H",
+    ];
+    args.extend_from_slice(revs);
+    args.push("--");
+    args.extend(path);
+    git_raw(repo, &args, found)
+}
+
+/// The file versions the index holds that HEAD does not (`git diff --cached --raw`):
+/// what the next commit would add. `found(path, blob)` as in [`log_raw`]. Git compares
+/// a 10,000-entry index with HEAD several times faster than libgit2's diff.
+pub fn staged_raw(repo: &Repository, mut found: impl FnMut(&[u8], git2::Oid)) -> Result<()> {
+    let args = [
+        "diff",
+        "--cached",
+        "--raw",
+        "-z",
+        "--no-abbrev",
+        "--no-renames",
+        "--ignore-submodules",
+    ];
+    git_raw(repo, &args, |_, path, id| {
+        found(path, id);
+        true
+    })
+}
+
+/// Runs git with `args` (whose output is `--raw -z`, with `commit <id>` lines for
+/// `log`) against `repo`, calling `found(commit, path, new blob)` per added or modified
+/// file; submodules and deletions are skipped.
+fn git_raw(
+    repo: &Repository,
+    args: &[&str],
     mut found: impl FnMut(&str, &[u8], git2::Oid) -> bool,
 ) -> Result<()> {
     use std::io::{BufRead, BufReader, Read};
     use std::process::{Command, Stdio};
     let mut cmd = Command::new("git");
-    cmd.arg("--git-dir")
-        .arg(repo.path())
-        .args([
-            "log",
-            "-m",
-            "--root",
-            "--raw",
-            "-z",
-            "--no-abbrev",
-            "--no-renames",
-            "--format=commit %H",
-        ])
-        .args(revs)
-        .arg("--");
-    if let Some(p) = path {
-        cmd.arg(p);
+    cmd.arg("--git-dir").arg(repo.path());
+    if let Some(dir) = repo.workdir() {
+        cmd.arg("--work-tree").arg(dir);
     }
+    cmd.args(args);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::Usage(format!("cannot run git log: {e}")))?;
+        .map_err(|e| Error::Usage(format!("cannot run git {}: {e}", args[0])))?;
     let stdout = child
         .stdout
         .take()
-        .ok_or_else(|| Error::Usage("git log: no output".into()))?;
+        .ok_or_else(|| Error::Usage(format!("git {}: no output", args[0])))?;
     let mut commit = String::new();
     let mut meta: Option<Vec<u8>> = None;
     let mut stopped = false;
     // `commit <id>\0`, then per file `\n:<modes> <old> <new> <status>\0<path>\0`.
     for token in BufReader::new(stdout).split(0) {
-        let token = token.map_err(|e| Error::Usage(format!("reading git log: {e}")))?;
+        let token = token.map_err(|e| Error::Usage(format!("reading git {}: {e}", args[0])))?;
         let token = token.strip_prefix(b"\n").unwrap_or(&token);
         if let Some(m) = meta.take() {
             let fields: Vec<&[u8]> = m.split(|&b| b == b' ').collect();
@@ -421,13 +463,15 @@ pub fn log_raw(
     if stopped {
         let _ = child.kill();
     }
-    let status = child.wait().map_err(|e| Error::Usage(format!("git log: {e}")))?;
+    let status = child
+        .wait()
+        .map_err(|e| Error::Usage(format!("git {}: {e}", args[0])))?;
     if !stopped && !status.success() {
         let mut err = String::new();
         if let Some(mut e) = child.stderr.take() {
             let _ = e.read_to_string(&mut err);
         }
-        return Err(Error::Usage(format!("git log failed: {}", err.trim())));
+        return Err(Error::Usage(format!("git {} failed: {}", args[0], err.trim())));
     }
     Ok(())
 }

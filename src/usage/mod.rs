@@ -324,7 +324,7 @@ fn commit(
     now: Time,
 ) -> Result<String> {
     let paths: Vec<String> = edits.iter().map(|(p, _, _)| p.clone()).collect();
-    let dirty = repo::dirty_paths(&ws.repo, &paths)?;
+    let dirty = repo::dirty_files(&ws.repo, &store.settings.keys_dir, &paths)?;
     if !dirty.is_empty() {
         return Err(Error::Usage(format!(
             "{} ha{} uncommitted changes; commit or discard them first, so this commit records the import alone",
