@@ -9,6 +9,25 @@ use git2::Repository;
 use crate::error::{Error, Result};
 use crate::store::{repo, Settings};
 
+/// Refuses `files` (paths under `folder`) when any has uncommitted changes: a direct
+/// commit must hold exactly its own change (`what`: "the compromise", "the import").
+pub(crate) fn refuse_uncommitted(
+    git_repo: &Repository,
+    folder: &str,
+    files: &[String],
+    what: &str,
+) -> Result<()> {
+    let dirty = repo::dirty_files(git_repo, folder, files)?;
+    if dirty.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{} ha{} uncommitted changes; commit or discard them first, so this commit records {what} alone",
+        dirty.join(", "),
+        if dirty.len() == 1 { "s" } else { "ve" }
+    )))
+}
+
 /// Commits exactly `files` (already written to the work tree) on the current branch,
 /// on top of HEAD when there is one, and stages them, so `git status` shows them
 /// clean; whatever else the index or work tree holds stays as it was.

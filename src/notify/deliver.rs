@@ -103,25 +103,7 @@ impl<'a> Context<'a> {
         input.push(b'\n');
         match exec::run(program.path(), &self.ws.root, &mut input, timeout, &self.hide_env) {
             Ok(ran) if ran.status.success() => Ok(()),
-            Ok(ran) => {
-                let err = String::from_utf8_lossy(&ran.err);
-                let last = err
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("")
-                    .trim();
-                let last: String = last.chars().take(300).collect();
-                let why = match ran.status.code() {
-                    Some(code) => format!("exited with status {code}"),
-                    None => "was killed by a signal".into(),
-                };
-                Err(if last.is_empty() {
-                    why
-                } else {
-                    format!("{why}: {last}")
-                })
-            }
+            Ok(ran) => Err(exec::failure(ran.status, &ran.err, str::to_string)),
             Err(RunError::Start(why)) => Err(why),
             Err(RunError::Timeout { .. }) => {
                 Err(format!("timed out after {}s and was stopped", timeout.as_secs()))

@@ -233,32 +233,9 @@ impl Provider for Exec {
             }
         };
         let secrets: Vec<&Secret> = req.secret.into_iter().collect();
-        let last_err_line = || {
-            let text = String::from_utf8_lossy(&err);
-            let line = text
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .trim();
-            let line: String = line.chars().take(300).collect();
-            redact(&line, &secrets)
-        };
         if !status.success() {
             wipe(&mut out);
-            let why = match status.code() {
-                Some(code) => format!("exited with status {code}"),
-                None => "was killed by a signal".to_string(),
-            };
-            let detail = last_err_line();
-            return Err(self.fail(
-                step,
-                if detail.is_empty() {
-                    why
-                } else {
-                    format!("{why}: {detail}")
-                },
-            ));
+            return Err(self.fail(step, failure(status, &err, |line| redact(line, &secrets))));
         }
         let parsed: Result<Answer, _> = serde_json::from_slice(&out);
         wipe(&mut out);
@@ -288,6 +265,34 @@ impl Provider for Exec {
             None => None,
         };
         Ok(Response { secret })
+    }
+}
+
+/// Why a program that ran to its end failed: its exit status and the last non-empty
+/// line of its stderr (at most 300 characters), passed through `clean` (which redacts
+/// what must not be shown).
+pub(crate) fn failure(
+    status: std::process::ExitStatus,
+    err: &[u8],
+    clean: impl Fn(&str) -> String,
+) -> String {
+    let why = match status.code() {
+        Some(code) => format!("exited with status {code}"),
+        None => "was killed by a signal".to_string(),
+    };
+    let text = String::from_utf8_lossy(err);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    let line: String = line.chars().take(300).collect();
+    let detail = clean(&line);
+    if detail.is_empty() {
+        why
+    } else {
+        format!("{why}: {detail}")
     }
 }
 

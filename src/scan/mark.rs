@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::Finding;
 use crate::error::{Error, Result};
-use crate::store::{repo, KeyStatus, Store};
+use crate::store::{KeyStatus, Store};
 use crate::workspace::Workspace;
 
 /// What `mark_compromised` did.
@@ -58,14 +58,7 @@ pub(crate) fn mark_compromised(ws: &Workspace, store: &Store, findings: &[Findin
         return Ok(marked);
     }
     let paths: Vec<String> = edits.iter().map(|(p, _, _)| p.clone()).collect();
-    let dirty = repo::dirty_files(&ws.repo, &store.settings.keys_dir, &paths)?;
-    if !dirty.is_empty() {
-        return Err(Error::Usage(format!(
-            "{} ha{} uncommitted changes; commit or discard them first, so this commit records the compromise alone",
-            dirty.join(", "),
-            if dirty.len() == 1 { "s" } else { "ve" }
-        )));
-    }
+    crate::direct_commit::refuse_uncommitted(&ws.repo, &store.settings.keys_dir, &paths, "the compromise")?;
     for (rel, _, edited) in &edits {
         let path = ws.root.join(rel);
         std::fs::write(&path, edited).map_err(|e| Error::io(&path, e))?;

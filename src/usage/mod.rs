@@ -17,7 +17,7 @@ pub(crate) use records::Format;
 use records::{Record, Records, Who};
 
 use crate::error::{Error, Result};
-use crate::store::{repo, Key, KeyStatus, Source, Store};
+use crate::store::{Key, KeyStatus, Source, Store};
 use crate::time::{Dur, Time};
 use crate::workspace::Workspace;
 
@@ -324,14 +324,7 @@ fn commit(
     now: Time,
 ) -> Result<String> {
     let paths: Vec<String> = edits.iter().map(|(p, _, _)| p.clone()).collect();
-    let dirty = repo::dirty_files(&ws.repo, &store.settings.keys_dir, &paths)?;
-    if !dirty.is_empty() {
-        return Err(Error::Usage(format!(
-            "{} ha{} uncommitted changes; commit or discard them first, so this commit records the import alone",
-            dirty.join(", "),
-            if dirty.len() == 1 { "s" } else { "ve" }
-        )));
-    }
+    crate::direct_commit::refuse_uncommitted(&ws.repo, &store.settings.keys_dir, &paths, "the import")?;
     let mut files = Vec::with_capacity(edits.len());
     let mut originals = Vec::with_capacity(edits.len());
     for (rel, last_used_at, from) in edits {

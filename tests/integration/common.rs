@@ -148,15 +148,50 @@ impl Store {
     }
 
     pub fn git(&self, args: &[&str]) -> String {
-        let mut cmd = Command::new("git");
-        isolate(&mut cmd, &self.home);
-        let out = cmd.arg("-C").arg(&self.root).args(args).output().unwrap();
+        self.git_in(&self.root, args, &[])
+    }
+
+    /// Runs git in `dir` (any repository: an app beside the store) with this test's
+    /// isolated environment and `env`; its stdout, after asserting it succeeded.
+    #[track_caller]
+    pub fn git_in(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+        let out = self.git_run(dir, args, env);
         assert!(
             out.status.success(),
             "git {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// [`Store::git_in`] that may fail (a hook refusing a commit).
+    pub fn git_run(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new("git");
+        isolate(&mut cmd, &self.home);
+        cmd.arg("-C").arg(dir).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// Appends `text` to the store file `rel` (not committed).
+    pub fn append(&self, rel: &str, text: &str) {
+        self.write(rel, &(self.read(rel) + text));
+    }
+
+    /// With `bot` applied at NOW: marks it used recently and applies again 100 days
+    /// on, so its first secret becomes `previous` until 2027-03-03T20:00:00Z (the
+    /// idle policy leaves a key used the day before alone).
+    pub fn rotate_again_in_use(&self) {
+        self.write(
+            "keys/bot.toml",
+            &self
+                .read("keys/bot.toml")
+                .replace("2026-11-22T00:00:00Z", "2027-03-01T00:00:00Z"),
+        );
+        self.commit("used");
+        self.apply_at("2027-03-02T20:00:00Z", &[]).ok();
     }
 
     pub fn commit(&self, msg: &str) {

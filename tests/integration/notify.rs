@@ -102,10 +102,9 @@ const OWNERS_WITH_EMAIL: &str = "[alice]\nstatus = \"active\"\nteam = \"trading\
 fn store_with_webhook(on: &str) -> Store {
     let s = Store::with_keys(&[("bot", &key("[\"read\"]", "2026-01-01T00:00:00Z", ""))]);
     s.write("owners.toml", OWNERS_WITH_EMAIL);
-    let settings = s.read("keyrot.toml");
-    s.write(
+    s.append(
         "keyrot.toml",
-        &format!("{settings}\n[[notify]]\non = {on}\nurl_env = \"HOOK_URL\"\nsecret_env = \"HOOK_SECRET\"\n"),
+        &format!("\n[[notify]]\non = {on}\nurl_env = \"HOOK_URL\"\nsecret_env = \"HOOK_SECRET\"\n"),
     );
     s.commit("notify");
     s
@@ -275,10 +274,9 @@ fn a_committed_command_gets_the_event_and_the_shipped_examples_deliver_it() {
         .arg(bin.join("sendmail"))
         .status()
         .unwrap();
-    let settings = s.read("keyrot.toml");
-    s.write(
+    s.append(
         "keyrot.toml",
-        &format!("{settings}\n[[notify]]\ncommand = \"notify/record\"\n\n[[notify]]\non = [\"applied\"]\ncommand = \"notify/slack\"\n\n[[notify]]\non = [\"applied\"]\ncommand = \"notify/email\"\n"),
+        "\n[[notify]]\ncommand = \"notify/record\"\n\n[[notify]]\non = [\"applied\"]\ncommand = \"notify/slack\"\n\n[[notify]]\non = [\"applied\"]\ncommand = \"notify/email\"\n",
     );
     s.commit("notify commands");
     let out = s.root.parent().unwrap().join("event.json");
@@ -315,10 +313,9 @@ fn a_committed_command_gets_the_event_and_the_shipped_examples_deliver_it() {
 #[test]
 fn a_command_that_is_not_committed_or_fails_is_reported() {
     let s = Store::with_keys(&[("bot", &key("[\"read\"]", "2026-01-01T00:00:00Z", ""))]);
-    let settings = s.read("keyrot.toml");
-    s.write(
+    s.append(
         "keyrot.toml",
-        &format!("{settings}\n[[notify]]\ncommand = \"notify/missing\"\n\n[[notify]]\ncommand = \"notify/broken\"\n"),
+        "\n[[notify]]\ncommand = \"notify/missing\"\n\n[[notify]]\ncommand = \"notify/broken\"\n",
     );
     commit_command(
         &s,
@@ -342,10 +339,9 @@ fn upcoming_tells_each_owner_what_falls_due() {
         ),
     ]);
     s.write("owners.toml", OWNERS_WITH_EMAIL);
-    let settings = s.read("keyrot.toml");
-    s.write(
+    s.append(
         "keyrot.toml",
-        &format!("{settings}\n[[notify]]\non = [\"upcoming\"]\nurl_env = \"HOOK_URL\"\n"),
+        "\n[[notify]]\non = [\"upcoming\"]\nurl_env = \"HOOK_URL\"\n",
     );
     s.commit("notify");
     let hook = Hook::start(&[]);
@@ -419,10 +415,9 @@ fn upcoming_tells_each_owner_what_falls_due() {
 #[test]
 fn bad_notify_tables_are_named_with_their_line() {
     let s = Store::new();
-    let settings = s.read("keyrot.toml");
-    s.write(
+    s.append(
         "keyrot.toml",
-        &format!("{settings}\n[[notify]]\non = [\"applied\", \"sent\"]\ncommand = \"notify/x\"\n\n[[notify]]\ncommand = \"../x\"\n\n[[notify]]\ncommand = \"a\"\nurl_env = \"B\"\n\n[[notify]]\nurl_env = \"lower case\"\n"),
+        "\n[[notify]]\non = [\"applied\", \"sent\"]\ncommand = \"notify/x\"\n\n[[notify]]\ncommand = \"../x\"\n\n[[notify]]\ncommand = \"a\"\nurl_env = \"B\"\n\n[[notify]]\nurl_env = \"lower case\"\n",
     );
     let run = s.keyrot(&["check"]).fails(1);
     run.stderr_has("`sent` is not an event")

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use crate::common::*;
 
@@ -102,15 +101,7 @@ fn a_leaked_secret_is_found_with_its_key_and_a_clean_store_holds_none() {
 fn current_previous_and_older_secrets_are_told_apart() {
     let s = applied_store();
     let first = secret_of(&s, "bot");
-    // In use (so the idle policy leaves it alone), and 100 days on due again: the
-    // first secret becomes `previous` (24h grace).
-    s.write(
-        "keys/bot.toml",
-        &s.read("keys/bot.toml")
-            .replace("2026-11-22T00:00:00Z", "2027-03-01T00:00:00Z"),
-    );
-    s.commit("used");
-    s.apply_at("2027-03-02T20:00:00Z", &[]).ok();
+    s.rotate_again_in_use();
     let second = secret_of(&s, "bot");
     let leak = s.root.parent().unwrap().join("leak.txt");
     fs::write(&leak, format!("{first}\n{second}\n")).unwrap();
@@ -141,35 +132,15 @@ fn current_previous_and_older_secrets_are_told_apart() {
     );
 }
 
-/// A plain git repository beside the store, with the test's identity.
+/// A plain git repository beside the store, with one commit.
 fn app_repo(s: &Store) -> std::path::PathBuf {
     let app = s.root.parent().unwrap().join("app");
     fs::create_dir_all(&app).unwrap();
-    git(&app, &["init", "-q", "-b", "main"]);
+    s.git_in(&app, &["init", "-q", "-b", "main"], &[]);
     fs::write(app.join("README"), "an app\n").unwrap();
-    git(&app, &["add", "."]);
-    git(&app, &["commit", "-qm", "start"]);
+    s.git_in(&app, &["add", "."], &[]);
+    s.git_in(&app, &["commit", "-qm", "start"], &[]);
     app
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "Dev")
-        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-        .env("GIT_COMMITTER_NAME", "Dev")
-        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -183,14 +154,14 @@ fn history_scan_finds_a_secret_removed_long_ago_at_the_commit_that_added_it() {
         format!("a: 1\nkey: \"{secret}\"\n"),
     )
     .unwrap();
-    git(&app, &["add", "."]);
-    git(&app, &["commit", "-qm", "oops"]);
-    let leak_commit = git(&app, &["rev-parse", "HEAD"]).trim().to_string();
-    git(&app, &["rm", "-q", "deploy/values.yaml"]);
-    git(&app, &["commit", "-qm", "remove the key"]);
+    s.git_in(&app, &["add", "."], &[]);
+    s.git_in(&app, &["commit", "-qm", "oops"], &[]);
+    let leak_commit = s.git_in(&app, &["rev-parse", "HEAD"], &[]).trim().to_string();
+    s.git_in(&app, &["rm", "-q", "deploy/values.yaml"], &[]);
+    s.git_in(&app, &["commit", "-qm", "remove the key"], &[]);
     // On another branch too, and on a tag: still one blob, reported once.
-    git(&app, &["branch", "old", &leak_commit]);
-    git(&app, &["tag", "v1", &leak_commit]);
+    s.git_in(&app, &["branch", "old", &leak_commit], &[]);
+    s.git_in(&app, &["tag", "v1", &leak_commit], &[]);
 
     s.keyrot(&["scan", app.to_str().unwrap()])
         .ok()
@@ -226,41 +197,21 @@ fn staged_scan_sees_what_the_next_commit_would_add_and_the_shipped_hook_blocks_i
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
 
     fs::write(app.join("config.env"), format!("KEY={secret}\n")).unwrap();
-    git(&app, &["add", "config.env"]);
+    s.git_in(&app, &["add", "config.env"], &[]);
     s.keyrot(&["scan", "--staged", app.to_str().unwrap()])
         .fails(1)
         .stdout_has("config.env:1:")
         .stdout_has("bot (current secret)");
-    let commit = Command::new("git")
-        .current_dir(&app)
-        .args(["commit", "-qm", "add config"])
-        .env("PATH", &path)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Dev")
-        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-        .env("GIT_COMMITTER_NAME", "Dev")
-        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-        .output()
-        .unwrap();
+    let commit = s.git_run(&app, &["commit", "-qm", "add config"], &[("PATH", &path)]);
     assert!(!commit.status.success(), "the hook must refuse the commit");
     assert!(!String::from_utf8_lossy(&commit.stdout).contains(&secret));
-    assert_eq!(git(&app, &["rev-list", "--count", "HEAD"]).trim(), "1");
+    assert_eq!(s.git_in(&app, &["rev-list", "--count", "HEAD"], &[]).trim(), "1");
 
     // Without the secret the same commit goes through; a committed file that did not
     // change is not re-scanned by --staged.
     fs::write(app.join("config.env"), "KEY=from-the-vault\n").unwrap();
-    git(&app, &["add", "config.env"]);
-    let commit = Command::new("git")
-        .current_dir(&app)
-        .args(["commit", "-qm", "add config"])
-        .env("PATH", &path)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Dev")
-        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-        .env("GIT_COMMITTER_NAME", "Dev")
-        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-        .output()
-        .unwrap();
+    s.git_in(&app, &["add", "config.env"], &[]);
+    let commit = s.git_run(&app, &["commit", "-qm", "add config"], &[("PATH", &path)]);
     assert!(
         commit.status.success(),
         "{}",

@@ -131,15 +131,7 @@ fn records_of_secrets_that_no_longer_work_and_unknown_keys_are_reported() {
         format!("sha256:{}", sha256_hex(secret.trim_end().as_bytes()))
     };
     let first_fp = fp_of("bot");
-    // In use (so idle leaves it alone), and 100 days on due again: the first secret is
-    // `previous` until 2027-03-03T20:00:00Z.
-    s.write(
-        "keys/bot.toml",
-        &s.read("keys/bot.toml")
-            .replace("2026-11-22T00:00:00Z", "2027-03-01T00:00:00Z"),
-    );
-    s.commit("used");
-    s.apply_at("2027-03-02T20:00:00Z", &[]).ok();
+    s.rotate_again_in_use();
     let current_fp = fp_of("bot");
     let unknown_fp = fp('e');
     let fingerprint = |fp: &str, at: &str, ip: &str| {
