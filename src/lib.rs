@@ -31,6 +31,7 @@ pub mod policy;
 pub(crate) mod progress;
 pub(crate) mod provider;
 pub(crate) mod remote;
+pub(crate) mod report;
 pub(crate) mod runner;
 pub(crate) mod scan;
 pub(crate) mod secret;

@@ -49,6 +49,35 @@ fn parse_action_line(line: &str) -> Option<(&str, &str, &str, &str)> {
     Some((action, key, policy, reason))
 }
 
+/// Calls `f(instant, action)` for every action line of every apply commit on HEAD's
+/// first-parent history (the trail as `log` reads it, without the manual commits); the
+/// instant is the plan's (`Keyrot-Now`), else the commit's time.
+pub(crate) fn applied_actions(repo: &Repository, mut f: impl FnMut(Time, &str)) -> Result<()> {
+    let Some(head) = crate::store::repo::head_commit(repo)? else {
+        return Ok(());
+    };
+    let git = |e| Error::git("walking the history", e);
+    let mut walk = repo.revwalk().map_err(git)?;
+    walk.simplify_first_parent().map_err(git)?;
+    walk.push(head.id()).map_err(git)?;
+    for oid in walk {
+        let commit = repo.find_commit(oid.map_err(git)?).map_err(git)?;
+        let message = commit.message().unwrap_or_default();
+        if !is_apply_commit(message) {
+            continue;
+        }
+        let time = crate::apply::trailer(message, crate::apply::TRAILER_NOW)
+            .and_then(|t| Time::parse_rfc3339(t).ok())
+            .unwrap_or_else(|| Time::from_unix(commit.time().seconds()));
+        for line in message.lines().skip(1) {
+            if let Some((action, ..)) = parse_action_line(line) {
+                f(time, action);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Store files a commit changed against its first parent (all files for a root commit).
 fn touched_paths(repo: &Repository, commit: &git2::Commit, pathspecs: &[String]) -> Result<Vec<String>> {
     let tree = commit

@@ -78,6 +78,7 @@ const SCHEMAS: &[(&str, &str)] = &[
     ),
     ("lease", include_str!("../../schemas/lease.schema.json")),
     ("scan", include_str!("../../schemas/scan.schema.json")),
+    ("report", include_str!("../../schemas/report.schema.json")),
     (
         "notify-event",
         include_str!("../../schemas/notify-event.schema.json"),
@@ -96,7 +97,7 @@ const SCHEMAS: &[(&str, &str)] = &[
 #[derive(clap::Args)]
 pub(super) struct SchemaArgs {
     /// The output whose schema to print (without it: the list): plan, apply,
-    /// watch-event, run-event, check, test, explain, log, audit-verify, lease, scan, usage-import, notify-event, notify-upcoming, error
+    /// watch-event, run-event, check, test, explain, log, audit-verify, lease, scan, report, usage-import, notify-event, notify-upcoming, error
     name: Option<String>,
 }
 

@@ -15,6 +15,7 @@ mod notify;
 mod owner;
 mod plan;
 mod render;
+mod report;
 mod run;
 mod scan;
 mod style;
@@ -95,6 +96,8 @@ enum Command {
     Usage(usage::Args),
     /// Tell owners ahead of time: `notify upcoming --within 7d`
     Notify(notify::Args),
+    /// Write one self-contained HTML page (or JSON) of where the keys stand
+    Report(report::Args),
     /// Print shell completions (bash, zsh, fish, powershell, elvish)
     Completions(docs::CompletionsArgs),
     /// Print the man page, or write every command's page into DIR
@@ -303,6 +306,7 @@ fn run(cli: &Cli, invoked: &Invoked) -> Result<ExitCode, Error> {
         Command::Scan(args) => scan::run(args, cli.store.as_deref()),
         Command::Usage(args) => usage::run(args, &store),
         Command::Notify(args) => notify::run(args, &store),
+        Command::Report(args) => report::run(args, &store),
         Command::Unlock(args) => lease::unlock(args, &store),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),

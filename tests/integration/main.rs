@@ -23,6 +23,7 @@ mod policy_tests;
 mod postgres;
 mod providers;
 mod remote;
+mod report;
 mod rollout;
 mod run;
 mod saved_plans;
