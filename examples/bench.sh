@@ -5,7 +5,7 @@
 #   examples/bench.sh                 # 10k and 100k keys, 5 runs each (several minutes)
 #   SIZES="1000" RUNS=3 examples/bench.sh
 #   QUICK=1 examples/bench.sh         # tiny sizes, one run: what CI does so it cannot rot
-#   ONLY="audit" examples/bench.sh    # only these sections: plan rollout apply log audit remote services scan usage startup watch
+#   ONLY="audit" examples/bench.sh    # only these sections: plan report rollout apply log audit remote services scan usage startup watch
 #
 # Prints a Markdown table; BENCHMARKS.md holds the last full run and its reading.
 set -euo pipefail
@@ -88,6 +88,15 @@ want plan && for n in $SIZES; do
     kb=$( { /usr/bin/time -f '%M' "$KEYROT" --store "$dir" plan --json --now "$NOW" >/dev/null; } 2>&1 | tail -1)
     row "peak memory, plan of $n keys" "$((kb / 1024)) MB" "-" "$(ratio "$((kb / 1024))" 200)" "the 200 MB target"
   fi
+done
+
+# report (two plans: today's and 30 days ahead for the keys not due today, and the
+# history) against plan --json of the same store; and the page's size
+want report && for n in $SIZES; do
+  dir=$(store "$n")
+  plan=$(median_ms "$KEYROT" --store "$dir" plan --json --now "$NOW")
+  rep=$(median_ms "$KEYROT" --store "$dir" report --now "$NOW" --out "$WORK/report-$n.html")
+  row "report, $n keys (page $(( $(stat -c %s "$WORK/report-$n.html") / 1024 )) KB)" "$rep" "$plan" "$(ratio "$rep" "$plan")" "plan --json of the same store"
 done
 
 # plan with [rollout] (three environments, a budget) vs the same store without it: the

@@ -33,8 +33,12 @@ struct Memoized {
     decisions: Vec<Vec<Decision>>,
 }
 
-/// Evaluates every active key against every policy and applies the precedence rules,
-/// reusing and refreshing `memo` when given. Keys are split into contiguous chunks
+/// Which keys a plan evaluates: all, or those a filter keeps (each with the facts of
+/// the whole store: its owner's key count counts every key).
+pub(crate) type KeyFilter<'f> = Option<&'f (dyn Fn(&Key) -> bool + Sync)>;
+
+/// Evaluates every active key (that `only` keeps) against every policy and applies the
+/// precedence rules, reusing and refreshing `memo` when given. Keys are split into contiguous chunks
 /// evaluated in parallel (one per core), and the chunks' actions joined in key order,
 /// so the result does not depend on scheduling.
 pub(super) fn actions_memo(
@@ -43,6 +47,7 @@ pub(super) fn actions_memo(
     now: Time,
     progress: crate::progress::Progress,
     memo: Option<&mut Memo>,
+    only: KeyFilter,
 ) -> Result<Vec<Action>> {
     let counts = store.active_keys_per_owner();
     let planner = KeyPlanner::new(store, policies, now);
@@ -63,7 +68,7 @@ pub(super) fn actions_memo(
             if i % 256 == 255 {
                 crate::progress::tick(progress, 256, total);
             }
-            if key.status == KeyStatus::Revoked {
+            if key.status == KeyStatus::Revoked || only.is_some_and(|keep| !keep(key)) {
                 continue;
             }
             let count = counts.get(key.owner.as_str()).copied().unwrap_or(0);

@@ -300,7 +300,7 @@ impl Plan {
         progress: crate::progress::Progress,
         memo: Option<&mut Memo>,
     ) -> Result<Plan> {
-        let mut actions = build::actions_memo(store, policies, now, progress, memo)?;
+        let mut actions = build::actions_memo(store, policies, now, progress, memo, None)?;
         rollout::hold_back(store, now, &mut actions);
         Ok(Plan {
             format: FORMAT,
@@ -325,8 +325,21 @@ impl Plan {
         if !store.settings.rollout.is_active() {
             return Ok(Vec::new());
         }
-        let mut actions = build::actions_memo(store, policies, now, None, None)?;
+        let mut actions = build::actions_memo(store, policies, now, None, None, None)?;
         Ok(rollout::hold_back(store, now, &mut actions))
+    }
+
+    /// The actions each key that `only` keeps gets at `now` from its own rules: what
+    /// its policies decide, after precedence, cooldowns and exceptions, before the one
+    /// rule that looks across keys (a rollout, which may spread them over runs). For
+    /// looking ahead (`report`: what falls due) without planning every key twice.
+    pub(crate) fn key_actions(
+        store: &Store,
+        policies: &PolicySet,
+        now: Time,
+        only: build::KeyFilter,
+    ) -> Result<Vec<Action>> {
+        build::actions_memo(store, policies, now, None, None, only)
     }
 
     /// Writes the plan as pretty JSON and a newline, streaming: a 100k-key plan is tens

@@ -153,13 +153,15 @@ pub(crate) fn make(ws: &Workspace, now: Time) -> Result<Report> {
     let ahead_at = now
         .checked_add(Dur::days_n(DUE_WINDOW_DAYS).unwrap_or_default())
         .ok_or_else(|| Error::Usage(format!("{now} + {DUE_WINDOW_DAYS}d is past the year 9999")))?;
-    let ahead = crate::plan::Plan::make(
-        &loaded.store,
-        &loaded.policies,
-        ahead_at,
-        Provenance::committed(head.clone()),
-        None,
-    )?;
+    // Only keys today's plan does not already rotate or revoke can fall due later.
+    let due_now: HashSet<&str> = plan
+        .actions
+        .iter()
+        .filter(|a| rotates_or_revokes(a))
+        .map(|a| &*a.key)
+        .collect();
+    let later = |k: &crate::store::Key| !due_now.contains(k.id.as_str());
+    let ahead = Plan::key_actions(&loaded.store, &loaded.policies, ahead_at, Some(&later))?;
     let mut weekly: BTreeMap<i64, Week> = BTreeMap::new();
     let first_week = monday(now) - (WEEKS - 1) * 7;
     for w in 0..WEEKS {
@@ -211,7 +213,7 @@ fn build(
     commit: &str,
     store: &Store,
     plan: &Plan,
-    ahead: &Plan,
+    ahead: &[Action],
     now: Time,
     weekly: Vec<Week>,
 ) -> Report {
@@ -227,7 +229,7 @@ fn build(
         .collect();
     let mut due_soon_rows = Vec::new();
     let mut due_soon: HashSet<&str> = HashSet::new();
-    for a in ahead.actions.iter().filter(|a| rotates_or_revokes(a)) {
+    for a in ahead.iter().filter(|a| rotates_or_revokes(a)) {
         if !due_now.contains(&*a.key) && due_soon.insert(&a.key) {
             due_soon_rows.push(row(store, a));
         }

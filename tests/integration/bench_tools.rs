@@ -75,6 +75,11 @@ fn the_bench_script_runs_end_to_end() {
         "| apply, 50 rotations",
         "| log KEY, 5 apply commits |",
         "| check, empty store |",
+        "| report, 200 keys (page ",
+        "| scan, work tree of ",
+        "| scan --git, ",
+        "| scan --staged, one staged file in ",
+        "| usage import, 2000 records ",
         "watch key edit -> plan (--json):",
         "watch policy edit -> plan (text):",
     ] {

@@ -72,6 +72,31 @@ fn the_page_shows_the_plans_numbers_and_references_nothing_outside_itself() {
         keys - c["revoked"].as_u64().unwrap(),
         "every active key has an age"
     );
+    // What falls due is what `plan` 30 days ahead rotates or revokes and today's does not.
+    let due = |plan: &Value| -> std::collections::BTreeSet<String> {
+        plan["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["superseded_by"].is_null() && a["excepted"].is_null())
+            .filter(|a| a["action"] == "rotate" || a["action"] == "revoke")
+            .map(|a| a["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let later = s
+        .keyrot(&["plan", "--json", "--now", "2027-01-01T12:00:00Z"])
+        .ok()
+        .json();
+    let want: Vec<String> = due(&later).difference(&due(&plan)).cloned().collect();
+    let got: Vec<String> = report["due_soon"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!want.is_empty(), "the example store has a key falling due");
+    assert_eq!(got, want);
+    assert_eq!(report["due_soon_total"], want.len());
 
     let (_, html) = report_html(&s, AT);
     let summary = &plan["summary"];
