@@ -161,7 +161,9 @@ pub(crate) fn make(ws: &Workspace, now: Time) -> Result<Report> {
         .map(|a| &*a.key)
         .collect();
     let later = |k: &crate::store::Key| !due_now.contains(k.id.as_str());
-    let ahead = Plan::key_actions(&loaded.store, &loaded.policies, ahead_at, Some(&later))?;
+    // Policies are compiled for one instant (their `now()`): the look-ahead gets its own.
+    let policies_ahead = crate::workspace::compile_policies(&loaded.store, Vec::new(), ahead_at, None)?;
+    let ahead = Plan::key_actions(&loaded.store, &policies_ahead, ahead_at, Some(&later))?;
     let mut weekly: BTreeMap<i64, Week> = BTreeMap::new();
     let first_week = monday(now) - (WEEKS - 1) * 7;
     for w in 0..WEEKS {

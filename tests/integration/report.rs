@@ -299,3 +299,27 @@ fn exceptions_expiring_soon_stand_out_and_the_weeks_count_the_applies() {
     );
     assert!(html.contains("2026-11-27 (in 4 days)"));
 }
+
+#[test]
+fn the_look_ahead_runs_the_policies_at_its_own_instant() {
+    // A policy that reads the clock itself, not a key's age.
+    let s = Store::with_keys(&[("k", &key("[\"read\"]", "2026-11-20T00:00:00Z", ""))]);
+    s.write(
+        "policies/deadline.rhai",
+        "fn evaluate(key) {\n    if now() >= time(\"2026-12-20T00:00:00Z\") {\n        return rotate(\"the vendor's deadline\");\n    }\n}\n",
+    );
+    s.commit("deadline");
+    let r = s
+        .keyrot(&["report", "--json", "--now", "2026-12-02T00:00:00Z"])
+        .ok()
+        .json();
+    assert_eq!(r["plan_summary"]["rotate"], 0);
+    assert_eq!(r["due_soon_total"], 1, "{r:#}");
+    assert_eq!(
+        (
+            r["due_soon"][0]["key"].as_str(),
+            r["due_soon"][0]["reason"].as_str()
+        ),
+        (Some("k"), Some("the vendor's deadline"))
+    );
+}
