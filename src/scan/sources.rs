@@ -13,16 +13,23 @@ use super::{Location, Scanned};
 use crate::error::{Error, Result};
 
 /// Scans every file under `roots` (files or folders, recursively). `.git` folders are
-/// skipped and symbolic links not followed (a link out of the tree would scan what
-/// the user did not name). Paths are shown as given, joined with what was found.
+/// skipped and symbolic links inside folders not followed (a link out of the tree would
+/// scan what the user did not name). Paths are shown as given, joined with what was found.
 pub(crate) fn scan_files(finder: &Finder, roots: &[PathBuf]) -> Result<Scanned> {
     let mut files = Vec::new();
     for root in roots {
-        let meta = fs::symlink_metadata(root).map_err(|e| Error::io(root, e))?;
+        // What the user named is followed (a symbolic link they typed is what they
+        // mean); what a folder holds is not.
+        let meta = fs::metadata(root).map_err(|e| Error::io(root, e))?;
         if meta.is_dir() {
             walk(root, &mut files)?;
         } else if meta.is_file() {
             files.push(root.clone());
+        } else {
+            return Err(Error::Usage(format!(
+                "{}: not a file or a folder; name files or folders to scan",
+                root.display()
+            )));
         }
     }
     let results = crate::parallel::map(&files, |path| -> Result<(Vec<Hit>, u64)> {

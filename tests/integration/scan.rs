@@ -90,6 +90,20 @@ fn a_leaked_secret_is_found_with_its_key_and_a_clean_store_holds_none() {
     );
     assert_eq!(json["files"], 2);
 
+    // A symbolic link named on the command line is followed; one inside a folder is not.
+    let link = s.root.parent().unwrap().join("link.env");
+    std::os::unix::fs::symlink(app.join("config/.env"), &link).unwrap();
+    std::os::unix::fs::symlink(app.join("config/.env"), app.join("notes-link")).unwrap();
+    s.keyrot(&["scan", link.to_str().unwrap()])
+        .fails(1)
+        .stdout_has("link.env:3:");
+    s.keyrot(&["scan", app.to_str().unwrap()])
+        .fails(1)
+        .stdout_has("Found 1 keyrot secret in 2 files.");
+    s.keyrot(&["scan", "/dev/null"])
+        .fails(1)
+        .stderr_has("/dev/null: not a file or a folder");
+
     // Outside any store the secret is still found, by its checksum alone.
     s.keyrot_in(&app, &["scan"])
         .fails(1)
