@@ -1,5 +1,5 @@
 //! A commit of a few named files, made directly rather than by an apply: `init`'s first
-//! commit, `owner depart`. Built on HEAD's tree, so whatever else the index or work tree
+//! commit, `owner depart`, `scan --mark-compromised`, `usage import`. Built on HEAD's tree, so whatever else the index or work tree
 //! holds is left alone; signed when git's settings (or `[commit] sign`) say so.
 
 use std::path::Path;
@@ -9,23 +9,71 @@ use git2::Repository;
 use crate::error::{Error, Result};
 use crate::store::{repo, Settings};
 
-/// Refuses `files` (paths under `folder`) when any has uncommitted changes: a direct
-/// commit must hold exactly its own change (`what`: "the compromise", "the import").
-pub(crate) fn refuse_uncommitted(
-    git_repo: &Repository,
-    folder: &str,
-    files: &[String],
-    what: &str,
-) -> Result<()> {
-    let dirty = repo::dirty_files(git_repo, folder, files)?;
-    if dirty.is_empty() {
-        return Ok(());
+/// One file's edit for [`commit_edits`]: its path in the store, its text before and
+/// after.
+pub(crate) struct Edit {
+    pub path: String,
+    pub before: String,
+    pub after: String,
+}
+
+impl Edit {
+    /// Reads the store file `rel` under `root` and edits it with `f`, in place: a
+    /// format-preserving TOML editor keeps everything `f` does not change.
+    pub(crate) fn toml(
+        root: &Path,
+        rel: &str,
+        f: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<()>,
+    ) -> Result<Edit> {
+        let path = root.join(rel);
+        let before = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let mut doc: toml_edit::DocumentMut = before
+            .parse()
+            .map_err(|e| Error::Usage(format!("{rel}: cannot edit: {e}")))?;
+        f(&mut doc)?;
+        Ok(Edit {
+            path: rel.to_string(),
+            after: doc.to_string(),
+            before,
+        })
     }
-    Err(Error::Usage(format!(
-        "{} ha{} uncommitted changes; commit or discard them first, so this commit records {what} alone",
-        dirty.join(", "),
-        if dirty.len() == 1 { "s" } else { "ve" }
-    )))
+}
+
+/// Writes `edits` to the work tree under `root` and commits exactly them. Refuses
+/// files with uncommitted changes (paths under `folder`), so that the commit holds
+/// `what` ("the import", "the departure") alone; if no commit can be made (a signature
+/// that fails, a branch that moved), every file is put back as it was.
+pub(crate) fn commit_edits(
+    git_repo: &Repository,
+    root: &Path,
+    settings: &Settings,
+    folder: &str,
+    edits: &[Edit],
+    what: &str,
+    message: &str,
+) -> Result<String> {
+    let paths: Vec<String> = edits.iter().map(|e| e.path.clone()).collect();
+    let dirty = repo::dirty_files(git_repo, folder, &paths)?;
+    if !dirty.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} ha{} uncommitted changes; commit or discard them first, so this commit records {what} alone",
+            dirty.join(", "),
+            if dirty.len() == 1 { "s" } else { "ve" }
+        )));
+    }
+    let write = |text: fn(&Edit) -> &String| -> Result<()> {
+        for e in edits {
+            let path = root.join(&e.path);
+            std::fs::write(&path, text(e)).map_err(|err| Error::io(&path, err))?;
+        }
+        Ok(())
+    };
+    write(|e| &e.after)?;
+    let files: Vec<(String, String)> = edits.iter().map(|e| (e.path.clone(), e.after.clone())).collect();
+    commit_files(git_repo, settings, &files, message).inspect_err(|_| {
+        // Best effort: the commit's own error is the one to report.
+        let _ = write(|e| &e.before);
+    })
 }
 
 /// Commits exactly `files` (already written to the work tree) on the current branch,

@@ -2,10 +2,11 @@
 //! and `departed_at`), as a commit of its own, so that policies act on the departure
 //! once (`key.owner_departed_at`) and the history says who recorded it and when.
 
+use crate::direct_commit::Edit;
 use crate::error::{Error, Result};
 use crate::store::files::OWNERS_FILE;
 use crate::store::owners::{self, OwnerStatus};
-use crate::store::{repo, Settings};
+use crate::store::Settings;
 use crate::time::Time;
 use crate::workspace::Workspace;
 
@@ -36,28 +37,25 @@ pub(crate) fn depart(ws: &Workspace, name: &str, at: Time) -> Result<Departure> 
     if let (OwnerStatus::Departed, Some(at)) = (owner.status, owner.departed_at) {
         return Ok(Departure::AlreadyRecorded { at });
     }
-    if !repo::dirty_paths(&ws.repo, &[OWNERS_FILE.to_string()])?.is_empty() {
-        return Err(Error::Usage(format!(
-            "{OWNERS_FILE} has uncommitted changes; commit or discard them first, so this commit records the departure alone"
-        )));
-    }
-    let edited = mark_departed(&text, name, at)?;
-    std::fs::write(&path, &edited).map_err(|e| Error::io(&path, e))?;
-    let settings = settings_of(ws);
+    let edit = Edit {
+        path: OWNERS_FILE.to_string(),
+        after: mark_departed(&text, name, at)?,
+        before: text,
+    };
     let message = format!(
         "keyrot owner: {name} departed\n\nstatus = \"departed\", departed_at = {}\n",
         at.to_rfc3339()
     );
-    let files = [(OWNERS_FILE.to_string(), edited)];
-    match crate::direct_commit::commit_files(&ws.repo, &settings, &files, &message) {
-        Ok(commit) => Ok(Departure::Recorded { commit }),
-        Err(e) => {
-            // No commit (a signature that could not be made, a branch that moved): the
-            // file goes back to what HEAD holds, so nothing is left half-done.
-            std::fs::write(&path, &text).map_err(|e| Error::io(&path, e))?;
-            Err(e)
-        }
-    }
+    let commit = crate::direct_commit::commit_edits(
+        &ws.repo,
+        &ws.root,
+        &settings_of(ws),
+        OWNERS_FILE,
+        &[edit],
+        "the departure",
+        &message,
+    )?;
+    Ok(Departure::Recorded { commit })
 }
 
 /// The store's settings (for the commit's author and whether it must be signed), else

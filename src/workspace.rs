@@ -69,6 +69,16 @@ pub(crate) fn compile_policies(
     Ok(policies)
 }
 
+/// The store's folder as events and reports name it: its path without the trailing `/`
+/// git's work-tree path carries.
+pub(crate) fn root_name(root: &Path) -> String {
+    let text = root.display().to_string();
+    match text.trim_end_matches('/') {
+        "" => "/".into(),
+        t => t.to_string(),
+    }
+}
+
 /// An opened store: its git repository and work tree.
 pub(crate) struct Workspace {
     pub repo: Repository,

@@ -76,15 +76,6 @@ fn action_of(store: &Store, key: &str, action: &str, policy: &str, reason: &str)
     }
 }
 
-/// The store's folder as the event names it (no trailing `/`).
-fn store_name(root: &std::path::Path) -> String {
-    let text = root.display().to_string();
-    match text.trim_end_matches('/') {
-        "" => "/".into(),
-        t => t.to_string(),
-    }
-}
-
 /// The `applied` or `failed` event of one apply (`None` when it changed nothing and
 /// nothing failed): every change the plan asked for, each failed one with its error.
 pub(crate) fn apply_event(
@@ -115,7 +106,7 @@ pub(crate) fn apply_event(
         } else {
             Event::Failed
         },
-        store: store_name(root),
+        store: crate::workspace::root_name(root),
         commit: applied.commit.clone(),
         at: now.to_rfc3339(),
         owner: None,
@@ -147,7 +138,7 @@ pub(crate) fn upcoming_events(
         .into_iter()
         .map(|(owner, actions)| Message {
             event: Event::Upcoming,
-            store: store_name(root),
+            store: crate::workspace::root_name(root),
             commit: commit.clone(),
             at: now.to_rfc3339(),
             owner_email: store.owners.get(&owner).and_then(|o| o.email.clone()),

@@ -181,14 +181,7 @@ fn ages(h: &mut String, r: &Report) {
     }
     h.push_str("</svg>\n<table>\n<caption class=\"note\">The chart's data</caption>\n<thead><tr><th scope=\"col\">age</th><th scope=\"col\" class=\"n\">due now</th><th scope=\"col\" class=\"n\">due within 30 days</th><th scope=\"col\" class=\"n\">later</th></tr></thead>\n<tbody>\n");
     for b in &r.ages {
-        let _ = writeln!(
-            h,
-            "<tr><th scope=\"row\">{}</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            esc(b.label),
-            b.due_now,
-            b.due_soon,
-            b.later
-        );
+        number_row(h, b.label, &[b.due_now, b.due_soon, b.later]);
     }
     h.push_str("</tbody>\n</table>\n</section>\n");
 }
@@ -255,17 +248,18 @@ fn weekly(h: &mut String, r: &Report) {
         h.push_str("<tr><td colspan=\"5\">No apply commit in these weeks.</td></tr>\n");
     }
     for w in active {
-        let _ = writeln!(
-            h,
-            "<tr><th scope=\"row\">{}</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            esc(&w.week),
-            w.rotate,
-            w.revoke,
-            w.restrict,
-            w.expire
-        );
+        number_row(h, &w.week, &[w.rotate, w.revoke, w.restrict, w.expire]);
     }
     h.push_str("</tbody>\n</table>\n</section>\n");
+}
+
+/// A table row: a header cell, then numbers.
+fn number_row(h: &mut String, header: &str, numbers: &[usize]) {
+    let _ = write!(h, "<tr><th scope=\"row\">{}</th>", esc(header));
+    for n in numbers {
+        let _ = write!(h, "<td class=\"n\">{n}</td>");
+    }
+    h.push_str("</tr>\n");
 }
 
 fn rows(h: &mut String, rows: &[Row], total: usize, caption: &str) {
@@ -348,17 +342,12 @@ fn group_table(h: &mut String, groups: &[Group], what: &str) {
         "<table>\n<thead><tr><th scope=\"col\">{what}</th><th scope=\"col\" class=\"n\">keys</th><th scope=\"col\" class=\"n\">revoke</th><th scope=\"col\" class=\"n\">rotate</th><th scope=\"col\" class=\"n\">restrict</th><th scope=\"col\" class=\"n\">expire</th><th scope=\"col\" class=\"n\">deferred</th><th scope=\"col\" class=\"n\">warn</th></tr></thead>\n<tbody>\n"
     );
     for g in groups {
-        let _ = writeln!(
+        number_row(
             h,
-            "<tr><th scope=\"row\">{}</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            esc(&g.name),
-            g.keys,
-            g.revoke,
-            g.rotate,
-            g.restrict,
-            g.expire,
-            g.deferred,
-            g.warn
+            &g.name,
+            &[
+                g.keys, g.revoke, g.rotate, g.restrict, g.expire, g.deferred, g.warn,
+            ],
         );
     }
     h.push_str("</tbody>\n</table>\n");

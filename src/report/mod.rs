@@ -143,6 +143,15 @@ fn rotates_or_revokes(a: &Action) -> bool {
     open(a) && matches!(a.action, ActionKind::Rotate | ActionKind::Revoke)
 }
 
+/// The keys `actions` rotate or revoke.
+fn due_keys(actions: &[Action]) -> HashSet<&str> {
+    actions
+        .iter()
+        .filter(|a| rotates_or_revokes(a))
+        .map(|a| &*a.key)
+        .collect()
+}
+
 /// The report of the store committed at HEAD, at `now`.
 pub(crate) fn make(ws: &Workspace, now: Time) -> Result<Report> {
     let head = ws
@@ -154,12 +163,7 @@ pub(crate) fn make(ws: &Workspace, now: Time) -> Result<Report> {
         .checked_add(Dur::days_n(DUE_WINDOW_DAYS).unwrap_or_default())
         .ok_or_else(|| Error::Usage(format!("{now} + {DUE_WINDOW_DAYS}d is past the year 9999")))?;
     // Only keys today's plan does not already rotate or revoke can fall due later.
-    let due_now: HashSet<&str> = plan
-        .actions
-        .iter()
-        .filter(|a| rotates_or_revokes(a))
-        .map(|a| &*a.key)
-        .collect();
+    let due_now = due_keys(&plan.actions);
     let later = |k: &crate::store::Key| !due_now.contains(k.id.as_str());
     // Policies are compiled for one instant (their `now()`): the look-ahead gets its own.
     let policies_ahead = crate::workspace::compile_policies(&loaded.store, Vec::new(), ahead_at, None)?;
@@ -191,8 +195,11 @@ pub(crate) fn make(ws: &Workspace, now: Time) -> Result<Report> {
         &ws.root,
         head.as_str(),
         &loaded.store,
-        &plan,
-        &ahead,
+        &Plans {
+            today: &plan,
+            due_now: &due_now,
+            ahead: &ahead,
+        },
         now,
         weekly.into_values().collect(),
     ))
@@ -209,26 +216,31 @@ fn day_text(day: i64) -> String {
     Time::from_unix(day * 86_400).to_rfc3339()[..10].to_string()
 }
 
-/// Everything but the history, from the two plans (pure: the tests build it directly).
+/// Today's plan, the keys it rotates or revokes, and the look-ahead's actions.
+struct Plans<'p> {
+    today: &'p Plan,
+    due_now: &'p HashSet<&'p str>,
+    ahead: &'p [Action],
+}
+
+/// Everything but the history, from the plans.
 fn build(
     root: &std::path::Path,
     commit: &str,
     store: &Store,
-    plan: &Plan,
-    ahead: &[Action],
+    plans: &Plans,
     now: Time,
     weekly: Vec<Week>,
 ) -> Report {
+    let Plans {
+        today: plan,
+        due_now,
+        ahead,
+    } = *plans;
     let mut by_key: HashMap<&str, Vec<&Action>> = HashMap::new();
     for a in &plan.actions {
         by_key.entry(&a.key).or_default().push(a);
     }
-    let due_now: HashSet<&str> = plan
-        .actions
-        .iter()
-        .filter(|a| rotates_or_revokes(a))
-        .map(|a| &*a.key)
-        .collect();
     let mut due_soon_rows = Vec::new();
     let mut due_soon: HashSet<&str> = HashSet::new();
     for a in ahead.iter().filter(|a| rotates_or_revokes(a)) {
@@ -326,7 +338,7 @@ fn build(
         .collect();
     Report {
         keyrot_version: env!("CARGO_PKG_VERSION"),
-        store: root.display().to_string().trim_end_matches('/').to_string(),
+        store: crate::workspace::root_name(root),
         store_commit: commit.to_string(),
         now: now.to_rfc3339(),
         keys: store.keys.len(),

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::Finding;
-use crate::error::{Error, Result};
+use crate::direct_commit::Edit;
+use crate::error::Result;
 use crate::store::{KeyStatus, Store};
 use crate::workspace::Workspace;
 
@@ -39,13 +40,10 @@ pub(crate) fn mark_compromised(ws: &Workspace, store: &Store, findings: &[Findin
             marked.already.push(id.to_string());
             continue;
         }
-        let path = ws.root.join(&key.path);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let mut doc: toml_edit::DocumentMut = text
-            .parse()
-            .map_err(|e| Error::Usage(format!("{}: cannot edit: {e}", key.path)))?;
-        crate::key_edit::set(doc.as_table_mut(), "compromised", true);
-        edits.push((key.path.clone(), text, doc.to_string()));
+        edits.push(Edit::toml(&ws.root, &key.path, |doc| {
+            crate::key_edit::set(doc.as_table_mut(), "compromised", true);
+            Ok(())
+        })?);
         body.push_str(&format!(
             "compromised {id}: its {} secret ({}) was found at {}\n",
             finding.secret.as_str(),
@@ -57,29 +55,19 @@ pub(crate) fn mark_compromised(ws: &Workspace, store: &Store, findings: &[Findin
     if edits.is_empty() {
         return Ok(marked);
     }
-    let paths: Vec<String> = edits.iter().map(|(p, _, _)| p.clone()).collect();
-    crate::direct_commit::refuse_uncommitted(&ws.repo, &store.settings.keys_dir, &paths, "the compromise")?;
-    for (rel, _, edited) in &edits {
-        let path = ws.root.join(rel);
-        std::fs::write(&path, edited).map_err(|e| Error::io(&path, e))?;
-    }
     let n = marked.keys.len();
     let message = format!(
         "keyrot scan: {n} key{} marked compromised\n\n{body}",
         if n == 1 { "" } else { "s" }
     );
-    let files: Vec<(String, String)> = edits.iter().map(|(p, _, e)| (p.clone(), e.clone())).collect();
-    match crate::direct_commit::commit_files(&ws.repo, &store.settings, &files, &message) {
-        Ok(commit) => {
-            marked.commit = Some(commit);
-            Ok(marked)
-        }
-        Err(e) => {
-            for (rel, original, _) in &edits {
-                let path = ws.root.join(rel);
-                std::fs::write(&path, original).map_err(|e| Error::io(&path, e))?;
-            }
-            Err(e)
-        }
-    }
+    marked.commit = Some(crate::direct_commit::commit_edits(
+        &ws.repo,
+        &ws.root,
+        &store.settings,
+        &store.settings.keys_dir,
+        &edits,
+        "the compromise",
+        &message,
+    )?);
+    Ok(marked)
 }

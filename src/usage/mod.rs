@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 pub(crate) use records::Format;
 use records::{Record, Records, Who};
 
+use crate::direct_commit::Edit;
 use crate::error::{Error, Result};
 use crate::store::{Key, KeyStatus, Source, Store};
 use crate::time::{Dur, Time};
@@ -138,7 +139,7 @@ impl Seen {
 }
 
 /// What a fingerprint in the store is.
-enum Secret<'s> {
+enum KnownSecret<'s> {
     Current(&'s Key),
     Previous(&'s Key, Time),
 }
@@ -156,13 +157,13 @@ pub(crate) fn import(
     if !problems.is_empty() {
         return Err(Error::Invalid(problems));
     }
-    let mut secrets: HashMap<&str, Secret> = HashMap::new();
+    let mut secrets: HashMap<&str, KnownSecret> = HashMap::new();
     for key in &store.keys {
         for p in &key.previous {
-            secrets.insert(&p.fingerprint, Secret::Previous(key, p.valid_until));
+            secrets.insert(&p.fingerprint, KnownSecret::Previous(key, p.valid_until));
         }
         if let Some(fp) = &key.fingerprint {
-            secrets.insert(fp, Secret::Current(key));
+            secrets.insert(fp, KnownSecret::Current(key));
         }
     }
     let mut hashed = Hashing::new(input);
@@ -195,8 +196,8 @@ pub(crate) fn import(
                 }
             },
             Who::Fingerprint(fp) => match secrets.get(fp.as_str()) {
-                Some(Secret::Current(k)) => (*k, None),
-                Some(Secret::Previous(k, until)) => (*k, (r.at > *until).then_some("expired")),
+                Some(KnownSecret::Current(k)) => (*k, None),
+                Some(KnownSecret::Previous(k, until)) => (*k, (r.at > *until).then_some("expired")),
                 None => {
                     *unknown.entry(r.who.clone()).or_default() += 1;
                     continue;
@@ -222,7 +223,7 @@ pub(crate) fn import(
         }
     }
     drop(reader);
-    let digest = hashed.finish()?;
+    let digest = hashed.finish();
 
     let mut out = Imported {
         records: count,
@@ -323,41 +324,31 @@ fn commit(
     digest: &str,
     now: Time,
 ) -> Result<String> {
-    let paths: Vec<String> = edits.iter().map(|(p, _, _)| p.clone()).collect();
-    crate::direct_commit::refuse_uncommitted(&ws.repo, &store.settings.keys_dir, &paths, "the import")?;
     let mut files = Vec::with_capacity(edits.len());
-    let mut originals = Vec::with_capacity(edits.len());
     for (rel, last_used_at, from) in edits {
-        let path = ws.root.join(rel);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let mut doc: toml_edit::DocumentMut = text
-            .parse()
-            .map_err(|e| Error::Usage(format!("{rel}: cannot edit: {e}")))?;
-        let when = last_used_at
-            .to_toml()
-            .map_err(|why| Error::Usage(format!("{rel}: cannot write {last_used_at}: {why}")))?;
-        crate::key_edit::set(doc.as_table_mut(), "last_used_at", when);
-        crate::key_edit::set(
-            doc.as_table_mut(),
-            "last_used_from",
-            from.iter().map(String::as_str).collect::<toml_edit::Array>(),
-        );
-        files.push((rel.clone(), doc.to_string()));
-        originals.push((path, text));
-    }
-    for ((_, text), (path, _)) in files.iter().zip(&originals) {
-        std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
+        files.push(Edit::toml(&ws.root, rel, |doc| {
+            let when = last_used_at
+                .to_toml()
+                .map_err(|why| Error::Usage(format!("{rel}: cannot write {last_used_at}: {why}")))?;
+            crate::key_edit::set(doc.as_table_mut(), "last_used_at", when);
+            crate::key_edit::set(
+                doc.as_table_mut(),
+                "last_used_from",
+                from.iter().map(String::as_str).collect::<toml_edit::Array>(),
+            );
+            Ok(())
+        })?);
     }
     let message = message(out, edits.len(), name, digest, now);
-    match crate::direct_commit::commit_files(&ws.repo, &store.settings, &files, &message) {
-        Ok(commit) => Ok(commit),
-        Err(e) => {
-            for (path, text) in &originals {
-                std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
-            }
-            Err(e)
-        }
-    }
+    crate::direct_commit::commit_edits(
+        &ws.repo,
+        &ws.root,
+        &store.settings,
+        &store.settings.keys_dir,
+        &files,
+        "the import",
+        &message,
+    )
 }
 
 /// `keyrot usage: N keys`, one line per key changed, what no longer works, what is
@@ -460,8 +451,8 @@ impl<R: Read> Hashing<R> {
     }
 
     /// `sha256:<hex>` of everything read.
-    fn finish(self) -> Result<String> {
-        Ok(format!("sha256:{}", crate::digest::hex(&self.hash.finalize())))
+    fn finish(self) -> String {
+        format!("sha256:{}", crate::digest::hex(&self.hash.finalize()))
     }
 }
 
