@@ -36,6 +36,8 @@ pub(crate) struct Explanation {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Facts {
+    /// The key's folder under the keys folder (`""` at its top).
+    pub folder: String,
     pub service: String,
     pub owner: String,
     pub owner_status: String,
@@ -106,7 +108,7 @@ pub(crate) fn explain(
     text: impl Fn(&str) -> Result<String>,
 ) -> Result<Explanation> {
     let store = &loaded.store;
-    let key = store.key(id).ok_or_else(|| {
+    let key = store.find_key(id).ok_or_else(|| {
         Error::Usage(format!(
             "no key `{id}` in the store (no {}/{id}.toml)",
             store.settings.keys_dir
@@ -121,6 +123,7 @@ pub(crate) fn explain(
     );
     let f = view.facts();
     let facts = Facts {
+        folder: key.folder.clone(),
         service: key.service.clone(),
         owner: key.owner.clone(),
         owner_status: f.owner_status.to_string(),

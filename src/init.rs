@@ -52,34 +52,38 @@ pub const SHIPPED_POLICIES: &[(&str, &str)] = &[
 
 const EXAMPLE_OWNERS: &str = include_str!("../examples/store/owners.toml");
 
+/// Who reviews changes to which team's keys, on a forge that reads CODEOWNERS.
+const EXAMPLE_CODEOWNERS: &str = include_str!("../examples/store/CODEOWNERS");
+
+/// The example keys, in their teams' folders (see `examples/store/CODEOWNERS`).
 const EXAMPLE_KEYS: &[(&str, &str)] = &[
     (
-        "binance-bot.toml",
-        include_str!("../examples/store/keys/binance-bot.toml"),
+        "trading/binance-bot.toml",
+        include_str!("../examples/store/keys/trading/binance-bot.toml"),
     ),
     (
-        "coinbase-withdraw.toml",
-        include_str!("../examples/store/keys/coinbase-withdraw.toml"),
+        "treasury/coinbase-withdraw.toml",
+        include_str!("../examples/store/keys/treasury/coinbase-withdraw.toml"),
     ),
     (
-        "fresh-bot.toml",
-        include_str!("../examples/store/keys/fresh-bot.toml"),
+        "trading/fresh-bot.toml",
+        include_str!("../examples/store/keys/trading/fresh-bot.toml"),
     ),
     (
-        "legacy-admin.toml",
-        include_str!("../examples/store/keys/legacy-admin.toml"),
+        "payments/legacy-admin.toml",
+        include_str!("../examples/store/keys/payments/legacy-admin.toml"),
     ),
     (
-        "old-bot.toml",
-        include_str!("../examples/store/keys/old-bot.toml"),
+        "trading/old-bot.toml",
+        include_str!("../examples/store/keys/trading/old-bot.toml"),
     ),
     (
-        "payments.toml",
-        include_str!("../examples/store/keys/payments.toml"),
+        "payments/payments.toml",
+        include_str!("../examples/store/keys/payments/payments.toml"),
     ),
     (
-        "stale-report.toml",
-        include_str!("../examples/store/keys/stale-report.toml"),
+        "treasury/stale-report.toml",
+        include_str!("../examples/store/keys/treasury/stale-report.toml"),
     ),
 ];
 
@@ -188,6 +192,7 @@ pub fn init(dir: &Path, example: bool, now: Time) -> Result<Created> {
     if example {
         let shift = now.since(Time::parse_rfc3339(EXAMPLE_ANCHOR).map_err(Error::Usage)?);
         files.push((files::OWNERS_FILE.into(), EXAMPLE_OWNERS.into()));
+        files.push(("CODEOWNERS".into(), EXAMPLE_CODEOWNERS.into()));
         for (name, text) in EXAMPLE_KEYS {
             files.push((format!("keys/{name}"), shift_dates(text, shift.secs())?));
             keys += 1;

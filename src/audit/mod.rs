@@ -4,7 +4,7 @@
 
 pub(crate) mod verify;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use git2::{DiffOptions, Repository, Sort};
 use serde::Serialize;
@@ -22,6 +22,10 @@ pub(crate) struct Entry {
     pub commit: String,
     /// The key, or `-` for a manual change to policies or settings.
     pub key: String,
+    /// The key's folder under the keys folder (where it is now, else where the
+    /// commit had it); absent for a key at the top of the keys folder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
     /// An action of the plan, or `manual`.
     pub action: String,
     pub policy: String,
@@ -127,6 +131,7 @@ impl Who {
             time: time.to_string(),
             commit: commit.to_string(),
             key: key.to_string(),
+            folder: None,
             action: action.to_string(),
             policy: policy.to_string(),
             reason: reason.to_string(),
@@ -138,29 +143,44 @@ impl Who {
     }
 }
 
-/// The trail from HEAD back, newest first; only entries for `key` when given, and
-/// then an error when that key is not in the store and never was.
+/// The trail from HEAD back, newest first; only entries for `key` (an id, or
+/// `folder/id`) when given, and then an error when that key is not in the store and
+/// never was.
 pub(crate) fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> Result<Vec<Entry>> {
     let checker = Checker::for_display(repo).map_err(Error::Usage)?;
     let head = match crate::store::repo::head_commit(repo)? {
         Some(c) => c,
         None => return Ok(Vec::new()),
     };
+    let key = key.map(|k| k.rsplit('/').next().unwrap_or(k));
     let keys_prefix = format!("{}/", settings.keys_dir);
     let pathspecs: Vec<String> = match key {
-        Some(id) => vec![format!("{keys_prefix}{id}.toml")],
+        // At the top of the keys folder or in a folder of it (a pathspec's `*` also
+        // matches `/`): wherever the key was when a commit touched it.
+        Some(id) => vec![
+            format!("{keys_prefix}{id}.toml"),
+            format!("{keys_prefix}*/{id}.toml"),
+        ],
         None => files::ROOT_FILES
             .iter()
             .map(|f| f.to_string())
             .chain([settings.keys_dir.clone(), settings.policies_dir.clone()])
             .collect(),
     };
+    let folders = nested_keys(repo, &head, &settings.keys_dir, key)?;
     let git = |e| Error::git("walking the history", e);
     let mut walk = repo.revwalk().map_err(git)?;
     walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME).map_err(git)?;
     walk.push(head.id()).map_err(git)?;
 
     let mut out = Vec::new();
+    let mut push = |mut entry: Entry, was_in: Option<&str>| {
+        entry.folder = folders
+            .get(&entry.key)
+            .cloned()
+            .or_else(|| was_in.filter(|f| !f.is_empty()).map(str::to_string));
+        out.push(entry);
+    };
     for oid in walk {
         let oid = oid.map_err(git)?;
         let commit = repo.find_commit(oid).map_err(git)?;
@@ -175,7 +195,7 @@ pub(crate) fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> 
                 if let Some((action, k, policy, reason)) = parse_action_line(line) {
                     if key.is_none_or(|want| want == k) {
                         let who = who.get_or_insert_with(|| Who::of(repo, &commit, &checker));
-                        out.push(who.entry(&time, &id, k, action, policy, reason));
+                        push(who.entry(&time, &id, k, action, policy, reason), None);
                     }
                 }
             }
@@ -186,20 +206,27 @@ pub(crate) fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> 
             continue;
         }
         let subject = message.lines().next().unwrap_or_default().to_string();
-        let mut ids: Vec<String> = touched
-            .iter()
-            .filter_map(|p| p.strip_prefix(&keys_prefix))
-            .filter_map(|p| p.strip_suffix(".toml"))
-            .filter(|p| !p.contains('/'))
-            .map(str::to_string)
-            .collect();
-        ids.dedup();
-        if ids.len() < touched.len() && key.is_none() {
-            ids.insert(0, "-".to_string()); // policies, owners or settings changed
+        // (id, folder) of each key file touched, at any depth.
+        fn key_file<'p>(p: &'p str, keys_prefix: &str) -> Option<&'p str> {
+            p.strip_prefix(keys_prefix).and_then(|p| p.strip_suffix(".toml"))
         }
+        let mut keys: Vec<(&str, &str)> = touched
+            .iter()
+            .filter_map(|p| key_file(p, &keys_prefix))
+            .map(|p| match p.rsplit_once('/') {
+                Some((folder, id)) => (id, folder),
+                None => (p, ""),
+            })
+            .collect();
+        keys.sort();
+        keys.dedup_by(|a, b| a.0 == b.0);
         let who = Who::of(repo, &commit, &checker);
-        for k in ids {
-            out.push(who.entry(&time, &id, &k, "manual", "-", &subject));
+        if touched.iter().any(|p| key_file(p, &keys_prefix).is_none()) && key.is_none() {
+            // Policies, owners or settings changed.
+            push(who.entry(&time, &id, "-", "manual", "-", &subject), None);
+        }
+        for (k, folder) in keys {
+            push(who.entry(&time, &id, k, "manual", "-", &subject), Some(folder));
         }
     }
     if let Some(id) = key {
@@ -208,6 +235,45 @@ pub(crate) fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> 
         if out.is_empty() {
             return Err(Error::UnknownKey(id.to_string()));
         }
+    }
+    Ok(out)
+}
+
+/// The folder of each key in a folder of the keys folder at `head` (only `only` when
+/// given), by id. Keys at the top of the keys folder have none and are not listed.
+fn nested_keys(
+    repo: &Repository,
+    head: &git2::Commit,
+    keys_dir: &str,
+    only: Option<&str>,
+) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    let tree = head.tree().map_err(|e| Error::git("reading HEAD's tree", e))?;
+    let Ok(entry) = tree.get_path(std::path::Path::new(keys_dir)) else {
+        return Ok(out);
+    };
+    let Ok(keys) = repo.find_tree(entry.id()) else {
+        return Ok(out);
+    };
+    for sub in keys.iter().filter(|e| e.kind() == Some(git2::ObjectType::Tree)) {
+        let Ok(name) = std::str::from_utf8(sub.name_bytes()) else {
+            continue;
+        };
+        let Ok(sub_tree) = repo.find_tree(sub.id()) else {
+            continue;
+        };
+        sub_tree
+            .walk(git2::TreeWalkMode::PreOrder, |dir, e| {
+                let stem = e.name().and_then(|n| n.strip_suffix(".toml"));
+                if let (Some(id), Some(git2::ObjectType::Blob)) = (stem, e.kind()) {
+                    if only.is_none_or(|want| want == id) {
+                        let folder = format!("{name}/{dir}");
+                        out.insert(id.to_string(), folder.trim_end_matches('/').to_string());
+                    }
+                }
+                git2::TreeWalkResult::Ok
+            })
+            .map_err(|e| Error::git("reading HEAD's keys", e))?;
     }
     Ok(out)
 }

@@ -560,12 +560,18 @@ impl Walk<'_> {
         let Ok(keys) = self.repo.find_tree(entry.id()) else {
             return Ok(());
         };
-        for e in keys.iter() {
-            if let Ok(b) = self.repo.find_blob(e.id()) {
-                self.seen
-                    .extend(all_fingerprints(&String::from_utf8_lossy(b.content())));
+        // Key files at any depth of the keys folder.
+        let repo = self.repo;
+        let seen = &mut self.seen;
+        keys.walk(git2::TreeWalkMode::PreOrder, |_, e| {
+            if e.kind() == Some(git2::ObjectType::Blob) {
+                if let Ok(b) = repo.find_blob(e.id()) {
+                    seen.extend(all_fingerprints(&String::from_utf8_lossy(b.content())));
+                }
             }
-        }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(|e| Error::git("reading the keys of a commit", e))?;
         Ok(())
     }
 }

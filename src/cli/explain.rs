@@ -64,6 +64,7 @@ fn render(e: &Explanation) -> String {
         .map(|t| format!(" at {t}"))
         .unwrap_or_default();
     let rows = [
+        ("folder", f.folder.clone()),
         ("service", f.service.clone()),
         (
             "owner",
@@ -90,7 +91,11 @@ fn render(e: &Explanation) -> String {
         ("idle", human(&f.idle)),
     ];
     out.push_str("What policies see:\n");
-    for (name, value) in rows {
+    // A key at the top of the keys folder has no folder to show.
+    for (name, value) in rows
+        .into_iter()
+        .filter(|(name, value)| *name != "folder" || !value.is_empty())
+    {
         out.push_str(&format!("  {name:<16} {value}\n"));
     }
     if !e.policies.is_empty() {

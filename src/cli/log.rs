@@ -19,7 +19,8 @@ pub(super) struct Args {
 pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let ws = Workspace::open(store)?;
     if let Some(k) = &args.key {
-        if !crate::store::key::is_valid_id(k) {
+        // An id, or `folder/id` as plan tables show a key in a team folder.
+        if !k.split('/').all(crate::store::key::is_valid_id) {
             return Err(Error::Usage(format!("`{k}` is not a valid key id")));
         }
     }

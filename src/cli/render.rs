@@ -72,6 +72,14 @@ fn short_fp(fp: &str) -> String {
     }
 }
 
+/// A key as tables show it: with its folder (`trading/binance-bot`) when it has one.
+fn key_label(key: &str, folder: Option<&str>) -> String {
+    match folder {
+        Some(folder) if !folder.is_empty() => format!("{folder}/{key}"),
+        _ => key.to_string(),
+    }
+}
+
 /// The plan table, then the summary line.
 pub(super) fn plan(plan: &Plan) -> String {
     let mut out = String::new();
@@ -86,7 +94,7 @@ pub(super) fn plan(plan: &Plan) -> String {
             .iter()
             .map(|a| {
                 vec![
-                    a.key.to_string(),
+                    key_label(&a.key, a.folder.as_deref()),
                     action_label(a),
                     a.policy.to_string(),
                     detail(a),
@@ -132,7 +140,8 @@ pub(super) fn plan_change(plan: &Plan, diff: &PlanDiff, changed: &[String]) -> S
             while let Some(a) = actions.next_if(|a| a.key == key) {
                 let _ = writeln!(
                     out,
-                    "  {sign} {key} {} [{}] {}",
+                    "  {sign} {} {} [{}] {}",
+                    key_label(&key, a.folder.as_deref()),
                     action_label(a),
                     a.policy,
                     detail(a)
@@ -192,7 +201,7 @@ pub(super) fn log(entries: &[Entry]) -> String {
             vec![
                 e.time.clone(),
                 e.commit[..10.min(e.commit.len())].to_string(),
-                e.key.clone(),
+                key_label(&e.key, e.folder.as_deref()),
                 e.action.clone(),
                 e.policy.clone(),
                 e.reason.clone(),

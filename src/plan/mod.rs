@@ -88,6 +88,9 @@ pub(crate) const KEYROT_POLICY: &str = "keyrot";
 pub(crate) struct Action {
     /// Shared by the actions of one key (a 100k-key plan holds every action in memory).
     pub key: Arc<str>,
+    /// The key's folder under the keys folder (`trading`), for a key not at its top.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<Arc<str>>,
     pub action: ActionKind,
     /// Shared by every action of one policy.
     pub policy: Arc<str>,
@@ -133,6 +136,7 @@ impl Action {
     pub(crate) fn new(key: &Arc<str>, action: ActionKind, policy: &Arc<str>, reason: String) -> Action {
         Action {
             key: key.clone(),
+            folder: None,
             action,
             policy: policy.clone(),
             reason,

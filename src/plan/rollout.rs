@@ -216,6 +216,7 @@ mod tests {
         Key {
             id: id.into(),
             path: format!("keys/{id}.toml"),
+            folder: String::new(),
             service: service.into(),
             environment: env.into(),
             rotated_at: t(rotated),

@@ -173,6 +173,10 @@ impl<'a> Rules<'a> {
         }
         // Stable: several actions of one kind by one policy keep their evaluation order.
         actions.sort_by(|a, b| (a.action, &a.policy).cmp(&(b.action, &b.policy)));
+        if !key.folder.is_empty() {
+            let folder: Arc<str> = Arc::from(key.folder.as_str());
+            actions.iter_mut().for_each(|a| a.folder = Some(folder.clone()));
+        }
         actions
     }
 }

@@ -15,6 +15,7 @@ pub(super) fn key(permissions: &[&str]) -> Key {
     Key {
         id: "k".into(),
         path: "keys/k.toml".into(),
+        folder: String::new(),
         service: "binance".into(),
         owner: "alice".into(),
         environment: "production".into(),

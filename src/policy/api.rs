@@ -341,6 +341,12 @@ fn register_key(engine: &mut Engine) {
     engine.register_type_with_name::<KeyView>("Key");
     engine
         .register_get("id", |k: &mut KeyView| ImmutableString::from(k.0.key.id.as_str()))
+        .register_get("folder", |k: &mut KeyView| {
+            ImmutableString::from(k.0.key.folder.as_str())
+        })
+        .register_get("path", |k: &mut KeyView| {
+            ImmutableString::from(k.0.key.path.as_str())
+        })
         .register_get("service", |k: &mut KeyView| {
             ImmutableString::from(k.0.key.service.as_str())
         })

@@ -393,6 +393,10 @@ fn register_asserts(engine: &mut Engine) {
 /// The fields `key(#{…})` accepts, and what each defaults to.
 pub const KEY_FIELDS: &[(&str, &str)] = &[
     ("id", "\"test-key\""),
+    (
+        "folder",
+        "\"\" (the keys folder itself; or \"trading\", \"trading/bots\")",
+    ),
     ("service", "\"test\""),
     ("owner", "\"alice\""),
     ("owner_status", "\"active\" (or \"departed\", \"unknown\")"),
@@ -484,6 +488,7 @@ fn build_key(mut fields: Map, now: Time) -> RResult<KeyView> {
     };
 
     let id = string("id", take("id"), "test-key")?;
+    let folder = string("folder", take("folder"), "")?;
     let service = string("service", take("service"), "test")?;
     let owner = string("owner", take("owner"), "alice")?;
     let owner_status = match string("owner_status", take("owner_status"), "active")?.as_str() {
@@ -558,8 +563,17 @@ fn build_key(mut fields: Map, now: Time) -> RResult<KeyView> {
     if !crate::store::key::is_valid_id(&id) {
         return Err(rt_err(format!("key: `{id}` is not a valid key id")));
     }
+    if !folder.is_empty() && !folder.split('/').all(crate::store::layout::is_valid_folder_name) {
+        return Err(rt_err(format!(
+            "key: folder `{folder}` is not a valid folder (names such as \"trading\" or \"trading/bots\")"
+        )));
+    }
     let key = Key {
-        path: format!("keys/{id}.toml"),
+        path: match folder.as_str() {
+            "" => format!("keys/{id}.toml"),
+            folder => format!("keys/{folder}/{id}.toml"),
+        },
+        folder,
         id,
         service,
         owner,

@@ -272,7 +272,10 @@ fn rows(h: &mut String, rows: &[Row], total: usize, caption: &str) {
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&r.key),
+            match r.folder.as_str() {
+                "" => esc(&r.key),
+                folder => format!("{}/{}", esc(folder), esc(&r.key)),
+            },
             esc(&r.owner),
             r.action,
             esc(&r.policy),
@@ -354,8 +357,11 @@ fn group_table(h: &mut String, groups: &[Group], what: &str) {
 }
 
 fn findings(h: &mut String, r: &Report) {
-    h.push_str("<section aria-labelledby=\"findings\">\n<h2 id=\"findings\">Findings per team and owner</h2>\n<p class=\"note\">Active keys and the plan's actions on them that no exception holds back, by the owner's team (owners.toml) and by owner (those with findings, most first).</p>\n");
+    h.push_str("<section aria-labelledby=\"findings\">\n<h2 id=\"findings\">Findings per team and owner</h2>\n<p class=\"note\">Active keys and the plan's actions on them that no exception holds back, by the owner's team (owners.toml), by the folder the key file is in (when keys are in folders), and by owner (those with findings, most first).</p>\n");
     group_table(h, &r.teams, "team");
+    if !r.folders.is_empty() {
+        group_table(h, &r.folders, "folder");
+    }
     group_table(h, &r.owners, "owner");
     if r.owners_total > r.owners.len() {
         let _ = writeln!(

@@ -47,6 +47,9 @@ pub(crate) struct Report {
     pub teams: Vec<Group>,
     pub owners: Vec<Group>,
     pub owners_total: usize,
+    /// Per folder of the keys folder (`trading`, `trading/bots`; `(top)` for keys at
+    /// its top); empty when no key is in a folder.
+    pub folders: Vec<Group>,
     pub plan_summary: Summary,
     pub plan: Vec<Row>,
     pub plan_total: usize,
@@ -86,6 +89,9 @@ pub(crate) struct Week {
 #[derive(Debug, Serialize)]
 pub(crate) struct Row {
     pub key: String,
+    /// The key's folder under the keys folder; absent at its top.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub folder: String,
     pub owner: String,
     pub action: &'static str,
     pub policy: String,
@@ -268,6 +274,7 @@ fn build(
         .collect();
     let mut teams: BTreeMap<String, Group> = BTreeMap::new();
     let mut owners: BTreeMap<String, Group> = BTreeMap::new();
+    let mut folders: BTreeMap<String, Group> = BTreeMap::new();
     for key in &store.keys {
         if key.status == KeyStatus::Revoked {
             compliance.revoked += 1;
@@ -299,9 +306,14 @@ fn build(
             .get(&key.owner)
             .and_then(|o| o.team.clone())
             .unwrap_or_else(|| "(no team)".into());
+        let folder = match key.folder.as_str() {
+            "" => TOP_FOLDER.to_string(),
+            folder => folder.to_string(),
+        };
         for group in [
             teams.entry(team).or_insert_with_key(|n| named(n)),
             owners.entry(key.owner.clone()).or_insert_with_key(|n| named(n)),
+            folders.entry(folder).or_insert_with_key(|n| named(n)),
         ] {
             group.keys += 1;
             for a in actions.iter().filter(|a| open(a)) {
@@ -351,6 +363,11 @@ fn build(
         teams: teams.into_values().collect(),
         owners,
         owners_total,
+        // A store without folders has one: the keys folder, shown as such elsewhere.
+        folders: match folders.keys().any(|f| f != TOP_FOLDER) {
+            true => folders.into_values().collect(),
+            false => Vec::new(),
+        },
         plan_summary: plan.summary.clone(),
         plan_total: shown.len(),
         plan: shown.into_iter().take(MAX_ROWS).map(|a| row(store, a)).collect(),
@@ -364,9 +381,13 @@ fn named(name: &str) -> Group {
     }
 }
 
+/// How the report names the keys folder itself among its folders.
+const TOP_FOLDER: &str = "(top)";
+
 fn row(store: &Store, a: &Action) -> Row {
     Row {
         key: a.key.to_string(),
+        folder: a.folder.as_deref().unwrap_or_default().to_string(),
         owner: store.key(&a.key).map(|k| k.owner.clone()).unwrap_or_default(),
         action: if a.excepted.is_some() {
             "excepted"

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::key::{self, Key};
+use super::layout::may_be_folder;
 use crate::error::Problem;
 
 /// A file as read: its bytes and whether it is executable, or why not.
@@ -51,9 +52,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Cache {
-    /// Forgets one store-relative path, so the next load reads it from disk.
+    /// Forgets one store-relative path, so the next load reads it from disk; for a
+    /// path that is not a file read (a folder renamed, replaced or removed as a whole
+    /// raises one event, for the folder), every file under it.
     pub fn invalidate(&self, rel: &str) {
-        lock(&self.files).remove(rel);
+        let mut files = lock(&self.files);
+        if files.remove(rel).is_none() && may_be_folder(rel) {
+            let under = format!("{rel}/");
+            files.retain(|path, _| !path.starts_with(&under));
+        }
+    }
+
+    /// Whether a file under the folder `rel` was read through the cache.
+    pub fn contains_under(&self, rel: &str) -> bool {
+        let under = format!("{rel}/");
+        may_be_folder(rel) && lock(&self.files).keys().any(|path| path.starts_with(&under))
     }
 
     /// Forgets every file (a settings change, or an event that names no path).
@@ -123,18 +136,21 @@ impl Cache {
     /// Parses a key file, reusing the last parse of the same path and bytes.
     pub(super) fn parse_key(
         &self,
+        keys_dir: &str,
         path: &str,
         bytes: &Arc<[u8]>,
         text: &str,
     ) -> Result<Arc<Key>, Vec<Problem>> {
         if let Some((old, parsed)) = lock(&self.keys).get(path) {
-            // The same read (no copy was made), or the same bytes read again.
-            if Arc::ptr_eq(old, bytes) || **old == **bytes {
+            // The same read (no copy was made), or the same bytes read again, in the
+            // same folder (a changed `[store] keys` can move where the folder starts).
+            let same_folder = parsed.folder == super::layout::key_folder(keys_dir, path);
+            if (Arc::ptr_eq(old, bytes) || **old == **bytes) && same_folder {
                 return Ok(parsed.clone());
             }
         }
         self.key_parses.fetch_add(1, Ordering::Relaxed);
-        let parsed = Arc::new(key::parse(path, text)?);
+        let parsed = Arc::new(key::parse_in(keys_dir, path, text)?);
         lock(&self.keys).insert(path.to_string(), (bytes.clone(), parsed.clone()));
         Ok(parsed)
     }

@@ -92,6 +92,14 @@ impl Tracker {
             let mut ask_git = Vec::new();
             for c in ask {
                 set.remove(&c);
+                // Maybe a folder (a team folder renamed or removed as a whole raises
+                // one event, for it): git tells what under it is uncommitted.
+                if super::layout::may_be_folder(&c) {
+                    let under = format!("{c}/");
+                    set.retain(|p| !p.starts_with(&under));
+                    ask_git.push(c);
+                    continue;
+                }
                 match files.file_changed(repo, &c)? {
                     Some(true) => {
                         set.insert(c);

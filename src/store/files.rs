@@ -240,6 +240,8 @@ fn list_worktree(root: &Path, rel: &str) -> Result<Option<Vec<Listed>>, String> 
 }
 
 const SYMLINK: &str = "is a symbolic link; keyrot reads only regular files in the store";
+const SYMLINK_FOLDER: &str =
+    "is a symbolic link; keyrot reads only regular files and folders inside the store";
 
 /// Reads one committed file's bytes, within the size limit.
 fn read_blob(repo: &git2::Repository, id: git2::Oid) -> Bytes {
@@ -343,7 +345,7 @@ impl Snapshot {
 
     /// Reads the policy files and, apart, the policy tests.
     pub fn read_policies(&mut self, source: &Source, policies_dir: &str) {
-        let policies = self.read_folder(source, policies_dir, |name| {
+        let policies = self.read_folder(source, policies_dir, |name, _| {
             match layout::policy_folder_file(name) {
                 PolicyFolderFile::Policy | PolicyFolderFile::Test => Pick::Take,
                 // `deny.rhai.bak`, `deny.rhai.off`: a rule someone may believe is in force.
@@ -358,7 +360,26 @@ impl Snapshot {
             .partition(|f| super::layout::is_policy_test(&f.path));
     }
 
-    fn read_folder(&mut self, source: &Source, dir: &str, pick: impl Fn(&str) -> Pick) -> Vec<FileEntry> {
+    fn read_folder(
+        &mut self,
+        source: &Source,
+        dir: &str,
+        pick: impl Fn(&str, bool) -> Pick,
+    ) -> Vec<FileEntry> {
+        let mut wanted = Vec::new();
+        self.list_folder(source, dir, &pick, &mut wanted);
+        self.read_files(source, wanted)
+    }
+
+    /// Lists one folder into `wanted` (the paths to read) and [`Snapshot::folders`];
+    /// a folder `pick` admits is listed in turn (the keys folder's team folders).
+    fn list_folder(
+        &mut self,
+        source: &Source,
+        dir: &str,
+        pick: &impl Fn(&str, bool) -> Pick,
+        wanted: &mut Vec<String>,
+    ) {
         let listed = match source.list(dir) {
             Ok(Some(listed)) => listed,
             Ok(None) => {
@@ -367,15 +388,15 @@ impl Snapshot {
                     exists: false,
                     skipped: Vec::new(),
                 });
-                return Vec::new();
+                return;
             }
             Err(msg) => {
                 self.problems.push(Problem::new(format!("{dir}/"), msg));
-                return Vec::new();
+                return;
             }
         };
         let mut skipped = Vec::new();
-        let mut wanted = Vec::new();
+        let mut folders = Vec::new();
         for item in listed {
             let name = match item.name {
                 Ok(name) => name,
@@ -387,10 +408,15 @@ impl Snapshot {
                     continue;
                 }
             };
-            match admit(format!("{dir}/{name}"), &name, &item.kind, &pick) {
-                Ok(Some(path)) => wanted.push(path),
-                Ok(None) => skipped.push((format!("{dir}/{name}"), matches!(item.kind, Kind::File))),
-                Err(problem) => self.problems.push(problem),
+            match admit(format!("{dir}/{name}"), &name, &item.kind, pick) {
+                Ok(Admit::Read(path)) => wanted.push(path),
+                Ok(Admit::Descend(path)) => folders.push(path),
+                Ok(Admit::Skip) => skipped.push((format!("{dir}/{name}"), matches!(item.kind, Kind::File))),
+                Err(problem) => {
+                    // Still part of what `git status` looks at in this folder.
+                    skipped.push((problem.path.clone(), matches!(item.kind, Kind::File)));
+                    self.problems.push(problem);
+                }
             }
         }
         self.folders.push(Listing {
@@ -398,6 +424,13 @@ impl Snapshot {
             exists: true,
             skipped,
         });
+        for folder in folders {
+            self.list_folder(source, &folder, pick, wanted);
+        }
+    }
+
+    /// Reads the files at `wanted` (store-relative paths), in path order.
+    fn read_files(&mut self, source: &Source, mut wanted: Vec<String>) -> Vec<FileEntry> {
         wanted.sort();
         // Reading is most of loading a large store: read work-tree files in parallel.
         // (git's repository handle is single-threaded.)
@@ -477,8 +510,11 @@ pub fn read_key_entry(source: &Source, rel: &str) -> Result<Option<FileEntry>, P
         // A commit is read whole, never entry by entry.
         Source::Commit { .. } => Kind::File,
     };
-    let Some(path) = admit(rel.to_string(), name, &kind, &pick_key_file)? else {
-        return Ok(None);
+    let path = match admit(rel.to_string(), name, &kind, &pick_key_file)? {
+        Admit::Read(path) => path,
+        Admit::Skip => return Ok(None),
+        // A folder is listed by a whole load, not read as one entry.
+        Admit::Descend(path) => return Err(Problem::new(path, "is a folder")),
     };
     match source.read(&path) {
         Ok(Some(bytes)) => Ok(Some(FileEntry { path, bytes })),
@@ -487,32 +523,60 @@ pub fn read_key_entry(source: &Source, rel: &str) -> Result<Option<FileEntry>, P
     }
 }
 
-/// What the keys folder may hold: key files, and editors' artifacts (skipped).
-fn pick_key_file(name: &str) -> Pick {
-    if layout::is_editor_artifact(name) {
+/// What the keys folder may hold: key files, folders of them (at any depth, not
+/// named `*.toml`), and editors' artifacts (skipped).
+fn pick_key_file(name: &str, is_dir: bool) -> Pick {
+    if is_dir && name.starts_with('.') {
+        // Editors make hidden files, not hidden folders: keys put in one would
+        // silently not be read.
+        Pick::Refuse(layout::FOLDER_NAME_RULE)
+    } else if layout::is_editor_artifact(name) {
         Pick::Skip
     } else if name.ends_with(".toml") {
         Pick::Take
     } else {
-        Pick::Refuse("is not a key file (key files are named <id>.toml)")
+        Pick::Descend
     }
 }
 
-/// Whether a folder entry is read: `Ok(Some(path))` to read, `Ok(None)` to skip, or
-/// the problem with it.
+/// What becomes of a folder entry.
+enum Admit {
+    /// A file to read.
+    Read(String),
+    /// A folder to list in turn.
+    Descend(String),
+    Skip,
+}
+
+/// What becomes of a folder entry, or the problem with it.
 fn admit(
     path: String,
     name: &str,
     kind: &Kind,
-    pick: &impl Fn(&str) -> Pick,
-) -> Result<Option<String>, Problem> {
-    match pick(name) {
-        Pick::Skip => return Ok(None),
+    pick: &impl Fn(&str, bool) -> Pick,
+) -> Result<Admit, Problem> {
+    let descend = match pick(name, matches!(kind, Kind::Dir)) {
+        Pick::Skip => return Ok(Admit::Skip),
         Pick::Refuse(why) => return Err(Problem::new(path, why)),
-        Pick::Take => {}
-    }
+        Pick::Take => false,
+        Pick::Descend => match kind {
+            Kind::Dir => true,
+            Kind::Symlink => return Err(Problem::new(path, SYMLINK_FOLDER)),
+            _ => {
+                return Err(Problem::new(
+                    path,
+                    "is not a key file (key files are named <id>.toml)",
+                ))
+            }
+        },
+    };
     match kind {
-        Kind::File => Ok(Some(path)),
+        Kind::File => Ok(Admit::Read(path)),
+        Kind::Dir if descend => match layout::is_valid_folder_name(name) {
+            true => Ok(Admit::Descend(path)),
+            false => Err(Problem::new(path, layout::FOLDER_NAME_RULE)),
+        },
+        Kind::Symlink if descend => Err(Problem::new(path, SYMLINK_FOLDER)),
         Kind::Symlink => Err(Problem::new(path, SYMLINK)),
         Kind::Other => Err(Problem::new(path, "is not a regular file")),
         Kind::Dir => Err(Problem::new(path, "is a folder, not a file")),
@@ -540,7 +604,10 @@ pub fn keys_digest_of<'a>(files: impl Iterator<Item = (&'a str, impl AsRef<[u8]>
 }
 
 enum Pick {
+    /// A file to read.
     Take,
+    /// A folder to list; a file of this name is a problem.
+    Descend,
     Skip,
     Refuse(&'static str),
 }

@@ -37,6 +37,9 @@ pub struct Key {
     pub id: String,
     /// Path relative to the store root, e.g. `keys/binance-bot.toml`.
     pub path: String,
+    /// The folder the file is in, relative to the keys folder: `trading` for
+    /// `keys/trading/binance-bot.toml`, empty for a key directly in the keys folder.
+    pub folder: String,
     pub service: String,
     pub owner: String,
     pub environment: String,
@@ -172,7 +175,15 @@ pub fn cidr_contains(cidr: &str, ip: IpAddr) -> Option<bool> {
     })
 }
 
-/// Parses and validates one key file. `path` is `<keys dir>/<id>.toml`.
+/// Parses and validates one key file at `path` (`<keys dir>/[<folder>/]<id>.toml`).
+pub fn parse_in(keys_dir: &str, path: &str, text: &str) -> Result<Key, Vec<Problem>> {
+    let mut key = parse(path, text)?;
+    key.folder = super::layout::key_folder(keys_dir, path).to_string();
+    Ok(key)
+}
+
+/// Parses and validates one key file. `path` is `<keys dir>/<id>.toml` (the folder is
+/// left empty: see [`parse_in`]).
 pub fn parse(path: &str, text: &str) -> Result<Key, Vec<Problem>> {
     let file_name = path.rsplit('/').next().unwrap_or(path);
     let id = file_name.strip_suffix(".toml").unwrap_or(file_name);
@@ -314,6 +325,7 @@ pub fn parse(path: &str, text: &str) -> Result<Key, Vec<Problem>> {
     Ok(Key {
         id: id.to_string(),
         path: path.to_string(),
+        folder: String::new(),
         service: raw.service.into_inner(),
         owner: raw.owner.into_inner(),
         environment,

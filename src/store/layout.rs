@@ -64,6 +64,38 @@ pub fn is_valid_policy_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'))
 }
 
+/// Why a folder in the keys folder is refused.
+pub const FOLDER_NAME_RULE: &str = "is not a valid folder name: folders in the keys folder are named as key ids are (a-z, 0-9, '.', '_' and '-', starting with a letter or digit)";
+
+/// A folder inside the keys folder (`keys/trading/`) is named as a key id is: names
+/// that print safely, match themselves in a CODEOWNERS pattern, and cannot be `..`.
+pub fn is_valid_folder_name(name: &str) -> bool {
+    super::key::is_valid_id(name)
+}
+
+/// The folder of a key file, relative to the keys folder: `trading/bots` for
+/// `keys/trading/bots/x.toml`, `""` for `keys/x.toml`.
+pub fn key_folder<'p>(keys_dir: &str, path: &'p str) -> &'p str {
+    let inside = path
+        .strip_prefix(keys_dir)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .unwrap_or(path);
+    inside.rsplit_once('/').map_or("", |(folder, _)| folder)
+}
+
+/// Whether `rel` can name a folder keyrot reads files from: key and policy files are
+/// named `*.toml` and `*.rhai`, folders never are (a load refuses such a folder). Only
+/// then does a change at `rel` concern more than one file.
+pub fn may_be_folder(rel: &str) -> bool {
+    !rel.ends_with(".toml") && !rel.ends_with(".rhai")
+}
+
+/// Whether a path under the keys folder (`rest`, relative to it) is one a load reads
+/// or reports: any but an editor's artifact.
+pub fn is_in_keys_folder(rest: &str) -> bool {
+    !rest.is_empty() && !rest.rsplit('/').next().is_some_and(is_editor_artifact)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +113,27 @@ mod tests {
         assert_eq!(policy_folder_file("max-age.rhai.bak"), PolicyFolderFile::Misnamed);
         assert_eq!(policy_folder_file(".max-age.rhai.swp"), PolicyFolderFile::Other);
         assert_eq!(policy_folder_file("README.md"), PolicyFolderFile::Other);
+    }
+
+    #[test]
+    fn key_folders() {
+        assert_eq!(key_folder("keys", "keys/a.toml"), "");
+        assert_eq!(key_folder("keys", "keys/trading/a.toml"), "trading");
+        assert_eq!(
+            key_folder("inv/keys", "inv/keys/trading/bots/a.toml"),
+            "trading/bots"
+        );
+        assert!(
+            is_valid_folder_name("market-data")
+                && !is_valid_folder_name("..")
+                && !is_valid_folder_name(".old")
+        );
+        assert!(!is_valid_folder_name("Trading") && !is_valid_folder_name("a b"));
+        assert!(is_in_keys_folder("trading/a.toml") && is_in_keys_folder("a.toml"));
+        assert!(
+            !is_in_keys_folder("trading/.a.toml.swp")
+                && !is_in_keys_folder("a.toml~")
+                && !is_in_keys_folder("")
+        );
     }
 }

@@ -99,13 +99,10 @@ impl LiveStore {
             return true;
         }
         let settings = &self.store.settings;
-        [&settings.keys_dir, &settings.policies_dir]
-            .into_iter()
-            .any(|dir| {
-                rel.strip_prefix(dir.as_str())
-                    .and_then(|r| r.strip_prefix('/'))
-                    .is_some_and(|name| !name.is_empty() && !name.contains('/'))
-            })
+        let inside = |dir: &str| rel.strip_prefix(dir).and_then(|r| r.strip_prefix('/'));
+        // A key file at any depth; a folder (listed only by a whole load) is not one.
+        inside(&settings.keys_dir).is_some_and(|rest| rest.ends_with(".toml"))
+            || inside(&settings.policies_dir).is_some_and(|name| !name.is_empty() && !name.contains('/'))
     }
 
     /// Re-reads the files named by `changed` (each one [`LiveStore::can_refresh`]
@@ -161,7 +158,7 @@ impl LiveStore {
         let fresh: Option<Arc<Key>> = match read_key_entry(source, rel) {
             Err(p) => return problems.push(p),
             Ok(None) => None,
-            Ok(Some(entry)) => match parse_entry(source.cache(), &entry) {
+            Ok(Some(entry)) => match parse_entry(source.cache(), &self.store.settings.keys_dir, &entry) {
                 Err(p) => return problems.extend(p),
                 Ok(key) => {
                     problems.extend(undeclared_permissions(
@@ -176,6 +173,19 @@ impl LiveStore {
         };
         let keys = &mut self.store.keys;
         let at = keys.binary_search_by(|k| k.id.as_str().cmp(id));
+        if let Ok(i) = at {
+            if keys[i].path != rel {
+                // Another file holds this id: a duplicate (or a key moved between
+                // folders in two steps). A whole load tells which, with both paths.
+                if fresh.is_some() {
+                    problems.push(Problem::new(
+                        rel,
+                        format!("key id `{id}` is also the id of {}", keys[i].path),
+                    ));
+                }
+                return;
+            }
+        }
         let old = match (at, fresh.clone()) {
             (Ok(i), Some(key)) => Some(std::mem::replace(&mut keys[i], key)),
             (Err(i), Some(key)) => {

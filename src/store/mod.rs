@@ -84,7 +84,10 @@ impl Store {
         let see = extras.seen && matches!(source, Source::WorkTree(_) | Source::Cached { .. });
         // Each key file's blob id is hashed while its bytes are at hand.
         let parsed = crate::parallel::map(&snap.keys, |f| {
-            (parse_entry(cache, f), see.then(|| status::blob_id(&f.bytes)))
+            (
+                parse_entry(cache, &settings.keys_dir, f),
+                see.then(|| status::blob_id(&f.bytes)),
+            )
         });
         let mut keys = Vec::with_capacity(parsed.len());
         let mut key_blobs = Vec::with_capacity(if see { parsed.len() } else { 0 });
@@ -95,7 +98,8 @@ impl Store {
                 Err(p) => problems.extend(p),
             }
         }
-        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        keys.sort_by(|a, b| a.id.cmp(&b.id).then_with(|| a.path.cmp(&b.path)));
+        problems.extend(duplicate_ids(&keys));
         problems.extend(undeclared_permissions(&settings, &keys, &snap.keys));
 
         let policies_digest = snap.policies_digest();
@@ -150,6 +154,15 @@ impl Store {
             .binary_search_by(|k| k.id.as_str().cmp(id))
             .ok()
             .map(|i| &self.keys[i])
+    }
+
+    /// A key named as a person names it: by id (`binance-bot`), or with its folder
+    /// (`trading/binance-bot`, which must then be where the key is).
+    pub fn find_key(&self, name: &str) -> Option<&Arc<Key>> {
+        match name.rsplit_once('/') {
+            None => self.key(name),
+            Some((folder, id)) => self.key(id).filter(|k| k.folder == folder),
+        }
     }
 
     /// The store-relative paths whose uncommitted changes matter to keyrot.
@@ -253,10 +266,28 @@ fn undeclared_permissions(settings: &Settings, keys: &[Arc<Key>], files: &[FileE
 }
 
 /// Parses one key file, through `watch`'s cache when reading through it.
-fn parse_entry(cache: Option<&Cache>, f: &FileEntry) -> Result<Arc<Key>, Vec<Problem>> {
+fn parse_entry(cache: Option<&Cache>, keys_dir: &str, f: &FileEntry) -> Result<Arc<Key>, Vec<Problem>> {
     let text = parse::utf8(&f.path, &f.bytes).map_err(|p| vec![p])?;
     match cache {
-        Some(cache) => cache.parse_key(&f.path, &f.bytes, text),
-        None => key::parse(&f.path, text).map(Arc::new),
+        Some(cache) => cache.parse_key(keys_dir, &f.path, &f.bytes, text),
+        None => key::parse_in(keys_dir, &f.path, text).map(Arc::new),
     }
+}
+
+/// Two key files with one id (`keys/a/x.toml`, `keys/b/x.toml`), with both paths: an
+/// id names one key across the store, in plans, commits and `--key` arguments.
+/// `keys` is sorted by id.
+fn duplicate_ids(keys: &[Arc<Key>]) -> Vec<Problem> {
+    keys.windows(2)
+        .filter(|pair| pair[0].id == pair[1].id)
+        .map(|pair| {
+            Problem::new(
+                &pair[1].path,
+                format!(
+                    "key id `{}` is also the id of {}; ids must be unique across the keys folder and its folders",
+                    pair[1].id, pair[0].path
+                ),
+            )
+        })
+        .collect()
 }

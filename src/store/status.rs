@@ -6,11 +6,13 @@
 //! listed the folders and read every file in them. Hashing those bytes as git blobs
 //! and comparing them with the index, and the index with HEAD, gives the same answer.
 //! Where that comparison could disagree with git (a conflict, sparse or assume-valid
-//! entries, attributes or `core.autocrlf` that filter content, folders inside the
-//! keys or policies folder), or would be slower than it (hundreds of untracked files,
+//! entries, attributes or `core.autocrlf` that filter content, a folder the load did
+//! not list, such as one inside the policies folder or a keys sub-folder removed from
+//! the work tree), or would be slower than it (hundreds of untracked files,
 //! each needing its own ignore lookup), [`uncommitted`] answers `None` and the caller
 //! asks `git status` as before.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use git2::{Index, Oid, Repository};
@@ -56,9 +58,16 @@ pub fn uncommitted(repo: &Repository, seen: &Seen, files: &[String]) -> Result<O
         None => None,
     };
     let trust_exec = trusts_executable_bit(repo);
+    let listed: HashSet<&str> = seen
+        .folders
+        .iter()
+        .filter(|f| f.exists)
+        .map(|f| f.dir.as_str())
+        .collect();
     let mut out = Vec::new();
     for folder in &seen.folders {
-        let Some(found) = folder_changes(repo, &index, head.as_ref(), folder, seen, trust_exec)? else {
+        let Some(found) = folder_changes(repo, &index, head.as_ref(), folder, seen, &listed, trust_exec)?
+        else {
             return Ok(None);
         };
         out.extend(found);
@@ -165,6 +174,7 @@ fn folder_changes(
     head: Option<&git2::Tree>,
     folder: &Listing,
     seen: &Seen,
+    listed: &HashSet<&str>,
     trust_exec: bool,
 ) -> Result<Option<Vec<String>>> {
     let prefix = format!("{}/", folder.dir);
@@ -179,12 +189,37 @@ fn folder_changes(
         Some(Err(e)) if e.code() == git2::ErrorCode::NotFound => None,
         Some(Err(e)) => return Err(Error::git("reading HEAD's tree", e)),
     };
-    let mut committed = committed.iter().flat_map(|t| t.iter()).peekable();
+    // A sub-folder's entries are its own listing's to compare (the keys folder's team
+    // folders); one the work tree does not hold any more only `git status` can tell.
+    let unlisted = std::cell::Cell::new(false);
+    let sub_folder = |name: &[u8]| {
+        let listed =
+            std::str::from_utf8(name).is_ok_and(|name| listed.contains(format!("{prefix}{name}").as_str()));
+        unlisted.set(unlisted.get() || !listed);
+    };
+    let mut committed = committed
+        .iter()
+        .flat_map(|t| t.iter())
+        .filter(|e| {
+            let folder = e.kind() == Some(git2::ObjectType::Tree);
+            if folder {
+                sub_folder(e.name_bytes());
+            }
+            !folder
+        })
+        .peekable();
 
     let first = index.find_prefix(prefix.as_str()).unwrap_or(index.len());
     let mut staged = (first..index.len())
         .map_while(|i| index.get(i))
         .take_while(|e| e.path.starts_with(prefix.as_bytes()))
+        .filter(|e| match e.path[prefix.len()..].iter().position(|&b| b == b'/') {
+            Some(slash) => {
+                sub_folder(&e.path[prefix.len()..prefix.len() + slash]);
+                false
+            }
+            None => true,
+        })
         .peekable();
 
     let read = &seen.files;
@@ -192,6 +227,7 @@ fn folder_changes(
     let read = read[start..]
         .iter()
         .take_while(|(p, _)| p.starts_with(&prefix))
+        .filter(|(p, _)| !p[prefix.len()..].contains('/'))
         .map(|(p, id)| (p.as_str(), Worktree::Read(id)));
     let mut skipped: Vec<(&str, Worktree)> = folder
         .skipped
@@ -212,6 +248,9 @@ fn folder_changes(
         let w_name = worktree
             .peek()
             .map(|(p, _)| p.as_bytes()[prefix.len()..].to_vec());
+        if unlisted.get() {
+            return Ok(None);
+        }
         let Some(name) = [&c_name, &s_name, &w_name].into_iter().flatten().min().cloned() else {
             break;
         };
@@ -270,7 +309,7 @@ fn folder_changes(
             out.push(path);
         }
     }
-    Ok(Some(out))
+    Ok((!unlisted.get()).then_some(out))
 }
 
 /// Two iterators sorted by their `&str` keys, merged into one sorted sequence.
@@ -365,6 +404,8 @@ mod tests {
         EditPolicy,
         NewPolicy,
         StrayFolder,
+        /// Removes a team folder (`keys/team/` or `keys/team/bots/`) with its keys.
+        RemoveFolder(u8),
         Commit,
     }
 
@@ -383,16 +424,21 @@ mod tests {
             1 => Just(Op::EditPolicy),
             1 => Just(Op::NewPolicy),
             1 => Just(Op::StrayFolder),
+            1 => (0u8..2).prop_map(Op::RemoveFolder),
             2 => Just(Op::Commit),
         ]
     }
 
     /// Store-relative paths an op may touch, by number: the six committed key
-    /// files, then the two untracked ones `Untracked` makes.
+    /// files (two in team folders), then the two untracked ones `Untracked` makes
+    /// (one in a folder no commit has).
     fn key_path(n: u8) -> String {
         match n {
-            0..=5 => format!("keys/k{n}.toml"),
-            _ => format!("keys/new{}.toml", n - 6),
+            0..=3 => format!("keys/k{n}.toml"),
+            4 => "keys/team/k4.toml".into(),
+            5 => "keys/team/bots/k5.toml".into(),
+            6 => "keys/new0.toml".into(),
+            _ => "keys/fresh/new1.toml".into(),
         }
     }
 
@@ -404,7 +450,10 @@ mod tests {
 
     fn apply(root: &Path, op: &Op, step: u64) -> bool {
         let repo = Repository::open(root).unwrap();
-        let write = |rel: &str, text: String| fs::write(root.join(rel), text).unwrap();
+        let write = |rel: &str, text: String| {
+            fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
+            fs::write(root.join(rel), text).unwrap()
+        };
         match op {
             Op::Edit(n) => write(&key_path(*n), key_text(step)),
             Op::Stage(n) => {
@@ -444,6 +493,12 @@ mod tests {
                 write("keys/.cache/x", "x".into());
                 return false;
             }
+            Op::RemoveFolder(n) => {
+                let dir = if *n == 0 { "keys/team" } else { "keys/team/bots" };
+                let _ = fs::remove_dir_all(root.join(dir));
+                // Only `git status` can tell what a folder gone from the work tree held.
+                return false;
+            }
             Op::Commit => commit(&repo),
         }
         true
@@ -454,7 +509,8 @@ mod tests {
 
         /// After any sequence of edits, stagings, deletions, chmods and commits, the
         /// changes told from a load's bytes are the ones `git status` lists, and the
-        /// check answers by itself unless a folder appeared inside the keys folder.
+        /// check answers by itself unless a hidden folder appeared inside the keys folder
+        /// or a team folder was removed. Two of the keys are in team folders.
         #[test]
         fn uncommitted_paths_are_what_git_status_lists(ops in proptest::collection::vec(op(), 1..24)) {
             let tmp = tempfile::TempDir::new().unwrap();
@@ -463,6 +519,7 @@ mod tests {
             fs::create_dir_all(root.join("keys")).unwrap();
             fs::create_dir_all(root.join("policies")).unwrap();
             for n in 0..6 {
+                fs::create_dir_all(root.join(key_path(n)).parent().unwrap()).unwrap();
                 fs::write(root.join(key_path(n)), key_text(u64::from(n) + 1000)).unwrap();
             }
             fs::write(root.join("keys/.gitkeep"), "").unwrap();

@@ -26,8 +26,12 @@ pub(super) struct Watches {
 }
 
 impl Watches {
-    pub(super) fn sync(&mut self, folders: &[PathBuf], touched: &BTreeSet<PathBuf>) -> Result<()> {
-        for dir in folders {
+    pub(super) fn sync(
+        &mut self,
+        folders: &[(PathBuf, RecursiveMode)],
+        touched: &BTreeSet<PathBuf>,
+    ) -> Result<()> {
+        for (dir, mode) in folders {
             let exists = dir.is_dir();
             let known = self.watched.contains(dir);
             if known && (!exists || touched.contains(dir)) {
@@ -35,9 +39,7 @@ impl Watches {
                 self.watched.remove(dir);
             }
             if exists && !self.watched.contains(dir) {
-                self.watcher
-                    .watch(dir, RecursiveMode::NonRecursive)
-                    .map_err(|e| watch_error(e, dir))?;
+                self.watcher.watch(dir, *mode).map_err(|e| watch_error(e, dir))?;
                 self.watched.insert(dir.clone());
             }
         }

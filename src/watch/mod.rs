@@ -15,7 +15,7 @@ use crate::error::{Error, Problem, Result};
 use crate::plan::{Memo, Plan, PlanDiff, Provenance};
 use crate::policy::AstCache;
 use crate::store::files::{ROOT_FILES, SETTINGS_FILE};
-use crate::store::layout::{is_editor_artifact, policy_folder_file, PolicyFolderFile};
+use crate::store::layout::{is_editor_artifact, is_in_keys_folder, policy_folder_file, PolicyFolderFile};
 use crate::store::live::Delta;
 use crate::store::status::Seen;
 use crate::store::{Cache, LiveStore, Source};

@@ -84,18 +84,20 @@ impl Planner {
         self.memo.last_counts
     }
 
-    /// The folders to watch: the store root (settings, owners), keys and policies.
-    pub(crate) fn folders(&self) -> [PathBuf; 3] {
+    /// The folders to watch: the store root (settings, owners), the keys folder with
+    /// its team folders at any depth, and the policies folder.
+    pub(crate) fn folders(&self) -> [(PathBuf, RecursiveMode); 3] {
         [
-            self.ws.root.clone(),
-            self.ws.root.join(&self.keys_dir),
-            self.ws.root.join(&self.policies_dir),
+            (self.ws.root.clone(), RecursiveMode::NonRecursive),
+            (self.ws.root.join(&self.keys_dir), RecursiveMode::Recursive),
+            (self.ws.root.join(&self.policies_dir), RecursiveMode::NonRecursive),
         ]
     }
 
-    /// Whether the last load read this store-relative path.
+    /// Whether the last load read this store-relative path (or, for a folder, a file
+    /// in it).
     pub(crate) fn knows(&self, rel: &str) -> bool {
-        self.cache.contains(rel)
+        self.cache.contains(rel) || self.cache.contains_under(rel)
     }
 
     /// Whether a change at this store-relative path can change the plan.
@@ -103,18 +105,16 @@ impl Planner {
         if ROOT_FILES.contains(&rel) || rel == self.keys_dir || rel == self.policies_dir {
             return true;
         }
-        let in_dir = |dir: &str| {
-            rel.strip_prefix(dir)
-                .and_then(|r| r.strip_prefix('/'))
+        let in_dir = |dir: &str| rel.strip_prefix(dir).and_then(|r| r.strip_prefix('/'));
+        in_dir(&self.keys_dir).is_some_and(is_in_keys_folder)
+            || in_dir(&self.policies_dir)
                 .filter(|name| !name.contains('/') && !is_editor_artifact(name))
-        };
-        in_dir(&self.keys_dir).is_some()
-            || in_dir(&self.policies_dir).is_some_and(|n| {
-                matches!(
-                    policy_folder_file(n),
-                    PolicyFolderFile::Policy | PolicyFolderFile::Misnamed
-                )
-            })
+                .is_some_and(|n| {
+                    matches!(
+                        policy_folder_file(n),
+                        PolicyFolderFile::Policy | PolicyFolderFile::Misnamed
+                    )
+                })
     }
 
     /// After the watches are in place: the files that changed since the first load
@@ -122,8 +122,10 @@ impl Planner {
     pub(crate) fn changed_since_load(&self) -> Vec<String> {
         let mut changed = self.cache.revalidate(&self.ws.root);
         let known: std::collections::HashSet<String> = changed.iter().cloned().collect();
-        for dir in [&self.keys_dir, &self.policies_dir] {
-            let Ok(entries) = std::fs::read_dir(self.ws.root.join(dir)) else {
+        // The keys folder's team folders too (as a load lists them: no symbolic links).
+        let mut dirs = vec![self.keys_dir.clone(), self.policies_dir.clone()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(self.ws.root.join(&dir)) else {
                 continue;
             };
             for entry in entries.flatten() {
@@ -131,6 +133,12 @@ impl Planner {
                     continue;
                 };
                 let rel = format!("{dir}/{name}");
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    if self.is_relevant(&rel) && rel.starts_with(&format!("{}/", self.keys_dir)) {
+                        dirs.push(rel);
+                    }
+                    continue;
+                }
                 // Only what a load reads: key files and policies (not policy tests).
                 let read_by_load =
                     name.ends_with(".toml") || policy_folder_file(&name) == PolicyFolderFile::Policy;

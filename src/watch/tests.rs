@@ -44,6 +44,9 @@ fn relevance_follows_the_store_layout() {
         "exceptions.toml",
         "policies/x.rhai",
         "keys",
+        "keys/sub",
+        "keys/sub/a.toml",
+        "keys/sub/deeper/a.toml",
     ] {
         assert!(p.is_relevant(yes), "{yes}");
     }
@@ -56,7 +59,8 @@ fn relevance_follows_the_store_layout() {
         "keys/a.toml.keyrot-tmp",
         "policies/notes.md",
         "policies/x_test.rhai",
-        "keys/sub/a.toml",
+        "policies/sub/x.rhai",
+        "keys/sub/.a.toml.swp",
     ] {
         assert!(!p.is_relevant(no), "{no}");
     }
@@ -222,11 +226,19 @@ fn count_policy(limit: i64) -> String {
     )
 }
 
+/// The folders the random edits put keys in: the keys folder, team folders, one inside
+/// another.
+const FOLDERS: [&str; 4] = ["keys", "keys/team", "keys/team/bots", "keys/crew"];
+
 /// A seeded random edit of a small store: keys (every field that matters, added,
-/// removed, broken, renamed), owners, exceptions, policies and stray files.
+/// removed, broken, renamed, moved between team folders, with duplicate ids), team
+/// folders renamed and removed whole, owners, exceptions, policies and stray files.
 fn random_edit(rng: &mut impl rand::RngExt, root: &Path) -> Vec<String> {
     let pick = |rng: &mut dyn rand::Rng, list: &[&'static str]| list[rng.next_u32() as usize % list.len()];
-    let write = |rel: &str, text: String| fs::write(root.join(rel), text).unwrap();
+    let write = |rel: &str, text: String| {
+        fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
+        fs::write(root.join(rel), text).unwrap()
+    };
     // Broken files are mended soon, as people do: most plans should succeed.
     if rng.random_bool(0.5) {
         if root.join("keys/notes.txt").exists() {
@@ -234,16 +246,24 @@ fn random_edit(rng: &mut impl rand::RngExt, root: &Path) -> Vec<String> {
             return vec!["keys/notes.txt".into()];
         }
         for i in 0..12 {
-            let rel = format!("keys/k{i}.toml");
-            if fs::read(root.join(&rel)).is_ok_and(|b| b.ends_with(b"owner = ")) {
+            let mut found = FOLDERS
+                .iter()
+                .map(|f| format!("{f}/k{i}.toml"))
+                .filter(|rel| root.join(rel).exists());
+            let (Some(first), second) = (found.next(), found.next()) else {
+                continue;
+            };
+            let broken = fs::read(root.join(&first)).is_ok_and(|b| b.ends_with(b"owner = "));
+            // A broken file, or the second file of one id.
+            if let Some(rel) = second.or(broken.then_some(first)) {
                 fs::remove_file(root.join(&rel)).unwrap();
                 return vec![rel];
             }
         }
     }
     let id = format!("k{}", rng.random_range(0..12));
-    let path = format!("keys/{id}.toml");
-    match rng.random_range(0..14) {
+    let path = format!("{}/{id}.toml", pick(rng, &FOLDERS));
+    match rng.random_range(0..17) {
         0..=4 => {
             let owner = pick(rng, &["a", "b", "c", "gone"]);
             let status = pick(rng, &["active", "active", "active", "revoked"]);
@@ -288,7 +308,39 @@ fn random_edit(rng: &mut impl rand::RngExt, root: &Path) -> Vec<String> {
             vec![path]
         }
         7 => {
-            let to = format!("keys/k{}.toml", rng.random_range(0..12));
+            let to = format!("{}/k{}.toml", pick(rng, &FOLDERS), rng.random_range(0..12));
+            fs::create_dir_all(root.join(&to).parent().unwrap()).unwrap();
+            let _ = fs::rename(root.join(&path), root.join(&to));
+            vec![path, to]
+        }
+        14 if root.join("keys/team").exists() && root.join("keys/crew").exists() => {
+            // Two team folders swapped: the watcher names the folders, not the keys,
+            // and the keys read at one folder's paths are now the other's.
+            fs::rename(root.join("keys/team"), root.join("keys/swap")).unwrap();
+            fs::rename(root.join("keys/crew"), root.join("keys/team")).unwrap();
+            fs::rename(root.join("keys/swap"), root.join("keys/crew")).unwrap();
+            vec!["keys/team".into(), "keys/swap".into(), "keys/crew".into()]
+        }
+        14 => {
+            // A team folder renamed.
+            let (from, to) = match root.join("keys/team").exists() {
+                true => ("keys/team", "keys/crew/team"),
+                false => ("keys/crew/team", "keys/team"),
+            };
+            fs::create_dir_all(root.join("keys/crew")).unwrap();
+            let _ = fs::rename(root.join(from), root.join(to));
+            vec![from.into(), to.into()]
+        }
+        15 => {
+            // A team folder removed with its keys: one event, for the folder.
+            let dir = pick(rng, &["keys/team/bots", "keys/crew"]);
+            let _ = fs::remove_dir_all(root.join(dir));
+            vec![dir.into()]
+        }
+        16 => {
+            // A key moved between folders in one step.
+            let to = format!("{}/{id}.toml", pick(rng, &FOLDERS));
+            fs::create_dir_all(root.join(&to).parent().unwrap()).unwrap();
             let _ = fs::rename(root.join(&path), root.join(&to));
             vec![path, to]
         }

@@ -61,7 +61,7 @@ fn init_adds_a_store_to_an_existing_repository_and_commits_only_its_files() {
         .ok();
     assert_eq!(s.git(&["rev-parse", "HEAD^"]).trim(), before);
     let committed = s.git(&["show", "--name-only", "--format=", "HEAD"]);
-    assert!(committed.contains("keyrot.toml") && committed.contains("keys/binance-bot.toml"));
+    assert!(committed.contains("keyrot.toml") && committed.contains("keys/trading/binance-bot.toml"));
     assert!(
         !committed.contains("deploy.sh") && !committed.contains("scratch.txt"),
         "{committed}"

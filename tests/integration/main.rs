@@ -13,6 +13,7 @@ mod common;
 mod crash_safety;
 mod exceptions;
 mod explain;
+mod folders;
 mod hostile;
 mod init_demo;
 mod log;
