@@ -5,7 +5,9 @@
 //! N keys (a mix of services, permissions, ages, owners, allowlists, compromised,
 //! revoked and grace entries), about N/20 owners, the shipped policies, one commit.
 //! `--seed S` changes the data; `--stale` makes every key old enough to rotate (for
-//! apply benchmarks). Plan it with `--now 2026-11-22T00:00:00Z`.
+//! apply benchmarks); `--folders F` puts the keys in F team folders
+//! (`keys/team-0042/…`, round robin) instead of the keys folder itself. Plan it with
+//! `--now 2026-11-22T00:00:00Z`.
 
 // Tests, benchmarks and measuring tools fail loudly on purpose: `unwrap` is their
 // assert. They have no public surface, so `pub` in their modules is only for siblings.
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
     let mut keys = 1000usize;
     let mut seed = 1u64;
     let mut stale = false;
+    let mut folders = 0usize;
     let mut dir = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -27,18 +30,19 @@ fn main() -> ExitCode {
             "--keys" => keys = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             "--seed" => seed = args.next().and_then(|v| v.parse().ok()).unwrap_or(1),
             "--stale" => stale = true,
+            "--folders" => folders = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             _ if dir.is_none() && !a.starts_with('-') => dir = Some(PathBuf::from(a)),
             _ => {
-                eprintln!("usage: gen_store --keys N [--seed S] [--stale] DIR");
+                eprintln!("usage: gen_store --keys N [--seed S] [--stale] [--folders F] DIR");
                 return ExitCode::from(1);
             }
         }
     }
     let Some(dir) = dir.filter(|_| keys > 0) else {
-        eprintln!("usage: gen_store --keys N [--seed S] [--stale] DIR");
+        eprintln!("usage: gen_store --keys N [--seed S] [--stale] [--folders F] DIR");
         return ExitCode::from(1);
     };
-    match generate(&dir, keys, seed, stale) {
+    match generate(&dir, keys, seed, stale, folders) {
         Ok(()) => {
             println!(
                 "generated {keys} keys in {} (plan with --now {})",
@@ -54,7 +58,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn generate(dir: &std::path::Path, keys: usize, seed: u64, stale: bool) -> Result<(), String> {
+fn generate(
+    dir: &std::path::Path,
+    keys: usize,
+    seed: u64,
+    stale: bool,
+    folders: usize,
+) -> Result<(), String> {
     let now = keyrot::time::Time::parse_rfc3339(synth::ANCHOR)?;
     keyrot::init::init(dir, false, now).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("owners.toml"), synth::owners(keys, seed)).map_err(|e| e.to_string())?;
@@ -64,7 +74,14 @@ fn generate(dir: &std::path::Path, keys: usize, seed: u64, stale: bool) -> Resul
         if stale {
             text = stale_key(&text);
         }
-        std::fs::write(dir.join(format!("keys/{id}.toml")), text).map_err(|e| e.to_string())?;
+        let path = match folders {
+            0 => format!("keys/{id}.toml"),
+            f => format!("keys/team-{:04}/{id}.toml", i % f),
+        };
+        if i < folders {
+            std::fs::create_dir_all(dir.join(&path).parent().unwrap()).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(dir.join(path), text).map_err(|e| e.to_string())?;
     }
     let repo = git2::Repository::open(dir).map_err(|e| e.to_string())?;
     let mut index = repo.index().map_err(|e| e.to_string())?;

@@ -96,6 +96,7 @@ const SETTINGS: &str = r#"# keyrot settings. Every field is optional; the values
 [store]
 keys = "keys"
 policies = "policies"
+maintenance = true     # pack the repository's loose objects once they pile up (git repack)
 
 [rotation]
 grace_period = "24h"   # how long a rotated-out secret stays valid

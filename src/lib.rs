@@ -22,6 +22,7 @@ pub(crate) mod failpoint;
 pub mod init;
 pub(crate) mod key_edit;
 pub(crate) mod lint;
+pub(crate) mod maintenance;
 pub(crate) mod notify;
 pub(crate) mod owner;
 pub(crate) mod parallel;

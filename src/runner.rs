@@ -50,7 +50,14 @@ pub(crate) fn cycle(
                 progress: None,
             });
             let (plan, loaded) = tx.plan_head(now, None)?;
-            let applied = tx.commit(&loaded, &plan, secrets)?;
+            let mut applied = tx.commit(&loaded, &plan, secrets)?;
+            if applied.commit.is_some() {
+                // A runner applies for months: its store is kept small as it goes.
+                let settings = &loaded.store.settings;
+                applied
+                    .notes
+                    .extend(crate::maintenance::note_after_commit(&ws.repo, settings));
+            }
             // `commit` took the transaction and released its lock (and a remote's
             // lease) before anyone is told: a slow webhook holds up no other apply.
             let notify_failures = crate::notify::after_apply(ws, &loaded.store, &plan, &applied);

@@ -26,6 +26,7 @@ mod watch;
 use bars::{PlanBar, ServiceBars};
 
 use std::io::Write;
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -289,6 +290,23 @@ fn run(cli: &Cli, invoked: &Invoked) -> Result<ExitCode, Error> {
         std::env::set_current_dir(dir).map_err(|e| Error::io(dir, e))?;
     }
     let store = cli.store_dir();
+    // The commands that can commit to the store: after one that did, the store's
+    // repository gets its maintenance. (`run` applies cycle after cycle, and sees to it
+    // after each.)
+    let commits = matches!(
+        cli.command,
+        Command::Apply(_) | Command::Owner(_) | Command::Scan(_) | Command::Usage(_)
+    );
+    let head_before = commits.then(|| head_of(&store)).flatten();
+    let result = dispatch(cli, &store);
+    if commits && result.is_ok() {
+        maintain(&store, head_before);
+    }
+    result
+}
+
+fn dispatch(cli: &Cli, store: &Path) -> Result<ExitCode, Error> {
+    let store = store.to_path_buf();
     match &cli.command {
         Command::Init(args) => init::run(args, cli.store.as_deref()),
         Command::Check(args) => check::run(args, &store),
@@ -311,6 +329,31 @@ fn run(cli: &Cli, invoked: &Invoked) -> Result<ExitCode, Error> {
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),
         Command::Schema(args) => docs::schema(args),
+    }
+}
+
+/// The store's HEAD commit, if it is a store with one.
+fn head_of(store: &Path) -> Option<String> {
+    let ws = crate::workspace::Workspace::open(store).ok()?;
+    ws.head_id().ok().flatten().map(|id| id.to_string())
+}
+
+/// After a command that committed (HEAD is no longer `before`): packs the store's
+/// loose objects once they pass the thresholds, unless `[store] maintenance = false`
+/// in the committed settings, and says so. A failure is a warning: the commit stands.
+fn maintain(store: &Path, before: Option<String>) {
+    let Ok(ws) = crate::workspace::Workspace::open(store) else {
+        return;
+    };
+    let Some(head) = ws.head_id().ok().flatten().map(|id| id.to_string()) else {
+        return;
+    };
+    if Some(&head) == before.as_ref() {
+        return;
+    }
+    match crate::store::repo::settings_at(&ws.repo, &head) {
+        Ok(settings) => notes(crate::maintenance::note_after_commit(&ws.repo, &settings).as_slice()),
+        Err(e) => err_line(&format!("warning: no maintenance of the store's objects: {e}")),
     }
 }
 

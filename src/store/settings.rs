@@ -14,6 +14,9 @@ use crate::time::Dur;
 pub struct Settings {
     pub keys_dir: String,
     pub policies_dir: String,
+    /// `[store] maintenance`: pack the repository's loose objects after a commit
+    /// once they pass a threshold (see [`crate::maintenance`]).
+    pub maintenance: bool,
     pub grace_period: Dur,
     pub min_interval: Dur,
     pub secret_bytes: usize,
@@ -245,6 +248,7 @@ impl Default for Settings {
         Settings {
             keys_dir: "keys".into(),
             policies_dir: "policies".into(),
+            maintenance: true,
             grace_period: Dur::hours_n(24).unwrap_or_default(),
             min_interval: Dur::hours_n(24).unwrap_or_default(),
             secret_bytes: 32,
@@ -365,6 +369,7 @@ struct RawService {
 struct RawStore {
     keys: Option<Spanned<String>>,
     policies: Option<Spanned<String>>,
+    maintenance: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -425,7 +430,14 @@ impl Settings {
                 path,
                 "store.keys and store.policies must be different folders",
             ));
+        } else if s.policies_dir.starts_with(&format!("{}/", s.keys_dir)) {
+            // Every folder of the keys folder holds keys.
+            problems.push(Problem::new(
+                path,
+                "store.policies must not be inside store.keys: its folders hold keys",
+            ));
         }
+        s.maintenance = raw.store.maintenance.unwrap_or(true);
         let unbounded: fn(Dur) -> Result<(), String> = |_| Ok(());
         for (field, value, target, bound) in [
             (

@@ -471,6 +471,10 @@ impl Live {
         serde_json::from_str::<serde_json::Value>(&line).unwrap()["plan"].clone()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))

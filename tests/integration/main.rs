@@ -17,6 +17,7 @@ mod folders;
 mod hostile;
 mod init_demo;
 mod log;
+mod maintenance;
 mod notify;
 mod plan;
 mod policy_tests;
