@@ -5,7 +5,7 @@
 #   examples/bench.sh                 # 10k and 100k keys, 5 runs each (several minutes)
 #   SIZES="1000" RUNS=3 examples/bench.sh
 #   QUICK=1 examples/bench.sh         # tiny sizes, one run: what CI does so it cannot rot
-#   ONLY="audit" examples/bench.sh    # only these sections: plan report rollout apply log audit remote services scan usage startup watch
+#   ONLY="audit" examples/bench.sh    # only these sections: plan report rollout apply log audit remote services scan usage startup watch maintenance scale
 #
 # Prints a Markdown table; BENCHMARKS.md holds the last full run and its reading.
 set -euo pipefail
@@ -26,6 +26,14 @@ USAGE_RECORDS=${USAGE_RECORDS:-$([ -n "$QUICK" ] && echo 2000 || echo 1000000)}
 USAGE_KEYS=${USAGE_KEYS:-$([ -n "$QUICK" ] && echo 200 || echo 10000)}
 SCAN_FILES=${SCAN_FILES:-$([ -n "$QUICK" ] && echo 200 || echo 10000)}
 SCAN_COMMITS=${SCAN_COMMITS:-$([ -n "$QUICK" ] && echo 10 || echo 1000)}
+MAINT_KEYS=${MAINT_KEYS:-$([ -n "$QUICK" ] && echo 300 || echo 100000)}
+MAINT_FOLDERS=${MAINT_FOLDERS:-$([ -n "$QUICK" ] && echo 10 || echo 1000)}
+MAINT_APPLIES=${MAINT_APPLIES:-$([ -n "$QUICK" ] && echo 4 || echo 100)}
+HISTORY_KEYS=${HISTORY_KEYS:-$([ -n "$QUICK" ] && echo 200 || echo 10000)}
+HISTORY_APPLIES=${HISTORY_APPLIES:-$([ -n "$QUICK" ] && echo 6 || echo 1000)}
+SCALE_SIZES=${SCALE_SIZES:-$([ -n "$QUICK" ] && echo "300 3000" || echo "10000 100000 1000000")}
+SCALE_FOLDERS=${SCALE_FOLDERS:-$([ -n "$QUICK" ] && echo 10 || echo 1000)}
+SCALE_CHANGES=${SCALE_CHANGES:-$([ -n "$QUICK" ] && echo 100 || echo 10000)}
 ONLY=${ONLY:-}
 WORK=${BENCH_DIR:-${TMPDIR:-/tmp}/keyrot-bench}
 NOW=2026-11-22T00:00:00Z
@@ -419,4 +427,140 @@ if want watch; then
 largest=$(store "${SIZES##* }")
 echo
 KEYROT_BIN=$KEYROT "$EX/watch_latency" "$largest" "$RUNS" | sed 's/^/    /'
+fi
+
+# The repository's growth: MAINT_APPLIES one-key applies on a MAINT_KEYS-key store
+# (flat, and in MAINT_FOLDERS team folders), keyrot's maintenance on against off
+# (`[store] maintenance = false`): .git growth per apply, and the apply's time.
+# Each store (every key active) starts packed (`git gc`), as a store is after its
+# first maintenance; each apply rotates one key (its one policy picks it by the minute).
+churn_store() { # churn_store SRC DEST on|off DIGITS: a copy that rotates one key per apply
+  rm -rf "$2"; cp -r "$1" "$2"
+  # Only the churn policy, and no cooldown: the apply of minute m rotates key m.
+  rm -f "$2"/policies/*.rhai
+  cat > "$2/policies/churn.rhai" <<RHAI
+fn evaluate(key) {
+    let m = (now() - time("2026-11-22T00:00:00Z")).minutes % $((10 ** $4));
+    if key.id.ends_with(\`\${$((10 ** $4)) + m}\`.sub_string(1)) { rotate("bench churn") }
+}
+RHAI
+  printf '[store]\nmaintenance = %s\n\n[rotation]\nmin_interval = "0s"\n' \
+    "$([ "$3" = on ] && echo true || echo false)" > "$2/keyrot.toml"
+  git -C "$2" add -A && git -C "$2" commit -q -m "churn"
+  git -C "$2" gc -q
+}
+applies() { # applies DIR N: N one-key applies a minute apart; prints each time in ms
+  local t=1795305600 i s e
+  for i in $(seq "$2"); do
+    s=$(date +%s%N)
+    "$KEYROT" --store "$1" apply --yes --now "$(date -u -d "@$((t + i * 60))" +%Y-%m-%dT%H:%M:%SZ)" --secrets-dir "$1-secrets" >/dev/null 2>&1
+    e=$(date +%s%N); echo $(( (e - s) / 1000000 ))
+  done
+}
+gitsize() { du -sb "$1/.git/objects" | cut -f1; }
+if want maintenance; then
+digits=${#MAINT_KEYS}
+for layout in flat folders; do
+  src="$WORK/maint-src-$layout-$MAINT_KEYS"
+  if [ ! -d "$src/.git" ]; then
+    rm -rf "$src"
+    if [ $layout = flat ]; then "$EX/gen_store" --keys "$MAINT_KEYS" --stale "$src" >/dev/null
+    else "$EX/gen_store" --keys "$MAINT_KEYS" --stale --folders "$MAINT_FOLDERS" "$src" >/dev/null; fi
+  fi
+  declare -A grow=() took=()
+  for mode in on off; do
+    d="$WORK/maint-$layout-$mode"; rm -rf "$d-secrets"
+    churn_store "$src" "$d" "$mode" "$digits"
+    before=$(gitsize "$d")
+    took[$mode]=$(applies "$d" "$MAINT_APPLIES" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    grow[$mode]=$(( ($(gitsize "$d") - before) / MAINT_APPLIES / 1024 ))
+    rotated=$(git -C "$d" log --format=%s "-$MAINT_APPLIES" | grep -c '^keyrot apply: 1 rotate' || true)
+    [ "$rotated" = "$MAINT_APPLIES" ] || { echo "maintenance bench: $rotated of $MAINT_APPLIES applies rotated one key in $d" >&2; exit 1; }
+  done
+  where=$([ $layout = flat ] && echo "one folder" || echo "$MAINT_FOLDERS folders")
+  row ".git growth per one-key apply, $MAINT_KEYS keys in $where, over $MAINT_APPLIES applies" "${grow[on]} KB" "${grow[off]} KB" "$(ratio "${grow[on]}" "${grow[off]}")" "the same applies with [store] maintenance = false (target: ≤ 64 KB)"
+  row "one-key apply, $MAINT_KEYS keys in $where (median)" "${took[on]}" "${took[off]}" "$(ratio "${took[on]}" "${took[off]}")" "the same applies without maintenance"
+done
+
+# A long history: HISTORY_APPLIES one-key applies on a HISTORY_KEYS-key store, with
+# maintenance: .git against the same repository after `git gc --aggressive`, and
+# `log KEY` against `git log -- PATH` on it.
+hist="$WORK/history-$HISTORY_KEYS-$HISTORY_APPLIES"
+if [ ! -d "$hist/.git" ]; then
+  "$EX/gen_store" --keys "$HISTORY_KEYS" --stale "$WORK/history-src" >/dev/null
+  churn_store "$WORK/history-src" "$hist" on "${#HISTORY_KEYS}"
+  rm -rf "$hist-secrets" "$WORK/history-src"
+  applies "$hist" "$HISTORY_APPLIES" >/dev/null
+fi
+aggr="$WORK/history-aggressive"; rm -rf "$aggr"; cp -r "$hist" "$aggr"
+git -C "$aggr" gc -q --aggressive --prune=now
+ks=$(gitsize "$hist"); as=$(gitsize "$aggr")
+row ".git after $HISTORY_APPLIES one-key applies, $HISTORY_KEYS keys ($(git -C "$hist" count-objects -v | awk '/^packs:/ {print $2}') packs)" "$((ks / 1024)) KB" "$((as / 1024)) KB" "$(ratio "$ks" "$as")" "the same repository after git gc --aggressive (target: ≤ 1.5)"
+hkey=$(git -C "$hist" log -1 --format=%b | awk '/^rotate / && !f {print $2; f = 1}')
+kl=$(median_ms "$KEYROT" --store "$hist" log "$hkey")
+gl=$(median_ms git -C "$hist" log --format=%H -- "keys/$hkey.toml")
+row "log KEY after $HISTORY_APPLIES applies, with maintenance" "$kl" "$gl" "$(ratio "$kl" "$gl")" "git log --format=%H -- keys/KEY.toml (target: ≤ 2)"
+fi
+
+# Scale: plan, watch's first plan, their peak memory, an apply of SCALE_CHANGES
+# rotations and log KEY at each of SCALE_SIZES keys, flat and in SCALE_FOLDERS team
+# folders; each as a cost per key, and as a ratio against the smallest size's.
+peak_kb() { /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -1; }
+watch_first() { # watch_first DIR: "ms peak-KB" until watch --json has printed its first plan
+  local s e kb
+  s=$(date +%s%N)
+  coproc WATCH { exec "$KEYROT" --store "$1" watch --json --now "$NOW" 2>/dev/null; }
+  head -n 1 <&"${WATCH[0]}" >/dev/null
+  e=$(date +%s%N)
+  kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$WATCH_PID/status")
+  kill "$WATCH_PID"; wait "$WATCH_PID" 2>/dev/null || true
+  echo "$(( (e - s) / 1000000 )) $kb"
+}
+per() { awk -v t="$1" -v n="$2" -v k="$3" 'BEGIN { printf "%.2f", t * k / n }'; }
+if want scale; then
+echo
+echo "Scale, per key (µs of wall time, bytes of peak RSS); in brackets the ratio to the $(echo "$SCALE_SIZES" | cut -d' ' -f1)-key figure of the same layout:"
+echo
+echo "| keys | layout | plan --json | plan RSS | watch, first plan | watch RSS | apply of ~$SCALE_CHANGES rotations | log KEY (ms) vs git log -- PATH |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+for layout in flat folders; do
+  unset base; declare -A base=()
+  for n in $SCALE_SIZES; do
+    dir="$WORK/scale-$layout-$n"
+    if [ ! -d "$dir/.git" ]; then
+      rm -rf "$dir"
+      if [ $layout = flat ]; then "$EX/gen_store" --keys "$n" "$dir" >/dev/null
+      else "$EX/gen_store" --keys "$n" --folders "$SCALE_FOLDERS" "$dir" >/dev/null; fi
+      git -C "$dir" gc -q
+    fi
+    plan=$(median_ms "$KEYROT" --store "$dir" plan --json --now "$NOW")
+    prss=$(peak_kb "$KEYROT" --store "$dir" plan --json --now "$NOW")
+    read -r wms wrss < <(watch_first "$dir")
+    # The apply: the first SCALE_CHANGES keys by number rotated, nothing else decided.
+    a="$WORK/scale-apply"; rm -rf "$a" "$a-secrets"; cp -r "$dir" "$a"
+    rm -f "$a"/policies/*.rhai
+    printf 'fn evaluate(key) {\n    if key.id.sub_string(key.id.len - 6) < "%06d" { rotate("bench: one of the first keys") }\n}\n' "$SCALE_CHANGES" > "$a/policies/scale.rhai"
+    # (Maintenance off: the commit above wrote a whole keys tree loose, which packing
+    # would fold into the apply's time; it is measured in its own section.)
+    printf '[store]\nmaintenance = false\n\n[rotation]\nmin_interval = "0s"\n' > "$a/keyrot.toml"
+    git -C "$a" add -A && git -C "$a" commit -q -m "scale"
+    s=$(date +%s%N)
+    "$KEYROT" --store "$a" apply --yes --now "$NOW" --secrets-dir "$a-secrets" >/dev/null 2>&1
+    e=$(date +%s%N); ams=$(( (e - s) / 1000000 ))
+    # (The generated data has a few revoked keys among the first: not rotated.)
+    rotated=$(git -C "$a" log -1 --format=%s | sed -n 's/^keyrot apply: \([0-9]*\) rotate.*/\1/p')
+    [ "${rotated:-0}" -gt $((SCALE_CHANGES * 9 / 10)) ] || { echo "scale bench: the apply rotated ${rotated:-no} keys" >&2; exit 1; }
+    lkey=$(git -C "$a" log -1 --format=%b | awk '/^rotate / && !f {print $2; f = 1}')
+    lpath=$(git -C "$a" show --name-only --format= HEAD | grep "/$lkey.toml$")
+    kl=$(median_ms "$KEYROT" --store "$a" log "$lkey")
+    gl=$(median_ms git -C "$a" log --format=%H -- "$lpath")
+    rm -rf "$a" "$a-secrets"
+    # µs per key of the store (plan, watch, apply), bytes per key (RSS).
+    p=$(per "$plan" "$n" 1000); r=$(per "$prss" "$n" 1024); w=$(per "$wms" "$n" 1000); wr=$(per "$wrss" "$n" 1024)
+    ap=$(per "$ams" "$n" 1000)
+    if [ -z "${base[p]:-}" ]; then base=([p]=$p [r]=$r [w]=$w [wr]=$wr [ap]=$ap); fi
+    where=$([ $layout = flat ] && echo "one folder" || echo "$SCALE_FOLDERS folders")
+    echo "| $n | $where | $plan ms: $p µs ($(ratio "$p" "${base[p]}")) | $((prss / 1024)) MB: $r B ($(ratio "$r" "${base[r]}")) | $wms ms: $w µs ($(ratio "$w" "${base[w]}")) | $((wrss / 1024)) MB: $wr B ($(ratio "$wr" "${base[wr]}")) | $ams ms ($rotated rotated): $ap µs ($(ratio "$ap" "${base[ap]}")) | $kl vs $gl ($(ratio "$kl" "$gl")) |"
+  done
+done
 fi
