@@ -22,6 +22,10 @@ use crate::workspace::Workspace;
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct EventAction {
     pub key: String,
+    /// The key's team folder (`trading`), so a hook can route by team; absent for a
+    /// key at the top of the keys folder.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub folder: String,
     pub owner: String,
     pub owner_email: Option<String>,
     pub action: String,
@@ -64,11 +68,13 @@ pub(crate) struct Sent {
 }
 
 fn action_of(store: &Store, key: &str, action: &str, policy: &str, reason: &str) -> EventAction {
-    let owner = store.key(key).map(|k| k.owner.clone()).unwrap_or_default();
+    let stored = store.key(key);
+    let owner = stored.map(|k| k.owner.clone()).unwrap_or_default();
     EventAction {
         owner_email: store.owners.get(&owner).and_then(|o| o.email.clone()),
         owner,
         key: key.to_string(),
+        folder: stored.map(|k| k.folder.clone()).unwrap_or_default(),
         action: action.to_string(),
         policy: policy.to_string(),
         reason: reason.to_string(),

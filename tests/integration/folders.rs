@@ -72,8 +72,26 @@ fn nested_keys_are_planned_applied_and_committed_where_they_are() {
         .stdout_has("trading/bots/leaked")
         .stdout_has("payments/card");
 
-    let applied = s.apply().ok();
+    // A notify command routes by team: the event names each key's folder.
+    s.write("notify/record", "#!/bin/sh\ncat > \"$NOTIFY_OUT\"\n");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(s.path("notify/record"), fs::Permissions::from_mode(0o755)).unwrap();
+    s.append("keyrot.toml", "\n[[notify]]\ncommand = \"notify/record\"\n");
+    s.commit("notify");
+    let event_file = s.path("../event.json");
+    let applied = s
+        .apply_at(NOW, &[("NOTIFY_OUT", event_file.to_str().unwrap())])
+        .ok();
     applied.stdout_has("Apply complete");
+    let event: serde_json::Value = serde_json::from_str(&fs::read_to_string(&event_file).unwrap()).unwrap();
+    crate::schemas::valid("notify-event", &event);
+    let folders: Vec<(&str, &str)> = event["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["key"].as_str().unwrap(), a["folder"].as_str().unwrap()))
+        .collect();
+    assert_eq!(folders, [("leaked", "trading/bots"), ("old", "trading")]);
     // One commit, changing exactly the two nested key files, in place.
     let changed = s.git(&["diff-tree", "--no-commit-id", "--name-only", "-r", "HEAD"]);
     assert_eq!(
