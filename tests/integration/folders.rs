@@ -409,3 +409,32 @@ fn the_report_counts_findings_per_folder() {
     let report = flat.keyrot(&["report", "--json", "--now", NOW]).ok().json();
     assert_eq!(report["folders"], serde_json::json!([]));
 }
+
+#[test]
+fn usage_import_and_scan_marking_edit_nested_key_files_in_place() {
+    let s = nested_store();
+    let records = s.path("../access.jsonl");
+    fs::write(
+        &records,
+        "{\"key\":\"card\",\"at\":\"2026-11-22T10:00:00Z\",\"ip\":\"203.0.113.7\",\"status\":200}\n",
+    )
+    .unwrap();
+    s.keyrot(&["usage", "import", records.to_str().unwrap()]).ok();
+    let card = s.read("keys/payments/card.toml");
+    assert!(card.contains("last_used_from = [\"203.0.113.7\"]"), "{card}");
+    assert!(!s.path("keys/card.toml").exists());
+    assert_eq!(s.git(&["status", "--porcelain"]), "");
+
+    // A leaked secret of a nested key, found by scan, marks that file.
+    s.apply().ok();
+    let secret = fs::read_to_string(s.secret_file("old")).unwrap();
+    let leak = s.path("../leak.env");
+    fs::write(&leak, format!("API_KEY={}", secret.trim_end())).unwrap();
+    s.keyrot(&["scan", leak.to_str().unwrap(), "--mark-compromised"])
+        .fails(1);
+    assert!(s.read("keys/trading/old.toml").contains("compromised = true"));
+    assert_eq!(s.git(&["status", "--porcelain"]), "");
+    let plan = s.plan();
+    assert_eq!(folder_of(&plan, "old"), Some("trading"));
+    assert!(actions(&plan).contains(&("old".to_string(), "revoke".to_string(), "compromised".to_string())));
+}
