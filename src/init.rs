@@ -193,7 +193,18 @@ pub fn init(dir: &Path, example: bool, now: Time) -> Result<Created> {
     if example {
         let shift = now.since(Time::parse_rfc3339(EXAMPLE_ANCHOR).map_err(Error::Usage)?);
         files.push((files::OWNERS_FILE.into(), EXAMPLE_OWNERS.into()));
-        files.push(("CODEOWNERS".into(), EXAMPLE_CODEOWNERS.into()));
+        // A repository's own CODEOWNERS (where forges look for one) is left alone.
+        let has_codeowners = [
+            "CODEOWNERS",
+            ".github/CODEOWNERS",
+            ".gitlab/CODEOWNERS",
+            "docs/CODEOWNERS",
+        ]
+        .iter()
+        .any(|p| dir.join(p).exists());
+        if !has_codeowners {
+            files.push(("CODEOWNERS".into(), EXAMPLE_CODEOWNERS.into()));
+        }
         for (name, text) in EXAMPLE_KEYS {
             files.push((format!("keys/{name}"), shift_dates(text, shift.secs())?));
             keys += 1;

@@ -866,6 +866,20 @@ mod tests {
     }
 
     #[test]
+    fn the_policies_folder_cannot_be_inside_the_keys_folder() {
+        let (s, problems) = Settings::parse("keyrot.toml", "[store]\npolicies = \"keys/policies\"\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].message.contains("must not be inside store.keys"));
+        assert!(s.maintenance);
+        let (s, problems) = Settings::parse(
+            "keyrot.toml",
+            "[store]\nkeys = \"inv/keys\"\nmaintenance = false\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(!s.maintenance);
+    }
+
+    #[test]
     fn unknown_fields_are_errors_with_positions() {
         let (_, problems) = Settings::parse("keyrot.toml", "[rotation]\ngrace_perod = \"1d\"\n");
         assert_eq!(problems.len(), 1);

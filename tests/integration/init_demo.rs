@@ -52,6 +52,7 @@ fn init_adds_a_store_to_an_existing_repository_and_commits_only_its_files() {
     s.git(&["init", "-q", "-b", "main"]);
     s.write("README.md", "infra\n");
     s.write(".gitignore", "target/");
+    s.write(".github/CODEOWNERS", "* @infra\n");
     s.commit("infra repo");
     let before = s.head();
     s.write("deploy.sh", "echo hi\n");
@@ -66,6 +67,8 @@ fn init_adds_a_store_to_an_existing_repository_and_commits_only_its_files() {
         !committed.contains("deploy.sh") && !committed.contains("scratch.txt"),
         "{committed}"
     );
+    // Their own CODEOWNERS stays theirs: the example's is not added beside it.
+    assert!(!committed.contains("CODEOWNERS"), "{committed}");
     // Their staged and untracked files are as they were; .gitignore keeps its lines.
     let status = s.git(&["status", "--porcelain"]);
     assert_eq!(status, "A  deploy.sh\n?? scratch.txt\n", "{status}");
@@ -91,6 +94,10 @@ fn init_example_plans_one_of_every_action_today() {
     let s = Store::bare();
     s.keyrot_in(s.root.parent().unwrap(), &["init", "--example", "store"])
         .ok();
+    // The example keys sit in their teams' folders, with a CODEOWNERS for them.
+    let files = s.git(&["ls-files", "keys", "CODEOWNERS"]);
+    assert!(files.contains("keys/trading/binance-bot.toml") && files.contains("keys/payments/payments.toml"));
+    assert!(s.read("CODEOWNERS").contains("/keys/trading/"));
     let plan = s.keyrot(&["plan", "--json"]).ok().json();
     let summary = &plan["summary"];
     for kind in ["rotate", "revoke", "restrict", "expire", "deferred", "warn"] {
