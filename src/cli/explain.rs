@@ -11,7 +11,7 @@ use crate::workspace::Workspace;
 #[derive(clap::Args)]
 #[command(mut_arg("json", |a| a.help("Print the explanation as JSON")))]
 pub(super) struct Args {
-    /// The key's id (its file name without .toml)
+    /// The key: its id (the file name without .toml), or folder/id (`trading/binance-bot`)
     key: String,
     #[command(flatten)]
     eval: super::EvalArgs,

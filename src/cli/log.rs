@@ -9,7 +9,7 @@ use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
 pub(super) struct Args {
-    /// Only this key's entries
+    /// Only this key's entries (its id, or folder/id)
     key: Option<String>,
     /// Print the entries as JSON
     #[arg(long)]
