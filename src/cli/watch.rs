@@ -64,7 +64,11 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
                 diff: Some(diff),
                 changed,
                 ..
-            } => super::out(&super::render::plan_change(plan, diff, changed)),
+            } => super::out(&super::render::plan_change(
+                plan,
+                &diff.beyond_elapsed_time(),
+                changed,
+            )),
             Outcome::Failed { error, changed } => {
                 super::report(error);
                 super::err_line(&format!(

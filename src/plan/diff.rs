@@ -85,6 +85,79 @@ impl PlanDiff {
     }
 }
 
+impl PlanDiff {
+    /// This diff without the changes time alone makes to a reason: a deferred key's
+    /// "rotated 16m ago" that reads "17m" a minute later, at every save (`watch`'s text
+    /// shows what a save changed; its JSON lines stay complete).
+    pub(crate) fn beyond_elapsed_time(&self) -> PlanDiff {
+        let mut out = PlanDiff {
+            keys: self.keys.clone(),
+            ..PlanDiff::default()
+        };
+        let mut used = vec![false; self.added.len()];
+        for r in &self.removed {
+            let twin = self
+                .added
+                .iter()
+                .enumerate()
+                .position(|(i, a)| !used[i] && a.key == r.key && same_but_elapsed(a, r));
+            match twin {
+                Some(i) => used[i] = true,
+                None => out.removed.push(r.clone()),
+            }
+        }
+        out.added = self
+            .added
+            .iter()
+            .zip(used)
+            .filter(|(_, used)| !used)
+            .map(|(a, _)| a.clone())
+            .collect();
+        out
+    }
+}
+
+/// Whether two actions differ at most in the elapsed times of their reasons.
+fn same_but_elapsed(a: &Action, b: &Action) -> bool {
+    let mut a2 = a.clone();
+    a2.reason = without_elapsed(&a.reason);
+    let mut b2 = b.clone();
+    b2.reason = without_elapsed(&b.reason);
+    a2 == b2
+}
+
+/// `reason` with each "rotated <duration> ago" (keyrot's cooldown and rollout
+/// wording) as "rotated … ago".
+fn without_elapsed(reason: &str) -> String {
+    const START: &str = "rotated ";
+    let mut out = String::with_capacity(reason.len());
+    let mut rest = reason;
+    while let Some(at) = rest.find(START) {
+        out.push_str(&rest[..at + START.len()]);
+        rest = &rest[at + START.len()..];
+        // Duration tokens (`2h`, `16m`), separated by single spaces, then " ago".
+        let mut end = 0;
+        let mut tokens = 0;
+        for token in rest.split(' ') {
+            let unit = token.chars().last();
+            let digits = token.len() > 1 && token[..token.len() - 1].bytes().all(|b| b.is_ascii_digit());
+            if digits && matches!(unit, Some('d' | 'h' | 'm' | 's')) {
+                end += token.len() + 1;
+                tokens += 1;
+            } else {
+                break;
+            }
+        }
+        if tokens > 0 && rest[end..].starts_with("ago") {
+            out.push('…');
+            out.push(' ');
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// For each action of `from`, whether it is not matched one for one in `minus` (the
 /// multiset difference). One key has a handful of actions: pair them by scanning
 /// (hashing every action was an eighth of the time of a policy edit that changed

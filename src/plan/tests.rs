@@ -333,6 +333,49 @@ fn diff_reports_added_and_removed_actions() {
 }
 
 #[test]
+fn watch_shows_no_change_that_time_alone_made_to_a_reason() {
+    let mk = |key: &str, kind, reason: &str| Action::new(&key.into(), kind, &"p".into(), reason.into());
+    let old = vec![
+        mk("a", ActionKind::Deferred, "old; rotated 16m ago, cooldown 1d"),
+        mk(
+            "b",
+            ActionKind::Deferred,
+            "x; rollout: waits for dev, where d was rotated 2h 5m ago (soak 1d)",
+        ),
+        mk("c", ActionKind::Deferred, "old; rotated 3m ago, cooldown 1d"),
+        mk("d", ActionKind::Warn, "rotated 2 keys ago"),
+    ];
+    let new = vec![
+        mk("a", ActionKind::Deferred, "old; rotated 17m ago, cooldown 1d"),
+        mk(
+            "b",
+            ActionKind::Deferred,
+            "x; rollout: waits for dev, where d was rotated 2h 6m ago (soak 1d)",
+        ),
+        // A real change beside the elapsed time: shown.
+        mk("c", ActionKind::Deferred, "older; rotated 4m ago, cooldown 1d"),
+        mk("d", ActionKind::Warn, "rotated 3 keys ago"),
+    ];
+    let d = PlanDiff::between(&plan_of(old), &plan_of(new)).beyond_elapsed_time();
+    let keys = |v: &[Action]| v.iter().map(|a| a.key.to_string()).collect::<Vec<_>>();
+    assert_eq!(keys(&d.removed), ["c", "d"]);
+    assert_eq!(keys(&d.added), ["c", "d"]);
+    let same = PlanDiff::between(
+        &plan_of(vec![mk(
+            "a",
+            ActionKind::Deferred,
+            "r; rotated 1h ago, cooldown 1d",
+        )]),
+        &plan_of(vec![mk(
+            "a",
+            ActionKind::Deferred,
+            "r; rotated 1h 1m ago, cooldown 1d",
+        )]),
+    );
+    assert!(!same.is_empty() && same.beyond_elapsed_time().is_empty());
+}
+
+#[test]
 fn the_version_is_in_the_json_but_not_in_the_digest() {
     let mut plan = plan_of(vec![Action::new(
         &"k".into(),
