@@ -10,13 +10,15 @@
 //! last.
 //!
 //! The packing is `git repack -d --geometric=2`: the loose objects go into a new pack,
-//! which is merged with the smallest packs until each pack is at least twice the size
-//! of all smaller ones. The number of packs stays logarithmic (`log KEY` searches every
-//! pack index per object: a thousand packs made it 3.3 times slower), each object is
-//! rewritten O(log n) times over the store's life, and the merged packs delta each
-//! tree against its neighbours. Git writes a pack and its index under temporary names,
-//! renames them into place, and only then removes what they replace: a crash at any
-//! point leaves every object readable.
+//! which is merged with the smallest packs until each pack holds at least twice the
+//! objects of all smaller ones. The number of packs stays logarithmic (`log KEY`
+//! searches every pack index per object: a thousand packs made it 3.3 times slower),
+//! each object is rewritten O(log n) times over the store's life, and the merged packs
+//! delta each tree against its neighbours. As each pack still holds one tree in full,
+//! the small packs are folded into one with the rest once they hold a quarter of the
+//! largest pack's bytes ([`CONSOLIDATE`]). Git writes a pack and its index under
+//! temporary names, renames them into place, and only then removes what they replace:
+//! a crash at any point leaves every object readable.
 
 use std::fs;
 use std::process::{Command, Stdio};
@@ -33,18 +35,31 @@ pub(crate) const LOOSE_BYTES: u64 = 8 << 20;
 /// Loose objects that trigger packing whatever their size: git's own `gc.auto`.
 pub(crate) const LOOSE_OBJECTS: usize = 6700;
 
+/// The smaller packs are folded into one with the largest once they hold 1/this of its
+/// bytes.
+const CONSOLIDATE_AT: u64 = 4;
+
 /// What the object database holds outside packs, and how many packs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Health {
     pub loose_objects: usize,
     pub loose_bytes: u64,
     pub packs: usize,
+    /// The largest pack's size, and all the others' together, in bytes.
+    pub largest_pack: u64,
+    pub other_packs: u64,
 }
 
 impl Health {
     /// Whether the loose objects are past what [`after_commit`] lets pile up.
     pub(crate) fn needs_packing(&self) -> bool {
         self.loose_bytes >= LOOSE_BYTES || self.loose_objects >= LOOSE_OBJECTS
+    }
+
+    /// Whether the packs besides the largest hold a quarter of its bytes: time to fold
+    /// them all into one (see [`consolidate`]).
+    pub(crate) fn needs_consolidating(&self) -> bool {
+        self.packs > 1 && self.other_packs.saturating_mul(CONSOLIDATE_AT) >= self.largest_pack
     }
 }
 
@@ -74,8 +89,12 @@ pub(crate) fn health(repo: &Repository) -> std::io::Result<Health> {
     match fs::read_dir(objects.join("pack")) {
         Ok(packs) => {
             for p in packs {
-                if p?.file_name().to_str().is_some_and(|n| n.ends_with(".pack")) {
+                let p = p?;
+                if p.file_name().to_str().is_some_and(|n| n.ends_with(".pack")) {
                     health.packs += 1;
+                    let bytes = p.metadata()?.len();
+                    health.other_packs += bytes.min(health.largest_pack);
+                    health.largest_pack = health.largest_pack.max(bytes);
                 }
             }
         }
@@ -116,8 +135,12 @@ pub(crate) fn after_commit(repo: &Repository, settings: &Settings) -> Result<Opt
     if !before.needs_packing() {
         return Ok(None);
     }
-    repack(repo)?;
-    let after = health(repo).map_err(|e| format!("cannot look at the store's objects: {e}"))?;
+    repack(repo, GEOMETRIC)?;
+    let mut after = health(repo).map_err(|e| format!("cannot look at the store's objects: {e}"))?;
+    if after.needs_consolidating() {
+        repack(repo, CONSOLIDATE)?;
+        after = health(repo).map_err(|e| format!("cannot look at the store's objects: {e}"))?;
+    }
     Ok(Some(Packed { before, after }))
 }
 
@@ -133,14 +156,28 @@ pub(crate) fn note_after_commit(repo: &Repository, settings: &Settings) -> Optio
     }
 }
 
-/// `git repack -d --geometric=2` (see the module's documentation), quietly, without
-/// the bitmap index or the multi-pack index a server would want.
-fn repack(repo: &Repository) -> Result<(), String> {
+/// The routine packing: the loose objects into a new pack, merged with the smallest
+/// packs while the sizes (by object count) do not double from one to the next.
+const GEOMETRIC: &[&str] = &["--geometric=2"];
+
+/// Geometric merging counts objects, and a store's few new objects per apply include
+/// whole trees (2.7 MB for a folder of 100,000 keys): small packs each hold one such
+/// tree in full, and so would pile up. Once they hold a quarter of the largest pack's
+/// bytes, every reachable object goes into one pack (existing deltas reused, the new
+/// trees stored as deltas of each other) and the unreachable ones into a cruft pack,
+/// as `git gc` does: nothing is deleted that a concurrent apply may still point a
+/// branch at.
+const CONSOLIDATE: &[&str] = &["--cruft"];
+
+/// `git repack -d <how>` (see the module's documentation), quietly, without the bitmap
+/// index or the multi-pack index a server would want.
+fn repack(repo: &Repository, how: &[&str]) -> Result<(), String> {
     crate::failpoint::pause("maintenance-repack");
     let out = Command::new("git")
         .arg("--git-dir")
         .arg(repo.path())
-        .args(["repack", "-d", "-q", "--geometric=2", "--no-write-bitmap-index"])
+        .args(["repack", "-d", "-q", "--no-write-bitmap-index"])
+        .args(how)
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
         .output()
@@ -173,6 +210,19 @@ mod tests {
             repo.blob(&blob).unwrap();
             n += 1;
         }
+    }
+
+    #[test]
+    fn small_packs_are_consolidated_at_a_quarter_of_the_largest() {
+        let h = |packs, largest_pack, other_packs| Health {
+            packs,
+            largest_pack,
+            other_packs,
+            ..Health::default()
+        };
+        assert!(h(3, 100, 25).needs_consolidating());
+        assert!(!h(3, 100, 24).needs_consolidating());
+        assert!(!h(1, 100, 0).needs_consolidating());
     }
 
     #[test]
