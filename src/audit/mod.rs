@@ -264,6 +264,10 @@ fn nested_keys(
         };
         sub_tree
             .walk(git2::TreeWalkMode::PreOrder, |dir, e| {
+                // No deeper than a load reads (a hostile tree must not run the walk on).
+                if dir.matches('/').count() >= files::MAX_DEPTH {
+                    return git2::TreeWalkResult::Skip;
+                }
                 let stem = e.name().and_then(|n| n.strip_suffix(".toml"));
                 if let (Some(id), Some(git2::ObjectType::Blob)) = (stem, e.kind()) {
                     if only.is_none_or(|want| want == id) {

@@ -563,7 +563,11 @@ impl Walk<'_> {
         // Key files at any depth of the keys folder.
         let repo = self.repo;
         let seen = &mut self.seen;
-        keys.walk(git2::TreeWalkMode::PreOrder, |_, e| {
+        keys.walk(git2::TreeWalkMode::PreOrder, |dir, e| {
+            // No deeper than a load reads (a hostile tree must not run the walk on).
+            if dir.matches('/').count() >= files::MAX_DEPTH {
+                return git2::TreeWalkResult::Skip;
+            }
             if e.kind() == Some(git2::ObjectType::Blob) {
                 if let Ok(b) = repo.find_blob(e.id()) {
                     seen.extend(all_fingerprints(&String::from_utf8_lossy(b.content())));

@@ -16,6 +16,10 @@ use super::layout::{self, PolicyFolderFile};
 use crate::digest::hex;
 use crate::error::{Error, Problem, Result};
 
+/// How many folders deep keys may sit below the keys folder (`keys/a/b/…`): any
+/// layout a team would choose, and a bound on what a hostile tree can make keyrot walk.
+pub const MAX_DEPTH: usize = 32;
+
 /// Largest input file keyrot reads. Key files are a few hundred bytes; anything near
 /// this is a mistake or an attack, and reading it whole would be a memory hazard.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -371,8 +375,9 @@ impl Snapshot {
         self.read_files(source, wanted)
     }
 
-    /// Lists one folder into `wanted` (the paths to read) and [`Snapshot::folders`];
-    /// a folder `pick` admits is listed in turn (the keys folder's team folders).
+    /// Lists a folder into `wanted` (the paths to read) and [`Snapshot::folders`]; a
+    /// folder `pick` admits is listed in turn (the keys folder's team folders), down to
+    /// [`MAX_DEPTH`] folders below `dir`.
     fn list_folder(
         &mut self,
         source: &Source,
@@ -380,6 +385,32 @@ impl Snapshot {
         pick: &impl Fn(&str, bool) -> Pick,
         wanted: &mut Vec<String>,
     ) {
+        // A work list, not recursion: a committed tree can nest as deep as its author
+        // likes, and must not exhaust the stack.
+        let mut todo = vec![(dir.to_string(), 0)];
+        while let Some((dir, depth)) = todo.pop() {
+            for folder in self.list_one(source, &dir, pick, wanted) {
+                if depth == MAX_DEPTH {
+                    self.problems.push(Problem::new(
+                        folder,
+                        format!("folders nest more than {MAX_DEPTH} deep in the keys folder"),
+                    ));
+                } else {
+                    todo.push((folder, depth + 1));
+                }
+            }
+        }
+    }
+
+    /// Lists one folder: its files to read go into `wanted`, its folders to list are
+    /// returned.
+    fn list_one(
+        &mut self,
+        source: &Source,
+        dir: &str,
+        pick: &impl Fn(&str, bool) -> Pick,
+        wanted: &mut Vec<String>,
+    ) -> Vec<String> {
         let listed = match source.list(dir) {
             Ok(Some(listed)) => listed,
             Ok(None) => {
@@ -388,11 +419,11 @@ impl Snapshot {
                     exists: false,
                     skipped: Vec::new(),
                 });
-                return;
+                return Vec::new();
             }
             Err(msg) => {
                 self.problems.push(Problem::new(format!("{dir}/"), msg));
-                return;
+                return Vec::new();
             }
         };
         let mut skipped = Vec::new();
@@ -424,9 +455,7 @@ impl Snapshot {
             exists: true,
             skipped,
         });
-        for folder in folders {
-            self.list_folder(source, &folder, pick, wanted);
-        }
+        folders
     }
 
     /// Reads the files at `wanted` (store-relative paths), in path order.

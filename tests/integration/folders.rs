@@ -189,6 +189,9 @@ fn check_names_both_files_of_a_duplicate_id_and_every_bad_folder() {
     fs::create_dir_all(s.path("elsewhere")).unwrap();
     s.write("elsewhere/e.toml", &key("[\"read\"]", "2026-11-01T00:00:00Z", ""));
     std::os::unix::fs::symlink(s.path("elsewhere"), s.path("keys/linked")).unwrap();
+    // Deeper than any team layout: refused, never walked without end.
+    let deep = format!("keys/{}deep.toml", "d/".repeat(40));
+    s.write(&deep, &key("[\"read\"]", "2026-11-01T00:00:00Z", ""));
 
     let check = s.keyrot(&["check"]).fails(1);
     check
@@ -197,7 +200,11 @@ fn check_names_both_files_of_a_duplicate_id_and_every_bad_folder() {
         .stderr_has("keys/.archive: is not a valid folder name")
         .stderr_has("keys/c.toml: is a folder, not a file")
         .stderr_has("keys/team/notes.txt: is not a key file")
-        .stderr_has("keys/linked: is a symbolic link");
+        .stderr_has("keys/linked: is a symbolic link")
+        .stderr_has(&format!(
+            "keys/{}d: folders nest more than 32 deep",
+            "d/".repeat(32)
+        ));
     // Nothing is planned or applied from such a store.
     s.keyrot(&["plan", "--now", NOW])
         .fails(1)
