@@ -125,7 +125,7 @@ fn check_finds_what_loads_but_is_still_wrong() {
     let run = s.keyrot(&["check"]).fails(1);
     let err = &run.stderr;
     for expected in [
-        "keyrot.toml:29:1: [policy.idle] sets `max_idel_days`, which policy idle never reads",
+        "keyrot.toml:30:1: [policy.idle] sets `max_idel_days`, which policy idle never reads",
         "policies/ghost_test.rhai: tests policy ghost, which does not exist (no policies/ghost.rhai)",
         "policies/idle.rhai:11:31: warning: reads config().max_idle_days, which keyrot.toml does not set",
         "policies/key-cap.rhai: warning: policy key-cap has no tests",
