@@ -298,6 +298,14 @@ impl Store {
         self.spawn_apply_at(NOW, env)
     }
 
+    /// An apply at NOW killed (SIGKILL) when it reaches the failpoint `point`.
+    pub fn kill_apply_at(&self, point: &str) {
+        let mut live = self.spawn_apply(&[("KEYROT_TEST_PAUSE", &format!("{point}:60000"))]);
+        live.wait_for(true, point, |l| l.starts_with(&format!("failpoint {point}")));
+        live.signal("KILL");
+        assert_ne!(live.wait_exit(), 0, "killed at {point}");
+    }
+
     /// [`Store::apply_at`] started in the background.
     pub fn spawn_apply_at(&self, now: &str, env: &[(&str, &str)]) -> Live {
         let args = self.apply_at_args(now);

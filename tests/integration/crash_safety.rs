@@ -56,10 +56,7 @@ fn sigkill_at_every_step_leaves_old_or_new_and_the_next_apply_converges() {
     for point in POINTS {
         let s = every_action_store();
         let base = s.head();
-        let mut live = s.spawn_apply(&[("KEYROT_TEST_PAUSE", &format!("{point}:60000"))]);
-        live.wait_for(true, point, |l| l.starts_with(&format!("failpoint {point}")));
-        live.signal("KILL");
-        assert_ne!(live.wait_exit(), 0);
+        s.kill_apply_at(point);
 
         // Right after the crash: old or new commit, nothing in between.
         s.assert_fsck_clean();

@@ -165,33 +165,23 @@ fn nested_keys_are_planned_applied_and_committed_where_they_are() {
 #[test]
 fn check_names_both_files_of_a_duplicate_id_and_every_bad_folder() {
     let s = Store::new();
-    s.write(
+    let body = key("[\"read\"]", "2026-11-01T00:00:00Z", "");
+    for path in [
         "keys/trading/bot.toml",
-        &key("[\"read\"]", "2026-11-01T00:00:00Z", ""),
-    );
-    s.write(
         "keys/payments/bot.toml",
-        &key("[\"read\"]", "2026-11-01T00:00:00Z", ""),
-    );
-    s.write(
         "keys/Trading/a.toml",
-        &key("[\"read\"]", "2026-11-01T00:00:00Z", ""),
-    );
-    s.write(
         "keys/.archive/b.toml",
-        &key("[\"read\"]", "2026-11-01T00:00:00Z", ""),
-    );
-    s.write(
         "keys/c.toml/d.toml",
-        &key("[\"read\"]", "2026-11-01T00:00:00Z", ""),
-    );
+    ] {
+        s.write(path, &body);
+    }
     s.write("keys/team/notes.txt", "hello");
     fs::create_dir_all(s.path("elsewhere")).unwrap();
-    s.write("elsewhere/e.toml", &key("[\"read\"]", "2026-11-01T00:00:00Z", ""));
+    s.write("elsewhere/e.toml", &body);
     std::os::unix::fs::symlink(s.path("elsewhere"), s.path("keys/linked")).unwrap();
     // Deeper than any team layout: refused, never walked without end.
     let deep = format!("keys/{}deep.toml", "d/".repeat(40));
-    s.write(&deep, &key("[\"read\"]", "2026-11-01T00:00:00Z", ""));
+    s.write(&deep, &body);
 
     let check = s.keyrot(&["check"]).fails(1);
     check
@@ -272,10 +262,7 @@ fn an_apply_killed_after_its_commit_is_finished_at_the_nested_paths() {
     for point in ["apply-after-commit", "apply-worktree-staged"] {
         let s = nested_store();
         let base = s.head();
-        let mut live = s.spawn_apply(&[("KEYROT_TEST_PAUSE", &format!("{point}:60000"))]);
-        live.wait_for(true, point, |l| l.starts_with(&format!("failpoint {point}")));
-        live.signal("KILL");
-        assert_ne!(live.wait_exit(), 0);
+        s.kill_apply_at(point);
         s.assert_fsck_clean();
         let next = s.apply().ok();
         next.stderr_has("finished an interrupted apply");
