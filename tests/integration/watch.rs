@@ -236,3 +236,32 @@ fn an_editors_temporary_file_is_not_named_in_the_change_line() {
     live.signal("INT");
     assert_eq!(live.wait_exit(), 0);
 }
+
+#[test]
+fn a_save_that_changes_only_elapsed_times_shows_no_change() {
+    // Rotated seconds ago, so the cooldown defers it: "rotated 5s ago" reads "7s" at
+    // the next save.
+    let now = std::process::Command::new("date")
+        .args(["-u", "-d", "5 seconds ago", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    let rotated = String::from_utf8(now.stdout).unwrap();
+    let s = Store::with_keys(&[("bot", &key("[\"read\"]", rotated.trim(), ""))]);
+    s.write(
+        "policies/always.rhai",
+        "fn evaluate(key) { rotate(\"always\") }\n",
+    );
+    s.commit("always");
+    let mut live = s.spawn(&["watch"], &[]);
+    let first = live.wait_for(false, "the first summary", |l| l.starts_with("Plan: "));
+    assert!(first.contains("1 deferred"), "{first}");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    s.append("policies/always.rhai", "// a comment\n");
+    live.wait_for(false, "the change header", |l| {
+        l == "--- policies/always.rhai changed"
+    });
+    let next = live.wait_for(false, "the next line", |_| true);
+    assert_eq!(next, "  (no change to the plan)");
+    live.signal("INT");
+    assert_eq!(live.wait_exit(), 0);
+}
