@@ -433,7 +433,8 @@ fi
 # (flat, and in MAINT_FOLDERS team folders), keyrot's maintenance on against off
 # (`[store] maintenance = false`): .git growth per apply, and the apply's time.
 # Each store (every key active) starts packed (`git gc`), as a store is after its
-# first maintenance; each apply rotates one key (its one policy picks it by the minute).
+# first maintenance; each apply rotates one key (its one policy picks it by the
+# minute), and expires the previous secret of about two others whose grace ends.
 churn_store() { # churn_store SRC DEST on|off DIGITS: a copy that rotates one key per apply
   rm -rf "$2"; cp -r "$1" "$2"
   # Only the churn policy, and no cooldown: the apply of minute m rotates key m.
@@ -447,6 +448,9 @@ RHAI
   printf '[store]\nmaintenance = %s\n\n[rotation]\nmin_interval = "0s"\n' \
     "$([ "$3" = on ] && echo true || echo false)" > "$2/keyrot.toml"
   git -C "$2" add -A && git -C "$2" commit -q -m "churn"
+  # The grace periods the generated data has ended go in one apply first (a few
+  # thousand expires); then each apply rotates one key, and expires the odd one.
+  "$KEYROT" --store "$2" apply --yes --now "$(date -u -d "@1795305600" +%Y-%m-%dT%H:%M:%SZ)" --secrets-dir "$2-secrets" >/dev/null 2>&1
   git -C "$2" gc -q
 }
 applies() { # applies DIR N: N one-key applies a minute apart; prints each time in ms
@@ -475,7 +479,7 @@ for layout in flat folders; do
     # The mean, not the median: the packing falls on some applies only.
     took[$mode]=$(applies "$d" "$MAINT_APPLIES" | awk '{t += $1} END {printf "%d", t / NR}')
     grow[$mode]=$(( ($(gitsize "$d") - before) / MAINT_APPLIES / 1024 ))
-    rotated=$(git -C "$d" log --format=%s "-$MAINT_APPLIES" | grep -c '^keyrot apply: 1 rotate' || true)
+    rotated=$(git -C "$d" log --format=%s "-$MAINT_APPLIES" | grep -c '^keyrot apply: 1 rotate, 0 revoke, 0 restrict, [0-9] expire' || true)
     [ "$rotated" = "$MAINT_APPLIES" ] || { echo "maintenance bench: $rotated of $MAINT_APPLIES applies rotated one key in $d" >&2; exit 1; }
   done
   where=$([ $layout = flat ] && echo "one folder" || echo "$MAINT_FOLDERS folders")
