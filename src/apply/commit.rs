@@ -125,6 +125,16 @@ pub(crate) fn write_tree(
     base: Option<&Tree>,
     changes: &[(Vec<&str>, Oid)],
 ) -> Result<Oid> {
+    write_tree_noting(repo, base, changes, &mut Vec::new())
+}
+
+/// [`write_tree`], adding each tree it writes to `written` (deepest first).
+fn write_tree_noting(
+    repo: &Repository,
+    base: Option<&Tree>,
+    changes: &[(Vec<&str>, Oid)],
+    written: &mut Vec<Oid>,
+) -> Result<Oid> {
     let git = |e| Error::git("building the commit tree", e);
     let mut builder = repo.treebuilder(base).map_err(git)?;
     let mut sub: BTreeMap<&str, Vec<(Vec<&str>, Oid)>> = BTreeMap::new();
@@ -144,10 +154,12 @@ pub(crate) fn write_tree(
         let subtree = base
             .and_then(|t| t.get_name(dir))
             .and_then(|e| repo.find_tree(e.id()).ok());
-        let oid = write_tree(repo, subtree.as_ref(), &changes)?;
+        let oid = write_tree_noting(repo, subtree.as_ref(), &changes, written)?;
         builder.insert(dir, oid, 0o040000).map_err(git)?;
     }
-    builder.write().map_err(git)
+    let oid = builder.write().map_err(git)?;
+    written.push(oid);
+    Ok(oid)
 }
 
 /// Applies touching at least this many key files write their objects as one pack.
@@ -159,8 +171,10 @@ const PACK_FROM_FILES: usize = 64;
 /// Writes the apply's objects (the changed blobs, the trees on their paths, the commit).
 /// A large apply writes them as one pack file rather than one loose file per object:
 /// thousands of keys would otherwise create thousands of files in `.git/objects`. Its
-/// objects go to an in-memory backend first, then into the pack. No ref points at
-/// them yet either way.
+/// objects go to an in-memory backend first, then into the pack, which holds exactly
+/// them (libgit2's own dump of the backend adds everything the commit reaches: a copy
+/// of the whole store per large apply, measured as 25 MB at 100,000 keys). No ref points
+/// at them yet either way.
 pub(super) fn write_objects(
     repo: &Repository,
     base: Oid,
@@ -191,15 +205,25 @@ pub(super) fn write_objects(
             .map_err(git("writing a key file blob"))?;
         changes.push((path.split('/').collect::<Vec<_>>(), oid));
     }
-    let tree_id = write_tree(&repo, Some(&base_tree), &changes)?;
+    let mut trees = Vec::new();
+    let tree_id = write_tree_noting(&repo, Some(&base_tree), &changes, &mut trees)?;
     let tree = repo.find_tree(tree_id).map_err(git("reading the new tree"))?;
     crate::failpoint::fail("apply-write-commit")?;
     let commit = crate::signing::write_commit(&repo, sig, message, &tree, &[&base], signer)?;
-    if let Some(mempack) = mempack {
+    if mempack.is_some() {
+        // The commit, its trees, its blobs: in the order packs keep them.
+        let mut builder = repo.packbuilder().map_err(git("packing the objects"))?;
+        let blobs = changes.iter().map(|(_, oid)| *oid);
+        for oid in std::iter::once(commit)
+            .chain(trees.into_iter().rev())
+            .chain(blobs)
+        {
+            builder
+                .insert_object(oid, None)
+                .map_err(git("packing the objects"))?;
+        }
         let mut pack = git2::Buf::new();
-        mempack
-            .dump(&repo, &mut pack)
-            .map_err(git("packing the objects"))?;
+        builder.write_buf(&mut pack).map_err(git("packing the objects"))?;
         let mut writer = odb.packwriter().map_err(git("writing the pack"))?;
         std::io::Write::write_all(&mut writer, &pack)
             .map_err(|e| Error::io(repo.path().join("objects/pack"), e))?;

@@ -198,3 +198,26 @@ fn a_crash_while_packing_loses_nothing() {
         }
     }
 }
+
+#[test]
+fn a_large_apply_packs_exactly_its_own_objects() {
+    // 100 keys to rotate (a large apply writes a pack), 300 that stay as they are.
+    let due = key("[\"read\"]", "2026-07-01T00:00:00Z", "");
+    let fine = key("[\"read\"]", "2026-11-01T00:00:00Z", "");
+    let mut keys: Vec<(String, &str)> = (0..100).map(|i| (format!("due{i:03}"), due.as_str())).collect();
+    keys.extend((0..300).map(|i| (format!("fine{i:03}"), fine.as_str())));
+    let refs: Vec<(&str, &str)> = keys.iter().map(|(id, body)| (id.as_str(), *body)).collect();
+    let s = Store::with_keys(&refs);
+    assert_eq!(objects(&s).1, 0, "no pack before");
+    s.apply().ok().stdout_has("100 rotate");
+    let out = s.git(&["count-objects", "-v"]);
+    let in_pack: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("in-pack:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap();
+    // The 100 new key files, the keys tree, the root tree and the commit: not the 300
+    // unchanged keys, nor the policies.
+    assert_eq!(in_pack, 103, "{out}");
+    s.assert_fsck_clean();
+}
