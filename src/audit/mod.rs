@@ -154,20 +154,25 @@ pub(crate) fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> 
     };
     let key = key.map(|k| k.rsplit('/').next().unwrap_or(k));
     let keys_prefix = format!("{}/", settings.keys_dir);
+    let folders = nested_keys(repo, &head, &settings.keys_dir, key)?;
     let pathspecs: Vec<String> = match key {
-        // At the top of the keys folder or in a folder of it (a pathspec's `*` also
-        // matches `/`): wherever the key was when a commit touched it.
-        Some(id) => vec![
-            format!("{keys_prefix}{id}.toml"),
-            format!("{keys_prefix}*/{id}.toml"),
-        ],
+        Some(id) => {
+            let top = format!("{keys_prefix}{id}.toml");
+            match folders.get(id) {
+                // Where it is now, and at the top, where a key lived before teams
+                // had folders: literal paths, which git's tree diff matches cheaply.
+                Some(folder) => vec![top, format!("{keys_prefix}{folder}/{id}.toml")],
+                None if head_has(&head, &top) => vec![top],
+                // Gone from HEAD: wherever it was (a pathspec's `*` also matches `/`).
+                None => vec![top, format!("{keys_prefix}*/{id}.toml")],
+            }
+        }
         None => files::ROOT_FILES
             .iter()
             .map(|f| f.to_string())
             .chain([settings.keys_dir.clone(), settings.policies_dir.clone()])
             .collect(),
     };
-    let folders = nested_keys(repo, &head, &settings.keys_dir, key)?;
     let git = |e| Error::git("walking the history", e);
     let mut walk = repo.revwalk().map_err(git)?;
     walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME).map_err(git)?;
@@ -237,6 +242,12 @@ pub(crate) fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> 
         }
     }
     Ok(out)
+}
+
+/// Whether `head`'s tree has a file at `path`.
+fn head_has(head: &git2::Commit, path: &str) -> bool {
+    head.tree()
+        .is_ok_and(|t| t.get_path(std::path::Path::new(path)).is_ok())
 }
 
 /// The folder of each key in a folder of the keys folder at `head` (only `only` when
