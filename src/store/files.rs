@@ -20,9 +20,21 @@ use crate::error::{Error, Problem, Result};
 /// layout a team would choose, and a bound on what a hostile tree can make keyrot walk.
 pub const MAX_DEPTH: usize = 32;
 
-/// Largest input file keyrot reads. Key files are a few hundred bytes; anything near
-/// this is a mistake or an attack, and reading it whole would be a memory hazard.
+/// Largest key or policy file keyrot reads. Key files are a few hundred bytes; anything
+/// near this is a mistake or an attack, and reading it whole would be a memory hazard.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Largest root file (`keyrot.toml`, `owners.toml`, `exceptions.toml`): an organisation
+/// with a million keys has some 50,000 owners, 4 MB of `owners.toml`.
+pub const MAX_ROOT_FILE_BYTES: u64 = 64 * MAX_FILE_BYTES;
+
+/// The size limit for the store-relative file `rel`.
+fn limit_of(rel: &str) -> u64 {
+    match ROOT_FILES.contains(&rel) {
+        true => MAX_ROOT_FILE_BYTES,
+        false => MAX_FILE_BYTES,
+    }
+}
 
 pub const SETTINGS_FILE: &str = "keyrot.toml";
 pub const OWNERS_FILE: &str = "owners.toml";
@@ -103,7 +115,7 @@ impl Source<'_> {
                     0o120000 => return Err(SYMLINK.into()),
                     _ => return Err("is not a regular file".into()),
                 }
-                read_blob(repo, entry.id())
+                read_blob(repo, entry.id(), limit_of(rel))
             }
         }
     }
@@ -170,6 +182,7 @@ fn without_mode(read: ModeBytes) -> Bytes {
 /// Reads a work-tree file its folder's listing showed as a regular file, and whether it
 /// is executable (git records that bit).
 fn read_worktree_file(root: &Path, rel: &str) -> ModeBytes {
+    let limit = limit_of(rel);
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = root.join(rel);
     // One path lookup per file: open without following a symbolic link (nor waiting on
@@ -190,20 +203,17 @@ fn read_worktree_file(root: &Path, rel: &str) -> ModeBytes {
     if !meta.is_file() {
         return Err("is not a regular file".into());
     }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(format!(
-            "is {} bytes, over the {MAX_FILE_BYTES}-byte limit",
-            meta.len()
-        ));
+    if meta.len() > limit {
+        return Err(format!("is {} bytes, over the {limit}-byte limit", meta.len()));
     }
     let executable = meta.permissions().mode() & 0o100 != 0;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     (&mut file)
-        .take(MAX_FILE_BYTES + 1)
+        .take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!("is over the {MAX_FILE_BYTES}-byte limit"));
+    if bytes.len() as u64 > limit {
+        return Err(format!("is over the {limit}-byte limit"));
     }
     Ok(Some((bytes.into(), executable)))
 }
@@ -248,15 +258,12 @@ const SYMLINK_FOLDER: &str =
     "is a symbolic link; keyrot reads only regular files and folders inside the store";
 
 /// Reads one committed file's bytes, within the size limit.
-fn read_blob(repo: &git2::Repository, id: git2::Oid) -> Bytes {
+fn read_blob(repo: &git2::Repository, id: git2::Oid, limit: u64) -> Bytes {
     let blob = repo
         .find_blob(id)
         .map_err(|e| format!("cannot read from the commit: {}", e.message()))?;
-    if blob.size() as u64 > MAX_FILE_BYTES {
-        return Err(format!(
-            "is {} bytes, over the {MAX_FILE_BYTES}-byte limit",
-            blob.size()
-        ));
+    if blob.size() as u64 > limit {
+        return Err(format!("is {} bytes, over the {limit}-byte limit", blob.size()));
     }
     Ok(Some(blob.content().into()))
 }
@@ -276,8 +283,8 @@ fn read_commit_files(
     paths
         .iter()
         .map(|p| match (ids.get(p), cache) {
-            (Some(id), Some(cache)) => cache.blob(*id, || read_blob(repo, *id)),
-            (Some(id), None) => read_blob(repo, *id),
+            (Some(id), Some(cache)) => cache.blob(*id, || read_blob(repo, *id, MAX_FILE_BYTES)),
+            (Some(id), None) => read_blob(repo, *id, MAX_FILE_BYTES),
             (None, _) => Ok(None),
         })
         .collect()

@@ -102,6 +102,32 @@ fn binary_and_oversized_files_are_errors_not_panics() {
 }
 
 #[test]
+fn owners_toml_may_be_large_for_a_large_organisation_but_not_unbounded() {
+    // 40,000 owners: 1.9 MB, past a key file's limit, as a million-key store has more.
+    let s = Store::new();
+    let owners: String = (0..40_000)
+        .map(|i| format!("[owner{i:05}]\nstatus = \"active\"\nteam = \"team{}\"\n", i % 100))
+        .collect();
+    assert!(owners.len() > 1_800_000, "{}", owners.len());
+    s.write("owners.toml", &owners);
+    s.write(
+        "keys/a.toml",
+        &key("[\"read\"]", "2026-11-01T00:00:00Z", "").replace("alice", "owner00042"),
+    );
+    s.keyrot(&["check"]).ok();
+    s.commit("many owners");
+    s.apply().ok();
+    // Past 64 MiB it is refused unread (a sparse file: its length alone).
+    std::fs::File::create(s.path("owners.toml"))
+        .unwrap()
+        .set_len(65 * 1024 * 1024)
+        .unwrap();
+    s.keyrot(&["check"])
+        .fails(1)
+        .stderr_has("owners.toml: is 68157440 bytes, over the 67108864-byte limit");
+}
+
+#[test]
 fn not_a_store_says_how_to_make_one() {
     let s = Store::bare();
     std::fs::create_dir_all(&s.root).unwrap();
