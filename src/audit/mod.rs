@@ -86,14 +86,14 @@ pub(crate) fn applied_actions(repo: &Repository, mut f: impl FnMut(Time, &str)) 
 /// Literal paths are looked up in both trees rather than diffed: a commit that adds
 /// 100,000 key files would have every one of them matched against the paths.
 fn touched_paths(repo: &Repository, commit: &git2::Commit, pathspecs: &[String]) -> Result<Vec<String>> {
-    if pathspecs.iter().all(|p| !p.contains('*')) && pathspecs.iter().all(|p| p.ends_with(".toml")) {
-        let tree = commit
-            .tree()
-            .map_err(|e| Error::git("reading a commit's tree", e))?;
-        let parent_tree = match commit.parent(0) {
-            Ok(p) => Some(p.tree().map_err(|e| Error::git("reading a parent tree", e))?),
-            Err(_) => None,
-        };
+    let tree = commit
+        .tree()
+        .map_err(|e| Error::git("reading a commit's tree", e))?;
+    let parent_tree = match commit.parent(0) {
+        Ok(p) => Some(p.tree().map_err(|e| Error::git("reading a parent tree", e))?),
+        Err(_) => None,
+    };
+    if pathspecs.iter().all(|p| !p.contains('*') && p.ends_with(".toml")) {
         let at = |t: Option<&git2::Tree>, p: &str| {
             t.and_then(|t| t.get_path(std::path::Path::new(p)).ok())
                 .map(|e| (e.id(), e.filemode()))
@@ -104,24 +104,22 @@ fn touched_paths(repo: &Repository, commit: &git2::Commit, pathspecs: &[String])
             .cloned()
             .collect());
     }
-    diffed_paths(repo, commit, pathspecs)
+    diffed_paths(repo, &tree, parent_tree.as_ref(), pathspecs)
 }
 
 /// [`touched_paths`] by a diff of the two trees, limited by `pathspecs`.
-fn diffed_paths(repo: &Repository, commit: &git2::Commit, pathspecs: &[String]) -> Result<Vec<String>> {
-    let tree = commit
-        .tree()
-        .map_err(|e| Error::git("reading a commit's tree", e))?;
-    let parent_tree = match commit.parent(0) {
-        Ok(p) => Some(p.tree().map_err(|e| Error::git("reading a parent tree", e))?),
-        Err(_) => None,
-    };
+fn diffed_paths(
+    repo: &Repository,
+    tree: &git2::Tree,
+    parent_tree: Option<&git2::Tree>,
+    pathspecs: &[String],
+) -> Result<Vec<String>> {
     let mut opts = DiffOptions::new();
     for p in pathspecs {
         opts.pathspec(p);
     }
     let diff = repo
-        .diff_tree_to_tree(parent_tree.as_ref(), Some(&tree), Some(&mut opts))
+        .diff_tree_to_tree(parent_tree, Some(tree), Some(&mut opts))
         .map_err(|e| Error::git("diffing a commit", e))?;
     let mut out = BTreeSet::new();
     for d in diff.deltas() {
