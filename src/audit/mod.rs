@@ -175,6 +175,7 @@ pub(crate) fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> 
         Some(c) => c,
         None => return Ok(Vec::new()),
     };
+    let named = key;
     let key = key.map(|k| k.rsplit('/').next().unwrap_or(k));
     let keys_prefix = format!("{}/", settings.keys_dir);
     // A key at the top of the keys folder needs no search of its folders (a walk of
@@ -184,6 +185,16 @@ pub(crate) fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> 
         true => HashMap::new(),
         false => nested_keys(repo, &head, &settings.keys_dir, key)?,
     };
+    // `folder/id` names where the key is now: a wrong folder is a mistake to report,
+    // not to ignore (as `explain` does).
+    if let (Some(named), Some(id)) = (named, key) {
+        if let Some((folder, _)) = named.rsplit_once('/') {
+            let now_in = folders.get(id).map(String::as_str).or(at_top.then_some(""));
+            if now_in.is_some_and(|now_in| now_in != folder) {
+                return Err(Error::UnknownKey(named.to_string()));
+            }
+        }
+    }
     let pathspecs: Vec<String> = match key {
         Some(id) => {
             let top = format!("{keys_prefix}{id}.toml");

@@ -134,6 +134,10 @@ fn nested_keys_are_planned_applied_and_committed_where_they_are() {
     let by_id = s.keyrot(&["log", "old", "--json"]).ok().json();
     let by_path = s.keyrot(&["log", "trading/old", "--json"]).ok().json();
     assert_eq!(by_id, by_path);
+    // A folder the key is not in is an error, as explain's is.
+    s.keyrot(&["log", "payments/old"])
+        .fails(1)
+        .stderr_has("no key `payments/old`");
     let kinds: Vec<&str> = by_id
         .as_array()
         .unwrap()
