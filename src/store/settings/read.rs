@@ -1,273 +1,15 @@
-//! `keyrot.toml`: the store's settings. Every field is optional, every unknown field is
-//! an error (a typo must never silently weaken a policy).
+//! Reading `keyrot.toml`: its raw TOML shape, then every field checked, with each
+//! problem reported where it is and the defaults kept for what cannot be read.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::parse::{span_problem, toml_problem};
+use super::*;
 use crate::error::Problem;
+use crate::store::parse::{span_problem, toml_problem};
 use crate::time::Dur;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Settings {
-    pub keys_dir: String,
-    pub policies_dir: String,
-    /// `[store] maintenance`: pack the repository's loose objects after a commit
-    /// once they pass a threshold (see [`crate::maintenance`]).
-    pub maintenance: bool,
-    pub grace_period: Dur,
-    pub min_interval: Dur,
-    pub secret_bytes: usize,
-    pub secret_prefix: String,
-    pub commit_name: String,
-    pub commit_email: String,
-    /// `[commit] sign`: every apply commit must be signed with git's signing settings.
-    pub commit_sign: bool,
-    /// `[policy.<name>]` tables, handed to each policy as `config()`.
-    pub policy_config: BTreeMap<String, toml::Table>,
-    /// Where each `[policy.<name>]` table starts, for errors about it.
-    pub policy_config_pos: BTreeMap<String, (usize, usize)>,
-    /// `[exceptions].max_days`: how far ahead an exception may expire.
-    pub exceptions_max_days: i64,
-    /// `[service.<name>]` tables.
-    pub services: BTreeMap<String, Service>,
-    /// `[delivery]`: where new secrets go.
-    pub sink: Sink,
-    /// `[remote]`: the git remote the store is shared through; `None`: local only.
-    pub remote: Option<Remote>,
-    /// `[rollout]`: rotations environment by environment, and at most so many per plan.
-    pub rollout: Rollout,
-    /// `[apply] parallelism`: service steps in flight at once, across all services.
-    pub parallelism: usize,
-    /// `[[notify]]` tables, in file order.
-    pub notify: Vec<super::notify::Notify>,
-}
-
-/// Default `[apply] parallelism` (Terraform's `-parallelism` default).
-pub const DEFAULT_PARALLELISM: usize = 10;
-
-/// Most service steps keyrot runs at once.
-pub const MAX_PARALLELISM: usize = 256;
-
-/// `[service.<name>] rate_limit`: at most `steps` steps in any window of `per`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rate {
-    pub steps: u32,
-    pub per: Dur,
-}
-
-impl Rate {
-    /// `"10/s"`, `"600/m"`, `"1000/h"`.
-    pub fn parse(text: &str) -> Result<Rate, String> {
-        let bad = || format!("`{text}` is not a rate such as \"10/s\", \"600/m\" or \"1000/h\"");
-        let (n, unit) = text.trim().split_once('/').ok_or_else(bad)?;
-        let steps: u32 = n.trim().parse().map_err(|_| bad())?;
-        let per = match unit.trim() {
-            "s" => Dur::from_secs(1),
-            "m" => Dur::from_secs(60),
-            "h" => Dur::from_secs(3600),
-            _ => return Err(bad()),
-        };
-        if !(1..=1_000_000).contains(&steps) {
-            return Err(format!(
-                "`{text}`: the number of steps must be between 1 and 1000000"
-            ));
-        }
-        Ok(Rate { steps, per })
-    }
-}
-
-impl std::fmt::Display for Rate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let unit = match self.per.secs() {
-            1 => "s",
-            60 => "m",
-            _ => "h",
-        };
-        write!(f, "{}/{unit}", self.steps)
-    }
-}
-
-/// `[rollout]`: how rotations are spread over environments and runs (SPEC §10).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rollout {
-    /// Environments, earliest first; keys of other environments are not held back.
-    pub order: Vec<String>,
-    /// How long an earlier environment's rotations must have held before the next's.
-    pub soak: Dur,
-    /// At most this many rotations per plan; `None`: no limit.
-    pub max_per_run: Option<usize>,
-}
-
-impl Default for Rollout {
-    fn default() -> Rollout {
-        Rollout {
-            order: Vec::new(),
-            soak: Dur::hours_n(24).unwrap_or_default(),
-            max_per_run: None,
-        }
-    }
-}
-
-impl Rollout {
-    /// Whether any rotation can be held back: without an order of two environments or
-    /// a budget, the rule changes nothing.
-    pub fn is_active(&self) -> bool {
-        self.order.len() > 1 || self.max_per_run.is_some()
-    }
-}
-
-/// `[remote]`: the shared remote, its branch, and how long an apply's lease lasts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Remote {
-    pub name: String,
-    /// `None`: the store's current branch.
-    pub branch: Option<String>,
-    pub lease: Dur,
-}
-
-/// Default `[remote] lease`.
-pub const DEFAULT_LEASE_SECS: i64 = 15 * 60;
-
-impl Remote {
-    /// A remote named on the command line, with the other fields at their defaults.
-    pub fn named(name: &str) -> Result<Remote, String> {
-        check_remote_name(name)?;
-        Ok(Remote {
-            name: name.to_string(),
-            branch: None,
-            lease: Dur::from_secs(DEFAULT_LEASE_SECS),
-        })
-    }
-}
-
-/// A remote's name as git allows it, and never one that `git` would read as an option.
-pub fn check_remote_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && !name.starts_with('-')
-        && name.len() <= 100
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
-        && git2::Remote::is_valid_name(name);
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("`{name}` is not a git remote name"))
-    }
-}
-
-/// A branch name git accepts under `refs/heads/`, not read as an option.
-pub fn check_branch_name(name: &str) -> Result<(), String> {
-    if !name.starts_with('-') && git2::Reference::is_valid_name(&format!("refs/heads/{name}")) {
-        Ok(())
-    } else {
-        Err(format!("`{name}` is not a branch name"))
-    }
-}
-
-/// What `keyrot.toml` declares about one service.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Service {
-    /// When declared, the only permissions a key of this service may hold.
-    pub permissions: Option<Vec<String>>,
-    /// Who rotates this service's keys at the service; `None`: keyrot alone.
-    pub provider: Option<Provider>,
-    /// How long one provider step may take.
-    pub timeout: Dur,
-    /// What a secret the provider generates (its `create` answer) must at least be.
-    pub secret_rule: crate::secret::Strength,
-    /// At most this many of this service's steps at once; `None`: only `parallelism`.
-    pub max_concurrency: Option<usize>,
-    /// At most so many steps per window, never exceeded.
-    pub rate_limit: Option<Rate>,
-    /// Tries again, with exponential backoff, a step that timed out or that the
-    /// provider marked `"retry": true`.
-    pub retries: u32,
-}
-
-/// Default for `[service.<name>] timeout`.
-pub const DEFAULT_PROVIDER_TIMEOUT_SECS: i64 = 30;
-
-impl Default for Service {
-    fn default() -> Service {
-        Service {
-            permissions: None,
-            provider: None,
-            timeout: Dur::from_secs(DEFAULT_PROVIDER_TIMEOUT_SECS),
-            secret_rule: crate::secret::Strength::default(),
-            max_concurrency: None,
-            rate_limit: None,
-            retries: 0,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Provider {
-    /// `exec:<path>`: an executable in the store, relative to its root.
-    Exec { program: String },
-    /// The built-in PostgreSQL provider.
-    Postgres {
-        /// The environment variable holding the admin connection string.
-        dsn_env: String,
-        /// The role whose password is the key's secret; `{id}` and `{service}` expand.
-        role: String,
-    },
-}
-
-/// Where new secrets go.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub enum Sink {
-    /// The secrets folder (`--secrets-dir`).
-    #[default]
-    Dir,
-    /// A KV version 2 mount of HashiCorp Vault or OpenBao.
-    Vault(VaultSettings),
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct VaultSettings {
-    /// `None`: `$VAULT_ADDR` (read when the sink is opened).
-    pub address: Option<String>,
-    /// Vault Enterprise / OpenBao namespace; `None`: `$VAULT_NAMESPACE`, if set.
-    pub namespace: Option<String>,
-    /// A PEM file of the CAs to trust (relative to the store root, or absolute);
-    /// `None`: `$VAULT_CACERT`, `$VAULT_CAPATH`, else the system's trust store.
-    pub ca_cert: Option<String>,
-    pub token_env: String,
-    pub mount: String,
-    /// Where a key's secret lives under the mount; `{id}` and `{service}` expand.
-    pub path: String,
-}
-
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            keys_dir: "keys".into(),
-            policies_dir: "policies".into(),
-            maintenance: true,
-            grace_period: Dur::hours_n(24).unwrap_or_default(),
-            min_interval: Dur::hours_n(24).unwrap_or_default(),
-            secret_bytes: 32,
-            secret_prefix: "kr".into(),
-            commit_name: "keyrot".into(),
-            commit_email: "keyrot@localhost".into(),
-            commit_sign: false,
-            policy_config: BTreeMap::new(),
-            policy_config_pos: BTreeMap::new(),
-            exceptions_max_days: super::exceptions::DEFAULT_MAX_DAYS,
-            services: BTreeMap::new(),
-            sink: Sink::Dir,
-            remote: None,
-            rollout: Rollout::default(),
-            parallelism: DEFAULT_PARALLELISM,
-            notify: Vec::new(),
-        }
-    }
-}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -294,7 +36,7 @@ struct Raw {
     #[serde(default)]
     apply: RawApply,
     #[serde(default)]
-    notify: Vec<Spanned<super::notify::RawNotify>>,
+    notify: Vec<Spanned<crate::store::notify::RawNotify>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -515,7 +257,7 @@ impl Settings {
         }
         for table in raw.notify {
             let span = table.span();
-            let parsed = super::notify::notify(table.into_inner(), span, &mut |span, why| {
+            let parsed = crate::store::notify::notify(table.into_inner(), span, &mut |span, why| {
                 problems.push(span_problem(path, text, span, why))
             });
             s.notify.extend(parsed);
@@ -580,7 +322,7 @@ impl Settings {
         }
         for (name, raw) in raw.service {
             for p in raw.permissions.iter().flatten() {
-                if let Err(why) = super::key::check_permission(p) {
+                if let Err(why) = crate::store::key::check_permission(p) {
                     problems.push(Problem::new(path, format!("[service.{name}] permissions: {why}")));
                 }
             }
@@ -788,7 +530,7 @@ fn provider(name: &str, spec: &str, pg: Option<RawPostgres>) -> Result<Provider,
     ))
 }
 
-pub(super) fn is_env_name(s: &str) -> bool {
+pub(crate) fn is_env_name(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with(|c: char| c.is_ascii_digit())
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -842,7 +584,7 @@ fn vault(v: &RawVault) -> Result<VaultSettings, String> {
 }
 
 /// A store folder is a plain relative path inside the store, never `.git`.
-pub(super) fn check_folder(dir: &str) -> Result<(), String> {
+pub(crate) fn check_folder(dir: &str) -> Result<(), String> {
     let ok_part =
         |p: &str| !p.is_empty() && p != "." && p != ".." && !p.starts_with(".git") && !p.contains('\\');
     if dir.starts_with('/') || !dir.split('/').all(ok_part) {
@@ -851,118 +593,4 @@ pub(super) fn check_folder(dir: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_file_gives_the_documented_defaults() {
-        let (s, problems) = Settings::parse("keyrot.toml", "");
-        assert!(problems.is_empty());
-        assert_eq!(s, Settings::default());
-        assert_eq!(s.grace_period, Dur::parse("24h").unwrap());
-    }
-
-    #[test]
-    fn the_policies_folder_cannot_be_inside_the_keys_folder() {
-        let (s, problems) = Settings::parse("keyrot.toml", "[store]\npolicies = \"keys/policies\"\n");
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].message.contains("must not be inside store.keys"));
-        assert!(s.maintenance);
-        let (s, problems) = Settings::parse(
-            "keyrot.toml",
-            "[store]\nkeys = \"inv/keys\"\nmaintenance = false\n",
-        );
-        assert!(problems.is_empty(), "{problems:?}");
-        assert!(!s.maintenance);
-    }
-
-    #[test]
-    fn unknown_fields_are_errors_with_positions() {
-        let (_, problems) = Settings::parse("keyrot.toml", "[rotation]\ngrace_perod = \"1d\"\n");
-        assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].pos.map(|p| p.0), Some(2));
-        assert!(
-            problems[0].message.contains("grace_perod"),
-            "{}",
-            problems[0].message
-        );
-    }
-
-    #[test]
-    fn every_bad_value_is_reported() {
-        let text = "[store]\nkeys = \"../x\"\n[rotation]\ngrace_period = \"1x\"\nmin_interval = \"soon\"\n[secrets]\nbytes = 4\nprefix = \"KR\"\n";
-        let (_, problems) = Settings::parse("keyrot.toml", text);
-        let lines: Vec<usize> = problems.iter().filter_map(|p| p.pos.map(|p| p.0)).collect();
-        assert_eq!(lines, vec![2, 4, 5, 7, 8], "{problems:?}");
-    }
-
-    #[test]
-    fn rollout_is_read_and_checked() {
-        let text = "[rollout]\norder = [\"dev\", \"prod\"]\nsoak = \"12h\"\nmax_per_run = 5\n";
-        let (s, problems) = Settings::parse("keyrot.toml", text);
-        assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(s.rollout.order, ["dev", "prod"]);
-        assert_eq!(s.rollout.soak, Dur::parse("12h").unwrap());
-        assert_eq!(s.rollout.max_per_run, Some(5));
-        assert!(s.rollout.is_active());
-        assert!(!Settings::default().rollout.is_active());
-
-        let text = "[rollout]\norder = [\"dev\",\n  \"dev\"]\nsoak = \"-1h\"\nmax_per_run = 0\nlimit = 3\n";
-        let (_, problems) = Settings::parse("keyrot.toml", text);
-        assert_eq!(problems.len(), 1, "unknown field first: {problems:?}");
-        assert!(problems[0].message.contains("limit"));
-        let (_, problems) = Settings::parse("keyrot.toml", &text.replace("limit = 3\n", ""));
-        let lines: Vec<usize> = problems.iter().filter_map(|p| p.pos.map(|p| p.0)).collect();
-        assert_eq!(lines, vec![3, 4, 5], "{problems:?}");
-        assert!(problems[0].message.contains("listed twice"), "{problems:?}");
-    }
-
-    #[test]
-    fn apply_and_service_limits_are_read_and_checked() {
-        let text = "[apply]\nparallelism = 4\n[service.x]\nmax_concurrency = 2\nrate_limit = \"600/m\"\nretries = 3\n";
-        let (s, problems) = Settings::parse("keyrot.toml", text);
-        assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(s.parallelism, 4);
-        let x = &s.services["x"];
-        assert_eq!(x.max_concurrency, Some(2));
-        assert_eq!(
-            x.rate_limit,
-            Some(Rate {
-                steps: 600,
-                per: Dur::from_secs(60)
-            })
-        );
-        assert_eq!(x.rate_limit.unwrap().to_string(), "600/m");
-        assert_eq!(x.retries, 3);
-        assert_eq!(Settings::default().parallelism, DEFAULT_PARALLELISM);
-
-        let text = "[apply]\nparallelism = 0\n[service.x]\nmax_concurrency = 0\nrate_limit = \"fast\"\nretries = 11\n";
-        let (_, problems) = Settings::parse("keyrot.toml", text);
-        let lines: Vec<usize> = problems.iter().filter_map(|p| p.pos.map(|p| p.0)).collect();
-        assert_eq!(lines, vec![2, 5, 4, 6], "{problems:?}");
-        for bad in ["0/s", "10/d", "10", "x/s"] {
-            assert!(Rate::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[cfg(not(feature = "postgres"))]
-    #[test]
-    fn without_the_postgres_feature_the_postgres_provider_is_refused() {
-        let text = "[service.db]\nprovider = \"postgres\"\n[service.db.postgres]\ndsn_env = \"DSN\"\n";
-        let (_, problems) = Settings::parse("keyrot.toml", text);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0]
-            .message
-            .contains("built without the postgres provider"));
-    }
-
-    #[test]
-    fn policy_tables_become_config() {
-        let (s, problems) = Settings::parse("keyrot.toml", "[policy.max-age]\nmax_days = 60\n");
-        assert!(problems.is_empty());
-        assert_eq!(s.policy_config["max-age"]["max_days"].as_integer(), Some(60));
-    }
 }
