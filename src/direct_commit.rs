@@ -6,6 +6,7 @@ use std::path::Path;
 
 use git2::Repository;
 
+use crate::error::StoreError;
 use crate::error::{Error, Result};
 use crate::store::{repo, Settings};
 
@@ -27,9 +28,10 @@ impl Edit {
     ) -> Result<Edit> {
         let path = root.join(rel);
         let before = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let mut doc: toml_edit::DocumentMut = before
-            .parse()
-            .map_err(|e| Error::Usage(format!("{rel}: cannot edit: {e}")))?;
+        let mut doc: toml_edit::DocumentMut = before.parse().map_err(|e| StoreError::Edit {
+            path: rel.to_string(),
+            why: format!("cannot edit: {e}"),
+        })?;
         f(&mut doc)?;
         Ok(Edit {
             path: rel.to_string(),
@@ -55,11 +57,11 @@ pub(crate) fn commit_edits(
     let paths: Vec<String> = edits.iter().map(|e| e.path.clone()).collect();
     let dirty = repo::dirty_files(git_repo, folder, &paths)?;
     if !dirty.is_empty() {
-        return Err(Error::Usage(format!(
-            "{} ha{} uncommitted changes; commit or discard them first, so this commit records {what} alone",
-            dirty.join(", "),
-            if dirty.len() == 1 { "s" } else { "ve" }
-        )));
+        return Err(StoreError::Uncommitted {
+            paths: dirty,
+            what: what.to_string(),
+        }
+        .into());
     }
     let write = |text: fn(&Edit) -> &String| -> Result<()> {
         for e in edits {

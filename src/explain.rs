@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::error::StoreError;
 use crate::error::{Error, Result};
 use crate::plan::{Action, ActionKind, Hold, RuleStep, Rules};
 use crate::policy::{Decision, KeyView, Verdict};
@@ -109,10 +110,10 @@ pub(crate) fn explain(
 ) -> Result<Explanation> {
     let store = &loaded.store;
     let key = store.find_key(id).ok_or_else(|| {
-        Error::Usage(format!(
-            "no key `{id}` in the store (no {}/{id}.toml)",
-            store.settings.keys_dir
-        ))
+        Error::from(StoreError::NoSuchKey {
+            id: id.to_string(),
+            keys_dir: store.settings.keys_dir.clone(),
+        })
     })?;
     let counts = store.active_keys_per_owner();
     let view = KeyView::new(

@@ -29,9 +29,7 @@ pub(crate) fn pause(point: &str) {
 pub(crate) fn fail(point: &str) -> crate::error::Result<()> {
     #[cfg(debug_assertions)]
     if std::env::var("KEYROT_TEST_FAIL").is_ok_and(|p| p == point) {
-        return Err(crate::error::Error::Usage(format!(
-            "failpoint {point}: injected failure"
-        )));
+        return Err(crate::error::Error::Injected(point.to_string()));
     }
     let _ = point;
     Ok(())

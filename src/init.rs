@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use git2::{Repository, RepositoryInitOptions};
 use toml_edit::{DocumentMut, Item, Value};
 
+use crate::error::StoreError;
 use crate::error::{Error, Result};
 use crate::store::{files, Settings};
 use crate::time::{Dur, Time};
@@ -191,7 +192,7 @@ pub fn init(dir: &Path, example: bool, now: Time) -> Result<Created> {
     }
     let mut keys = 0;
     if example {
-        let shift = now.since(Time::parse_rfc3339(EXAMPLE_ANCHOR).map_err(Error::Usage)?);
+        let shift = now.since(Time::parse_rfc3339(EXAMPLE_ANCHOR).map_err(Error::Internal)?);
         files.push((files::OWNERS_FILE.into(), EXAMPLE_OWNERS.into()));
         // A repository's own CODEOWNERS (where forges look for one) is left alone.
         let has_codeowners = [
@@ -241,7 +242,13 @@ fn existing_repository(dir: &Path) -> Result<Option<Repository>> {
     if entries.next().is_none() {
         return Ok(None);
     }
-    let refuse = |what: String| Err(Error::Usage(format!("{} {what}", dir.display())));
+    let refuse = |why: String| {
+        Err(StoreError::NotForInit {
+            dir: dir.to_path_buf(),
+            why,
+        }
+        .into())
+    };
     if is_store(dir) {
         return refuse("is already a keyrot store".into());
     }
@@ -270,7 +277,7 @@ fn existing_repository(dir: &Path) -> Result<Option<Repository>> {
 fn shift_dates(text: &str, secs: i64) -> Result<String> {
     let mut doc: DocumentMut = text
         .parse()
-        .map_err(|e| Error::Usage(format!("example file: {e}")))?;
+        .map_err(|e| Error::Internal(format!("example file: {e}")))?;
     shift_table(doc.as_table_mut(), secs);
     Ok(doc.to_string())
 }

@@ -3,6 +3,7 @@
 //! once (`key.owner_departed_at`) and the history says who recorded it and when.
 
 use crate::direct_commit::Edit;
+use crate::error::StoreError;
 use crate::error::{Error, Result};
 use crate::store::files::OWNERS_FILE;
 use crate::store::owners::{self, OwnerStatus};
@@ -30,9 +31,10 @@ pub(crate) fn depart(ws: &Workspace, name: &str, at: Time) -> Result<Departure> 
         return Err(Error::Invalid(problems));
     }
     let owner = owners.get(name).ok_or_else(|| {
-        Error::Usage(format!(
-            "{OWNERS_FILE}: no owner `{name}`; add a [{name}] table first"
-        ))
+        Error::from(StoreError::UnknownOwner {
+            path: OWNERS_FILE.to_string(),
+            name: name.to_string(),
+        })
     })?;
     if let (OwnerStatus::Departed, Some(at)) = (owner.status, owner.departed_at) {
         return Ok(Departure::AlreadyRecorded { at });
@@ -69,7 +71,12 @@ fn settings_of(ws: &Workspace) -> Settings {
 /// `owners.toml` with `[name]` set to `status = "departed"` and `departed_at = at`,
 /// everything else (comments, order, spacing) as it was.
 fn mark_departed(text: &str, name: &str, at: Time) -> Result<String> {
-    let bad = |why: String| Error::Usage(format!("{OWNERS_FILE}: {why}"));
+    let bad = |why: String| {
+        Error::from(StoreError::Edit {
+            path: OWNERS_FILE.to_string(),
+            why,
+        })
+    };
     let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| bad(format!("{e}")))?;
     let table = doc
         .get_mut(name)

@@ -11,6 +11,7 @@ use rand::rngs::SysRng;
 use rand::TryRng;
 
 use crate::digest::sha256_tagged;
+use crate::error::DeliveryError;
 use crate::error::{Error, Result};
 
 /// `n` random bytes from the operating system's CSPRNG, as lowercase hex: ids for
@@ -19,7 +20,7 @@ pub(crate) fn random_hex(n: usize) -> Result<String> {
     let mut b = vec![0u8; n];
     SysRng
         .try_fill_bytes(&mut b)
-        .map_err(|e| Error::Usage(format!("the operating system's random generator failed: {e}")))?;
+        .map_err(|e| DeliveryError::Random(e.to_string()))?;
     Ok(crate::digest::hex(&b))
 }
 
@@ -36,7 +37,7 @@ impl Secret {
         let mut raw = vec![0u8; bytes];
         SysRng
             .try_fill_bytes(&mut raw)
-            .map_err(|e| Error::Usage(format!("the operating system's random generator failed: {e}")))?;
+            .map_err(|e| DeliveryError::Random(e.to_string()))?;
         let body = base62_fixed(&raw);
         wipe(&mut raw);
         // One allocation of the final size, so no copy of the secret is left behind in
@@ -263,10 +264,7 @@ impl SecretsDir {
         // The journals record this path so that a crash after the commit can be
         // finished; they are JSON, which holds only UTF-8 text.
         if real.to_str().is_none() {
-            return Err(Error::Usage(format!(
-                "the secrets folder {} resolves to a path that is not valid UTF-8; keyrot records it in its apply journal, so it must be\n  hint: choose a folder whose path is UTF-8",
-                real.display()
-            )));
+            return Err(DeliveryError::FolderNotUtf8(real).into());
         }
         let store = store_root.canonicalize().map_err(|e| Error::io(store_root, e))?;
         if real.starts_with(&store) {
@@ -340,10 +338,13 @@ impl SecretsDir {
         if matches {
             return Ok(done);
         }
-        Err(Error::Usage(format!(
-            "the new secret for key {id} is missing from {}: neither {id}.secret.{txid}.pending nor a {id}.secret with fingerprint {fingerprint} exists\n  hint: the commit records that fingerprint; rotate the key again (keyrot apply) to issue a new secret",
-            self.path.display()
-        )))
+        Err(DeliveryError::SecretMissing {
+            id: id.to_string(),
+            dir: self.path.clone(),
+            txid: txid.to_string(),
+            fingerprint: fingerprint.to_string(),
+        }
+        .into())
     }
 
     /// Pending secret files that no apply in progress owns: left by an apply that died

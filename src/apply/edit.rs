@@ -6,6 +6,7 @@ use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, Value};
 
 use crate::key_edit::set;
 
+use crate::error::{ApplyError, StoreError};
 use crate::error::{Error, Result};
 use crate::plan::{Action, ActionKind};
 use crate::store::Key;
@@ -52,9 +53,13 @@ pub(super) fn merge(actions: &[&Action]) -> KeyChanges {
 }
 
 fn toml_time(key: &Key, t: Time) -> Result<Value> {
-    t.to_toml()
-        .map(Value::from)
-        .map_err(|why| Error::Usage(format!("{}: cannot write a time: {why}", key.path)))
+    t.to_toml().map(Value::from).map_err(|why| {
+        ApplyError::Time {
+            path: key.path.clone(),
+            why,
+        }
+        .into()
+    })
 }
 
 /// Edits one key file's text for its changes. Everything not changed keeps its bytes.
@@ -65,9 +70,10 @@ pub(super) fn edit_key_file(
     new_fp: Option<&str>,
     now: Time,
 ) -> Result<String> {
-    let mut doc: DocumentMut = text
-        .parse()
-        .map_err(|e| Error::Usage(format!("{}: cannot edit: {e}", key.path)))?;
+    let mut doc: DocumentMut = text.parse().map_err(|e| StoreError::Edit {
+        path: key.path.clone(),
+        why: format!("cannot edit: {e}"),
+    })?;
     let root = doc.as_table_mut();
     if !c.revoke.is_empty() {
         set(root, "status", "revoked");
@@ -96,8 +102,8 @@ pub(super) fn edit_key_file(
         if let Some(old) = key.fingerprint.as_deref() {
             if grace > Dur::ZERO {
                 let until = now.checked_add(grace).ok_or_else(|| {
-                    Error::Usage(format!(
-                        "{}: the grace period {grace} from {now} ends past the year 9999",
+                    Error::BeyondYear9999(format!(
+                        "{}: the end of the grace period {grace} from {now}",
                         key.path
                     ))
                 })?;

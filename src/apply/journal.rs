@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lock::keyrot_dir;
 use super::Delivered;
+use crate::error::{ApplyError, Interrupted};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::secret::SecretsDir;
@@ -85,8 +86,10 @@ impl Journal {
     pub(crate) fn write(&self, git_dir: &Path) -> Result<()> {
         // Never a default in place of what failed to encode: an empty journal would
         // make a crash after the commit unrecoverable.
-        let body = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::Usage(format!("cannot write the apply journal: {e}")))?;
+        let body = serde_json::to_vec_pretty(self).map_err(|e| ApplyError::Encode {
+            what: "the apply journal",
+            why: e.to_string(),
+        })?;
         write_durable(git_dir, "journal", &body)
     }
 
@@ -95,10 +98,11 @@ impl Journal {
         match crate::state_file::read(&p) {
             Ok(None) => Ok(None),
             Ok(Some(bytes)) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                Error::Usage(format!(
-                    "{}: unreadable apply journal ({e})\n  hint: inspect it; if no apply is running and the store is as it should be, delete it",
-                    p.display()
-                ))
+                Error::from(ApplyError::JournalUnreadable {
+                    path: p.clone(),
+                    what: "apply journal",
+                    why: e.to_string(),
+                })
             }),
             Err(e) => Err(Error::io(p, e)),
         }
@@ -150,15 +154,15 @@ pub(crate) fn recover(ws: &Workspace) -> Result<Option<Recovery>> {
         Journal::remove(&git_dir)?;
         Ok(Some(Recovery::RolledBack { base: j.base }))
     } else {
-        Err(Error::Usage(format!(
-            "an interrupted apply (journal {}) expected {} at {} or {}, but it is at {tip}\n  hint: someone moved the branch since; check that the key files and the secrets in {} agree, then delete {}",
-            path(&git_dir).display(),
-            j.branch,
-            j.base,
-            j.commit,
-            j.secrets_dir.display(),
-            path(&git_dir).display()
-        )))
+        Err(ApplyError::JournalBranchMoved(Box::new(Interrupted {
+            journal: path(&git_dir),
+            branch: j.branch,
+            base: j.base,
+            commit: j.commit,
+            tip: tip.to_string(),
+            secrets_dir: j.secrets_dir,
+        }))
+        .into())
     }
 }
 
@@ -170,12 +174,8 @@ pub(crate) fn complete(ws: &Workspace, j: &Journal, written: &[(String, String)]
     let git_dir = ws.repo.path().to_path_buf();
     let mut delivered = Vec::new();
     if !j.pending.is_empty() || !j.revoked.is_empty() {
-        let secrets = SecretsDir::existing(&j.secrets_dir).ok_or_else(|| {
-            Error::Usage(format!(
-                "the secrets folder {} of the interrupted apply is gone",
-                j.secrets_dir.display()
-            ))
-        })?;
+        let secrets = SecretsDir::existing(&j.secrets_dir)
+            .ok_or_else(|| Error::from(ApplyError::SecretsFolderGone(j.secrets_dir.clone())))?;
         for (id, fingerprint) in &j.pending {
             let path = if j.keep_local {
                 secrets.promote_if_pending(id, &j.txid, fingerprint)?
@@ -288,14 +288,11 @@ fn update_worktree(ws: &Workspace, j: &Journal, written: &[(String, String)]) ->
     // Durable before the journal goes: after a power cut the work tree is whole.
     crate::durable::sync_filesystem(&ws.root)?;
     if !conflicts.is_empty() {
-        return Err(Error::Usage(format!(
-            "the work tree's {files} changed since the apply began; keyrot left {them} as {they} {are} (commit {commit} has the applied version)\n  hint: keep your edit with `git stash`, or drop it with `git checkout -- {files}`; then run `keyrot apply` again to finish",
-            files = conflicts.join(" "),
-            them = if conflicts.len() == 1 { "it" } else { "them" },
-            they = if conflicts.len() == 1 { "it" } else { "they" },
-            are = if conflicts.len() == 1 { "is" } else { "are" },
-            commit = j.commit
-        )));
+        return Err(ApplyError::WorkTreeChanged {
+            files: conflicts,
+            commit: j.commit.clone(),
+        }
+        .into());
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ApplyError;
 use crate::error::{Error, Result};
 use crate::time::Time;
 
@@ -74,8 +75,10 @@ impl Lock {
         // Write the holder to a private file first, then hard-link it into place: the
         // link either fails (held) or makes the lock appear whole, never half-written.
         let tmp = dir.join(format!("lock.{id}.tmp"));
-        let body = serde_json::to_vec(&holder)
-            .map_err(|e| Error::Usage(format!("cannot encode the lock's holder: {e}")))?;
+        let body = serde_json::to_vec(&holder).map_err(|e| ApplyError::Encode {
+            what: "the lock's holder",
+            why: e.to_string(),
+        })?;
         crate::state_file::create(&tmp)
             .and_then(|mut f| f.write_all(&body).and_then(|()| f.sync_all()))
             .map_err(|e| Error::io(&tmp, e))?;
@@ -103,10 +106,11 @@ fn take(path: &Path, tmp: &Path) -> Result<Option<Holder>> {
                     // Gone between the link and the read: try the link again.
                     Ok(None) => continue,
                     Err(why) => {
-                        return Err(Error::Usage(format!(
-                            "the store is locked ({} exists but cannot be read: {why})\n  hint: if no keyrot is running, remove it",
-                            path.display()
-                        )))
+                        return Err(ApplyError::LockUnreadable {
+                            path: path.to_path_buf(),
+                            why: why.to_string(),
+                        }
+                        .into())
                     }
                 };
                 if !is_stale(&other) {
@@ -123,10 +127,10 @@ fn take(path: &Path, tmp: &Path) -> Result<Option<Holder>> {
             Err(e) => return Err(Error::io(path, e)),
         }
     }
-    Err(Error::Usage(format!(
-        "could not take the lock {}",
-        path.display()
-    )))
+    Err(ApplyError::LockContended {
+        path: path.to_path_buf(),
+    }
+    .into())
 }
 
 impl Drop for Lock {
@@ -146,15 +150,17 @@ pub(crate) fn force_unlock(git_dir: &Path, id: &str) -> Result<Holder> {
             fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             Ok(h)
         }
-        Ok(Some(h)) => Err(Error::Usage(format!(
-            "the lock's id is {}, not {id}; nothing was removed",
-            h.id
-        ))),
-        Ok(None) => Err(Error::Usage("the store is not locked".into())),
-        Err(why) => Err(Error::Usage(format!(
-            "{}: {why}; nothing was removed",
-            path.display()
-        ))),
+        Ok(Some(h)) => Err(ApplyError::LockIdDiffers {
+            held: h.id,
+            given: id.to_string(),
+        }
+        .into()),
+        Ok(None) => Err(ApplyError::NotLocked.into()),
+        Err(why) => Err(ApplyError::LockNotRemoved {
+            path,
+            why: why.to_string(),
+        }
+        .into()),
     }
 }
 

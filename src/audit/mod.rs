@@ -10,6 +10,7 @@ use git2::{DiffOptions, Repository, Sort};
 use serde::Serialize;
 
 use crate::apply::{is_apply_commit, EXCEPTED, FAILED};
+use crate::error::InputError;
 use crate::error::{Error, Result};
 use crate::plan::ActionKind;
 use crate::signing::{Checker, Status};
@@ -170,7 +171,7 @@ impl Who {
 /// `folder/id`) when given, and then an error when that key is not in the store and
 /// never was.
 pub(crate) fn log(repo: &Repository, settings: &Settings, key: Option<&str>) -> Result<Vec<Entry>> {
-    let checker = Checker::for_display(repo).map_err(Error::Usage)?;
+    let checker = Checker::for_display(repo).map_err(InputError::Signers)?;
     let head = match crate::store::repo::head_commit(repo)? {
         Some(c) => c,
         None => return Ok(Vec::new()),

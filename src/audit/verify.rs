@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::apply::{self, Failure, FAILED, NO_PREVIOUS, TRAILER_FAILED, TRAILER_NOW, TRAILER_PLAN};
 use crate::apply::{TRAILER_POLICIES, TRAILER_PREVIOUS};
+use crate::error::InputError;
 use crate::error::{Error, Result};
 use crate::plan::{Action, Provenance};
 use crate::policy::AstCache;
@@ -94,11 +95,9 @@ pub(crate) fn verify(ws: &Workspace, opts: &Options) -> Result<Report> {
     };
     let tip = tip.id();
     check_not_rewritten(repo, tip)?;
-    let checker = Checker::from_config(repo, opts.allowed_signers.clone()).map_err(Error::Usage)?;
+    let checker = Checker::from_config(repo, opts.allowed_signers.clone()).map_err(InputError::Signers)?;
     if opts.require_signed && !checker.has_allowed_signers() {
-        return Err(Error::Usage(
-            "--require-signed needs the keys to trust: give --allowed-signers FILE or set git's gpg.ssh.allowedSignersFile".into(),
-        ));
+        return Err(InputError::NoTrustedSigners.into());
     }
     let since = match &opts.since {
         Some(rev) => Some(resolve(repo, rev)?),
@@ -192,7 +191,13 @@ fn resolve(repo: &Repository, rev: &str) -> Result<Oid> {
     repo.revparse_single(rev)
         .and_then(|o| o.peel_to_commit())
         .map(|c| c.id())
-        .map_err(|e| Error::Usage(format!("--since {rev}: {}", e.message())))
+        .map_err(|e| {
+            InputError::UnknownCommit {
+                rev: rev.to_string(),
+                why: e.message().to_string(),
+            }
+            .into()
+        })
 }
 
 fn find<'r>(repo: &'r Repository, id: Oid) -> Result<Commit<'r>> {
@@ -216,9 +221,7 @@ fn first_parent_chain(repo: &Repository, tip: Oid, since: Option<Oid>) -> Result
         at = find(repo, id)?.parent_ids().next();
     }
     match since {
-        Some(s) => Err(Error::Usage(format!(
-            "--since {s}: not on the branch's first-parent history"
-        ))),
+        Some(s) => Err(InputError::NotOnFirstParent { rev: s.to_string() }.into()),
         None => Ok(chain.into_iter().rev().collect()),
     }
 }

@@ -382,8 +382,8 @@ fn report(e: &Error) {
 }
 
 /// Prints an error to stderr as one JSON object on one line (with `--json`): the
-/// message, where (the first problem's path, line and column, when the error is about
-/// files), every problem, and the hint.
+/// message, where ([`Error::location`]: the file, line and column, when the error is
+/// about one place), every problem, and the hint.
 fn report_json(e: &Error) {
     let problems: Vec<serde_json::Value> = match e {
         Error::Invalid(problems) => problems
@@ -407,12 +407,12 @@ fn report_json(e: &Error) {
         ),
         other => other.to_string(),
     };
-    let first = problems.first();
+    let at = e.location();
     let value = serde_json::json!({
         "error": message,
-        "path": first.map(|p| p["path"].clone()),
-        "line": first.map(|p| p["line"].clone()),
-        "column": first.map(|p| p["column"].clone()),
+        "path": at.as_ref().map(|a| &a.path),
+        "line": at.as_ref().and_then(|a| a.line),
+        "column": at.as_ref().and_then(|a| a.column),
         "hint": hint(e),
         "problems": problems,
     });
@@ -421,8 +421,10 @@ fn report_json(e: &Error) {
 }
 
 /// What to do about an error, in terms of this command line: the library's errors
-/// say what is wrong; which flag or command helps is the CLI's to say.
+/// say what is wrong and, where it knows, what to do ([`Error::hint`]); which flag or
+/// command helps is the CLI's to say.
 fn hint(e: &Error) -> Option<String> {
+    use crate::error::{DeliveryError, InputError};
     Some(match e {
         Error::StalePlan(_) => "run `keyrot plan --out FILE` again".into(),
         Error::ForgedPlan(_) => {
@@ -448,7 +450,19 @@ fn hint(e: &Error) -> Option<String> {
         Error::FutureInstant { .. } => {
             "if you mean that instant (a replay, a test), pass --allow-future".into()
         }
-        _ => return None,
+        Error::Delivery(DeliveryError::SecretsWouldBeLost) => {
+            "deliver them to Vault ([delivery] sink = \"vault\") or pass --secrets-dir to a folder that outlives it".into()
+        }
+        Error::Input(InputError::NoTrustedSigners) => {
+            "--require-signed needs the keys to trust: give --allowed-signers FILE or set git's gpg.ssh.allowedSignersFile".into()
+        }
+        Error::Input(InputError::UnknownCommit { .. } | InputError::NotOnFirstParent { .. }) => {
+            "--since takes a commit of the branch's first-parent history".into()
+        }
+        Error::Input(InputError::NoIndex) => {
+            "--staged scans a repository's index; scan its history with --git instead".into()
+        }
+        other => return other.hint(),
     })
 }
 

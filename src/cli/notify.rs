@@ -46,11 +46,9 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let now: Time = a.eval.now();
     let ahead = now
         .checked_add(a.within)
-        .ok_or_else(|| Error::Usage(format!("{now} + {} is past the year 9999", a.within)))?;
+        .ok_or_else(|| Error::BeyondYear9999(format!("{now} + {}", a.within)))?;
     // What the committed store will do: what runners apply.
-    let head = ws
-        .head_id()?
-        .ok_or_else(|| Error::Usage("the store has no commit yet".into()))?;
+    let head = ws.head_id()?.ok_or(crate::error::StoreError::NoCommits)?;
     let loaded = ws.load_commit(head.as_str(), ahead)?;
     let plan = loaded.plan(ahead, Provenance::committed(head.clone()), None)?;
     let events = crate::notify::upcoming_events(

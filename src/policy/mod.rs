@@ -295,10 +295,8 @@ fn call_evaluate(
     let fail = |message: String, pos: Option<(usize, usize)>| Error::Policy {
         policy: policy.name.clone(),
         key: key.facts().key.id.clone(),
-        location: match pos {
-            Some((l, c)) => format!("{}:{l}:{c}: ", policy.path),
-            None => format!("{}: ", policy.path),
-        },
+        path: policy.path.clone(),
+        pos,
         message,
     };
     let value = result.map_err(|e| {

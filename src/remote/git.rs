@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::error::{Error, Result};
+use crate::error::RemoteError;
+use crate::error::Result;
 
 /// What a push did.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,18 +46,18 @@ impl Git {
 
     /// Runs `git args…`; `Err` with git's message when it fails.
     fn run(&self, args: &[&str], what: &str) -> Result<String> {
-        let out = self
-            .command()
-            .args(args)
-            .output()
-            .map_err(|e| Error::Remote(format!("cannot run git: {e}")))?;
+        let out = self.command().args(args).output().map_err(|e| RemoteError::Git {
+            what: "cannot run git".into(),
+            why: e.to_string(),
+        })?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            Err(Error::Remote(format!(
-                "{what}: {}",
-                one_line(&String::from_utf8_lossy(&out.stderr))
-            )))
+            Err(RemoteError::Git {
+                what: what.to_string(),
+                why: one_line(&String::from_utf8_lossy(&out.stderr)),
+            }
+            .into())
         }
     }
 
@@ -119,7 +120,10 @@ impl Git {
             .command()
             .args(&args)
             .output()
-            .map_err(|e| Error::Remote(format!("cannot run git: {e}")))?;
+            .map_err(|e| RemoteError::Git {
+                what: "cannot run git".into(),
+                why: e.to_string(),
+            })?;
         if out.status.success() {
             return Ok(Pushed::Done);
         }

@@ -7,6 +7,7 @@ use git2::{Oid, Repository};
 use serde::Serialize;
 
 use super::git::{Git, Pushed};
+use crate::error::RemoteError;
 use crate::error::{Error, Result};
 use crate::time::{Dur, Time};
 
@@ -78,10 +79,11 @@ pub(crate) fn current(repo: &Repository, git: &Git) -> Result<Option<Lease>> {
         .map_err(|e| Error::git("reading the lease", e))?;
     let message = String::from_utf8_lossy(commit.message_bytes()).into_owned();
     Lease::parse(id, &message).map(Some).ok_or_else(|| {
-        Error::Remote(format!(
-            "{LEASE_REF} on {} is not a keyrot lease (commit {id})",
-            git.remote
-        ))
+        Error::from(RemoteError::NotALease {
+            reference: LEASE_REF.to_string(),
+            remote: git.remote.clone(),
+            commit: id.to_string(),
+        })
     })
 }
 
@@ -98,7 +100,7 @@ pub(crate) fn take(repo: &Repository, git: &Git, duration: Dur) -> Result<Lease>
         let holder = holder();
         let expires = now
             .checked_add(duration)
-            .ok_or_else(|| Error::Remote("the lease would expire beyond the year 9999".into()))?;
+            .ok_or_else(|| Error::BeyondYear9999("the lease's expiry".into()))?;
         let commit = write_lease_commit(repo, &Lease::message(&id, &holder, expires))?;
         let expect = old.as_ref().map(|l| l.commit.to_string());
         match git.push(&[(Some(&commit.to_string()), LEASE_REF, expect.as_deref())])? {
@@ -114,19 +116,17 @@ pub(crate) fn take(repo: &Repository, git: &Git, duration: Dur) -> Result<Lease>
             }
             // Someone took or released it meanwhile: look again.
             Pushed::Stale(_) => git.fetch_lease()?,
-            Pushed::Refused(why) => return Err(Error::Remote(format!("cannot take the lease: {why}"))),
+            Pushed::Refused(why) => return Err(refused("take the lease".into(), why)),
         }
     }
-    Err(Error::Remote(
-        "the lease kept changing while keyrot tried to take it; try again".into(),
-    ))
+    Err(RemoteError::LeaseContended.into())
 }
 
 /// Extends `lease` to `duration` from now, by a compare-and-swap from itself.
 pub(crate) fn renew(repo: &Repository, git: &Git, lease: &Lease, duration: Dur) -> Result<Lease> {
     let expires = Time::now()
         .checked_add(duration)
-        .ok_or_else(|| Error::Remote("the lease would expire beyond the year 9999".into()))?;
+        .ok_or_else(|| Error::BeyondYear9999("the lease's expiry".into()))?;
     let commit = write_lease_commit(repo, &Lease::message(&lease.id, &lease.holder, expires))?;
     let old = lease.commit.to_string();
     match git.push(&[(Some(&commit.to_string()), LEASE_REF, Some(&old))])? {
@@ -138,11 +138,12 @@ pub(crate) fn renew(repo: &Repository, git: &Git, lease: &Lease, duration: Dur) 
                 ..lease.clone()
             })
         }
-        Pushed::Stale(_) => Err(Error::Remote(format!(
-            "lease {} was lost (it expired and was taken over, or was unlocked); nothing was pushed",
-            lease.id
-        ))),
-        Pushed::Refused(why) => Err(Error::Remote(format!("cannot renew lease {}: {why}", lease.id))),
+        Pushed::Stale(_) => Err(RemoteError::LeaseLost {
+            id: lease.id.clone(),
+            nothing_pushed: true,
+        }
+        .into()),
+        Pushed::Refused(why) => Err(refused(format!("renew lease {}", lease.id), why)),
     }
 }
 
@@ -150,11 +151,12 @@ pub(crate) fn renew(repo: &Repository, git: &Git, lease: &Lease, duration: Dur) 
 pub(crate) fn release(repo: &Repository, git: &Git, lease: &Lease) -> Result<()> {
     match git.push(&[(None, LEASE_REF, Some(&lease.commit.to_string()))])? {
         Pushed::Done => set_ref(repo, &git.keyrot_ref("lease"), None),
-        Pushed::Stale(_) => Err(Error::Remote(format!(
-            "lease {} was no longer held (it expired and was taken over, or was unlocked)",
-            lease.id
-        ))),
-        Pushed::Refused(why) => Err(Error::Remote(format!("cannot release lease {}: {why}", lease.id))),
+        Pushed::Stale(_) => Err(RemoteError::LeaseLost {
+            id: lease.id.clone(),
+            nothing_pushed: false,
+        }
+        .into()),
+        Pushed::Refused(why) => Err(refused(format!("release lease {}", lease.id), why)),
     }
 }
 
@@ -165,15 +167,22 @@ pub(crate) fn unlock(repo: &Repository, git: &Git, id: &str) -> Result<Lease> {
             release(repo, git, &l)?;
             Ok(l)
         }
-        Some(l) => Err(Error::Remote(format!(
-            "the lease on {} is {} (held by {}), not {id}; nothing was removed",
-            git.remote, l.id, l.holder
-        ))),
-        None => Err(Error::Remote(format!(
-            "there is no lease on {}; nothing was removed",
-            git.remote
-        ))),
+        Some(l) => Err(RemoteError::LeaseIdDiffers {
+            remote: git.remote.clone(),
+            held: l.id,
+            holder: l.holder,
+            given: id.to_string(),
+        }
+        .into()),
+        None => Err(RemoteError::NoLease {
+            remote: git.remote.clone(),
+        }
+        .into()),
     }
+}
+
+fn refused(what: String, why: String) -> Error {
+    RemoteError::LeaseRefused { what, why }.into()
 }
 
 pub(crate) fn leased(l: &Lease) -> Error {

@@ -9,6 +9,7 @@ pub(crate) mod lease;
 
 use git2::Oid;
 
+use crate::error::{DeliveryError, RemoteError, StoreError};
 use crate::error::{Error, Result};
 use crate::store::Remote;
 use crate::workspace::Workspace;
@@ -32,9 +33,7 @@ pub(crate) fn check_ci_secrets(ws: &Workspace, explicit_dir: bool) -> Result<()>
         None => crate::store::settings::Sink::Dir,
     };
     if sink == crate::store::settings::Sink::Dir {
-        return Err(Error::Usage(
-            "CI is set and new secrets would go to this runner's secrets folder, which is deleted with the runner; deliver them to Vault ([delivery] sink = \"vault\") or pass --secrets-dir to a folder that outlives it".into(),
-        ));
+        return Err(DeliveryError::SecretsWouldBeLost.into());
     }
     Ok(())
 }
@@ -86,18 +85,20 @@ impl<'w> Session<'w> {
             .to_string();
         if let Some(b) = &remote.branch {
             if *b != current {
-                return Err(Error::Remote(format!(
-                    "[remote] branch is {b}, but the store has {current} checked out; check out {b} first"
-                )));
+                return Err(RemoteError::WrongBranch {
+                    configured: b.clone(),
+                    current,
+                }
+                .into());
             }
         }
         let git = Git::new(&ws.root, &remote.name);
         git.fetch(&current)?;
         let remote_tip = ws.repo.refname_to_id(&git.tracking(&current)).map_err(|_| {
-            Error::Remote(format!(
-                "{} has no branch {current}; push the store there first",
-                remote.name
-            ))
+            Error::from(RemoteError::NoBranch {
+                remote: remote.name.clone(),
+                branch: current.clone(),
+            })
         })?;
         let session = Session {
             ws,
@@ -183,25 +184,33 @@ impl<'w> Session<'w> {
                     self.git.fetch(&self.branch)?;
                     self.remote_tip = commit;
                     self.check_not_rewritten()?;
-                    Ok(Some(format!("pushed apply commit {commit}, which an earlier run left unpushed")))
+                    Ok(Some(format!(
+                        "pushed apply commit {commit}, which an earlier run left unpushed"
+                    )))
                 }
-                Pushed::Stale(_) => Err(Error::Remote(format!(
-                    "apply commit {commit} is not pushed, and {} moved meanwhile; re-plan on the new tip: `git reset --hard {}/{}` drops it (its secrets stay in the secrets folder), then apply again",
-                    self.git.remote, self.git.remote, self.branch
-                ))),
-                Pushed::Refused(why) => Err(Error::Remote(format!(
-                    "{} refused apply commit {commit}: {why}",
-                    self.git.remote
-                ))),
+                Pushed::Stale(_) => Err(RemoteError::UnpushedAndMoved {
+                    commit: commit.to_string(),
+                    remote: self.git.remote.clone(),
+                    branch: self.branch.clone(),
+                }
+                .into()),
+                Pushed::Refused(why) => Err(RemoteError::CommitRefused {
+                    remote: self.git.remote.clone(),
+                    commit: commit.to_string(),
+                    why,
+                }
+                .into()),
             };
         }
         match self.standing()? {
             Standing::UpToDate => Ok(None),
             Standing::Behind(_) => self.fast_forward(self.remote_tip).map(|()| None),
-            Standing::Ahead(n) | Standing::Diverged { ahead: n, .. } => Err(Error::Remote(format!(
-                "the local {} has {n} commit(s) that {} lacks; push them (or drop them) before applying, so that every apply starts from the shared history",
-                self.branch, self.git.remote
-            ))),
+            Standing::Ahead(n) | Standing::Diverged { ahead: n, .. } => Err(RemoteError::LocalAhead {
+                branch: self.branch.clone(),
+                remote: self.git.remote.clone(),
+                count: n,
+            }
+            .into()),
         }
     }
 
@@ -214,15 +223,19 @@ impl<'w> Session<'w> {
             .args(["merge", "--ff-only", "--quiet", &to.to_string()])
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|e| Error::Remote(format!("cannot run git: {e}")))?;
+            .map_err(|e| RemoteError::Git {
+                what: "cannot run git".into(),
+                why: e.to_string(),
+            })?;
         if out.status.success() {
             Ok(())
         } else {
-            Err(Error::Remote(format!(
-                "cannot fast-forward {} to {to}: {}",
-                self.branch,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
+            Err(RemoteError::FastForward {
+                branch: self.branch.clone(),
+                to: to.to_string(),
+                why: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            }
+            .into())
         }
     }
 
@@ -232,7 +245,7 @@ impl<'w> Session<'w> {
     /// was pushed).
     pub(crate) fn publish(&mut self, local: Oid, base: Oid, commit: Oid) -> Result<Option<Oid>> {
         let Some(mut lease) = self.lease.clone() else {
-            return Err(Error::Remote("publishing without holding the lease".into()));
+            return Err(RemoteError::NotLeased.into());
         };
         // A long apply renews its lease before the push, while it still holds it, so
         // that nobody takes it over between here and the push.
@@ -280,10 +293,11 @@ impl<'w> Session<'w> {
             }
             Pushed::Stale(refs) if refs.iter().any(|r| r == lease::LEASE_REF) => {
                 self.lease = None;
-                Err(Error::Remote(format!(
-                    "lease {} was lost before the push (it expired and was taken over, or was unlocked); nothing was pushed",
-                    lease.id
-                )))
+                Err(RemoteError::LeaseLost {
+                    id: lease.id.clone(),
+                    nothing_pushed: true,
+                }
+                .into())
             }
             Pushed::Stale(_) => {
                 self.git.fetch(&self.branch)?;
@@ -342,11 +356,7 @@ impl<'w> Session<'w> {
     /// Brings the local branch to a commit an interrupted apply had pushed: fast-
     /// forward to its parent (if others' commits came between), then the commit.
     pub(crate) fn adopt(&self, base: Oid, commit: Oid) -> Result<()> {
-        let local = self
-            .ws
-            .head_id()?
-            .map(|c| c.oid())
-            .ok_or_else(|| Error::Remote("the store has no commits".into()))?;
+        let local = self.ws.head_id()?.map(|c| c.oid()).ok_or(StoreError::NoCommits)?;
         if local == commit {
             return Ok(());
         }

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 pub(crate) use html::render;
 
+use crate::error::StoreError;
 use crate::error::{Error, Result};
 use crate::plan::{Action, ActionKind, Plan, Provenance, Summary};
 use crate::store::{KeyStatus, Store};
@@ -160,14 +161,12 @@ fn due_keys(actions: &[Action]) -> HashSet<&str> {
 
 /// The report of the store committed at HEAD, at `now`.
 pub(crate) fn make(ws: &Workspace, now: Time) -> Result<Report> {
-    let head = ws
-        .head_id()?
-        .ok_or_else(|| Error::Usage("the store has no commit yet".into()))?;
+    let head = ws.head_id()?.ok_or(StoreError::NoCommits)?;
     let loaded = ws.load_commit(head.as_str(), now)?;
     let plan = loaded.plan(now, Provenance::committed(head.clone()), None)?;
     let ahead_at = now
         .checked_add(Dur::days_n(DUE_WINDOW_DAYS).unwrap_or_default())
-        .ok_or_else(|| Error::Usage(format!("{now} + {DUE_WINDOW_DAYS}d is past the year 9999")))?;
+        .ok_or_else(|| Error::BeyondYear9999(format!("{now} + {DUE_WINDOW_DAYS}d")))?;
     // Only keys today's plan does not already rotate or revoke can fall due later.
     let due_now = due_keys(&plan.actions);
     let later = |k: &crate::store::Key| !due_now.contains(k.id.as_str());

@@ -10,6 +10,7 @@ use git2::{Oid, Repository};
 
 use super::finder::{Finder, Hit};
 use super::{Location, Scanned};
+use crate::error::InputError;
 use crate::error::{Error, Result};
 
 /// Scans every file under `roots` (files or folders, recursively). `.git` folders are
@@ -26,10 +27,7 @@ pub(crate) fn scan_files(finder: &Finder, roots: &[PathBuf]) -> Result<Scanned> 
         } else if meta.is_file() {
             files.push(root.clone());
         } else {
-            return Err(Error::Usage(format!(
-                "{}: not a file or a folder; name files or folders to scan",
-                root.display()
-            )));
+            return Err(InputError::NotFileOrFolder(root.to_path_buf()).into());
         }
     }
     let results = crate::parallel::map(&files, |path| -> Result<(Vec<Hit>, u64)> {
@@ -84,10 +82,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// secret already committed does not block every later commit; `--git` finds those.
 pub(crate) fn scan_staged(finder: &Finder, repo: &Repository) -> Result<Scanned> {
     if repo.is_bare() {
-        return Err(Error::Usage(
-            "--staged scans a repository's index; a bare repository has none (scan its history instead)"
-                .into(),
-        ));
+        return Err(InputError::NoIndex.into());
     }
     let mut blobs = Vec::new();
     crate::store::repo::staged_raw(repo, |path, id| {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ureq::tls::{Certificate, PemItem, RootCerts};
 
-use crate::error::{Error, Result};
+use crate::error::{DeliveryError, Error, Result};
 use crate::store::settings::VaultSettings;
 
 /// The roots to verify the Vault server's certificate with, and what they came from
@@ -39,15 +39,22 @@ pub(super) fn roots(
         certs.extend(read_certificates(file, &from)?);
     }
     if certs.is_empty() {
-        return Err(Error::Usage(format!("{from}: no PEM certificate found there")));
+        return Err(trust(&from, "no PEM certificate found there".into()));
     }
     Ok((RootCerts::Specific(std::sync::Arc::new(certs)), from))
 }
 
+fn trust(from: &str, why: String) -> Error {
+    DeliveryError::Trust {
+        from: from.to_string(),
+        why,
+    }
+    .into()
+}
+
 /// The files of a CA folder, in name order (as `VAULT_CAPATH` is read: every file).
 fn pem_files(dir: &Path, from: &str) -> Result<Vec<PathBuf>> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| Error::Usage(format!("{from}: cannot read the folder: {e}")))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| trust(from, format!("cannot read the folder: {e}")))?;
     let mut files: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
@@ -59,19 +66,14 @@ fn pem_files(dir: &Path, from: &str) -> Result<Vec<PathBuf>> {
 
 /// The certificates of one PEM file; anything else in it (a key) is skipped.
 fn read_certificates(file: &Path, from: &str) -> Result<Vec<Certificate<'static>>> {
-    let bytes = std::fs::read(file)
-        .map_err(|e| Error::Usage(format!("{from}: cannot read {}: {e}", file.display())))?;
+    let bytes =
+        std::fs::read(file).map_err(|e| trust(from, format!("cannot read {}: {e}", file.display())))?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&bytes) {
         match item {
             Ok(PemItem::Certificate(c)) => certs.push(c),
             Ok(_) => {}
-            Err(e) => {
-                return Err(Error::Usage(format!(
-                    "{from}: {} is not a PEM file: {e}",
-                    file.display()
-                )))
-            }
+            Err(e) => return Err(trust(from, format!("{} is not a PEM file: {e}", file.display()))),
         }
     }
     Ok(certs)

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::error::DeliveryError;
 use crate::error::{Error, Result};
 use crate::provider::StepError;
 use crate::secret::Secret;
@@ -72,22 +73,19 @@ impl Vault {
         let address = match &settings.address {
             Some(a) => a.clone(),
             None => {
-                let given = env("VAULT_ADDR").ok_or_else(|| {
-                    Error::Usage(
-                        "[delivery] sink is vault, but neither [delivery.vault] address nor $VAULT_ADDR is set".into(),
-                    )
-                })?;
-                crate::store::settings::vault_address(&given, "VAULT_ADDR").map_err(Error::Usage)?
+                let given = env("VAULT_ADDR").ok_or_else(|| Error::from(DeliveryError::NoVaultAddress))?;
+                crate::store::settings::vault_address(&given, "VAULT_ADDR")
+                    .map_err(DeliveryError::VaultAddress)?
             }
         };
         let namespace = settings.namespace.clone().or_else(|| env("VAULT_NAMESPACE"));
         let (roots, trust) = super::trust::roots(settings, root, env)?;
         let token = std::env::var(&settings.token_env).unwrap_or_default();
         if token.trim().is_empty() {
-            return Err(Error::Usage(format!(
-                "[delivery] sink is vault, but ${} is not set: it must hold the token keyrot writes secrets with",
-                settings.token_env
-            )));
+            return Err(DeliveryError::NoVaultToken {
+                env: settings.token_env.clone(),
+            }
+            .into());
         }
         let tls = ureq::tls::TlsConfig::builder().root_certs(roots).build();
         let agent: ureq::Agent = ureq::Agent::config_builder()

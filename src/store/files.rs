@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::cache::Cache;
 use super::layout::{self, PolicyFolderFile};
 use crate::digest::hex;
+use crate::error::StoreError;
 use crate::error::{Error, Problem, Result};
 
 /// How many folders deep keys may sit below the keys folder (`keys/a/b/…`): any
@@ -667,11 +668,11 @@ fn digest<'a>(files: impl Iterator<Item = &'a FileEntry>) -> String {
 pub fn read_user_file(path: &Path) -> Result<Vec<u8>> {
     let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.len() > MAX_FILE_BYTES * 64 {
-        return Err(Error::Usage(format!(
-            "{}: file is {} bytes, too large to be a keyrot file",
-            path.display(),
-            meta.len()
-        )));
+        return Err(StoreError::TooLarge {
+            path: path.to_path_buf(),
+            bytes: meta.len(),
+        }
+        .into());
     }
     fs::read(path).map_err(|e| Error::io(path, e))
 }

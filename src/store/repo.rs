@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use git2::{Repository, Signature, StatusOptions};
 
 use super::Settings;
+use crate::error::StoreError;
 use crate::error::{Error, Result};
 
 /// A commit's id, as plans carry it: 40 lowercase hex digits, checked when made, so a
@@ -77,10 +78,10 @@ pub fn open(dir: &Path) -> Result<Repository> {
         }
     })?;
     if repo.workdir().is_none() {
-        return Err(Error::Usage(format!(
-            "{} is a bare git repository; a keyrot store needs a work tree",
-            dir.display()
-        )));
+        return Err(StoreError::Bare {
+            dir: dir.to_path_buf(),
+        }
+        .into());
     }
     Ok(repo)
 }
@@ -116,10 +117,7 @@ pub fn current_branch(repo: &Repository) -> Result<String> {
         .map_err(|e| Error::git("reading HEAD", e))?;
     match head.symbolic_target() {
         Some(target) if target.starts_with("refs/heads/") => Ok(target.to_string()),
-        _ => Err(Error::Usage(
-            "HEAD is detached; check out a branch before applying (keyrot commits to the current branch)"
-                .into(),
-        )),
+        _ => Err(StoreError::DetachedHead.into()),
     }
 }
 
@@ -406,6 +404,14 @@ pub fn staged_raw(repo: &Repository, mut found: impl FnMut(&[u8], git2::Oid)) ->
 /// Runs git with `args` (whose output is `--raw -z`, with `commit <id>` lines for
 /// `log`) against `repo`, calling `found(commit, path, new blob)` per added or modified
 /// file; submodules and deletions are skipped.
+fn git_failed(command: &str, why: String) -> Error {
+    StoreError::GitCommand {
+        command: command.to_string(),
+        why,
+    }
+    .into()
+}
+
 fn git_raw(
     repo: &Repository,
     args: &[&str],
@@ -424,17 +430,17 @@ fn git_raw(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::Usage(format!("cannot run git {}: {e}", args[0])))?;
+        .map_err(|e| git_failed(args[0], format!("cannot run it: {e}")))?;
     let stdout = child
         .stdout
         .take()
-        .ok_or_else(|| Error::Usage(format!("git {}: no output", args[0])))?;
+        .ok_or_else(|| git_failed(args[0], "no output".into()))?;
     let mut commit = String::new();
     let mut meta: Option<Vec<u8>> = None;
     let mut stopped = false;
     // `commit <id>\0`, then per file `\n:<modes> <old> <new> <status>\0<path>\0`.
     for token in BufReader::new(stdout).split(0) {
-        let token = token.map_err(|e| Error::Usage(format!("reading git {}: {e}", args[0])))?;
+        let token = token.map_err(|e| git_failed(args[0], format!("reading its output: {e}")))?;
         let token = token.strip_prefix(b"\n").unwrap_or(&token);
         if let Some(m) = meta.take() {
             let fields: Vec<&[u8]> = m.split(|&b| b == b' ').collect();
@@ -463,15 +469,13 @@ fn git_raw(
     if stopped {
         let _ = child.kill();
     }
-    let status = child
-        .wait()
-        .map_err(|e| Error::Usage(format!("git {}: {e}", args[0])))?;
+    let status = child.wait().map_err(|e| git_failed(args[0], e.to_string()))?;
     if !stopped && !status.success() {
         let mut err = String::new();
         if let Some(mut e) = child.stderr.take() {
             let _ = e.read_to_string(&mut err);
         }
-        return Err(Error::Usage(format!("git {} failed: {}", args[0], err.trim())));
+        return Err(git_failed(args[0], format!("failed: {}", err.trim())));
     }
     Ok(())
 }

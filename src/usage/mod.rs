@@ -18,6 +18,7 @@ use records::{Record, Records, Who};
 
 use crate::direct_commit::Edit;
 use crate::error::{Error, Result};
+use crate::error::{InputError, StoreError};
 use crate::store::{Key, KeyStatus, Source, Store};
 use crate::time::{Dur, Time};
 use crate::workspace::Workspace;
@@ -180,12 +181,16 @@ pub(crate) fn import(
     while let Some(r) = reader.next_record()? {
         count += 1;
         if r.at > latest_allowed {
-            return Err(Error::Usage(format!(
-                "{name}:{}: at {} is in the future (now is {})",
-                reader.lines(),
-                r.at.to_rfc3339(),
-                now.to_rfc3339()
-            )));
+            return Err(InputError::Record {
+                file: name.to_string(),
+                line: reader.lines(),
+                why: format!(
+                    "at {} is in the future (now is {})",
+                    r.at.to_rfc3339(),
+                    now.to_rfc3339()
+                ),
+            }
+            .into());
         }
         let (key, stale_as) = match &r.who {
             Who::Key(id) => match store.key(id) {
@@ -327,9 +332,10 @@ fn commit(
     let mut files = Vec::with_capacity(edits.len());
     for (rel, last_used_at, from) in edits {
         files.push(Edit::toml(&ws.root, rel, |doc| {
-            let when = last_used_at
-                .to_toml()
-                .map_err(|why| Error::Usage(format!("{rel}: cannot write {last_used_at}: {why}")))?;
+            let when = last_used_at.to_toml().map_err(|why| StoreError::Edit {
+                path: rel.clone(),
+                why: format!("cannot write {last_used_at}: {why}"),
+            })?;
             crate::key_edit::set(doc.as_table_mut(), "last_used_at", when);
             crate::key_edit::set(
                 doc.as_table_mut(),

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
+use crate::error::InputError;
 use crate::error::{Error, Result};
 use crate::time::Time;
 
@@ -78,7 +79,12 @@ impl<R: BufRead> Records<R> {
     }
 
     fn bad(&self, why: impl std::fmt::Display) -> Error {
-        Error::Usage(format!("{}:{}: {why}", self.name, self.line))
+        InputError::Record {
+            file: self.name.clone(),
+            line: self.line,
+            why: why.to_string(),
+        }
+        .into()
     }
 
     /// The next record, `None` at the end. Blank lines are skipped.
@@ -88,7 +94,11 @@ impl<R: BufRead> Records<R> {
             let n = self
                 .input
                 .read_line(&mut self.buf)
-                .map_err(|e| Error::Usage(format!("{}:{}: cannot read: {e}", self.name, self.line + 1)))?;
+                .map_err(|e| InputError::Record {
+                    file: self.name.clone(),
+                    line: self.line + 1,
+                    why: format!("cannot read: {e}"),
+                })?;
             if n == 0 {
                 if self.format == Format::Csv && self.columns.is_none() {
                     return Err(self.bad(

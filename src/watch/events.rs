@@ -2,15 +2,21 @@
 //! re-creates one), which events mean nothing changed, and what a watch error means.
 
 use super::*;
+use crate::error::InputError;
 
 pub(super) fn watch_error(e: notify::Error, path: &Path) -> Error {
-    if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
-        return Error::Usage(format!(
-            "cannot watch {}: the operating system's limit on file watches is reached\n  hint: raise it, e.g. `sudo sysctl fs.inotify.max_user_watches=524288` (persist it in /etc/sysctl.d/)",
-            path.display()
-        ));
+    let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch);
+    let why = if limit {
+        "the operating system's limit on file watches is reached".to_string()
+    } else {
+        e.to_string()
+    };
+    InputError::Watch {
+        path: path.to_path_buf(),
+        why,
+        limit,
     }
-    Error::Usage(format!("cannot watch {}: {e}", path.display()))
+    .into()
 }
 
 /// Open, read and close-without-writing events: nothing changed on disk.

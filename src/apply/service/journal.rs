@@ -4,6 +4,7 @@
 //! completion, and Vault clean-ups to run after the commit.
 
 use super::*;
+use crate::error::ApplyError;
 
 pub(super) const FILE: &str = "services";
 
@@ -109,8 +110,10 @@ impl Journal {
 
     /// The journal as one header line, the state folded into it.
     pub(super) fn compacted(&self) -> Result<Vec<u8>> {
-        let mut line = serde_json::to_vec(self)
-            .map_err(|e| Error::Usage(format!("cannot write the journal of provider steps: {e}")))?;
+        let mut line = serde_json::to_vec(self).map_err(|e| ApplyError::Encode {
+            what: "the journal of provider steps",
+            why: e.to_string(),
+        })?;
         line.push(b'\n');
         Ok(line)
     }

@@ -36,6 +36,7 @@ mod gate;
 mod journal;
 mod recover;
 
+use crate::error::ApplyError;
 pub(crate) use journal::{Cleanup, Intent, Stage};
 use journal::{Journal, Record, FILE};
 pub(crate) use recover::{recover, unsettled};
@@ -252,8 +253,10 @@ impl<'a> Services<'a> {
             let f = crate::state_file::open_append(&path).map_err(|e| Error::io(&path, e))?;
             log.file = Some(f);
         }
-        let mut line = serde_json::to_vec(&r)
-            .map_err(|e| Error::Usage(format!("cannot write the journal of provider steps: {e}")))?;
+        let mut line = serde_json::to_vec(&r).map_err(|e| ApplyError::Encode {
+            what: "the journal of provider steps",
+            why: e.to_string(),
+        })?;
         line.push(b'\n');
         let f = log.file.as_mut().expect("opened above");
         f.write_all(&line).map_err(|e| Error::io(&path, e))?;
@@ -458,10 +461,7 @@ impl<'a> Services<'a> {
         lock(&self.log).journal.intents = left;
         self.settle()?;
         if !keys.is_empty() {
-            return Err(Error::Usage(format!(
-                "could not take back the new secrets of {} at their service; the next keyrot apply retries before anything else",
-                keys.join(", ")
-            )));
+            return Err(ApplyError::NotTakenBack { keys }.into());
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! landed, `revoke` of the pending secret where it did not, and the Vault clean-ups.
 
 use super::*;
+use crate::error::ApplyError;
 
 /// Whether an interrupted apply left provider steps or Vault clean-ups to settle.
 pub(crate) fn unsettled(git_dir: &Path) -> bool {
@@ -18,15 +19,15 @@ pub(crate) fn recover(ws: &Workspace) -> Result<Vec<String>> {
         Err(e) => return Err(Error::io(file, e)),
     };
     let mut j = Journal::parse(&bytes).map_err(|e| {
-        Error::Usage(format!(
-            "{}: unreadable journal of provider steps ({e})\n  hint: check the keys it names at their services, then delete it",
-            file.display()
-        ))
+        Error::from(ApplyError::JournalUnreadable {
+            path: file.clone(),
+            what: "journal of provider steps",
+            why: e.to_string(),
+        })
     })?;
     let settings = crate::store::repo::settings_at(&ws.repo, &j.base).map_err(|e| match e {
-        Error::Invalid(problems) => Error::Usage(format!(
-            "the interrupted apply's settings: {}",
-            problems.first().map(ToString::to_string).unwrap_or_default()
+        Error::Invalid(problems) => Error::from(ApplyError::InterruptedSettings(
+            problems.first().map(ToString::to_string).unwrap_or_default(),
         )),
         e => e,
     })?;
@@ -102,9 +103,6 @@ pub(crate) fn recover(ws: &Workspace) -> Result<Vec<String>> {
         Ok(notes)
     } else {
         write_durable(&git_dir, FILE, &j.compacted()?)?;
-        Err(Error::Usage(format!(
-            "an interrupted apply left provider steps that cannot be completed yet; nothing else is done until they are:\n  {}",
-            notes.join("\n  ")
-        )))
+        Err(ApplyError::StepsPending { notes }.into())
     }
 }

@@ -1,8 +1,25 @@
-//! Errors: one type for the library, each variant carrying what a user needs to find
-//! and fix the cause (file, line, column, and a hint where there is one).
+//! Errors: one type for the library, [`Error`], whose variants carry what a user needs
+//! to find and fix the cause as data: the file, line and column where there are ones
+//! ([`Error::location`]), and what to do ([`Error::hint`]). Each concern has its own
+//! enum ([`StoreError`], [`ApplyError`], [`DeliveryError`], [`RemoteError`],
+//! [`InputError`]); load problems are [`Problem`]s and policy failures
+//! [`Error::Policy`]. The library's messages and hints never name a command-line flag:
+//! the CLI adds those.
+
+mod apply;
+mod delivery;
+mod input;
+mod remote;
+mod store;
 
 use std::fmt;
 use std::path::PathBuf;
+
+pub use apply::{ApplyError, Interrupted};
+pub use delivery::DeliveryError;
+pub use input::InputError;
+pub use remote::RemoteError;
+pub use store::StoreError;
 
 /// One problem in one input file, printed as `path:line:col: message`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +69,14 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// Where an error is, for a reader or an editor to jump to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub path: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The store's files failed to load; every bad file is listed.
@@ -59,12 +84,14 @@ pub enum Error {
     Invalid(Vec<Problem>),
 
     /// A policy threw, broke a sandbox bound, or returned something that is not a decision.
-    #[error("{location}policy {policy}: key {key}: {message}")]
+    #[error("{}policy {policy}: key {key}: {message}", Problem::at(.path.clone(), *.pos, ""))]
     Policy {
         policy: String,
         key: String,
-        /// `policies/x.rhai:3:12: ` or empty.
-        location: String,
+        /// The policy's file, relative to the store root.
+        path: String,
+        /// Line and column in it, where Rhai knows them.
+        pos: Option<(usize, usize)>,
         message: String,
     },
 
@@ -79,7 +106,7 @@ pub enum Error {
     Git { context: String, message: String },
 
     /// The store has uncommitted changes that `apply` would not be able to trace.
-    #[error("the store has uncommitted changes: {}\n  hint: commit them (git add … && git commit) and plan again; apply acts only on committed state", .0.join(", "))]
+    #[error("the store has uncommitted changes: {}", .0.join(", "))]
     Dirty(Vec<String>),
 
     /// A saved plan no longer matches the store.
@@ -113,7 +140,7 @@ pub enum Error {
 
     /// The apply commit landed, but a step after it (delivering secrets, updating the
     /// work tree) failed. The store's history is correct; the local copies lag.
-    #[error("the apply landed as commit {commit}, but a step after it failed: {source}\n  hint: the commit is the source of truth; bring the work tree to it with `git checkout -- .` after checking the secrets folder")]
+    #[error("the apply landed as commit {commit}, but a step after it failed: {source}")]
     AfterCommit {
         commit: String,
         #[source]
@@ -145,7 +172,7 @@ pub enum Error {
 
     /// Talking to the shared remote failed (fetch, push), or it is not as keyrot needs it.
     #[error("remote: {0}")]
-    Remote(String),
+    Remote(#[from] RemoteError),
 
     /// The shared remote refused an apply's push (a hook, a protected branch). The
     /// commit is kept, unpublished, with its journal: nothing is live, and the next
@@ -169,7 +196,33 @@ pub enum Error {
     #[error("no key `{0}` in the store or its history")]
     UnknownKey(String),
 
-    /// Anything else the user asked for that cannot be done, with what to do instead.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+
+    #[error(transparent)]
+    Input(#[from] InputError),
+
+    /// A date keyrot would compute or write is past what it keeps (the year 9999).
+    #[error("{0} is past the year 9999")]
+    BeyondYear9999(String),
+
+    /// A failure a test injected on purpose (`KEYROT_TEST_FAIL`).
+    #[error("failpoint {0}: injected failure")]
+    Injected(String),
+
+    /// Something that cannot happen unless keyrot itself is wrong (a file shipped in
+    /// the binary that does not parse, a value serde cannot encode).
+    #[error("internal error: {0}")]
+    Internal(String),
+
+    /// A command line that cannot be carried out as given. Only the CLI layer makes
+    /// these; the library's errors are the typed variants above.
     #[error("{0}")]
     Usage(String),
 }
@@ -198,6 +251,53 @@ impl Error {
             context: context.into(),
             message: err.message().to_string(),
         }
+    }
+
+    /// What to do about the error, where the library knows it. The CLI may say more
+    /// (which flag helps); the library never names one.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Dirty(_) => Some(
+                "commit them (git add … && git commit) and plan again; apply acts only on committed state".into(),
+            ),
+            Error::AfterCommit { .. } => Some(
+                "the commit is the source of truth; bring the work tree to it with `git checkout -- .` after checking the secrets folder".into(),
+            ),
+            Error::Store(e) => e.hint(),
+            Error::Apply(e) => e.hint(),
+            Error::Delivery(e) => e.hint(),
+            Error::Remote(e) => e.hint(),
+            Error::Input(e) => e.hint(),
+            _ => None,
+        }
+    }
+
+    /// The file the error is about (relative to the store root when it is in the
+    /// store), with the line and column where known; the first one for load problems.
+    pub fn location(&self) -> Option<Location> {
+        let at = |path: String, pos: Option<(usize, usize)>| Location {
+            path,
+            line: pos.map(|p| p.0),
+            column: pos.map(|p| p.1),
+        };
+        Some(match self {
+            Error::Invalid(problems) => problems.first().map(|p| at(p.path.clone(), p.pos))?,
+            Error::Policy { path, pos, .. } => at(path.clone(), *pos),
+            Error::Io { path, .. } => at(path.display().to_string(), None),
+            Error::Input(InputError::Record { file, line, .. }) => Location {
+                path: file.clone(),
+                line: Some(*line),
+                column: None,
+            },
+            Error::Store(StoreError::TooLarge { path, .. })
+            | Error::Apply(ApplyError::JournalUnreadable { path, .. }) => {
+                at(path.display().to_string(), None)
+            }
+            Error::Store(StoreError::Edit { path, .. } | StoreError::NotUtf8 { path }) => {
+                at(path.clone(), None)
+            }
+            _ => return None,
+        })
     }
 }
 
