@@ -513,3 +513,73 @@ fn err_line(text: &str) {
     let mut e = std::io::stderr().lock();
     let _ = writeln!(e, "{}", safe(text));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every long flag of every command (`--secrets-dir`, `--require-signed`, …).
+    fn long_flags(cmd: &clap::Command, out: &mut std::collections::BTreeSet<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                out.insert(format!("--{long}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            long_flags(sub, out);
+        }
+    }
+
+    /// The library says what is wrong and what to do; which flag helps is the CLI's to
+    /// say. No file under `src/` outside `src/cli/` and `main.rs` names a keyrot flag in
+    /// a string (where it could reach a user), so a renamed flag is renamed here alone.
+    #[test]
+    fn no_keyrot_flag_is_named_outside_the_cli() {
+        let mut flags = std::collections::BTreeSet::new();
+        long_flags(&Cli::command(), &mut flags);
+        // The same spellings passed to the system git as its own arguments.
+        let git_args = ["--format"];
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut folders = vec![src.clone()];
+        let mut found = Vec::new();
+        while let Some(dir) = folders.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path == src.join("cli") {
+                    continue;
+                }
+                if path.is_dir() {
+                    folders.push(path);
+                    continue;
+                }
+                let name = path.file_name().unwrap().to_string_lossy().to_string();
+                if !name.ends_with(".rs") || name == "main.rs" || name == "tests.rs" {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                // Unit tests at the end of a file may name flags in their data.
+                let code = text.split("\n#[cfg(test)]\nmod tests").next().unwrap_or(&text);
+                for (n, line) in code.lines().enumerate() {
+                    let line = line.trim_start();
+                    if line.starts_with("//") {
+                        continue;
+                    }
+                    for flag in &flags {
+                        let named = line.match_indices(flag.as_str()).any(|(i, _)| {
+                            let after = line[i + flag.len()..].chars().next();
+                            !matches!(after, Some(c) if c.is_ascii_alphanumeric() || c == '-')
+                        });
+                        if named && !git_args.contains(&flag.as_str()) {
+                            found.push(format!("{}:{}: {flag}", path.display(), n + 1));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "keyrot flags named outside src/cli/:\n{}",
+            found.join("\n")
+        );
+    }
+}

@@ -286,7 +286,7 @@ fn rows(h: &mut String, rows: &[Row], total: usize, caption: &str) {
     if total > rows.len() {
         let _ = writeln!(
             h,
-            "<p class=\"note\">{} more not shown: <code>keyrot report --json</code> or <code>keyrot plan</code> lists them all.</p>",
+            "<p class=\"note\">{} more not shown: this report in JSON, and the plan, list them all.</p>",
             total - rows.len()
         );
     }
@@ -366,7 +366,7 @@ fn findings(h: &mut String, r: &Report) {
     if r.owners_total > r.owners.len() {
         let _ = writeln!(
             h,
-            "<p class=\"note\">{} more owners with findings: <code>keyrot report --json</code> lists the first {}.</p>",
+            "<p class=\"note\">{} more owners with findings: this report in JSON lists the first {}.</p>",
             r.owners_total - r.owners.len(),
             r.owners.len()
         );

@@ -187,3 +187,82 @@ fn demo_refuses_a_store_named_by_flag() {
         .fails(1)
         .stderr_has("demo makes and applies its own example store");
 }
+
+/// An error's hint and location are data: the text form prints the hint on its own
+/// line, the JSON form has it in `hint` (never inside `error`), and `path`/`line` name
+/// the place for errors about one, not only for load problems.
+#[test]
+fn an_errors_hint_and_location_are_fields_of_its_json() {
+    let s = Store::with_keys(&[("k1", &key("[\"read\"]", "2026-07-01T00:00:00Z", ""))]);
+    let error_of = |run: &Run| -> Value {
+        let error: Value = serde_json::from_str(run.stderr.trim()).unwrap();
+        valid("error", &error);
+        assert!(!error["error"].as_str().unwrap().contains("hint"), "{error}");
+        error
+    };
+
+    // The library's hint (what to do), kept out of the message.
+    s.write("keys/k1.toml", &format!("{}# draft\n", s.read("keys/k1.toml")));
+    let run = s.keyrot(&["apply", "--json", "--yes", "--now", NOW]).fails(1);
+    let error = error_of(&run);
+    assert!(error["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("the store has uncommitted changes: keys/k1.toml"));
+    assert!(
+        error["hint"]
+            .as_str()
+            .unwrap()
+            .starts_with("commit them (git add"),
+        "{error}"
+    );
+    s.keyrot(&["apply", "--yes", "--now", NOW])
+        .fails(1)
+        .stderr_has("error: the store has uncommitted changes: keys/k1.toml\n  hint: commit them (git add");
+    s.git(&["checkout", "--", "keys/k1.toml"]);
+
+    // A hint that names flags is the CLI's: the library's message names none.
+    let run = s
+        .keyrot(&["audit", "verify", "--require-signed", "--json"])
+        .fails(1);
+    let error = error_of(&run);
+    assert_eq!(
+        error["error"],
+        "signed commits are required, but there are no keys to trust"
+    );
+    assert!(
+        error["hint"]
+            .as_str()
+            .unwrap()
+            .contains("give --allowed-signers FILE"),
+        "{error}"
+    );
+    s.keyrot(&["audit", "verify", "--require-signed"]).fails(1).stderr_has(
+        "error: signed commits are required, but there are no keys to trust\n  hint: --require-signed needs the keys to trust",
+    );
+
+    // A bad record of an import: its file and line.
+    let file = s.root.parent().unwrap().join("access.jsonl");
+    std::fs::write(&file, "{\"key\":\"k1\",\"at\":\"2026-11-22T10:00:00Z\",\"ip\":\"203.0.113.7\"}\n{\"key\":\"k1\",\"at\":\"2026-11-22T10:00:00Z\",\"ip\":\"nope\"}\n").unwrap();
+    let run = s
+        .keyrot(&["usage", "import", file.to_str().unwrap(), "--json"])
+        .fails(1);
+    let error = error_of(&run);
+    assert!(
+        error["path"].as_str().unwrap().ends_with("access.jsonl"),
+        "{error}"
+    );
+    assert_eq!(error["line"], 2);
+    assert!(error["column"].is_null());
+
+    // A policy that fails on a key: the policy's file, line and column.
+    s.write(
+        "policies/thrower.rhai",
+        "fn evaluate(key) {\n    throw \"no\";\n}\n",
+    );
+    let run = s.keyrot(&["plan", "--json", "--now", NOW]).fails(1);
+    let error = error_of(&run);
+    assert_eq!(error["path"], "policies/thrower.rhai");
+    assert_eq!(error["line"], 2);
+    assert!(error["column"].as_u64().is_some(), "{error}");
+}
