@@ -3,6 +3,7 @@
 //! that each apply commit is exactly what the committed policies decided ([`verify`]).
 
 pub(crate) mod verify;
+mod walk;
 
 use std::collections::{BTreeSet, HashMap};
 
