@@ -6,8 +6,7 @@ use std::path::Path;
 
 use git2::Repository;
 
-use crate::error::StoreError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreError};
 use crate::store::{repo, Settings};
 
 /// One file's edit for [`commit_edits`]: its path in the store, its text before and

@@ -4,8 +4,7 @@
 
 use serde::Serialize;
 
-use crate::error::StoreError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreError};
 use crate::plan::{Action, ActionKind, Hold, RuleStep, Rules};
 use crate::policy::{Decision, KeyView, Verdict};
 use crate::store::KeyStatus;

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use git2::{Repository, RepositoryInitOptions};
 use toml_edit::{DocumentMut, Item, Value};
 
-use crate::error::StoreError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreError};
 use crate::store::{files, Settings};
 use crate::time::{Dur, Time};
 

@@ -3,8 +3,7 @@
 //! once (`key.owner_departed_at`) and the history says who recorded it and when.
 
 use crate::direct_commit::Edit;
-use crate::error::StoreError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreError};
 use crate::store::files::OWNERS_FILE;
 use crate::store::owners::{self, OwnerStatus};
 use crate::store::Settings;

@@ -11,8 +11,7 @@ use rand::rngs::SysRng;
 use rand::TryRng;
 
 use crate::digest::sha256_tagged;
-use crate::error::DeliveryError;
-use crate::error::{Error, Result};
+use crate::error::{DeliveryError, Error, Result};
 
 /// `n` random bytes from the operating system's CSPRNG, as lowercase hex: ids for
 /// applies, leases and temp files (not secrets).

@@ -6,8 +6,7 @@ use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, Value};
 
 use crate::key_edit::set;
 
-use crate::error::{ApplyError, StoreError};
-use crate::error::{Error, Result};
+use crate::error::{ApplyError, Error, Result, StoreError};
 use crate::plan::{Action, ActionKind};
 use crate::store::Key;
 use crate::time::{Dur, Time};

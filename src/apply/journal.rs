@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lock::keyrot_dir;
 use super::Delivered;
-use crate::error::{ApplyError, Interrupted};
-use crate::error::{Error, Result};
+use crate::error::{ApplyError, Error, Interrupted, Result};
 use crate::failpoint;
 use crate::secret::SecretsDir;
 use crate::workspace::Workspace;

@@ -11,8 +11,7 @@ use git2::{DiffOptions, Repository, Sort};
 use serde::Serialize;
 
 use crate::apply::{is_apply_commit, EXCEPTED, FAILED};
-use crate::error::InputError;
-use crate::error::{Error, Result};
+use crate::error::{Error, InputError, Result};
 use crate::plan::ActionKind;
 use crate::signing::{Checker, Status};
 use crate::store::{files, Settings};

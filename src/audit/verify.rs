@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use git2::{Commit, Oid, Repository};
 use serde::Serialize;
 
-use crate::error::InputError;
-use crate::error::{Error, Result};
+use crate::error::{Error, InputError, Result};
 use crate::signing::{Checker, Status};
 use crate::store::repo;
 use crate::workspace::Workspace;

@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::error::RemoteError;
-use crate::error::Result;
+use crate::error::{RemoteError, Result};
 
 /// What a push did.
 #[derive(Debug, PartialEq, Eq)]

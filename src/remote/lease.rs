@@ -7,8 +7,7 @@ use git2::{Oid, Repository};
 use serde::Serialize;
 
 use super::git::{Git, Pushed};
-use crate::error::RemoteError;
-use crate::error::{Error, Result};
+use crate::error::{Error, RemoteError, Result};
 use crate::time::{Dur, Time};
 
 /// The ref on the remote.

@@ -9,8 +9,7 @@ pub(crate) mod lease;
 
 use git2::Oid;
 
-use crate::error::{DeliveryError, RemoteError, StoreError};
-use crate::error::{Error, Result};
+use crate::error::{DeliveryError, Error, RemoteError, Result, StoreError};
 use crate::store::Remote;
 use crate::workspace::Workspace;
 use git::{Git, Pushed};

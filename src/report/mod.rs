@@ -11,8 +11,7 @@ use serde::Serialize;
 
 pub(crate) use html::render;
 
-use crate::error::StoreError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreError};
 use crate::plan::{Action, ActionKind, Plan, Provenance, Summary};
 use crate::store::{KeyStatus, Store};
 use crate::time::{Dur, Time};

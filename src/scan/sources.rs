@@ -10,8 +10,7 @@ use git2::{Oid, Repository};
 
 use super::finder::{Finder, Hit};
 use super::{Location, Scanned};
-use crate::error::InputError;
-use crate::error::{Error, Result};
+use crate::error::{Error, InputError, Result};
 
 /// Scans every file under `roots` (files or folders, recursively). `.git` folders are
 /// skipped and symbolic links inside folders not followed (a link out of the tree would

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::error::DeliveryError;
-use crate::error::{Error, Result};
+use crate::error::{DeliveryError, Error, Result};
 use crate::provider::StepError;
 use crate::secret::Secret;
 use crate::store::settings::VaultSettings;

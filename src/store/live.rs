@@ -10,7 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::files::{self, read_key_entry, Leaf, Snapshot, Source, SETTINGS_FILE};
+use super::files::{self, Source, SETTINGS_FILE};
+use super::snapshot::{self, read_key_entry, Leaf, Snapshot};
 use super::{exceptions, owners, parse_entry, parse_root, undeclared_permissions, Key, KeyStatus, Store};
 use crate::error::Problem;
 
@@ -129,7 +130,8 @@ impl LiveStore {
             return Err(problems);
         }
         if !delta.keys.is_empty() {
-            self.store.keys_digest = files::keys_digest_of(self.leaves.iter().map(|(p, l)| (p.as_str(), l)));
+            self.store.keys_digest =
+                snapshot::keys_digest_of(self.leaves.iter().map(|(p, l)| (p.as_str(), l)));
         }
         Ok(delta)
     }
@@ -166,7 +168,7 @@ impl LiveStore {
                         std::slice::from_ref(&key),
                         std::slice::from_ref(&entry),
                     ));
-                    self.leaves.insert(entry.path, files::leaf(&entry.bytes));
+                    self.leaves.insert(entry.path, snapshot::leaf(&entry.bytes));
                     Some(key)
                 }
             },

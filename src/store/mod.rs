@@ -12,6 +12,7 @@ pub mod owners;
 mod parse;
 pub mod repo;
 pub mod settings;
+pub(crate) mod snapshot;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -19,11 +20,12 @@ use std::sync::Arc;
 
 pub use cache::Cache;
 pub use exceptions::Exception;
-pub use files::{FileEntry, Leaf, Snapshot, Source};
+pub use files::{FileEntry, Source};
 pub use key::{Key, KeyStatus, Previous};
 pub use live::LiveStore;
 pub use owners::{Owner, OwnerStatus};
 pub use settings::{Remote, Rollout, Settings};
+pub use snapshot::{Leaf, Snapshot};
 
 use crate::error::Problem;
 

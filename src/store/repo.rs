@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use git2::{Repository, Signature, StatusOptions};
 
 use super::Settings;
-use crate::error::StoreError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreError};
 
 /// A commit's id, as plans carry it: 40 lowercase hex digits, checked when made, so a
 /// saved plan with anything else in `store_commit` is refused as it is read.

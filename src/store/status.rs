@@ -17,8 +17,8 @@ use std::path::Path;
 
 use git2::{Index, Oid, Repository};
 
-use super::files::Listing;
 use super::repo;
+use super::snapshot::Listing;
 use crate::error::{Error, Result};
 
 /// What a work-tree load saw: each file it read with its git blob id, and what else

@@ -17,8 +17,7 @@ pub(crate) use records::Format;
 use records::{Record, Records, Who};
 
 use crate::direct_commit::Edit;
-use crate::error::{Error, Result};
-use crate::error::{InputError, StoreError};
+use crate::error::{Error, InputError, Result, StoreError};
 use crate::store::{Key, KeyStatus, Source, Store};
 use crate::time::{Dur, Time};
 use crate::workspace::Workspace;

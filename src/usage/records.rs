@@ -8,8 +8,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use crate::error::InputError;
-use crate::error::{Error, Result};
+use crate::error::{Error, InputError, Result};
 use crate::time::Time;
 
 /// Which key a record names.

@@ -24,7 +24,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use serde::{Deserialize, Serialize};
 
 use super::journal::{remove_durable, write_durable};
-use crate::error::{Error, Result};
+use crate::error::{ApplyError, Error, Result};
 use crate::failpoint;
 use crate::provider::{self, KeyInfo, Provider, Request, Step, StepError};
 use crate::secret::{Secret, SecretsDir};
@@ -36,7 +36,6 @@ mod gate;
 mod journal;
 mod recover;
 
-use crate::error::ApplyError;
 pub(crate) use journal::{Cleanup, Intent, Stage};
 use journal::{Journal, Record, FILE};
 pub(crate) use recover::{recover, unsettled};
