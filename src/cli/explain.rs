@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use crate::error::Error;
 use crate::explain::{explain, line_diff, Explanation};
 use crate::time::Dur;
-use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
 #[command(mut_arg("json", |a| a.help("Print the explanation as JSON")))]
@@ -18,9 +17,7 @@ pub(super) struct Args {
 }
 
 pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
-    let ws = Workspace::open(store)?;
-    let now = args.eval.now();
-    let loaded = ws.load_worktree(now)?;
+    let super::WorkTree { ws, now, loaded } = args.eval.load_worktree(store)?;
     let read = |rel: &str| {
         let path = ws.root.join(rel);
         std::fs::read_to_string(&path).map_err(|e| Error::io(path, e))

@@ -124,6 +124,23 @@ impl EvalArgs {
     fn now(&self) -> Time {
         self.now.unwrap_or_else(Time::now)
     }
+
+    /// The store at `store` opened and its work tree loaded at [`EvalArgs::now`]: where
+    /// the commands that look at the store as the engineer left it (`explain`, `test`)
+    /// start. A load problem is the error.
+    fn load_worktree(&self, store: &Path) -> Result<WorkTree, Error> {
+        let ws = crate::workspace::Workspace::open(store)?;
+        let now = self.now();
+        let loaded = ws.load_worktree(now)?;
+        Ok(WorkTree { ws, now, loaded })
+    }
+}
+
+/// The store's work tree, loaded at one instant.
+struct WorkTree {
+    ws: crate::workspace::Workspace,
+    now: Time,
+    loaded: crate::workspace::Loaded,
 }
 
 /// `--secrets-dir`, the one place it is declared and resolved: `apply`, `run` and

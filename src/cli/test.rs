@@ -8,7 +8,6 @@ use serde_json::json;
 use crate::error::Error;
 use crate::policy::coverage::{MinCoverage, Report};
 use crate::policy::testing::{self, Outcome};
-use crate::workspace::Workspace;
 
 #[derive(clap::Args)]
 #[command(
@@ -29,9 +28,7 @@ pub(super) struct Args {
 }
 
 pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
-    let ws = Workspace::open(store)?;
-    let now = args.eval.now();
-    let loaded = ws.load_worktree(now)?;
+    let super::WorkTree { now, loaded, .. } = args.eval.load_worktree(store)?;
     let outcome = testing::run(&loaded.store, args.filter.as_deref(), now)?;
     let show_coverage = args.coverage || args.min_coverage.is_some();
     let below: Vec<&Report> = match &args.min_coverage {
