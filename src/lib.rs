@@ -42,6 +42,7 @@ pub(crate) mod state_file;
 pub mod store;
 pub(crate) mod term;
 pub mod time;
+pub(crate) mod trailers;
 pub(crate) mod usage;
 pub(crate) mod watch;
 pub(crate) mod workspace;

@@ -8,6 +8,10 @@ use git2::{Oid, Repository, Tree};
 use super::Failure;
 use crate::error::{Error, Result};
 use crate::plan::{ActionKind, Plan, Summary};
+use crate::trailers::{
+    is_apply_commit, EXCEPTED, FAILED, NO_PREVIOUS, SUBJECT_PREFIX, TRAILER_FAILED, TRAILER_NOW,
+    TRAILER_PLAN, TRAILER_POLICIES, TRAILER_PREVIOUS,
+};
 
 /// The apply commit's message: subject, one line per applied action (and warning),
 /// then the trailers that tie it to its plan. Keys in `failed` were not applied: they
@@ -67,38 +71,6 @@ pub(crate) fn commit_message(plan: &Plan, failed: &[Failure], previous: Option<O
         msg.push_str(&format!("{TRAILER_FAILED}: {}\n", f.key));
     }
     msg
-}
-
-pub(crate) const SUBJECT_PREFIX: &str = "keyrot apply:";
-/// The first word of a commit body line for a key a provider step failed.
-pub(crate) const FAILED: &str = "failed";
-pub(crate) const TRAILER_FAILED: &str = "Keyrot-Failed";
-/// The first word of a commit body line for an excepted decision.
-pub(crate) const EXCEPTED: &str = "excepted";
-pub(crate) const TRAILER_PLAN: &str = "Keyrot-Plan";
-pub(crate) const TRAILER_POLICIES: &str = "Keyrot-Policies";
-pub(crate) const TRAILER_NOW: &str = "Keyrot-Now";
-/// Chains the apply commits: the previous one's id, or [`NO_PREVIOUS`].
-pub(crate) const TRAILER_PREVIOUS: &str = "Keyrot-Previous";
-pub(crate) const NO_PREVIOUS: &str = "none";
-
-/// Whether a commit message is an apply commit's: the subject and a plan trailer.
-pub(crate) fn is_apply_commit(message: &str) -> bool {
-    message.starts_with(SUBJECT_PREFIX) && trailer(message, TRAILER_PLAN).is_some()
-}
-
-/// The value of the first `name: value` trailer line in `message`.
-pub(crate) fn trailer<'m>(message: &'m str, name: &'m str) -> Option<&'m str> {
-    trailers(message, name).next()
-}
-
-/// The values of every `name: value` trailer line in `message`.
-pub(crate) fn trailers<'m>(message: &'m str, name: &'m str) -> impl Iterator<Item = &'m str> + 'm {
-    message.lines().filter_map(move |l| {
-        l.strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix(": "))
-            .map(str::trim)
-    })
 }
 
 /// The nearest apply commit at or before `from` on the first-parent line: what the

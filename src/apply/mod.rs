@@ -22,10 +22,7 @@ mod transaction;
 
 use std::path::PathBuf;
 
-pub(crate) use commit::{
-    commit_message, is_apply_commit, previous_apply, trailer, trailers, write_tree, EXCEPTED, FAILED,
-    NO_PREVIOUS, TRAILER_FAILED, TRAILER_NOW, TRAILER_PLAN, TRAILER_POLICIES, TRAILER_PREVIOUS,
-};
+pub(crate) use commit::{commit_message, previous_apply, write_tree};
 
 use crate::error::Result;
 use crate::plan::Action;

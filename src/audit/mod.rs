@@ -10,12 +10,12 @@ use std::collections::{BTreeSet, HashMap};
 use git2::{DiffOptions, Repository, Sort};
 use serde::Serialize;
 
-use crate::apply::{is_apply_commit, EXCEPTED, FAILED};
 use crate::error::{Error, InputError, Result};
 use crate::plan::ActionKind;
 use crate::signing::{Checker, Status};
 use crate::store::{files, Settings};
 use crate::time::Time;
+use crate::trailers::{is_apply_commit, EXCEPTED, FAILED};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct Entry {
@@ -71,7 +71,7 @@ pub(crate) fn applied_actions(repo: &Repository, mut f: impl FnMut(Time, &str)) 
         if !is_apply_commit(message) {
             continue;
         }
-        let time = crate::apply::trailer(message, crate::apply::TRAILER_NOW)
+        let time = crate::trailers::trailer(message, crate::trailers::TRAILER_NOW)
             .and_then(|t| Time::parse_rfc3339(t).ok())
             .unwrap_or_else(|| Time::from_unix(commit.time().seconds()));
         for line in message.lines().skip(1) {

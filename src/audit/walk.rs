@@ -7,14 +7,16 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use git2::{Commit, Oid, Repository};
 
-use crate::apply::{self, Failure, FAILED, NO_PREVIOUS, TRAILER_FAILED, TRAILER_NOW, TRAILER_PLAN};
-use crate::apply::{TRAILER_POLICIES, TRAILER_PREVIOUS};
+use crate::apply::{self, Failure};
 use crate::error::{Error, Result};
 use crate::plan::{Action, Provenance};
 use crate::policy::AstCache;
 use crate::signing::Status;
 use crate::store::{files, repo, Settings, Source};
 use crate::time::Time;
+use crate::trailers::{
+    self, FAILED, NO_PREVIOUS, TRAILER_FAILED, TRAILER_NOW, TRAILER_PLAN, TRAILER_POLICIES, TRAILER_PREVIOUS,
+};
 use crate::workspace::Loaded;
 
 use super::verify::Checked;
@@ -60,7 +62,7 @@ impl<'r> Walk<'r> {
         self.previous = apply::previous_apply(self.repo, since)?;
         if let Some(p) = self.previous {
             let message = message(&find(self.repo, p)?);
-            self.chained = apply::trailer(&message, TRAILER_PREVIOUS).is_some();
+            self.chained = trailers::trailer(&message, TRAILER_PREVIOUS).is_some();
         }
         self.remember_all(since)
     }
@@ -90,7 +92,7 @@ impl Walk<'_> {
     pub(super) fn commit(&mut self, commit: &Commit) -> Result<Option<Checked>> {
         let message = message(commit);
         let changed = changed_paths(self.repo, commit)?;
-        let is_apply = apply::is_apply_commit(&message);
+        let is_apply = trailers::is_apply_commit(&message);
         let mut layouts = vec![store_paths(&layout_at(self.repo, commit.id()))];
         if let Some(parent) = commit.parent_ids().next() {
             layouts.push(match self.last_layout.take() {
@@ -132,7 +134,7 @@ impl Walk<'_> {
     ) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         // The chain first: it holds whatever else is wrong.
-        match apply::trailer(message, TRAILER_PREVIOUS) {
+        match trailers::trailer(message, TRAILER_PREVIOUS) {
             Some(named) => {
                 self.chained = true;
                 let expected = self
@@ -153,7 +155,7 @@ impl Walk<'_> {
             problems.push("an apply commit without a parent".into());
             return Ok(problems);
         };
-        let now = match apply::trailer(message, TRAILER_NOW).map(Time::parse_rfc3339) {
+        let now = match trailers::trailer(message, TRAILER_NOW).map(Time::parse_rfc3339) {
             Some(Ok(now)) => now,
             Some(Err(e)) => {
                 problems.push(format!("{TRAILER_NOW}: {e}"));
@@ -203,20 +205,20 @@ impl Walk<'_> {
                 return Ok(problems);
             }
         };
-        if apply::trailer(message, TRAILER_POLICIES) != Some(plan.policies_digest.as_str()) {
+        if trailers::trailer(message, TRAILER_POLICIES) != Some(plan.policies_digest.as_str()) {
             problems.push(format!(
                 "{TRAILER_POLICIES} does not match the policies, keyrot.toml and owners.toml of its parent ({})",
                 plan.policies_digest
             ));
         }
-        if apply::trailer(message, TRAILER_PLAN) != Some(plan.digest().as_str()) {
+        if trailers::trailer(message, TRAILER_PLAN) != Some(plan.digest().as_str()) {
             problems.push(format!(
                 "{TRAILER_PLAN} is not the digest of what the policies decide at its parent at {now} ({}: {})",
                 plan.digest(),
                 plan.summary
             ));
         }
-        let failed: BTreeSet<&str> = apply::trailers(message, TRAILER_FAILED).collect();
+        let failed: BTreeSet<&str> = trailers::trailers(message, TRAILER_FAILED).collect();
         let mut by_key: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
         for a in plan.actions.iter().filter(|a| a.is_applied()) {
             by_key.entry(&*a.key).or_default().push(a);
@@ -258,7 +260,7 @@ impl Walk<'_> {
                 self.what_changed(path, change)
             ));
         }
-        let previous = apply::trailer(message, TRAILER_PREVIOUS).and_then(|p| Oid::from_str(p).ok());
+        let previous = trailers::trailer(message, TRAILER_PREVIOUS).and_then(|p| Oid::from_str(p).ok());
         let written = apply::commit_message(&plan, &failures, previous);
         if problems.is_empty() && message.trim_end() != written.trim_end() {
             problems.push(

@@ -166,7 +166,7 @@ impl<'w> Session<'w> {
         let Some(head) = crate::store::repo::head_commit(&self.ws.repo)? else {
             return Ok(None);
         };
-        let is_apply = crate::apply::is_apply_commit(&String::from_utf8_lossy(head.message_bytes()));
+        let is_apply = crate::trailers::is_apply_commit(&String::from_utf8_lossy(head.message_bytes()));
         Ok((is_apply && head.parent_id(0).ok() == Some(self.remote_tip)).then(|| head.id()))
     }
 

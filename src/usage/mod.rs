@@ -20,6 +20,7 @@ use crate::direct_commit::Edit;
 use crate::error::{Error, InputError, Result, StoreError};
 use crate::store::{Key, KeyStatus, Source, Store};
 use crate::time::{Dur, Time};
+use crate::trailers::TRAILER_NOW;
 use crate::workspace::Workspace;
 
 /// The most addresses kept per key (SPEC §8).
@@ -381,7 +382,7 @@ fn message(out: &Imported, changed: usize, name: &str, digest: &str, now: Time) 
         m.push_str(&format!("{}\n", unknown_line(u)));
     }
     m.push_str(&format!(
-        "\nKeyrot-Usage: {digest}\nKeyrot-Usage-Records: {}\nKeyrot-Usage-Source: {}\nKeyrot-Now: {}\n",
+        "\nKeyrot-Usage: {digest}\nKeyrot-Usage-Records: {}\nKeyrot-Usage-Source: {}\n{TRAILER_NOW}: {}\n",
         out.records,
         name.replace('\n', " "),
         now.to_rfc3339()

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod apply;
+mod architecture;
 mod audit;
 mod bench_tools;
 mod check;
