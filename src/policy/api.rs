@@ -20,20 +20,20 @@ type RResult<T> = Result<T, Box<EvalAltResult>>;
 /// Sandbox bounds for one evaluation of one key by one policy. Generous for any
 /// honest policy (the shipped ones use a few hundred operations), tight enough that a
 /// runaway one fails in milliseconds.
-pub mod limits {
-    pub const OPERATIONS: u64 = 200_000;
-    pub const CALL_LEVELS: usize = 32;
-    pub const EXPR_DEPTH: usize = 64;
-    pub const FN_EXPR_DEPTH: usize = 32;
-    pub const STRING_BYTES: usize = 64 * 1024;
-    pub const ARRAY_ITEMS: usize = 10_000;
-    pub const MAP_ITEMS: usize = 10_000;
-    pub const VARIABLES: usize = 1_000;
-    pub const FUNCTIONS: usize = 256;
+pub(crate) mod limits {
+    pub(crate) const OPERATIONS: u64 = 200_000;
+    pub(crate) const CALL_LEVELS: usize = 32;
+    pub(crate) const EXPR_DEPTH: usize = 64;
+    pub(crate) const FN_EXPR_DEPTH: usize = 32;
+    pub(crate) const STRING_BYTES: usize = 64 * 1024;
+    pub(crate) const ARRAY_ITEMS: usize = 10_000;
+    pub(crate) const MAP_ITEMS: usize = 10_000;
+    pub(crate) const VARIABLES: usize = 1_000;
+    pub(crate) const FUNCTIONS: usize = 256;
     /// Wall-clock time one evaluation may take. The operations bound alone allows
     /// ~2 s per key when every operation copies a string near its size limit; an honest
     /// policy takes microseconds.
-    pub const TIME_MS: u64 = 500;
+    pub(crate) const TIME_MS: u64 = 500;
 }
 
 rhai::def_package! {
@@ -486,7 +486,7 @@ fn register_decisions(engine: &mut Engine) {
 /// Where `now()` comes from: the run's single instant, or (in `keyrot test`) an
 /// instant each test sets with `at(…)`.
 #[derive(Clone)]
-pub enum Clock {
+pub(crate) enum Clock {
     Fixed(Time),
     Settable(Instant),
 }
@@ -513,12 +513,12 @@ impl Instant {
 
 /// Builds the sandboxed engine for one run. `configs[i]` is the `config()` of the
 /// policy evaluated with tag `i`; `now` is the run's single evaluation instant.
-pub fn engine(now: Time, configs: Arc<Vec<rhai::Map>>) -> Engine {
+pub(crate) fn engine(now: Time, configs: Arc<Vec<rhai::Map>>) -> Engine {
     engine_with(&Clock::Fixed(now), configs)
 }
 
 /// [`engine`] with any clock.
-pub fn engine_with(clock: &Clock, configs: Arc<Vec<rhai::Map>>) -> Engine {
+pub(crate) fn engine_with(clock: &Clock, configs: Arc<Vec<rhai::Map>>) -> Engine {
     let mut engine = Engine::new_raw();
     engine.register_global_module(PolicyPackage::new().as_shared_module());
     engine.disable_symbol("eval");
@@ -580,7 +580,7 @@ impl ConfigOverride {
 }
 
 /// Converts a `[policy.<name>]` TOML table into the map `config()` returns.
-pub fn config_map(table: &toml::Table) -> rhai::Map {
+pub(crate) fn config_map(table: &toml::Table) -> rhai::Map {
     table
         .iter()
         .map(|(k, v)| (k.as_str().into(), toml_to_dynamic(v)))

@@ -12,7 +12,7 @@ use rhai::{ASTNode, Expr, Stmt, AST};
 
 /// What a policy does with `config()`.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct ConfigUse {
+pub(crate) struct ConfigUse {
     /// Each entry read, with the line and column of its first read.
     pub reads: BTreeMap<String, (usize, usize)>,
     /// `config()` is used in a way whose reads cannot be listed.
@@ -41,7 +41,7 @@ fn pos(e: &Expr) -> (usize, usize) {
     (p.line().unwrap_or(0), p.position().unwrap_or(0))
 }
 
-pub fn config_use(ast: &AST) -> ConfigUse {
+pub(crate) fn config_use(ast: &AST) -> ConfigUse {
     // Variables bound straight to config().
     let mut bound: BTreeSet<String> = BTreeSet::new();
     ast.walk(&mut |path: &[ASTNode]| {

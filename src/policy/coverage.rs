@@ -50,7 +50,7 @@ impl Coverage {
 }
 
 /// The lines on which a statement of one of the script's functions starts.
-pub fn statement_lines(ast: &AST) -> BTreeSet<usize> {
+pub(crate) fn statement_lines(ast: &AST) -> BTreeSet<usize> {
     let mut lines = BTreeSet::new();
     ast.clone_functions_only().walk(&mut |path: &[ASTNode]| {
         if let Some(ASTNode::Stmt(stmt)) = path.last() {
@@ -67,7 +67,7 @@ pub fn statement_lines(ast: &AST) -> BTreeSet<usize> {
 
 /// One policy's coverage.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub policy: String,
     pub path: String,
     pub lines: usize,
@@ -77,7 +77,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(policy: &str, path: &str, lines: &BTreeSet<usize>, hits: &BTreeSet<usize>) -> Report {
+    pub(crate) fn new(policy: &str, path: &str, lines: &BTreeSet<usize>, hits: &BTreeSet<usize>) -> Report {
         Report {
             policy: policy.to_string(),
             path: path.to_string(),
@@ -89,7 +89,7 @@ impl Report {
 
     /// Covered share in percent, for display only (rounded down to a tenth, so a
     /// display never shows more than was covered).
-    pub fn percent_tenths(&self) -> u64 {
+    pub(crate) fn percent_tenths(&self) -> u64 {
         if self.lines == 0 {
             return 1000;
         }
@@ -98,7 +98,7 @@ impl Report {
 
     /// Whether `covered / lines >= min`, exactly: `min` is compared as a fraction,
     /// never rounded in the policy's favour.
-    pub fn meets(&self, min: &MinCoverage) -> bool {
+    pub(crate) fn meets(&self, min: &MinCoverage) -> bool {
         // covered / lines >= num / den  <=>  covered * den >= num * lines (all ≥ 0)
         let lhs = self.covered as u128 * min.den as u128;
         let rhs = min.num as u128 * self.lines as u128;
@@ -108,14 +108,14 @@ impl Report {
 
 /// A coverage threshold in percent, kept as an exact fraction of 1: `99.5` is 995/1000.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MinCoverage {
+pub(crate) struct MinCoverage {
     num: u64,
     den: u64,
 }
 
 impl MinCoverage {
     /// Parses `80`, `99.5`, `100`, `33.333`: up to 6 decimals, 0 to 100.
-    pub fn parse(s: &str) -> Result<MinCoverage, String> {
+    pub(crate) fn parse(s: &str) -> Result<MinCoverage, String> {
         let bad = || format!("`{s}` is not a percentage between 0 and 100 (such as 90 or 99.5)");
         let s = s.trim().trim_end_matches('%');
         let (int, frac) = s.split_once('.').unwrap_or((s, ""));

@@ -33,12 +33,12 @@ impl Decision {
 }
 
 /// Longest reason keyrot keeps; reasons go into tables and commit messages.
-pub const MAX_REASON_CHARS: usize = 500;
+pub(crate) const MAX_REASON_CHARS: usize = 500;
 
 /// Makes a policy's reason safe for a one-line table cell and a commit body line:
 /// control characters (newlines included) become spaces, runs of space collapse, and
 /// the length is capped.
-pub fn clean_reason(reason: &str) -> Result<String, String> {
+pub(crate) fn clean_reason(reason: &str) -> Result<String, String> {
     let mut out = String::with_capacity(reason.len());
     let mut last_space = true;
     // Characters in `out`, counted as they go in: counting `out` after each push made

@@ -1,10 +1,10 @@
 //! Policies: Rhai scripts compiled once per run and evaluated per key in a sandbox.
 
-pub mod api;
-pub mod config_use;
-pub mod coverage;
-pub mod decision;
-pub mod testing;
+pub(crate) mod api;
+pub(crate) mod config_use;
+pub(crate) mod coverage;
+pub(crate) mod decision;
+pub(crate) mod testing;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -22,13 +22,13 @@ use crate::time::{Dur, Time};
 type RResult<T> = Result<T, Box<EvalAltResult>>;
 
 /// The policy a test file tests: `policies/max-age_test.rhai` → `max-age`.
-pub fn tested_policy(path: &str) -> Option<&str> {
+pub(crate) fn tested_policy(path: &str) -> Option<&str> {
     path.rsplit('/').next()?.strip_suffix(TEST_SUFFIX)
 }
 
 /// One test's result.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct TestResult {
+pub(crate) struct TestResult {
     pub policy: String,
     pub name: String,
     /// The test file.
@@ -41,14 +41,14 @@ pub struct TestResult {
 
 impl TestResult {
     /// `max-age::test_withdraw_keys_rotate_at_30_days`: what the filter matches.
-    pub fn full_name(&self) -> String {
+    pub(crate) fn full_name(&self) -> String {
         format!("{}::{}", self.policy, self.name)
     }
 }
 
 /// Everything one `keyrot test` run found.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub tests: Vec<TestResult>,
     /// Test files that could not run at all (no such policy, does not compile).
     pub broken: Vec<Problem>,
@@ -57,22 +57,22 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn passed(&self) -> usize {
+    pub(crate) fn passed(&self) -> usize {
         self.tests.iter().filter(|t| t.passed).count()
     }
 
-    pub fn failed(&self) -> usize {
+    pub(crate) fn failed(&self) -> usize {
         self.tests.len() - self.passed()
     }
 
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.failed() == 0 && self.broken.is_empty()
     }
 }
 
 /// Runs every test whose `policy::name` contains `filter`. `default_now` is the instant
 /// each test starts at, until it calls `at(…)`.
-pub fn run(store: &Store, filter: Option<&str>, default_now: Time) -> Result<Outcome, Error> {
+pub(crate) fn run(store: &Store, filter: Option<&str>, default_now: Time) -> Result<Outcome, Error> {
     let instant = Instant::new(default_now);
     let config = ConfigOverride::default();
     let coverage = Coverage::default();
@@ -114,7 +114,7 @@ pub fn run(store: &Store, filter: Option<&str>, default_now: Time) -> Result<Out
 }
 
 /// A test file whose policy does not exist.
-pub fn orphan_test(file: &FileEntry, policies_dir: &str) -> Problem {
+pub(crate) fn orphan_test(file: &FileEntry, policies_dir: &str) -> Problem {
     let name = tested_policy(&file.path).unwrap_or_default();
     Problem::new(
         &file.path,
@@ -391,7 +391,7 @@ fn register_asserts(engine: &mut Engine) {
 }
 
 /// The fields `key(#{…})` accepts, and what each defaults to.
-pub const KEY_FIELDS: &[(&str, &str)] = &[
+pub(crate) const KEY_FIELDS: &[(&str, &str)] = &[
     ("id", "\"test-key\""),
     (
         "folder",

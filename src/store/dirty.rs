@@ -14,7 +14,7 @@ use crate::error::Result;
 /// Every uncommitted path among the store's files: from what the load saw in the
 /// work tree when that can tell (measured: 0.4 s less than `git status` at 100,000
 /// keys), else from git's status.
-pub fn uncommitted(repo: &Repository, store: &Store, seen: Option<&Seen>) -> Result<Vec<String>> {
+pub(crate) fn uncommitted(repo: &Repository, store: &Store, seen: Option<&Seen>) -> Result<Vec<String>> {
     let fast = match seen {
         Some(seen) => status::uncommitted(repo, seen, &store.tracked_files())?,
         None => None,
@@ -29,17 +29,17 @@ pub fn uncommitted(repo: &Repository, store: &Store, seen: Option<&Seen>) -> Res
 /// read when first needed): kept up to date from the paths each batch of saves names,
 /// instead of a `git status` over the whole store per save.
 #[derive(Default)]
-pub struct Tracker(Option<(Option<String>, BTreeSet<String>, Option<HeadFiles>)>);
+pub(crate) struct Tracker(Option<(Option<String>, BTreeSet<String>, Option<HeadFiles>)>);
 
 impl Tracker {
     /// Whether the paths are known (else the next [`Tracker::paths`] computes them
     /// all, and wants what the load saw to do it quickly).
-    pub fn knows(&self) -> bool {
+    pub(crate) fn knows(&self) -> bool {
         self.0.is_some()
     }
 
     /// Forgets the paths, after a change that can change any path's status.
-    pub fn forget(&mut self) {
+    pub(crate) fn forget(&mut self) {
         self.0 = None;
     }
 
@@ -47,7 +47,7 @@ impl Tracker {
     /// [`Tracker::forget`]; otherwise only the `changed` ones are asked about again, and
     /// when HEAD moved (a commit, a checkout), also the paths HEAD's files changed at
     /// and the ones that were uncommitted.
-    pub fn paths(
+    pub(crate) fn paths(
         &mut self,
         repo: &Repository,
         store: &Store,

@@ -34,7 +34,7 @@ impl Exception {
 }
 
 /// Default for `[exceptions].max_days` in `keyrot.toml`.
-pub const DEFAULT_MAX_DAYS: i64 = 90;
+pub(crate) const DEFAULT_MAX_DAYS: i64 = 90;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,7 +65,7 @@ fn expiry(dt: &toml::value::Datetime) -> Result<Time, String> {
 }
 
 /// Parses `exceptions.toml`, reporting every bad entry.
-pub fn parse(path: &str, text: &str) -> (Vec<Exception>, Vec<Problem>) {
+pub(crate) fn parse(path: &str, text: &str) -> (Vec<Exception>, Vec<Problem>) {
     let mut problems = Vec::new();
     let raw: Raw = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -134,7 +134,7 @@ pub fn parse(path: &str, text: &str) -> (Vec<Exception>, Vec<Problem>) {
 
 /// Exceptions that reach further than `max_days` past `now`: an accepted risk must be
 /// looked at again, so none may be granted for longer.
-pub fn beyond_horizon(path: &str, exceptions: &[Exception], now: Time, max_days: i64) -> Vec<Problem> {
+pub(crate) fn beyond_horizon(path: &str, exceptions: &[Exception], now: Time, max_days: i64) -> Vec<Problem> {
     let limit = Dur::days_n(max_days).and_then(|d| now.checked_add(d));
     exceptions
         .iter()

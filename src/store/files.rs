@@ -13,15 +13,15 @@ use crate::error::{Error, Result, StoreError};
 
 /// How many folders deep keys may sit below the keys folder (`keys/a/b/…`): any
 /// layout a team would choose, and a bound on what a hostile tree can make keyrot walk.
-pub const MAX_DEPTH: usize = 32;
+pub(crate) const MAX_DEPTH: usize = 32;
 
 /// Largest key or policy file keyrot reads. Key files are a few hundred bytes; anything
 /// near this is a mistake or an attack, and reading it whole would be a memory hazard.
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Largest root file (`keyrot.toml`, `owners.toml`, `exceptions.toml`): an organisation
 /// with a million keys has some 50,000 owners, 4 MB of `owners.toml`.
-pub const MAX_ROOT_FILE_BYTES: u64 = 64 * MAX_FILE_BYTES;
+pub(crate) const MAX_ROOT_FILE_BYTES: u64 = 64 * MAX_FILE_BYTES;
 
 /// The size limit for the store-relative file `rel`.
 fn limit_of(rel: &str) -> u64 {
@@ -31,18 +31,18 @@ fn limit_of(rel: &str) -> u64 {
     }
 }
 
-pub const SETTINGS_FILE: &str = "keyrot.toml";
-pub const OWNERS_FILE: &str = "owners.toml";
-pub const EXCEPTIONS_FILE: &str = "exceptions.toml";
+pub(crate) const SETTINGS_FILE: &str = "keyrot.toml";
+pub(crate) const OWNERS_FILE: &str = "owners.toml";
+pub(crate) const EXCEPTIONS_FILE: &str = "exceptions.toml";
 
 /// The files at the store root that keyrot reads.
-pub const ROOT_FILES: [&str; 3] = [SETTINGS_FILE, OWNERS_FILE, EXCEPTIONS_FILE];
+pub(crate) const ROOT_FILES: [&str; 3] = [SETTINGS_FILE, OWNERS_FILE, EXCEPTIONS_FILE];
 
 /// A file's bytes, or `None` when it does not exist, or why it cannot be read.
-pub type Bytes = Result<Option<Arc<[u8]>>, String>;
+pub(crate) type Bytes = Result<Option<Arc<[u8]>>, String>;
 
 /// [`Bytes`] of a work-tree file, with whether it is executable.
-pub type ModeBytes = Result<Option<(Arc<[u8]>, bool)>, String>;
+pub(crate) type ModeBytes = Result<Option<(Arc<[u8]>, bool)>, String>;
 
 /// One file, by its path relative to the store root (always `/`-separated).
 #[derive(Clone, Debug)]
@@ -287,7 +287,7 @@ pub(super) fn read_commit_files(
 }
 
 /// Reads a file from disk for a command-line argument (plan files and the like).
-pub fn read_user_file(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_user_file(path: &Path) -> Result<Vec<u8>> {
     let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.len() > MAX_FILE_BYTES * 64 {
         return Err(StoreError::TooLarge {

@@ -15,7 +15,7 @@ use super::snapshot::{self, read_key_entry, Leaf, Snapshot};
 use super::{exceptions, owners, parse_entry, parse_root, undeclared_permissions, Key, KeyStatus, Store};
 use crate::error::Problem;
 
-pub struct LiveStore {
+pub(crate) struct LiveStore {
     store: Store,
     /// Each key file's digest by path, for `keys_digest` without re-hashing them all.
     leaves: BTreeMap<String, Leaf>,
@@ -26,7 +26,7 @@ pub struct LiveStore {
 
 /// What a refresh changed.
 #[derive(Debug, Default)]
-pub struct Delta {
+pub(crate) struct Delta {
     /// Ids of the keys whose file was added, changed or removed.
     pub keys: BTreeSet<String>,
     /// Owners whose count of active keys may have changed (a key added, removed,
@@ -42,7 +42,7 @@ impl LiveStore {
     /// Loads the whole store, with every problem found (as [`Store::load`]), and when
     /// `see`, what the work tree held (see [`Store::load_seen`]). Keep it only if there
     /// are no problems.
-    pub fn load(source: &Source, see: bool) -> (LiveStore, Vec<Problem>, Option<super::status::Seen>) {
+    pub(crate) fn load(source: &Source, see: bool) -> (LiveStore, Vec<Problem>, Option<super::status::Seen>) {
         let read = Store::load_inner(
             source,
             super::Extras {
@@ -64,24 +64,24 @@ impl LiveStore {
         (live, problems, seen)
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
     /// The ids of an owner's keys, every status.
-    pub fn keys_of(&self, owner: &str) -> impl Iterator<Item = &String> {
+    pub(crate) fn keys_of(&self, owner: &str) -> impl Iterator<Item = &String> {
         self.by_owner.get(owner).into_iter().flatten()
     }
 
     /// The owner's active keys, as [`Store::active_keys_per_owner`] counts them.
-    pub fn active_keys_of(&self, owner: &str) -> i64 {
+    pub(crate) fn active_keys_of(&self, owner: &str) -> i64 {
         let active = self.keys_of(owner).filter_map(|id| self.store.key(id));
         active.filter(|k| k.status == KeyStatus::Active).count() as i64
     }
 
     /// The keys a re-plan after `delta` must look at again: the changed ones, and
     /// every key of an owner whose key count may have changed.
-    pub fn affected(&self, delta: &Delta) -> BTreeSet<String> {
+    pub(crate) fn affected(&self, delta: &Delta) -> BTreeSet<String> {
         let mut keys = delta.keys.clone();
         for owner in &delta.owners {
             keys.extend(self.keys_of(owner).cloned());
@@ -92,7 +92,7 @@ impl LiveStore {
     /// Whether [`LiveStore::refresh`] can take a change to this store-relative path:
     /// a file in the keys or policies folder, `owners.toml` or `exceptions.toml`. A
     /// changed `keyrot.toml` or folder can change what every file means.
-    pub fn can_refresh(&self, rel: &str) -> bool {
+    pub(crate) fn can_refresh(&self, rel: &str) -> bool {
         if rel == SETTINGS_FILE {
             return false;
         }
@@ -109,7 +109,7 @@ impl LiveStore {
     /// Re-reads the files named by `changed` (each one [`LiveStore::can_refresh`]
     /// takes) and patches the store with them. `Err`: the store now has problems, and
     /// this live store is no longer consistent with the disk: drop it.
-    pub fn refresh(&mut self, source: &Source, changed: &[String]) -> Result<Delta, Vec<Problem>> {
+    pub(crate) fn refresh(&mut self, source: &Source, changed: &[String]) -> Result<Delta, Vec<Problem>> {
         debug_assert!(changed.iter().all(|c| self.can_refresh(c)), "{changed:?}");
         let keys_dir = format!("{}/", self.store.settings.keys_dir);
         let (key_paths, rest): (Vec<&String>, Vec<&String>) =

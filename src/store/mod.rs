@@ -1,31 +1,31 @@
 //! The key store: settings, owners and keys, read from the work tree or a commit.
 
-pub mod cache;
-pub mod dirty;
-pub mod exceptions;
-pub mod files;
+pub(crate) mod cache;
+pub(crate) mod dirty;
+pub(crate) mod exceptions;
+pub(crate) mod files;
 pub mod key;
 pub mod layout;
-pub mod live;
-pub mod notify;
-pub mod owners;
+pub(crate) mod live;
+pub(crate) mod notify;
+pub(crate) mod owners;
 mod parse;
-pub mod repo;
-pub mod settings;
+pub(crate) mod repo;
+pub(crate) mod settings;
 pub(crate) mod snapshot;
-pub mod status;
+pub(crate) mod status;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use cache::Cache;
-pub use exceptions::Exception;
+pub(crate) use cache::Cache;
+pub(crate) use exceptions::Exception;
 pub use files::{FileEntry, Source};
 pub use key::{Key, KeyStatus, Previous};
-pub use live::LiveStore;
+pub(crate) use live::LiveStore;
 pub use owners::{Owner, OwnerStatus};
 pub use settings::{Remote, Rollout, Settings};
-pub use snapshot::{Leaf, Snapshot};
+pub(crate) use snapshot::{Leaf, Snapshot};
 
 use crate::error::Problem;
 

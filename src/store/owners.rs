@@ -35,7 +35,7 @@ struct RawOwner {
 }
 
 /// Parses `owners.toml` into owners by name.
-pub fn parse(path: &str, text: &str) -> (BTreeMap<String, Owner>, Vec<Problem>) {
+pub(crate) fn parse(path: &str, text: &str) -> (BTreeMap<String, Owner>, Vec<Problem>) {
     let mut problems = Vec::new();
     let raw: BTreeMap<String, Spanned<RawOwner>> = match toml::from_str(text) {
         Ok(raw) => raw,

@@ -12,10 +12,10 @@ use crate::error::{Error, Result, StoreError};
 /// A commit's id, as plans carry it: 40 lowercase hex digits, checked when made, so a
 /// saved plan with anything else in `store_commit` is refused as it is read.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct CommitId(String);
+pub(crate) struct CommitId(String);
 
 impl CommitId {
-    pub fn parse(text: &str) -> std::result::Result<CommitId, String> {
+    pub(crate) fn parse(text: &str) -> std::result::Result<CommitId, String> {
         if text.len() == 40
             && text
                 .bytes()
@@ -27,11 +27,11 @@ impl CommitId {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
-    pub fn oid(&self) -> git2::Oid {
+    pub(crate) fn oid(&self) -> git2::Oid {
         // Checked to be 40 hex digits when made, which `from_str` always accepts.
         git2::Oid::from_str(&self.0).unwrap_or_else(|_| git2::Oid::zero())
     }
@@ -65,7 +65,7 @@ impl<'de> serde::Deserialize<'de> for CommitId {
 /// Opens the store at `dir` or the nearest folder above it that is the root of a git
 /// work tree, as git finds its repository (`GIT_CEILING_DIRECTORIES` honoured), so
 /// keyrot works from `keys/` or `policies/` too.
-pub fn open(dir: &Path) -> Result<Repository> {
+pub(crate) fn open(dir: &Path) -> Result<Repository> {
     let ceilings: Vec<std::ffi::OsString> = std::env::var_os("GIT_CEILING_DIRECTORIES")
         .map(|v| std::env::split_paths(&v).map(PathBuf::into_os_string).collect())
         .unwrap_or_default();
@@ -86,12 +86,12 @@ pub fn open(dir: &Path) -> Result<Repository> {
 }
 
 /// The store's work tree root.
-pub fn workdir(repo: &Repository) -> PathBuf {
+pub(crate) fn workdir(repo: &Repository) -> PathBuf {
     repo.workdir().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// The commit HEAD points at, or `None` in a repository without commits.
-pub fn head_commit(repo: &Repository) -> Result<Option<git2::Commit<'_>>> {
+pub(crate) fn head_commit(repo: &Repository) -> Result<Option<git2::Commit<'_>>> {
     match repo.head() {
         Ok(head) => head
             .peel_to_commit()
@@ -110,7 +110,7 @@ pub fn head_commit(repo: &Repository) -> Result<Option<git2::Commit<'_>>> {
 }
 
 /// The full name of the branch HEAD is on (`refs/heads/main`); apply commits there.
-pub fn current_branch(repo: &Repository) -> Result<String> {
+pub(crate) fn current_branch(repo: &Repository) -> Result<String> {
     let head = repo
         .find_reference("HEAD")
         .map_err(|e| Error::git("reading HEAD", e))?;
@@ -125,7 +125,7 @@ pub fn current_branch(repo: &Repository) -> Result<String> {
 /// Which of `files` (paths of files under `folder`) have uncommitted changes: one status
 /// walk of the folder, then a set lookup per file (as many pathspecs as files would
 /// make libgit2 match every path against every pattern: quadratic at 10,000 files).
-pub fn dirty_files(repo: &Repository, folder: &str, files: &[String]) -> Result<Vec<String>> {
+pub(crate) fn dirty_files(repo: &Repository, folder: &str, files: &[String]) -> Result<Vec<String>> {
     let wanted: std::collections::HashSet<&str> = files.iter().map(String::as_str).collect();
     Ok(dirty_paths(repo, &[folder.to_string()])?
         .into_iter()
@@ -133,7 +133,7 @@ pub fn dirty_files(repo: &Repository, folder: &str, files: &[String]) -> Result<
         .collect())
 }
 
-pub fn dirty_paths(repo: &Repository, paths: &[String]) -> Result<Vec<String>> {
+pub(crate) fn dirty_paths(repo: &Repository, paths: &[String]) -> Result<Vec<String>> {
     let mut opts = StatusOptions::new();
     opts.include_untracked(true)
         .recurse_untracked_dirs(true)
@@ -158,7 +158,7 @@ pub fn dirty_paths(repo: &Repository, paths: &[String]) -> Result<Vec<String>> {
 /// Who keyrot's commits are by, as git decides it: `GIT_AUTHOR_NAME` and
 /// `GIT_AUTHOR_EMAIL` (what a CI job sets), else git's configured user, else `[commit]`
 /// from keyrot.toml.
-pub fn signature(repo: &Repository, settings: &Settings) -> Result<Signature<'static>> {
+pub(crate) fn signature(repo: &Repository, settings: &Settings) -> Result<Signature<'static>> {
     let env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
     let from_env = match (env("GIT_AUTHOR_NAME"), env("GIT_AUTHOR_EMAIL")) {
         (Some(name), Some(email)) => Some(Signature::now(&name, &email)),
@@ -176,7 +176,7 @@ pub fn signature(repo: &Repository, settings: &Settings) -> Result<Signature<'st
 /// number of keys.
 /// The settings as committed in `commit` (a full SHA): its `keyrot.toml`, or the
 /// defaults when it has none. `Error::Invalid` when the file has problems.
-pub fn settings_at(repo: &Repository, commit: &str) -> Result<Settings> {
+pub(crate) fn settings_at(repo: &Repository, commit: &str) -> Result<Settings> {
     let tree = git2::Oid::from_str(commit)
         .and_then(|id| repo.find_commit(id))
         .and_then(|c| c.tree())
@@ -199,7 +199,7 @@ pub fn settings_at(repo: &Repository, commit: &str) -> Result<Settings> {
 }
 
 /// The `fingerprint` a key file in `tree` records, if it has one and parses.
-pub fn fingerprint_at(repo: &Repository, tree: &git2::Tree, path: &str) -> Option<String> {
+pub(crate) fn fingerprint_at(repo: &Repository, tree: &git2::Tree, path: &str) -> Option<String> {
     let blob = repo.find_blob(tree.get_path(Path::new(path)).ok()?.id()).ok()?;
     let table: toml::Table = std::str::from_utf8(blob.content()).ok()?.parse().ok()?;
     table.get("fingerprint")?.as_str().map(str::to_string)
@@ -208,7 +208,7 @@ pub fn fingerprint_at(repo: &Repository, tree: &git2::Tree, path: &str) -> Optio
 /// The bytes of the file at `path` in `commit`, which must be committed as a regular
 /// executable file (git's mode 100755): what `check` vetted in the work tree, as the
 /// commit holds it. An error, safe to show, says what is there instead.
-pub fn committed_executable(
+pub(crate) fn committed_executable(
     repo: &Repository,
     commit: &str,
     path: &str,
@@ -236,7 +236,11 @@ pub fn committed_executable(
     Ok(blob.content().to_vec())
 }
 
-pub fn blob_ids(repo: &Repository, tree: &git2::Tree, paths: &[&str]) -> Result<HashMap<String, git2::Oid>> {
+pub(crate) fn blob_ids(
+    repo: &Repository,
+    tree: &git2::Tree,
+    paths: &[&str],
+) -> Result<HashMap<String, git2::Oid>> {
     let mut folders: HashMap<&str, Option<git2::Tree>> = HashMap::new();
     let mut out = HashMap::with_capacity(paths.len());
     for path in paths {
@@ -267,7 +271,7 @@ pub fn blob_ids(repo: &Repository, tree: &git2::Tree, paths: &[&str]) -> Result<
 /// HEAD's files (blob id and mode by path), read once per HEAD, so that whether one
 /// file is uncommitted is answered without `git status`: that lists the file's whole
 /// folder to answer for one path (60-90 ms for one key file among 100,000).
-pub struct HeadFiles {
+pub(crate) struct HeadFiles {
     /// The tree these are the files of (`None`: no commit yet).
     tree: Option<git2::Oid>,
     files: HashMap<String, (git2::Oid, i32)>,
@@ -281,7 +285,7 @@ fn head_tree(repo: &Repository) -> Result<Option<git2::Tree<'_>>> {
 }
 
 impl HeadFiles {
-    pub fn read(repo: &Repository) -> Result<HeadFiles> {
+    pub(crate) fn read(repo: &Repository) -> Result<HeadFiles> {
         let mut files = HashMap::new();
         let tree = head_tree(repo)?;
         if let Some(tree) = &tree {
@@ -305,7 +309,7 @@ impl HeadFiles {
     /// id or mode changed, appeared or went: what a commit, checkout or reset moved.
     /// (A tree-to-tree diff: 70-85 ms after a commit at 100,000 keys, about what
     /// reading all of HEAD's files again costs, but it names the moved paths.)
-    pub fn advance(&mut self, repo: &Repository) -> Result<Vec<String>> {
+    pub(crate) fn advance(&mut self, repo: &Repository) -> Result<Vec<String>> {
         let git = |e| Error::git("comparing HEAD's trees", e);
         let new = head_tree(repo)?;
         if new.as_ref().map(|t| t.id()) == self.tree {
@@ -341,7 +345,7 @@ impl HeadFiles {
     /// as `git status` would say (an ignored untracked file is no change). `None` when
     /// only `git status` can tell: a folder, or an index with conflicts. See
     /// [`super::status::file_changed`] for git filters.
-    pub fn file_changed(&self, repo: &Repository, rel: &str) -> Result<Option<bool>> {
+    pub(crate) fn file_changed(&self, repo: &Repository, rel: &str) -> Result<Option<bool>> {
         let git = |e| Error::git("reading the index", e);
         let mut index = repo.index().map_err(git)?;
         // Another process (`git add`) may have written it since.
@@ -359,7 +363,7 @@ impl HeadFiles {
 /// modified, against each parent), in git's order; `found` returns `false` to stop
 /// early. Git's tree diff skips unchanged folders and files by id, which on a flat
 /// folder of 10,000 files is about four times faster than libgit2's.
-pub fn log_raw(
+pub(crate) fn log_raw(
     repo: &Repository,
     revs: &[&str],
     path: Option<&str>,
@@ -384,7 +388,7 @@ pub fn log_raw(
 /// The file versions the index holds that HEAD does not (`git diff --cached --raw`):
 /// what the next commit would add. `found(path, blob)` as in [`log_raw`]. Git compares
 /// a 10,000-entry index with HEAD several times faster than libgit2's diff.
-pub fn staged_raw(repo: &Repository, mut found: impl FnMut(&[u8], git2::Oid)) -> Result<()> {
+pub(crate) fn staged_raw(repo: &Repository, mut found: impl FnMut(&[u8], git2::Oid)) -> Result<()> {
     let args = [
         "diff",
         "--cached",
@@ -481,12 +485,12 @@ fn git_raw(
 
 /// Git chores for tests.
 #[cfg(test)]
-pub mod testing {
+pub(crate) mod testing {
     use git2::Repository;
 
     /// `git add -A && git commit`: stages every change, deletions included, and commits
     /// on HEAD's branch (the first commit too).
-    pub fn commit_all(repo: &Repository) {
+    pub(crate) fn commit_all(repo: &Repository) {
         let mut index = repo.index().unwrap();
         index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
         index.update_all(["*"], None).unwrap();

@@ -16,7 +16,7 @@ use crate::error::{Problem, Result};
 
 /// The raw bytes of a store, as read from one source.
 #[derive(Debug, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub settings: Option<FileEntry>,
     pub owners: Option<FileEntry>,
     pub exceptions: Option<FileEntry>,
@@ -48,7 +48,7 @@ pub struct Listing {
 
 impl Snapshot {
     /// Reads `keyrot.toml`, `owners.toml` and `exceptions.toml`.
-    pub fn read_root(source: &Source) -> Snapshot {
+    pub(crate) fn read_root(source: &Source) -> Snapshot {
         let mut snap = Snapshot::default();
         for name in ROOT_FILES {
             match source.read(name) {
@@ -73,13 +73,13 @@ impl Snapshot {
     /// Reads the key files (`<dir>/*.toml`), policy files (`<dir>/*.rhai`) and, apart,
     /// the policy tests (`*_test.rhai`). Anything else in the keys folder is a problem,
     /// as a key file with a wrong extension would otherwise be silently ignored.
-    pub fn read_folders(&mut self, source: &Source, keys_dir: &str, policies_dir: &str) {
+    pub(crate) fn read_folders(&mut self, source: &Source, keys_dir: &str, policies_dir: &str) {
         self.keys = self.read_folder(source, keys_dir, pick_key_file);
         self.read_policies(source, policies_dir);
     }
 
     /// Reads the policy files and, apart, the policy tests.
-    pub fn read_policies(&mut self, source: &Source, policies_dir: &str) {
+    pub(crate) fn read_policies(&mut self, source: &Source, policies_dir: &str) {
         let policies = self.read_folder(source, policies_dir, |name, _| {
             match layout::policy_folder_file(name) {
                 PolicyFolderFile::Policy | PolicyFolderFile::Test => Pick::Take,
@@ -226,7 +226,7 @@ impl Snapshot {
 
     /// `sha256:` over the policy files, `keyrot.toml`, `owners.toml` and
     /// `exceptions.toml`: everything that decides what happens to a key but the key.
-    pub fn policies_digest(&self) -> String {
+    pub(crate) fn policies_digest(&self) -> String {
         digest(
             self.settings
                 .iter()
@@ -238,7 +238,7 @@ impl Snapshot {
 
     /// `sha256:` over the key files (see [`keys_digest_of`]), and each file's digest
     /// when `keep_leaves` (else none: a plan of 100k keys need not hold 3 MB more).
-    pub fn keys_digest(&self, keep_leaves: bool) -> (String, Vec<Leaf>) {
+    pub(crate) fn keys_digest(&self, keep_leaves: bool) -> (String, Vec<Leaf>) {
         let paths = self.keys.iter().map(|f| f.path.as_str());
         if !keep_leaves {
             // In one pass, holding no digest per file: measured, a list of them raised
@@ -344,7 +344,7 @@ fn admit(
 }
 
 /// A key file's SHA-256.
-pub type Leaf = [u8; 32];
+pub(crate) type Leaf = [u8; 32];
 
 pub(crate) fn leaf(bytes: &[u8]) -> Leaf {
     Sha256::digest(bytes).into()

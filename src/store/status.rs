@@ -33,7 +33,7 @@ pub struct Seen {
 }
 
 /// The git blob id of `bytes`, as `git add` would record the file (no filters).
-pub fn blob_id(bytes: &[u8]) -> Oid {
+pub(crate) fn blob_id(bytes: &[u8]) -> Oid {
     // Only fails if libgit2 cannot allocate; a zero id then reads as "changed".
     Oid::hash_object(git2::ObjectType::Blob, bytes).unwrap_or_else(|_| Oid::zero())
 }
@@ -42,7 +42,7 @@ pub fn blob_id(bytes: &[u8]) -> Oid {
 /// that differ between HEAD, the index and the work tree, as `git status` lists them
 /// (modified, staged, deleted, or untracked and not ignored), sorted. `None` when only
 /// `git status` can tell (see the module's documentation).
-pub fn uncommitted(repo: &Repository, seen: &Seen, files: &[String]) -> Result<Option<Vec<String>>> {
+pub(crate) fn uncommitted(repo: &Repository, seen: &Seen, files: &[String]) -> Result<Option<Vec<String>>> {
     let git = |what: &'static str| move |e| Error::git(what, e);
     if filters_may_apply(repo, seen) {
         return Ok(None);
@@ -97,7 +97,7 @@ pub fn uncommitted(repo: &Repository, seen: &Seen, files: &[String]) -> Result<O
 /// folder, or an index entry git does not compare with the work tree. The raw bytes
 /// are hashed: the caller rules out filters, or accepts that a filtered file reads
 /// as changed when git calls it clean (never the reverse).
-pub fn file_changed(
+pub(crate) fn file_changed(
     repo: &Repository,
     index: &Index,
     head: Option<(Oid, i32)>,
@@ -131,7 +131,7 @@ pub fn file_changed(
 }
 
 /// Whether git compares executable bits (`core.fileMode`, true unless set false).
-pub fn trusts_executable_bit(repo: &Repository) -> bool {
+pub(crate) fn trusts_executable_bit(repo: &Repository) -> bool {
     repo.config()
         .and_then(|c| c.get_bool("core.filemode"))
         .unwrap_or(true)

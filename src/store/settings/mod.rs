@@ -10,7 +10,7 @@ mod read;
 #[cfg(test)]
 mod tests;
 
-pub use read::vault_address;
+pub(crate) use read::vault_address;
 pub(crate) use read::{check_folder, is_env_name, SECRET_BYTES};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -49,10 +49,10 @@ pub struct Settings {
 }
 
 /// Default `[apply] parallelism` (Terraform's `-parallelism` default).
-pub const DEFAULT_PARALLELISM: usize = 10;
+pub(crate) const DEFAULT_PARALLELISM: usize = 10;
 
 /// Most service steps keyrot runs at once.
-pub const MAX_PARALLELISM: usize = 256;
+pub(crate) const MAX_PARALLELISM: usize = 256;
 
 /// `[service.<name>] rate_limit`: at most `steps` steps in any window of `per`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,7 +132,7 @@ pub struct Remote {
 }
 
 /// Default `[remote] lease`.
-pub const DEFAULT_LEASE_SECS: i64 = 15 * 60;
+pub(crate) const DEFAULT_LEASE_SECS: i64 = 15 * 60;
 
 impl Remote {
     /// A remote named on the command line, with the other fields at their defaults.
@@ -147,7 +147,7 @@ impl Remote {
 }
 
 /// A remote's name as git allows it, and never one that `git` would read as an option.
-pub fn check_remote_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_remote_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && !name.starts_with('-')
         && name.len() <= 100
@@ -163,7 +163,7 @@ pub fn check_remote_name(name: &str) -> Result<(), String> {
 }
 
 /// A branch name git accepts under `refs/heads/`, not read as an option.
-pub fn check_branch_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_branch_name(name: &str) -> Result<(), String> {
     if !name.starts_with('-') && git2::Reference::is_valid_name(&format!("refs/heads/{name}")) {
         Ok(())
     } else {
@@ -192,7 +192,7 @@ pub struct Service {
 }
 
 /// Default for `[service.<name>] timeout`.
-pub const DEFAULT_PROVIDER_TIMEOUT_SECS: i64 = 30;
+pub(crate) const DEFAULT_PROVIDER_TIMEOUT_SECS: i64 = 30;
 
 impl Default for Service {
     fn default() -> Service {

@@ -537,7 +537,7 @@ pub(crate) fn is_env_name(s: &str) -> bool {
 }
 
 /// A Vault address as given (in keyrot.toml or `$VAULT_ADDR`), without a trailing `/`.
-pub fn vault_address(given: &str, from: &str) -> Result<String, String> {
+pub(crate) fn vault_address(given: &str, from: &str) -> Result<String, String> {
     let address = given.trim().trim_end_matches('/').to_string();
     if !(address.starts_with("http://") || address.starts_with("https://")) {
         return Err(format!(
