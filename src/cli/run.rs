@@ -111,7 +111,7 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
                 if args.json {
                     super::out(&format!(
                         "{}\n",
-                        json!({"event": "error", "time": now.to_rfc3339(), "error": e.to_string()})
+                        json!({"event": "error", "time": now.to_rfc3339(), "error": e.to_string(), "hint": super::hint(&e)})
                     ));
                 } else {
                     super::err_line(&format!("{now} cycle failed:"));

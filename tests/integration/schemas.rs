@@ -74,6 +74,26 @@ fn every_commands_json_output_matches_its_schema() {
     for event in json_lines(&cycles) {
         valid("run-event", &event);
     }
+    // A cycle that fails: its error, and what to do about it, as fields.
+    let bot = "keys/trading/binance-bot.toml";
+    let k1 = s.read(bot);
+    s.write(bot, &format!("{k1}# draft\n"));
+    let failed = s
+        .keyrot(&["run", "--once", "--apply", "--json", "--secrets-dir", &secrets])
+        .fails(1)
+        .stdout;
+    let events = json_lines(&failed);
+    assert_eq!(events.len(), 1, "{failed}");
+    valid("run-event", &events[0]);
+    assert_eq!(
+        events[0]["error"],
+        format!("the store has uncommitted changes: {bot}")
+    );
+    assert!(
+        events[0]["hint"].as_str().unwrap().starts_with("commit them"),
+        "{failed}"
+    );
+    s.write(bot, &k1);
 
     // A shared remote with no lease: null.
     let bare = s.root.parent().unwrap().join("remote.git");
