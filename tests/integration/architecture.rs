@@ -117,3 +117,18 @@ fn no_source_file_outgrows_about_600_lines() {
         .collect();
     assert!(long.is_empty(), "split these by concern:\n{}", long.join("\n"));
 }
+
+/// The library's errors are typed by concern, each with its location and hint as data;
+/// `Error::Usage(String)` is for the command line's own mistakes, made in `src/cli/`.
+#[test]
+fn only_the_cli_makes_usage_errors() {
+    let found: Vec<String> = sources()
+        .into_iter()
+        .filter(|(module, _)| module != "cli")
+        .filter_map(|(_, path)| {
+            let code = code(&path)?;
+            code.contains("Error::Usage(").then(|| path.display().to_string())
+        })
+        .collect();
+    assert!(found.is_empty(), "Error::Usage outside src/cli/: {found:?}");
+}
