@@ -143,6 +143,34 @@ struct WorkTree {
     loaded: crate::workspace::Loaded,
 }
 
+/// For a command that commits without applying (`owner depart`, `scan
+/// --mark-compromised`, `usage import`) in a shared store: the session with its remote,
+/// the local branch brought up to the remote's before anything is read, so that the
+/// commit is made on the shared history and can be pushed after it. `None`: local only
+/// (no `[remote]`, or `--no-remote`).
+fn share_direct<'w>(
+    ws: &'w crate::workspace::Workspace,
+    remote: &RemoteArgs,
+) -> Result<Option<crate::remote::Session<'w>>, Error> {
+    let Some(r) = remote.resolve(ws)? else {
+        return Ok(None);
+    };
+    let session = crate::remote::Session::open(ws, &r)?;
+    session.prepare_direct()?;
+    Ok(Some(session))
+}
+
+/// Pushes the commit a command made after [`share_direct`], if it made one, and says so.
+fn push_direct(session: Option<&mut crate::remote::Session>, commit: Option<&str>) -> Result<(), Error> {
+    let (Some(session), Some(commit)) = (session, commit) else {
+        return Ok(());
+    };
+    let id = git2::Oid::from_str(commit).map_err(|e| Error::git("reading the commit's id", e))?;
+    session.push_direct(id)?;
+    notes(&[format!("pushed commit {commit} to {}", session.shared_branch())]);
+    Ok(())
+}
+
 /// `--secrets-dir`, the one place it is declared and resolved: `apply`, `run` and
 /// `demo` flatten it.
 #[derive(clap::Args)]
@@ -179,8 +207,8 @@ impl StepArgs {
     }
 }
 
-/// `--remote NAME` / `--no-remote`, declared once: `plan`, `apply`, `run`, `lease` and
-/// `unlock` flatten it.
+/// `--remote NAME` / `--no-remote`, declared once: `plan`, `apply`, `run`, `lease`,
+/// `unlock` and the commands that commit without applying flatten it.
 #[derive(clap::Args)]
 struct RemoteArgs {
     /// Share the store through this git remote (overrides [remote] name in keyrot.toml)

@@ -30,6 +30,10 @@ pub(super) struct Args {
     /// Print the findings as JSON
     #[arg(long)]
     json: bool,
+    /// With --mark-compromised in a shared store: the remote the marking commit is
+    /// pushed to (default: keyrot.toml's [remote])
+    #[command(flatten)]
+    remote: super::RemoteArgs,
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {
@@ -40,13 +44,17 @@ fn parse_prefix(s: &str) -> Result<String, String> {
 
 /// The store the findings are matched against: `--store`/`$KEYROT_STORE` when given
 /// (an error if it is not one), else the current folder if it is a store.
-fn open_store(explicit: Option<&Path>) -> Result<Option<(Workspace, Store)>, Error> {
+fn open_workspace(explicit: Option<&Path>) -> Result<Option<Workspace>, Error> {
     let dir = explicit.unwrap_or(Path::new("."));
-    let ws = match Workspace::open(dir) {
-        Ok(ws) => ws,
-        Err(Error::NotAStore(_)) if explicit.is_none() => return Ok(None),
-        Err(e) => return Err(e),
-    };
+    match Workspace::open(dir) {
+        Ok(ws) => Ok(Some(ws)),
+        Err(Error::NotAStore(_)) if explicit.is_none() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The store's keys as the work tree has them, to name whose secret each finding is.
+fn load_store(ws: &Workspace) -> Store {
     let (store, problems) = Store::load(&Source::WorkTree(ws.root.clone()));
     if !problems.is_empty() {
         // Scanning must not stop at a broken key file; the keys it could not read
@@ -58,16 +66,23 @@ fn open_store(explicit: Option<&Path>) -> Result<Option<(Workspace, Store)>, Err
             if problems.len() == 1 { "" } else { "s" }
         )]);
     }
-    Ok(Some((ws, store)))
+    store
 }
 
 pub(super) fn run(args: &Args, explicit_store: Option<&Path>) -> Result<ExitCode, Error> {
-    let store = open_store(explicit_store)?;
-    if args.mark_compromised && store.is_none() {
+    let ws = open_workspace(explicit_store)?;
+    if args.mark_compromised && ws.is_none() {
         return Err(Error::Usage(
             "marking keys compromised needs the store they belong to: run scan in the store, or pass --store DIR".into(),
         ));
     }
+    // Marking commits: in a shared store, the branch is brought up to the remote's
+    // before the keys are read, and the commit pushed after.
+    let mut shared = match &ws {
+        Some(ws) if args.mark_compromised => super::share_direct(ws, &args.remote)?,
+        _ => None,
+    };
+    let store = ws.as_ref().map(|ws| (ws, load_store(ws)));
     let prefix = match (&args.prefix, &store) {
         (Some(p), _) => p.clone(),
         (None, Some((_, s))) => s.settings.secret_prefix.clone(),
@@ -121,6 +136,7 @@ pub(super) fn run(args: &Args, explicit_store: Option<&Path>) -> Result<ExitCode
     } else {
         super::out(&text(&scanned, marked.as_ref(), args.git));
     }
+    super::push_direct(shared.as_mut(), marked.as_ref().and_then(|m| m.commit.as_deref()))?;
     Ok(if scanned.findings.is_empty() {
         ExitCode::SUCCESS
     } else {

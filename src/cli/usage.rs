@@ -33,11 +33,14 @@ struct ImportArgs {
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    remote: super::RemoteArgs,
 }
 
 pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     let UsageCommand::Import(a) = &args.command;
     let ws = Workspace::open(store)?;
+    let mut shared = super::share_direct(&ws, &a.remote)?;
     let format = a.format.unwrap_or_else(|| {
         if a.file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
             Format::Csv
@@ -60,6 +63,7 @@ pub(super) fn run(args: &Args, store: &Path) -> Result<ExitCode, Error> {
     } else {
         super::out(&text(&imported));
     }
+    super::push_direct(shared.as_mut(), imported.commit.as_deref())?;
     Ok(ExitCode::SUCCESS)
 }
 

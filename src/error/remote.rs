@@ -30,6 +30,16 @@ pub enum RemoteError {
         branch: String,
     },
 
+    /// A commit that is not an apply (an import, a departure, a compromise mark) was
+    /// made locally but the remote did not take it.
+    #[error("{remote} did not take commit {commit} ({why}): it is recorded in this store but not shared")]
+    NotShared {
+        commit: String,
+        remote: String,
+        branch: String,
+        why: String,
+    },
+
     /// The remote refused a push of an earlier apply's commit.
     #[error("{remote} refused apply commit {commit}: {why}")]
     CommitRefused {
@@ -98,8 +108,11 @@ impl RemoteError {
             RemoteError::WrongBranch { configured, .. } => format!("check out {configured} first"),
             RemoteError::NoBranch { .. } => "push the store there first".into(),
             RemoteError::LocalAhead { .. } => {
-                "push them (or drop them) before applying, so that every apply starts from the shared history".into()
+                "push them (or drop them) first, so that every commit keyrot makes starts from the shared history".into()
             }
+            RemoteError::NotShared { remote, branch, .. } => format!(
+                "share it with `git pull --rebase {remote} {branch} && git push {remote} {branch}`; until then an apply through {remote} refuses to start"
+            ),
             RemoteError::UnpushedAndMoved { remote, branch, .. } => format!(
                 "re-plan on the new tip: `git reset --hard {remote}/{branch}` drops it (its secrets stay in the secrets folder), then apply again"
             ),

@@ -238,6 +238,55 @@ impl<'w> Session<'w> {
         }
     }
 
+    /// Before a commit that is not an apply (`owner depart`, `scan --mark-compromised`,
+    /// `usage import`): brings a local branch that is behind the remote's up to it, so
+    /// the commit is made on the shared history; refuses local commits the remote
+    /// lacks (an unpushed apply commit included: `keyrot apply` publishes that).
+    pub(crate) fn prepare_direct(&self) -> Result<()> {
+        match self.standing()? {
+            Standing::UpToDate => Ok(()),
+            Standing::Behind(_) => self.fast_forward(self.remote_tip),
+            Standing::Ahead(n) | Standing::Diverged { ahead: n, .. } => Err(RemoteError::LocalAhead {
+                branch: self.branch.clone(),
+                remote: self.git.remote.clone(),
+                count: n,
+            }
+            .into()),
+        }
+    }
+
+    /// Pushes a direct commit made after [`Session::prepare_direct`] (a child of the
+    /// remote's tip), by a compare-and-swap on the remote's branch: it lands only if
+    /// nobody pushed meanwhile. No lease: a direct commit does nothing at any service,
+    /// and an apply racing it re-plans on top of it (or it on top of the apply: then
+    /// this push is refused and the commit stays local, said so).
+    pub(crate) fn push_direct(&mut self, commit: Oid) -> Result<()> {
+        let branch_ref = format!("refs/heads/{}", self.branch);
+        let (c, b) = (commit.to_string(), self.remote_tip.to_string());
+        let not_pushed = |why: String| RemoteError::NotShared {
+            commit: c.clone(),
+            remote: self.git.remote.clone(),
+            branch: self.branch.clone(),
+            why,
+        };
+        match self.git.push(&[(Some(&c), &branch_ref, Some(&b))])? {
+            Pushed::Done => {
+                self.remote_tip = commit;
+                if self.git.fetch(&self.branch).is_ok() {
+                    let _ = self.check_not_rewritten();
+                }
+                Ok(())
+            }
+            Pushed::Stale(_) => Err(not_pushed("its branch moved meanwhile".into()).into()),
+            Pushed::Refused(why) => Err(not_pushed(why).into()),
+        }
+    }
+
+    /// The remote and branch this session shares, as `origin/main`.
+    pub(crate) fn shared_branch(&self) -> String {
+        format!("{}/{}", self.git.remote, self.branch)
+    }
+
     /// Makes `commit` (a child of `base`) the remote's branch tip and releases the
     /// lease, in one atomic push; then moves the local branch from `local` to it.
     /// `Ok(Some(tip))` when the remote's branch had moved to `tip` meanwhile (nothing

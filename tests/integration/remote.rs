@@ -622,3 +622,103 @@ fn a_pushed_apply_whose_local_side_fails_is_never_rolled_back_and_is_finished_ne
     assert_eq!(r.git(&["status", "--porcelain"]), "");
     assert_every_secret_delivered(&t);
 }
+
+/// Commits that are not applies (a departure, an import, a compromise mark) in a shared
+/// store are made on the remote's tip and pushed: a runner behind the remote catches up
+/// before it reads anything, so it marks the secret the remote knows. A commit the
+/// remote does not take stays local and is said to be unshared; `--no-remote` keeps one
+/// local on purpose, and an apply through the remote then refuses until it is shared.
+#[test]
+fn commits_that_are_not_applies_are_shared_through_the_remote() {
+    let t = Team::new(2);
+    let (r1, r2) = (&t.runners[0], &t.runners[1]);
+    let remote_tip = || t.remote_git(&["rev-parse", "main"]).trim().to_string();
+
+    // A departure: committed, then pushed.
+    let run = r1.keyrot(&["owner", "depart", "alice", "--at", NOW]).ok();
+    run.stderr_has(&format!("note: pushed commit {} to origin/main", r1.head()));
+    assert_eq!(remote_tip(), r1.head());
+    assert!(t
+        .remote_git(&["show", "main:owners.toml"])
+        .contains("status = \"departed\""));
+
+    // An import on the runner one commit behind: it catches up first, and its commit
+    // lands on top of the departure.
+    let records = r2.root.parent().unwrap().join("access.jsonl");
+    std::fs::write(
+        &records,
+        "{\"key\":\"b\",\"at\":\"2026-11-22T10:00:00Z\",\"ip\":\"203.0.113.7\"}\n",
+    )
+    .unwrap();
+    r2.keyrot(&["usage", "import", records.to_str().unwrap(), "--now", NOW])
+        .ok()
+        .stderr_has("note: pushed commit ");
+    assert_eq!(remote_tip(), r2.head());
+    assert_eq!(r2.git(&["rev-parse", "HEAD~1"]).trim(), r1.head());
+    assert!(r2.read("owners.toml").contains("status = \"departed\""));
+
+    // r1 applies through the remote (key a is due), so r2 is behind again; a leak of
+    // that new secret, scanned on r2 with --mark-compromised, is attributed to key a
+    // (r2 caught up before reading the keys) and the mark is shared.
+    apply(r1, NOW, &[]).ok();
+    let leak = r2.root.parent().unwrap().join("leak.txt");
+    let secret = std::fs::read_to_string(r1.secret_file("a")).unwrap();
+    std::fs::write(&leak, format!("token: {}", secret.trim_end())).unwrap();
+    r2.keyrot(&["scan", leak.to_str().unwrap(), "--mark-compromised"])
+        .fails(1)
+        .stdout_has(" a (current secret)")
+        .stderr_has("note: pushed commit ");
+    assert_eq!(remote_tip(), r2.head());
+    assert!(t
+        .remote_git(&["show", "main:keys/a.toml"])
+        .contains("compromised = true"));
+
+    // A remote that refuses the push (a hook): the commit stays here, said so.
+    std::fs::write(
+        &records,
+        "{\"key\":\"c\",\"at\":\"2026-11-23T10:00:00Z\",\"ip\":\"203.0.113.7\"}\n",
+    )
+    .unwrap();
+    let hook = t.remote.join("hooks/pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\necho 'protected branch' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let before = remote_tip();
+    let run = r1
+        .keyrot(&["usage", "import", records.to_str().unwrap(), "--now", ROUND_2])
+        .fails(1);
+    run.stderr_has(&format!(
+        "error: remote: origin did not take commit {} (",
+        r1.head()
+    ))
+    .stderr_has("): it is recorded in this store but not shared")
+    .stderr_has("hint: share it with `git pull --rebase origin main && git push origin main`");
+    assert_eq!(remote_tip(), before);
+    std::fs::remove_file(&hook).unwrap();
+
+    // --no-remote: local on purpose; the next apply through the remote refuses to
+    // start from a history the remote lacks.
+    // (Nothing to record here, but the runner is brought up to the remote first.)
+    r2.keyrot(&["owner", "depart", "alice", "--at", NOW])
+        .ok()
+        .stdout_has("already recorded as departed");
+    let commits = r2.commit_count();
+    std::fs::write(
+        &records,
+        "{\"key\":\"b\",\"at\":\"2026-11-24T10:00:00Z\",\"ip\":\"203.0.113.7\"}\n",
+    )
+    .unwrap();
+    r2.keyrot(&[
+        "usage",
+        "import",
+        records.to_str().unwrap(),
+        "--now",
+        ROUND_2,
+        "--no-remote",
+    ])
+    .ok();
+    assert_eq!(r2.commit_count(), commits + 1);
+    assert_ne!(remote_tip(), r2.head());
+    apply(r2, ROUND_2, &[])
+        .fails(1)
+        .stderr_has("commit(s) that origin lacks");
+}
