@@ -133,6 +133,16 @@ impl<'w> Session<'w> {
             .map_err(|e| Error::git(format!("recording {name}"), e))
     }
 
+    /// After a push of `commit` to the branch landed: it is the remote's tip, recorded
+    /// as fetched when a fetch succeeds. Nothing here may fail the caller: the push
+    /// has landed, and the next fetch records the tip anyway.
+    fn landed(&mut self, commit: Oid) {
+        self.remote_tip = commit;
+        if self.git.fetch(&self.branch).is_ok() {
+            let _ = self.check_not_rewritten();
+        }
+    }
+
     /// The local branch against the remote's, as fetched.
     pub(crate) fn standing(&self) -> Result<Standing> {
         let Some(local) = self.ws.head_id()? else {
@@ -271,10 +281,7 @@ impl<'w> Session<'w> {
         };
         match self.git.push(&[(Some(&c), &branch_ref, Some(&b))])? {
             Pushed::Done => {
-                self.remote_tip = commit;
-                if self.git.fetch(&self.branch).is_ok() {
-                    let _ = self.check_not_rewritten();
-                }
+                self.landed(commit);
                 Ok(())
             }
             Pushed::Stale(_) => Err(not_pushed("its branch moved meanwhile".into()).into()),
@@ -314,10 +321,7 @@ impl<'w> Session<'w> {
                 // landed, and the journal left for the next run, which finishes it.
                 self.lease = None;
                 crate::failpoint::pause("remote-after-push");
-                self.remote_tip = commit;
-                if self.git.fetch(&self.branch).is_ok() {
-                    let _ = self.check_not_rewritten();
-                }
+                self.landed(commit);
                 let landed = |e: Error| Error::AfterCommit {
                     commit: commit.to_string(),
                     source: Box::new(e),
@@ -375,10 +379,7 @@ impl<'w> Session<'w> {
         let (c, b) = (commit.to_string(), base.to_string());
         match self.git.push(&[(Some(&c), &branch_ref, Some(&b))])? {
             Pushed::Done => {
-                self.remote_tip = commit;
-                if self.git.fetch(&self.branch).is_ok() {
-                    let _ = self.check_not_rewritten();
-                }
+                self.landed(commit);
                 self.adopt(base, commit)?;
                 Ok(true)
             }
