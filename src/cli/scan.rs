@@ -30,8 +30,8 @@ pub(super) struct Args {
     /// Print the findings as JSON
     #[arg(long)]
     json: bool,
-    /// With --mark-compromised in a shared store: the remote the marking commit is
-    /// pushed to (default: keyrot.toml's [remote])
+    // With --mark-compromised in a shared store: the remote the marking commit is
+    // pushed to (default: keyrot.toml's [remote]); ignored otherwise.
     #[command(flatten)]
     remote: super::RemoteArgs,
 }
