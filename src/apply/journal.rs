@@ -99,7 +99,7 @@ impl Journal {
             Ok(Some(bytes)) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
                 Error::from(ApplyError::JournalUnreadable {
                     path: p.clone(),
-                    what: "apply journal",
+                    journal: crate::error::Journal::Apply,
                     why: e.to_string(),
                 })
             }),

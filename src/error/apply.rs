@@ -31,11 +31,10 @@ pub enum ApplyError {
     LockNotRemoved { path: PathBuf, why: String },
 
     /// A journal (the apply's, or its provider steps') that is not one keyrot wrote.
-    #[error("{}: unreadable {what} ({why})", .path.display())]
+    #[error("{}: unreadable {journal} ({why})", .path.display())]
     JournalUnreadable {
         path: PathBuf,
-        /// "apply journal", "journal of provider steps".
-        what: &'static str,
+        journal: Journal,
         why: String,
     },
 
@@ -83,12 +82,14 @@ impl ApplyError {
         Some(match self {
             ApplyError::BranchMoved { .. } => "run `keyrot plan` again".into(),
             ApplyError::LockUnreadable { .. } => "if no keyrot is running, remove it".into(),
-            ApplyError::JournalUnreadable { what: "apply journal", .. } => {
-                "inspect it; if no apply is running and the store is as it should be, delete it".into()
-            }
-            ApplyError::JournalUnreadable { .. } => {
-                "check the keys it names at their services, then delete it".into()
-            }
+            ApplyError::JournalUnreadable {
+                journal: Journal::Apply,
+                ..
+            } => "inspect it; if no apply is running and the store is as it should be, delete it".into(),
+            ApplyError::JournalUnreadable {
+                journal: Journal::ProviderSteps,
+                ..
+            } => "check the keys it names at their services, then delete it".into(),
             ApplyError::JournalBranchMoved(at) => format!(
                 "someone moved the branch since; check that the key files and the secrets in {} agree, then delete {}",
                 at.secrets_dir.display(),
@@ -114,4 +115,22 @@ pub struct Interrupted {
     /// Where the branch is now.
     pub tip: String,
     pub secrets_dir: PathBuf,
+}
+
+/// Which of an apply's two journals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Journal {
+    /// The apply's own: its commit, base and pending secrets.
+    Apply,
+    /// The provider and Vault steps it took at services.
+    ProviderSteps,
+}
+
+impl std::fmt::Display for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Journal::Apply => "apply journal",
+            Journal::ProviderSteps => "journal of provider steps",
+        })
+    }
 }

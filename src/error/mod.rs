@@ -15,7 +15,7 @@ mod store;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use apply::{ApplyError, Interrupted};
+pub use apply::{ApplyError, Interrupted, Journal};
 pub use delivery::DeliveryError;
 pub use input::InputError;
 pub use remote::RemoteError;

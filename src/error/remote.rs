@@ -103,6 +103,14 @@ pub enum RemoteError {
 }
 
 impl RemoteError {
+    /// The system `git` could not be started at all.
+    pub(crate) fn cannot_run_git(e: &std::io::Error) -> RemoteError {
+        RemoteError::Git {
+            what: "cannot run git".into(),
+            why: e.to_string(),
+        }
+    }
+
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             RemoteError::WrongBranch { configured, .. } => format!("check out {configured} first"),

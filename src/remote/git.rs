@@ -45,10 +45,11 @@ impl Git {
 
     /// Runs `git args…`; `Err` with git's message when it fails.
     fn run(&self, args: &[&str], what: &str) -> Result<String> {
-        let out = self.command().args(args).output().map_err(|e| RemoteError::Git {
-            what: "cannot run git".into(),
-            why: e.to_string(),
-        })?;
+        let out = self
+            .command()
+            .args(args)
+            .output()
+            .map_err(|e| RemoteError::cannot_run_git(&e))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -119,10 +120,7 @@ impl Git {
             .command()
             .args(&args)
             .output()
-            .map_err(|e| RemoteError::Git {
-                what: "cannot run git".into(),
-                why: e.to_string(),
-            })?;
+            .map_err(|e| RemoteError::cannot_run_git(&e))?;
         if out.status.success() {
             return Ok(Pushed::Done);
         }

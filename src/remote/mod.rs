@@ -232,10 +232,7 @@ impl<'w> Session<'w> {
             .args(["merge", "--ff-only", "--quiet", &to.to_string()])
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|e| RemoteError::Git {
-                what: "cannot run git".into(),
-                why: e.to_string(),
-            })?;
+            .map_err(|e| RemoteError::cannot_run_git(&e))?;
         if out.status.success() {
             Ok(())
         } else {

@@ -260,3 +260,34 @@ fn a_key_file_saved_while_apply_updates_the_work_tree_keeps_the_edit() {
     next.stderr_has("finished an interrupted apply");
     assert_applied_once(&s, &base);
 }
+
+/// A journal keyrot cannot read (a truncated write by hand, a disk error) stops the
+/// next apply before it does anything, naming the file and, as its hint, what to do:
+/// each of the two journals has its own advice.
+#[test]
+fn an_unreadable_journal_stops_apply_with_what_to_do() {
+    let s = Store::with_keys(&[("old", &key("[\"read\"]", "2026-08-01T00:00:00Z", ""))]);
+    let commits = s.commit_count();
+    let dir = s.root.join(".git/keyrot");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, hint) in [
+        (
+            "journal",
+            "hint: inspect it; if no apply is running and the store is as it should be, delete it",
+        ),
+        (
+            "services",
+            "hint: check the keys it names at their services, then delete it",
+        ),
+    ] {
+        std::fs::write(dir.join(file), "{not json").unwrap();
+        s.apply()
+            .fails(1)
+            .stderr_has(&format!("keyrot/{file}: unreadable "))
+            .stderr_has(hint);
+        std::fs::remove_file(dir.join(file)).unwrap();
+    }
+    assert_eq!(s.commit_count(), commits);
+    s.apply().ok();
+    assert_eq!(s.commit_count(), commits + 1);
+}

@@ -21,7 +21,7 @@ pub(crate) fn recover(ws: &Workspace) -> Result<Vec<String>> {
     let mut j = Journal::parse(&bytes).map_err(|e| {
         Error::from(ApplyError::JournalUnreadable {
             path: file.clone(),
-            what: "journal of provider steps",
+            journal: crate::error::Journal::ProviderSteps,
             why: e.to_string(),
         })
     })?;
